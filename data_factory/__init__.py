@@ -1,0 +1,18 @@
+"""Datasets, normalisation and windowing: the first stage of data_factory -> model -> evaluation."""
+
+from data_factory.dataset import TimeSeriesDataset
+from data_factory.errors import UserInputError
+from data_factory.registry import DATASET_NAMES, DEFAULT_DATA_DIR, load_dataset
+from data_factory.synthetic import SynthSpec, generate_synthetic
+from data_factory.windows import Normalizer
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEFAULT_DATA_DIR",
+    "Normalizer",
+    "SynthSpec",
+    "TimeSeriesDataset",
+    "UserInputError",
+    "generate_synthetic",
+    "load_dataset",
+]

@@ -1,0 +1,72 @@
+"""The dataset record every loader returns, and the checks every array passes before use."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_factory.errors import UserInputError
+
+
+@dataclass
+class TimeSeriesDataset:
+    """A train series (normal data), a test series and, where known, its point labels."""
+
+    name: str
+    train: np.ndarray  # (N_train, C) float32
+    test: np.ndarray  # (N_test, C) float32
+    test_labels: np.ndarray | None  # (N_test,) uint8, 1 = anomalous
+    channel_names: list[str]
+    anomalies: list[dict] = field(default_factory=list)  # SYNTH only: kind, start, end, channels
+
+    @property
+    def n_channels(self) -> int:
+        return self.train.shape[1]
+
+    def fingerprint(self) -> str:
+        """sha256 over shapes and float32 bytes of both splits: identifies the exact data."""
+        digest = hashlib.sha256()
+        for array in (self.train, self.test):
+            digest.update(repr(array.shape).encode())
+            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        return digest.hexdigest()
+
+
+def check_series(array: np.ndarray, what: str, n_channels: int | None = None) -> np.ndarray:
+    """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it."""
+    array = np.asarray(array)
+    if array.ndim == 1 and n_channels == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise UserInputError(f"{what} must be a 2-D array (time, channels), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise UserInputError(f"{what} is empty (shape {array.shape})")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise UserInputError(f"{what} must hold real numbers, got dtype {array.dtype}")
+    if n_channels is not None and array.shape[1] != n_channels:
+        raise UserInputError(
+            f"{what} has {array.shape[1]} channels but {n_channels} were expected; every split needs the same columns"
+        )
+    array = array.astype(np.float32, copy=False)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows, columns = np.nonzero(bad)
+        raise UserInputError(
+            f"{what} has {int(bad.sum())} NaN/Inf values in {len(np.unique(rows))} rows "
+            f"(first at row {rows[0]}, column {columns[0]}); fill or drop them before training"
+        )
+    return array
+
+
+def check_labels(labels: np.ndarray, what: str, length: int) -> np.ndarray:
+    """Return labels as uint8 (N,), or raise UserInputError if they are not a 0/1 vector of that length."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and 1 in labels.shape:  # a single column or row, as CSV tools write it
+        labels = labels.reshape(-1)
+    if labels.ndim != 1 or labels.shape[0] != length:
+        raise UserInputError(f"{what} must have shape ({length},) to match the test data, got {labels.shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise UserInputError(f"{what} must hold only 0 (normal) and 1 (anomaly)")
+    return labels.astype(np.uint8)

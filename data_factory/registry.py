@@ -1,0 +1,53 @@
+"""One entry point for every dataset: load_dataset(name, data_dir)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from data_factory.custom import load_custom
+from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
+from data_factory.errors import UserInputError
+from data_factory.synthetic import SynthSpec, generate_synthetic
+
+DEFAULT_DATA_DIR = "~/.cache/cvlization/anomaly_data"
+
+
+def load_synth(data_dir: str | Path | None = None, spec: SynthSpec = SynthSpec()) -> TimeSeriesDataset:
+    """The embedded dataset: generated from a seed, nothing to download."""
+    generated = generate_synthetic(spec)
+    train = check_series(generated["train"], "SYNTH train")
+    return TimeSeriesDataset(
+        name="SYNTH",
+        train=train,
+        test=check_series(generated["test"], "SYNTH test", n_channels=train.shape[1]),
+        test_labels=check_labels(generated["test_labels"], "SYNTH labels", len(generated["test"])),
+        channel_names=[f"sensor_{index:02d}" for index in range(train.shape[1])],
+        anomalies=generated["anomalies"],
+    )
+
+
+def _not_available_yet(name: str) -> Callable[..., TimeSeriesDataset]:
+    def load(data_dir: str | Path | None = None) -> TimeSeriesDataset:
+        raise UserInputError(
+            f"the {name} loader is not available in this version; use --dataset SYNTH, "
+            "or --dataset CUSTOM --data-dir PATH with train_data.npy and test_data.npy"
+        )
+
+    return load
+
+
+LOADERS: dict[str, Callable[..., TimeSeriesDataset]] = {
+    "SYNTH": load_synth,
+    "CUSTOM": load_custom,
+    **{name: _not_available_yet(name) for name in ("SMAP", "MSL", "SMD", "PSM")},
+}
+DATASET_NAMES = tuple(LOADERS)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> TimeSeriesDataset:
+    """Load a registered dataset by name (case-insensitive)."""
+    loader = LOADERS.get(name.upper())
+    if loader is None:
+        raise UserInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    return loader(data_dir)

@@ -1,0 +1,72 @@
+"""Detection metrics over numpy arrays: point-wise, threshold-free and point-adjusted.
+
+Conventions: `labels` and `predictions` are binary (N,) arrays, 1 = anomalous; `scores` are
+(N,) floats where larger means more anomalous.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def precision_recall_f1(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Point-wise precision, recall and F1; 0 where a ratio has an empty denominator."""
+    labels, predictions = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
+    true_positives = int(np.sum(labels & predictions))
+    predicted, actual = int(predictions.sum()), int(labels.sum())
+    precision = true_positives / predicted if predicted else 0.0
+    recall = true_positives / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def label_segments(labels: np.ndarray) -> np.ndarray:
+    """Maximal runs of 1s as (n_segments, 2) [start, end) pairs; a run may start at index 0."""
+    padded = np.concatenate([[0], np.asarray(labels).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return edges.reshape(-1, 2)
+
+
+def point_adjust(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """If any point of a labelled segment is predicted, predict the whole segment.
+
+    Unlike the reference code, whose backward scan stops before index 0, a segment that starts
+    at the first point is adjusted like any other.
+    """
+    adjusted = np.asarray(predictions).astype(bool).copy()
+    for start, end in label_segments(labels):
+        if adjusted[start:end].any():
+            adjusted[start:end] = True
+    return adjusted
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC, or NaN when the labels hold a single class and the area is undefined."""
+    labels = np.asarray(labels)
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall curve (average precision); NaN without positives."""
+    labels = np.asarray(labels)
+    if not labels.any():
+        return float("nan")
+    return float(average_precision_score(labels, scores))
+
+
+def detection_metrics(labels: np.ndarray, scores: np.ndarray, predictions: np.ndarray) -> dict:
+    """The panel evaluate.py prints: point P/R/F1, ROC-AUC, PR-AUC and point-adjusted P/R/F1."""
+    point = precision_recall_f1(labels, predictions)
+    adjusted = precision_recall_f1(labels, point_adjust(labels, predictions))
+    return {
+        **point,
+        "roc_auc": roc_auc(labels, scores),
+        "pr_auc": pr_auc(labels, scores),
+        "pa_precision": adjusted["precision"],
+        "pa_recall": adjusted["recall"],
+        "pa_f1": adjusted["f1"],
+        "predicted_ratio": float(np.mean(predictions)),
+    }

@@ -1,0 +1,81 @@
+"""Association discrepancy (paper §3.1), minimax losses (§3.2) and the anomaly score (§3.3)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from model.attention import Associations
+
+# The reference adds this inside both logs; keeping it keeps the losses and scores comparable.
+LOG_EPSILON = 1e-4
+SCORE_VARIANTS = ("paper", "reconstruction", "discrepancy")
+
+
+def kl_per_step(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of each query row, summed over keys and averaged over heads: (B, H, L, L) -> (B, L)."""
+    divergence = p * (torch.log(p + LOG_EPSILON) - torch.log(q + LOG_EPSILON))
+    return divergence.sum(dim=-1).mean(dim=1)
+
+
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) + KL(q || p) per time step: (B, H, L, L) -> (B, L)."""
+    return kl_per_step(p, q) + kl_per_step(q, p)
+
+
+def association_discrepancy(per_layer: list[Associations]) -> torch.Tensor:
+    """AssDis(P, S; X) per time step, summed over layers: (B, L). No gradient is stopped here."""
+    return sum(symmetric_kl(layer.prior, layer.series) for layer in per_layer)
+
+
+class MinimaxLosses(NamedTuple):
+    reconstruction: torch.Tensor  # MSE over the batch
+    loss1: torch.Tensor  # maximise phase: rec - k * AssDis(sg(P), S); trains the series side
+    loss2: torch.Tensor  # minimise phase: rec + k * AssDis(P, sg(S)); trains the prior side
+
+    @property
+    def total(self) -> torch.Tensor:
+        """loss1 + loss2: one backward of this equals the reference's two backward passes."""
+        return self.loss1 + self.loss2
+
+
+def minimax_losses(
+    x: torch.Tensor, reconstruction: torch.Tensor, per_layer: list[Associations], k: float
+) -> MinimaxLosses:
+    """Both phases of the minimax strategy with their stop-gradients; discrepancies averaged over layers."""
+    rec = torch.mean((reconstruction.float() - x.float()) ** 2)
+    series_side = sum(symmetric_kl(layer.series, layer.prior.detach()).mean() for layer in per_layer)
+    prior_side = sum(symmetric_kl(layer.prior, layer.series.detach()).mean() for layer in per_layer)
+    n_layers = len(per_layer)
+    return MinimaxLosses(
+        reconstruction=rec,
+        loss1=rec - k * series_side / n_layers,
+        loss2=rec + k * prior_side / n_layers,
+    )
+
+
+def anomaly_score(
+    x: torch.Tensor,
+    reconstruction: torch.Tensor,
+    per_layer: list[Associations],
+    variant: str = "paper",
+    temperature: float = 50.0,
+) -> torch.Tensor:
+    """Per-step anomaly score (B, L).
+
+    paper:          softmax over the window of (-AssDis * temperature), times the step's
+                    reconstruction MSE averaged over channels (the reference's criterion).
+    reconstruction: the step's reconstruction MSE alone.
+    discrepancy:    -AssDis alone: anomalies keep attention close to the adjacent-step prior,
+                    so a small discrepancy is the suspicious one.
+    """
+    step_error = torch.mean((reconstruction.float() - x.float()) ** 2, dim=-1)  # (B, L)
+    if variant == "reconstruction":
+        return step_error
+    discrepancy = association_discrepancy(per_layer)  # (B, L)
+    if variant == "paper":
+        return torch.softmax(-discrepancy * temperature, dim=-1) * step_error
+    if variant == "discrepancy":
+        return -discrepancy
+    raise ValueError(f"unknown score variant {variant!r}; choose one of {', '.join(SCORE_VARIANTS)}")
