@@ -13,9 +13,9 @@ from data_factory.synthetic import SynthSpec, generate_synthetic
 DEFAULT_DATA_DIR = "~/.cache/cvlization/anomaly_data"
 
 
-def load_synth(data_dir: str | Path | None = None, spec: SynthSpec = SynthSpec()) -> TimeSeriesDataset:
+def load_synth(data_dir: str | Path | None = None, spec: SynthSpec | None = None) -> TimeSeriesDataset:
     """The embedded dataset: generated from a seed, nothing to download."""
-    generated = generate_synthetic(spec)
+    generated = generate_synthetic(spec or SynthSpec())
     train = check_series(generated["train"], "SYNTH train")
     return TimeSeriesDataset(
         name="SYNTH",

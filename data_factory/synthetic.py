@@ -90,23 +90,28 @@ def _inject(
             test[stretch, channel] += clean(time - lag, channel) - clean(time, channel)
 
 
-def generate_synthetic(spec: SynthSpec = SynthSpec()) -> dict:
+def generate_synthetic(spec: SynthSpec | None = None) -> dict:
     """Build SYNTH deterministically from spec.seed.
 
     Returns a dict with train (N_train, C) and test (N_test, C) float32 arrays, test_labels
-    (N_test,) uint8, and anomalies: a list of {kind, start, end, channels} with end inclusive.
+    (N_test,) uint8, anomalies: a list of {kind, start, end, channels} with end inclusive, and
+    test_without_anomalies: the same test series before injection (ground truth for attribution).
     """
+    spec = spec or SynthSpec()
+    slot = spec.test_length // max(spec.n_anomalies, 1)
+    if slot < 80:
+        raise ValueError(f"test_length {spec.test_length} leaves under 80 steps per anomaly; use fewer anomalies")
     rng = np.random.default_rng(spec.seed)
     clean = _CleanSignal(spec, rng)
     total = spec.train_length + spec.test_length
     series = clean(np.arange(total)) + spec.noise * rng.normal(size=(total, spec.n_channels))
     train = series[: spec.train_length]
-    test = series[spec.train_length :].copy()
+    clean_test = series[spec.train_length :]
+    test = clean_test.copy()
     scale = train.std(axis=0)
 
     labels = np.zeros(spec.test_length, dtype=np.uint8)
     anomalies = []
-    slot = spec.test_length // max(spec.n_anomalies, 1)
     for index in range(spec.n_anomalies):
         kind = ANOMALY_KINDS[index % len(ANOMALY_KINDS)]
         length = int(rng.integers(1, 4)) if kind == "spike" else int(rng.integers(30, min(120, slot // 2) + 1))
@@ -123,4 +128,5 @@ def generate_synthetic(spec: SynthSpec = SynthSpec()) -> dict:
         "test": test.astype(np.float32),
         "test_labels": labels,
         "anomalies": anomalies,
+        "test_without_anomalies": clean_test.astype(np.float32),
     }

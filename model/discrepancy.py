@@ -13,15 +13,26 @@ LOG_EPSILON = 1e-4
 SCORE_VARIANTS = ("paper", "reconstruction", "discrepancy")
 
 
+def log_association(association: torch.Tensor) -> torch.Tensor:
+    return torch.log(association + LOG_EPSILON)
+
+
 def kl_per_step(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) of each query row, summed over keys and averaged over heads: (B, H, L, L) -> (B, L)."""
-    divergence = p * (torch.log(p + LOG_EPSILON) - torch.log(q + LOG_EPSILON))
-    return divergence.sum(dim=-1).mean(dim=1)
+    return (p * (log_association(p) - log_association(q))).sum(dim=-1).mean(dim=1)
 
 
-def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) + KL(q || p) per time step: (B, H, L, L) -> (B, L)."""
-    return kl_per_step(p, q) + kl_per_step(q, p)
+def symmetric_kl(
+    p: torch.Tensor, q: torch.Tensor, log_p: torch.Tensor | None = None, log_q: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(p || q) + KL(q || p) per time step: (B, H, L, L) -> (B, L).
+
+    Written as sum (p - q)(log p - log q), one pass instead of two; callers that already hold
+    the logs pass them in, so each layer takes two logarithms in all.
+    """
+    log_p = log_association(p) if log_p is None else log_p
+    log_q = log_association(q) if log_q is None else log_q
+    return ((p - q) * (log_p - log_q)).sum(dim=-1).mean(dim=1)
 
 
 def association_discrepancy(per_layer: list[Associations]) -> torch.Tensor:
@@ -45,8 +56,12 @@ def minimax_losses(
 ) -> MinimaxLosses:
     """Both phases of the minimax strategy with their stop-gradients; discrepancies averaged over layers."""
     rec = torch.mean((reconstruction.float() - x.float()) ** 2)
-    series_side = sum(symmetric_kl(layer.series, layer.prior.detach()).mean() for layer in per_layer)
-    prior_side = sum(symmetric_kl(layer.prior, layer.series.detach()).mean() for layer in per_layer)
+    series_side, prior_side = 0.0, 0.0
+    for layer in per_layer:
+        series, prior = layer.series, layer.prior
+        log_series, log_prior = log_association(series), log_association(prior)
+        series_side = series_side + symmetric_kl(series, prior.detach(), log_series, log_prior.detach()).mean()
+        prior_side = prior_side + symmetric_kl(prior, series.detach(), log_prior, log_series.detach()).mean()
     n_layers = len(per_layer)
     return MinimaxLosses(
         reconstruction=rec,

@@ -1,0 +1,184 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20",
+        "--epochs", "1", "--train-stride", "20", "--batch-size", "64", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def synth_run(tmp_path_factory):
+    """One tiny real training run and evaluation on SYNTH, shared by the tests below."""
+    out = tmp_path_factory.mktemp("artifacts")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY]) == 0
+    checkpoint = out / "SYNTH_checkpoint.pth"
+    assert evaluate.main(["--dataset", "SYNTH", "--checkpoint", str(checkpoint), "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_train_help_lists_the_original_flags_and_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [("--dataset", "SMAP"), ("--d-model", "256"), ("--n-heads", "8"), ("--e-layers", "3"),
+                          ("--d-ff", "512"), ("--win-size", "100"), ("--batch-size", "128"), ("--epochs", "10"),
+                          ("--lr", "1e-4"), ("--output-dir", "./artifacts"), ("--k", "3"), ("--val-ratio", "0.2")]:
+        assert flag in text and f"(default: {default})" in text.split(flag, 1)[1], flag
+    for flag in ("--data-dir", "--seed", "--device", "--patience", "--num-workers", "--preset", "--amp"):
+        assert flag in text
+    assert "anomaly_data" in text
+
+
+def test_evaluate_help_lists_its_flags_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--dataset", "--checkpoint", "--threshold-percentile", "--output-dir", "--data-dir"):
+        assert flag in text
+    assert "(default: 99" in text.split("--threshold-percentile", 1)[1]
+
+
+def test_presets_set_sizes_and_explicit_flags_override_them():
+    settings = train.resolve_settings(train.build_parser().parse_args(["--preset", "paper", "--epochs", "7"]))
+    assert (settings["d_model"], settings["batch_size"], settings["epochs"]) == (512, 256, 7)
+    small = train.resolve_settings(train.build_parser().parse_args(["--preset", "small"]))
+    assert (small["d_model"], small["e_layers"], small["batch_size"]) == (128, 2, 128)
+    default = train.resolve_settings(train.build_parser().parse_args([]))
+    assert (default["d_model"], default["e_layers"], default["epochs"], default["lr"]) == (256, 3, 10, 1e-4)
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_everything(synth_run):
+    checkpoint = torch.load(synth_run / "SYNTH_checkpoint.pth", weights_only=True)
+    assert checkpoint["model_config"] == {"n_channels": 12, "win_size": 20, "d_model": 16, "n_heads": 2,
+                                          "e_layers": 1, "d_ff": 32, "dropout": 0.0}
+    assert checkpoint["train_config"]["epochs"] == 1 and checkpoint["train_config"]["k"] == 3.0
+    assert checkpoint["normalization"]["mean"].shape == (12,)
+    assert checkpoint["dataset"]["name"] == "SYNTH" and len(checkpoint["dataset"]["fingerprint"]) == 64
+    assert len(checkpoint["history"]) == 1 and {"train_rec", "val_rec", "lr"} <= checkpoint["history"][0].keys()
+    assert checkpoint["versions"]["torch"] == str(torch.__version__)
+    assert set(checkpoint["train_scores"]["percentiles"]) == {"90.0", "95.0", "99.0", "99.5", "99.9"}
+
+
+def test_evaluate_rebuilds_the_model_and_reproduces_the_training_scores(synth_run):
+    checkpoint = torch.load(synth_run / "SYNTH_checkpoint.pth", weights_only=True)
+    results = np.load(synth_run / "SYNTH_evaluation.npz")
+    # The threshold comes from TRAIN scores recomputed from the checkpoint alone: it must equal
+    # the 99th percentile the training run stored.
+    assert float(results["threshold"]) == pytest.approx(checkpoint["train_scores"]["percentiles"]["99.0"], rel=1e-5)
+    assert results["scores"].shape == results["labels"].shape == results["predictions"].shape == (10_000,)
+    np.testing.assert_array_equal(results["predictions"], results["scores"] > results["threshold"])
+    summary = json.loads((synth_run / "SYNTH_metrics.json").read_text())
+    assert summary == json.loads(str(results["metrics_json"]))
+    assert {"model", "random"} == summary["metrics"].keys()
+    for key in ("precision", "recall", "f1", "roc_auc", "pa_precision", "pa_recall", "pa_f1"):
+        assert 0 <= summary["metrics"]["model"][key] <= 1
+    assert (synth_run / "SYNTH_scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def run_cli(module, args, capsys):
+    code = module.main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "NOPE"], "unknown dataset 'NOPE'"),
+        (["--dataset", "CUSTOM"], "needs --data-dir"),
+        (["--dataset", "SYNTH", "--d-model", "30", "--n-heads", "4"], "--n-heads 4 does not divide --d-model 30"),
+        (["--dataset", "SYNTH", "--epochs", "0"], "--epochs must be positive"),
+        (["--dataset", "SYNTH", "--lr", "-1"], "--lr must be positive"),
+        (["--dataset", "SYNTH", "--lr", "0"], "--lr must be positive"),
+        (["--dataset", "SYNTH", "--win-size", "5000"], "fewer than the window of 5000"),
+    ],
+)
+def test_train_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    code, err = run_cli(train, [*args, "--output-dir", str(tmp_path), "--no-progress"], capsys)
+    assert code == 2
+    assert message in err and err.startswith("error: ") and "\n" not in err
+
+
+def test_failed_run_leaves_the_existing_output_untouched(tmp_path, capsys):
+    existing = tmp_path / "SYNTH_checkpoint.pth"
+    existing.write_bytes(b"an older, precious checkpoint")
+    code, _ = run_cli(train, ["--dataset", "SYNTH", "--win-size", "9000", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert existing.read_bytes() == b"an older, precious checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SYNTH_checkpoint.pth"]
+
+
+def test_custom_data_with_nan_is_reported_with_count_and_place(tmp_path, capsys):
+    train_data = np.random.default_rng(0).normal(size=(300, 3))
+    train_data[[10, 50], 2] = np.nan
+    np.save(tmp_path / "train_data.npy", train_data)
+    np.save(tmp_path / "test_data.npy", np.zeros((100, 3)))
+    code, err = run_cli(train, ["--dataset", "CUSTOM", "--data-dir", str(tmp_path), *TINY,
+                                "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "2 NaN/Inf values in 2 rows (first at row 10, column 2)" in err
+
+
+def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, capsys, synth_run):
+    out = ["--output-dir", str(tmp_path)]
+    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(tmp_path / "none.pth"), *out], capsys)
+    assert code == 2 and "does not exist" in err
+
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00not a checkpoint at all")
+    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(corrupt), *out], capsys)
+    assert code == 2 and "is corrupt" in err and "\n" not in err
+
+    rng = np.random.default_rng(1)
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    np.save(custom / "train_data.npy", rng.normal(size=(400, 12)))
+    np.save(custom / "test_data.npy", rng.normal(size=(200, 12)))
+    synth_checkpoint = str(synth_run / "SYNTH_checkpoint.pth")
+    args = ["--dataset", "CUSTOM", "--data-dir", str(custom), "--checkpoint", synth_checkpoint, *out]
+    code, err = run_cli(evaluate, args, capsys)
+    assert code == 2 and "was trained on SYNTH, not CUSTOM" in err
+
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(custom), *TINY, "--output-dir", str(tmp_path)]) == 0
+    np.save(custom / "train_data.npy", rng.normal(size=(400, 5)))
+    np.save(custom / "test_data.npy", rng.normal(size=(200, 5)))
+    code, err = run_cli(evaluate, ["--dataset", "CUSTOM", "--data-dir", str(custom),
+                                   "--checkpoint", str(tmp_path / "CUSTOM_checkpoint.pth"), *out], capsys)
+    assert code == 2 and "expects 12 channels but CUSTOM data have 5" in err
+
+    np.save(custom / "train_data.npy", rng.normal(size=(400, 12)))
+    np.save(custom / "test_data.npy", rng.normal(size=(200, 12)))
+    code, err = run_cli(evaluate, ["--dataset", "CUSTOM", "--data-dir", str(custom),
+                                   "--checkpoint", str(tmp_path / "CUSTOM_checkpoint.pth"), *out], capsys)
+    assert code == 2 and "fingerprint mismatch" in err
+    assert not (tmp_path / "CUSTOM_evaluation.npz").exists()
+
+
+def test_custom_without_labels_scores_and_flags(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "train_data.npy", rng.normal(size=(400, 3)))
+    np.save(tmp_path / "test_data.npy", rng.normal(size=(150, 3)))
+    args = ["--dataset", "CUSTOM", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path)]
+    assert train.main([*args, *TINY]) == 0
+    assert evaluate.main(args) == 0
+    assert "no test labels" in capsys.readouterr().out
+    results = np.load(tmp_path / "CUSTOM_evaluation.npz")
+    assert results["scores"].shape == (150,) and results["labels"].shape == (0,)
+
+
+def test_cli_error_is_one_line_without_traceback_in_a_real_process(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "train.py", "--dataset", "NOPE", "--output-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().startswith("error: unknown dataset 'NOPE'")
+    assert "Traceback" not in completed.stderr and len(completed.stderr.strip().splitlines()) == 1

@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+
+from data_factory import UserInputError, load_dataset
+from data_factory.registry import load_synth
+from data_factory.synthetic import ANOMALY_KINDS, SynthSpec, generate_synthetic
+from data_factory.windows import (
+    Normalizer,
+    WindowDataset,
+    scoring_starts,
+    stitch_window_values,
+    training_starts,
+)
+
+
+def test_synth_is_deterministic_for_a_seed_and_changes_with_it():
+    first, again = generate_synthetic(SynthSpec(seed=5)), generate_synthetic(SynthSpec(seed=5))
+    other = generate_synthetic(SynthSpec(seed=6))
+    np.testing.assert_array_equal(first["test"], again["test"])
+    assert first["anomalies"] == again["anomalies"]
+    assert not np.array_equal(first["test"], other["test"])
+
+
+def test_synth_labels_match_its_anomaly_records_and_cover_every_kind():
+    data = generate_synthetic()
+    rebuilt = np.zeros_like(data["test_labels"])
+    for anomaly in data["anomalies"]:
+        rebuilt[anomaly["start"] : anomaly["end"] + 1] = 1
+        assert anomaly["channels"] and all(0 <= c < 12 for c in anomaly["channels"])
+    np.testing.assert_array_equal(rebuilt, data["test_labels"])
+    assert {a["kind"] for a in data["anomalies"]} == set(ANOMALY_KINDS)
+    assert data["train"].shape == (10_000, 12) and data["train"].dtype == np.float32
+    assert 0.03 < data["test_labels"].mean() < 0.2
+
+
+def test_synth_anomalies_change_only_the_stretches_and_channels_they_record():
+    data = generate_synthetic()
+    expected = np.zeros(data["test"].shape, dtype=bool)
+    for anomaly in data["anomalies"]:
+        expected[anomaly["start"] : anomaly["end"] + 1, anomaly["channels"]] = True
+    changed = data["test"] != data["test_without_anomalies"]
+    assert not (changed & ~expected).any()
+    for anomaly in data["anomalies"]:  # and every recorded channel really changed
+        stretch = changed[anomaly["start"] : anomaly["end"] + 1]
+        assert stretch[:, anomaly["channels"]].any(axis=0).all(), anomaly
+
+
+def test_synth_timing_anomalies_stay_inside_the_normal_value_range():
+    data = generate_synthetic()
+    low, high = data["train"].min(axis=0), data["train"].max(axis=0)
+    for anomaly in (a for a in data["anomalies"] if a["kind"] == "timing"):
+        channel = anomaly["channels"][0]
+        values = data["test"][anomaly["start"] : anomaly["end"] + 1, channel]
+        assert values.min() >= low[channel] - 0.5 and values.max() <= high[channel] + 0.5
+
+
+def test_normalizer_uses_train_statistics_only_and_keeps_constant_columns_finite():
+    train = np.column_stack([np.arange(10.0), np.full(10, 3.0)]).astype(np.float32)
+    normalizer = Normalizer.fit(train)
+    np.testing.assert_allclose(normalizer.mean, [4.5, 3.0])
+    np.testing.assert_allclose(normalizer.std, [np.std(np.arange(10.0)), 1.0], rtol=1e-6)
+    test = np.array([[4.5, 3.0], [100.0, 5.0]], dtype=np.float32)
+    np.testing.assert_allclose(normalizer.transform(test), [[0.0, 0.0], [(100 - 4.5) / normalizer.std[0], 2.0]])
+
+
+def test_windows_are_views_of_the_series():
+    series = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    windows = WindowDataset(series, training_starts(50, 10, stride=1), 10)
+    assert len(windows) == 41
+    item = windows[7]
+    assert item.shape == (10, 3)
+    assert item.untyped_storage().data_ptr() == windows.series.untyped_storage().data_ptr()
+    np.testing.assert_array_equal(item.numpy(), series[7:17])
+
+
+@pytest.mark.parametrize("length", [10, 11, 19, 20, 21, 99, 100, 101, 137])
+def test_scoring_windows_cover_every_point_exactly_once_including_the_tail(length):
+    win = 10
+    starts = scoring_starts(length, win)
+    assert starts[-1] + win == length
+    positions = starts[:, None] + np.arange(win)  # the time index each window value belongs to
+    np.testing.assert_array_equal(stitch_window_values(positions, length, win), np.arange(length))
+
+
+def test_series_shorter_than_the_window_is_a_clear_error():
+    with pytest.raises(UserInputError, match="fewer than the window of 10"):
+        scoring_starts(9, 10)
+
+
+def write_custom(folder, train, test, labels=None, fmt="npy"):
+    for stem, array in (("train_data", train), ("test_data", test), ("test_labels", labels)):
+        if array is None:
+            continue
+        if fmt == "npy":
+            np.save(folder / f"{stem}.npy", array)
+        else:
+            np.savetxt(folder / f"{stem}.csv", np.atleast_2d(array.T).T, delimiter=",")
+
+
+def test_custom_loads_npy_and_csv_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    train, test, labels = rng.normal(size=(80, 3)), rng.normal(size=(60, 3)), (rng.random(60) > 0.9).astype(int)
+    (tmp_path / "npy").mkdir()
+    (tmp_path / "csv").mkdir()
+    write_custom(tmp_path / "npy", train, test, labels)
+    write_custom(tmp_path / "csv", train, test, labels, fmt="csv")
+    from_npy, from_csv = load_dataset("CUSTOM", tmp_path / "npy"), load_dataset("custom", tmp_path / "csv")
+    for dataset in (from_npy, from_csv):
+        assert dataset.name == "CUSTOM" and dataset.train.dtype == np.float32
+        np.testing.assert_allclose(dataset.test, test.astype(np.float32), rtol=1e-6)
+        np.testing.assert_array_equal(dataset.test_labels, labels)
+    assert from_npy.fingerprint() == from_csv.fingerprint()
+
+
+def test_custom_csv_header_names_the_channels(tmp_path):
+    (tmp_path / "train_data.csv").write_text("temp,pressure\n1,2\n3,4\n5,7\n")
+    (tmp_path / "test_data.csv").write_text("temp,pressure\n1,2\n")
+    dataset = load_dataset("CUSTOM", tmp_path)
+    assert dataset.channel_names == ["temp", "pressure"]
+    assert dataset.test_labels is None
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "labels", "message"),
+    [
+        (np.zeros((20, 3, 2)), np.zeros((10, 3)), None, "must be a 2-D array"),
+        (np.zeros((20, 3)), np.zeros((10, 4)), None, "has 4 channels but 3 were expected"),
+        (np.zeros((20, 3)), np.zeros((10, 3)), np.zeros(9), r"must have shape \(10,\)"),
+        (np.zeros((20, 3)), np.zeros((10, 3)), np.full(10, 2), "only 0 \\(normal\\) and 1"),
+    ],
+)
+def test_custom_rejects_bad_shapes_with_a_clear_message(tmp_path, train, test, labels, message):
+    write_custom(tmp_path, train, test, labels)
+    with pytest.raises(UserInputError, match=message):
+        load_dataset("CUSTOM", tmp_path)
+
+
+def test_custom_reports_how_many_nan_values_and_where(tmp_path):
+    train = np.zeros((30, 2))
+    train[[4, 4, 9], [0, 1, 1]] = [np.nan, np.inf, np.nan]
+    write_custom(tmp_path, train, np.zeros((10, 2)))
+    with pytest.raises(UserInputError, match=r"3 NaN/Inf values in 2 rows \(first at row 4, column 0\)"):
+        load_dataset("CUSTOM", tmp_path)
+
+
+def test_custom_without_data_dir_or_files_says_what_is_missing(tmp_path):
+    with pytest.raises(UserInputError, match="needs --data-dir"):
+        load_dataset("CUSTOM", None)
+    with pytest.raises(UserInputError, match="has no train_data.npy or train_data.csv"):
+        load_dataset("CUSTOM", tmp_path)
+    (tmp_path / "train_data.csv").write_text("a,b\n1,x\n")
+    (tmp_path / "test_data.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserInputError, match="non-numeric columns"):
+        load_dataset("CUSTOM", tmp_path)
+
+
+def test_unknown_and_not_yet_available_datasets_are_clear_errors():
+    with pytest.raises(UserInputError, match="unknown dataset 'NOPE'; choose one of SYNTH, CUSTOM"):
+        load_dataset("NOPE")
+    with pytest.raises(UserInputError, match="the MSL loader is not available"):
+        load_dataset("MSL")
+
+
+def test_load_synth_is_the_registered_synth():
+    assert load_dataset("SYNTH").fingerprint() == load_synth().fingerprint()
