@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.atomic import ensure_writable_dir
 from evaluation import evaluate_checkpoint, format_table, write_artifacts
+from model import SCORE_VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)}; must match training (default: SMAP)")
-    add("--checkpoint", default=None, help="checkpoint path (default: ./artifacts/{DATASET}_checkpoint.pth)")
+    add(
+        "--checkpoint",
+        default=None,
+        help="checkpoint path (default: {OUTPUT_DIR}/{DATASET}_checkpoint.pth, i.e. ./artifacts/...)",
+    )
     add(
         "--threshold-percentile",
         type=float,
@@ -27,17 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
     add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
     add("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to score (default: auto)")
+    add(
+        "--score",
+        choices=SCORE_VARIANTS,
+        default=None,
+        help="score variant (default: the one the checkpoint was trained with, normally paper)",
+    )
     add("--seed", type=int, default=0, help="seed of the random-score baseline (default: 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    checkpoint = args.checkpoint or f"./artifacts/{args.dataset.upper()}_checkpoint.pth"
+    checkpoint = args.checkpoint or str(Path(args.output_dir) / f"{args.dataset.upper()}_checkpoint.pth")
     try:
         ensure_writable_dir(args.output_dir)
         evaluation = evaluate_checkpoint(
-            checkpoint, args.dataset, args.data_dir, args.threshold_percentile, args.batch_size, args.device, args.seed
+            checkpoint,
+            args.dataset,
+            args.data_dir,
+            args.threshold_percentile,
+            args.batch_size,
+            args.device,
+            args.seed,
+            score_variant=args.score,
         )
         paths = write_artifacts(evaluation, args.output_dir)
     except UserInputError as error:

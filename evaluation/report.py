@@ -31,6 +31,7 @@ METRIC_ROWS = (
 @dataclass
 class Evaluation:
     dataset: str
+    score_variant: str
     threshold: float
     threshold_percentile: float
     train_scores: np.ndarray
@@ -56,6 +57,7 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     device: str = "auto",
     seed: int = 0,
+    score_variant: str | None = None,
 ) -> Evaluation:
     """Score TRAIN and TEST with the checkpoint; threshold at a percentile of the TRAIN scores."""
     percentile_threshold(np.zeros(1), threshold_percentile)  # reject a bad percentile before any work
@@ -67,7 +69,7 @@ def evaluate_checkpoint(
     settings = checkpoint.get("train_config", {})
     options = {
         "batch_size": batch_size,
-        "variant": settings.get("score_variant", "paper"),
+        "variant": score_variant or settings.get("score_variant", "paper"),
         "temperature": settings.get("temperature", 50.0),
         "device": torch_device,
     }
@@ -84,6 +86,7 @@ def evaluate_checkpoint(
         }
     return Evaluation(
         dataset=dataset.name,
+        score_variant=options["variant"],
         threshold=threshold,
         threshold_percentile=threshold_percentile,
         train_scores=train_scores,
@@ -96,7 +99,7 @@ def evaluate_checkpoint(
 
 def format_table(evaluation: Evaluation) -> str:
     header = (
-        f"{evaluation.dataset}: threshold {evaluation.threshold:.6g} = "
+        f"{evaluation.dataset}, {evaluation.score_variant} score: threshold {evaluation.threshold:.6g} = "
         f"{evaluation.threshold_percentile:g}th percentile of TRAIN scores (no test data used)"
     )
     if not evaluation.metrics:
@@ -119,6 +122,7 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
     }
     summary = {
         "dataset": evaluation.dataset,
+        "score_variant": evaluation.score_variant,
         "threshold": evaluation.threshold,
         "threshold_rule": f"{evaluation.threshold_percentile:g}th percentile of TRAIN scores",
         "n_test": int(len(evaluation.scores)),

@@ -11,8 +11,27 @@ import evaluate
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20",
-        "--epochs", "1", "--train-stride", "20", "--batch-size", "64", "--no-progress", "--device", "cpu"]
+TINY = [
+    "--d-model",
+    "16",
+    "--n-heads",
+    "2",
+    "--e-layers",
+    "1",
+    "--d-ff",
+    "32",
+    "--win-size",
+    "20",
+    "--epochs",
+    "1",
+    "--train-stride",
+    "20",
+    "--batch-size",
+    "64",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +49,20 @@ def test_train_help_lists_the_original_flags_and_defaults(capsys):
         train.main(["--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for flag, default in [("--dataset", "SMAP"), ("--d-model", "256"), ("--n-heads", "8"), ("--e-layers", "3"),
-                          ("--d-ff", "512"), ("--win-size", "100"), ("--batch-size", "128"), ("--epochs", "10"),
-                          ("--lr", "1e-4"), ("--output-dir", "./artifacts"), ("--k", "3"), ("--val-ratio", "0.2")]:
+    for flag, default in [
+        ("--dataset", "SMAP"),
+        ("--d-model", "256"),
+        ("--n-heads", "8"),
+        ("--e-layers", "3"),
+        ("--d-ff", "512"),
+        ("--win-size", "100"),
+        ("--batch-size", "128"),
+        ("--epochs", "10"),
+        ("--lr", "1e-4"),
+        ("--output-dir", "./artifacts"),
+        ("--k", "3"),
+        ("--val-ratio", "0.2"),
+    ]:
         assert flag in text and f"(default: {default})" in text.split(flag, 1)[1], flag
     for flag in ("--data-dir", "--seed", "--device", "--patience", "--num-workers", "--preset", "--amp"):
         assert flag in text
@@ -59,8 +89,15 @@ def test_presets_set_sizes_and_explicit_flags_override_them():
 
 def test_checkpoint_loads_with_weights_only_and_holds_everything(synth_run):
     checkpoint = torch.load(synth_run / "SYNTH_checkpoint.pth", weights_only=True)
-    assert checkpoint["model_config"] == {"n_channels": 12, "win_size": 20, "d_model": 16, "n_heads": 2,
-                                          "e_layers": 1, "d_ff": 32, "dropout": 0.0}
+    assert checkpoint["model_config"] == {
+        "n_channels": 12,
+        "win_size": 20,
+        "d_model": 16,
+        "n_heads": 2,
+        "e_layers": 1,
+        "d_ff": 32,
+        "dropout": 0.0,
+    }
     assert checkpoint["train_config"]["epochs"] == 1 and checkpoint["train_config"]["k"] == 3.0
     assert checkpoint["normalization"]["mean"].shape == (12,)
     assert checkpoint["dataset"]["name"] == "SYNTH" and len(checkpoint["dataset"]["fingerprint"]) == 64
@@ -122,8 +159,11 @@ def test_custom_data_with_nan_is_reported_with_count_and_place(tmp_path, capsys)
     train_data[[10, 50], 2] = np.nan
     np.save(tmp_path / "train_data.npy", train_data)
     np.save(tmp_path / "test_data.npy", np.zeros((100, 3)))
-    code, err = run_cli(train, ["--dataset", "CUSTOM", "--data-dir", str(tmp_path), *TINY,
-                                "--output-dir", str(tmp_path / "out")], capsys)
+    code, err = run_cli(
+        train,
+        ["--dataset", "CUSTOM", "--data-dir", str(tmp_path), *TINY, "--output-dir", str(tmp_path / "out")],
+        capsys,
+    )
     assert code == 2 and "2 NaN/Inf values in 2 rows (first at row 10, column 2)" in err
 
 
@@ -150,14 +190,36 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
     assert train.main(["--dataset", "CUSTOM", "--data-dir", str(custom), *TINY, "--output-dir", str(tmp_path)]) == 0
     np.save(custom / "train_data.npy", rng.normal(size=(400, 5)))
     np.save(custom / "test_data.npy", rng.normal(size=(200, 5)))
-    code, err = run_cli(evaluate, ["--dataset", "CUSTOM", "--data-dir", str(custom),
-                                   "--checkpoint", str(tmp_path / "CUSTOM_checkpoint.pth"), *out], capsys)
+    code, err = run_cli(
+        evaluate,
+        [
+            "--dataset",
+            "CUSTOM",
+            "--data-dir",
+            str(custom),
+            "--checkpoint",
+            str(tmp_path / "CUSTOM_checkpoint.pth"),
+            *out,
+        ],
+        capsys,
+    )
     assert code == 2 and "expects 12 channels but CUSTOM data have 5" in err
 
     np.save(custom / "train_data.npy", rng.normal(size=(400, 12)))
     np.save(custom / "test_data.npy", rng.normal(size=(200, 12)))
-    code, err = run_cli(evaluate, ["--dataset", "CUSTOM", "--data-dir", str(custom),
-                                   "--checkpoint", str(tmp_path / "CUSTOM_checkpoint.pth"), *out], capsys)
+    code, err = run_cli(
+        evaluate,
+        [
+            "--dataset",
+            "CUSTOM",
+            "--data-dir",
+            str(custom),
+            "--checkpoint",
+            str(tmp_path / "CUSTOM_checkpoint.pth"),
+            *out,
+        ],
+        capsys,
+    )
     assert code == 2 and "fingerprint mismatch" in err
     assert not (tmp_path / "CUSTOM_evaluation.npz").exists()
 
@@ -177,7 +239,10 @@ def test_custom_without_labels_scores_and_flags(tmp_path, capsys):
 def test_cli_error_is_one_line_without_traceback_in_a_real_process(tmp_path):
     completed = subprocess.run(
         [sys.executable, "train.py", "--dataset", "NOPE", "--output-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: unknown dataset 'NOPE'")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from data_factory import UserInputError
 from evaluation.metrics import detection_metrics, label_segments, point_adjust, precision_recall_f1
 from evaluation.thresholds import percentile_threshold
-from data_factory import UserInputError
 
 
 def test_point_precision_recall_f1_by_hand():

@@ -44,7 +44,7 @@ def test_prior_is_a_gaussian_of_distance_peaking_on_the_diagonal():
 def test_sigma_stays_in_the_reference_range_even_for_extreme_inputs():
     raw = torch.tensor([-1e4, -10.0, 0.0, 10.0, 1e4])
     sigma = squash_sigma(raw)
-    low, high = 3 ** 1e-5 - 1, 3 ** (1 + 1e-5) - 1
+    low, high = 3**1e-5 - 1, 3 ** (1 + 1e-5) - 1
     # float32 resolves 3^(1e-5) - 1 only to about 2 %.
     assert torch.all(sigma > 0.98 * low) and torch.all(sigma <= high * (1 + 1e-6))
     assert sigma[0] == pytest.approx(low, rel=0.02) and sigma[-1] == pytest.approx(high, rel=1e-5)

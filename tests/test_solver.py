@@ -4,7 +4,8 @@ import torch
 
 from data_factory.registry import load_synth
 from data_factory.synthetic import SynthSpec
-from evaluation.metrics import roc_auc
+from evaluation.metrics import detection_metrics, pr_auc, roc_auc
+from evaluation.report import random_baseline
 from model.discrepancy import minimax_losses, symmetric_kl
 from model.scoring import score_series
 from model.solver import TrainConfig, train_anomaly_transformer
@@ -108,3 +109,23 @@ def test_short_training_on_synth_lowers_the_loss(trained_on_synth):
     assert rec[-1] < 0.5 * rec[0]
     assert val[-1] < val[0]
     assert result.best_epoch == len(result.history)
+
+
+def test_short_training_on_synth_beats_the_random_score(trained_on_synth):
+    # Measured with this exact run for seeds 0, 1, 2 (README, "SYNTH"): reconstruction ROC-AUC
+    # 0.728 / 0.724 / 0.727 and PR-AUC 0.39 / 0.36 / 0.33; paper score F1-PA 0.82 / 0.84 / 0.93
+    # against the seeded random score's 0.63 / 0.31 / 0.58. The paper score's point-wise
+    # ROC-AUC stays at chance (0.50): its window softmax keeps about one point per window.
+    dataset, result = trained_on_synth
+    test = result.normalizer.transform(dataset.test)
+    labels = dataset.test_labels
+    random = random_baseline(labels, len(dataset.train), 99.0, seed=0)
+
+    reconstruction = score_series(result.model, test, variant="reconstruction")
+    assert roc_auc(labels, reconstruction) > 0.68 > random["roc_auc"] + 0.15
+    assert pr_auc(labels, reconstruction) > 2.5 * random["pr_auc"]
+
+    paper = score_series(result.model, test, variant="paper")
+    threshold = np.percentile(result.train_scores, 99)
+    paper_metrics = detection_metrics(labels, paper, paper > threshold)
+    assert paper_metrics["pa_f1"] > random["pa_f1"] + 0.1
