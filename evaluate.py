@@ -8,6 +8,7 @@ from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.atomic import ensure_writable_dir
+from data_factory.registry import dataset_label
 from evaluation import evaluate_checkpoint, format_table, write_artifacts
 from model import SCORE_VARIANTS
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)}; must match training (default: SMAP)")
+    add("--entity", default=None, help="one channel or machine of the dataset; must match training")
     add(
         "--checkpoint",
         default=None,
@@ -45,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    checkpoint = args.checkpoint or str(Path(args.output_dir) / f"{args.dataset.upper()}_checkpoint.pth")
+    checkpoint = args.checkpoint or str(
+        Path(args.output_dir) / f"{dataset_label(args.dataset, args.entity)}_checkpoint.pth"
+    )
     try:
         ensure_writable_dir(args.output_dir)
         evaluation = evaluate_checkpoint(
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             args.device,
             args.seed,
             score_variant=args.score,
+            entity=args.entity,
         )
         paths = write_artifacts(evaluation, args.output_dir)
     except UserInputError as error:

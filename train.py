@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)} (default: SMAP)")
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
+    add("--entity", default=None, help="one channel or machine of the dataset, e.g. A-1 or machine-1-1")
     add(
         "--preset",
         choices=sorted(PRESETS),
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             train_config,
             args.output_dir,
             progress=not args.no_progress,
+            entity=args.entity,
         )
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)

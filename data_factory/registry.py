@@ -13,8 +13,11 @@ from data_factory.synthetic import SynthSpec, generate_synthetic
 DEFAULT_DATA_DIR = "~/.cache/cvlization/anomaly_data"
 
 
-def load_synth(data_dir: str | Path | None = None, spec: SynthSpec | None = None) -> TimeSeriesDataset:
+def load_synth(
+    data_dir: str | Path | None = None, entity: str | None = None, spec: SynthSpec | None = None
+) -> TimeSeriesDataset:
     """The embedded dataset: generated from a seed, nothing to download."""
+    _reject_entity("SYNTH", entity)
     generated = generate_synthetic(spec or SynthSpec())
     train = check_series(generated["train"], "SYNTH train")
     return TimeSeriesDataset(
@@ -27,8 +30,18 @@ def load_synth(data_dir: str | Path | None = None, spec: SynthSpec | None = None
     )
 
 
+def _reject_entity(name: str, entity: str | None) -> None:
+    if entity is not None:
+        raise UserInputError(f"{name} has no entities; drop --entity {entity}")
+
+
+def _load_custom(data_dir: str | Path | None = None, entity: str | None = None) -> TimeSeriesDataset:
+    _reject_entity("CUSTOM", entity)
+    return load_custom(data_dir)
+
+
 def _not_available_yet(name: str) -> Callable[..., TimeSeriesDataset]:
-    def load(data_dir: str | Path | None = None) -> TimeSeriesDataset:
+    def load(data_dir: str | Path | None = None, entity: str | None = None) -> TimeSeriesDataset:
         raise UserInputError(
             f"the {name} loader is not available in this version; use --dataset SYNTH, "
             "or --dataset CUSTOM --data-dir PATH with train_data.npy and test_data.npy"
@@ -39,15 +52,23 @@ def _not_available_yet(name: str) -> Callable[..., TimeSeriesDataset]:
 
 LOADERS: dict[str, Callable[..., TimeSeriesDataset]] = {
     "SYNTH": load_synth,
-    "CUSTOM": load_custom,
+    "CUSTOM": _load_custom,
     **{name: _not_available_yet(name) for name in ("SMAP", "MSL", "SMD", "PSM")},
 }
 DATASET_NAMES = tuple(LOADERS)
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> TimeSeriesDataset:
-    """Load a registered dataset by name (case-insensitive)."""
+def dataset_label(name: str, entity: str | None = None) -> str:
+    """The name artifacts carry: SMAP for the whole dataset, SMAP_A-1 for one entity."""
+    return name.upper() if entity is None else f"{name.upper()}_{entity}"
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, entity: str | None = None) -> TimeSeriesDataset:
+    """Load a registered dataset by name (case-insensitive); `entity` selects one channel or machine.
+
+    Loaders take (data_dir, entity) and return a TimeSeriesDataset named dataset_label(name, entity).
+    """
     loader = LOADERS.get(name.upper())
     if loader is None:
         raise UserInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-    return loader(data_dir)
+    return loader(data_dir, entity)

@@ -58,10 +58,11 @@ def evaluate_checkpoint(
     device: str = "auto",
     seed: int = 0,
     score_variant: str | None = None,
+    entity: str | None = None,
 ) -> Evaluation:
     """Score TRAIN and TEST with the checkpoint; threshold at a percentile of the TRAIN scores."""
     percentile_threshold(np.zeros(1), threshold_percentile)  # reject a bad percentile before any work
-    dataset = load_dataset(dataset_name, data_dir)
+    dataset = load_dataset(dataset_name, data_dir, entity)
     checkpoint = load_checkpoint(checkpoint_path, dataset)
     torch_device = resolve_device(device)
     model = model_from_checkpoint(checkpoint, torch_device)

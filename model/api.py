@@ -20,6 +20,7 @@ def train_to_checkpoint(
     output_dir: str | Path = "artifacts",
     log: Callable[[str], None] = print,
     progress: bool = True,
+    entity: str | None = None,
 ) -> Path:
     """Train on the dataset's TRAIN split and write {DATASET}_checkpoint.pth into output_dir.
 
@@ -28,7 +29,7 @@ def train_to_checkpoint(
     """
     train_config.validate()
     folder = ensure_writable_dir(output_dir)
-    dataset = load_dataset(dataset_name, data_dir)
+    dataset = load_dataset(dataset_name, data_dir, entity)
     model_config = ModelConfig(n_channels=dataset.n_channels, **model_settings)
     validate_model_config(model_config)
     log(
