@@ -1,4 +1,4 @@
-"""Evaluate a trained checkpoint: python evaluate.py --dataset SYNTH"""
+"""Evaluate a trained checkpoint: python evaluate.py --dataset SYNTH [--protocol paper]"""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.atomic import ensure_writable_dir
 from data_factory.registry import dataset_label
-from evaluation import evaluate_checkpoint, format_table, write_artifacts
+from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
+from evaluation.baselines import parse_baselines
+from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORE_VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Score the test split and report metrics; no test data sets the threshold."
+        description="Score the test split and report the metric panel beside simple baselines."
     )
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)}; must match training (default: SMAP)")
@@ -26,11 +28,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint path (default: {OUTPUT_DIR}/{DATASET}_checkpoint.pth, i.e. ./artifacts/...)",
     )
     add(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="default",
+        help="default: threshold from TRAIN scores only; paper: the reference's train+test percentile "
+        "threshold, to reproduce the published table (default: default)",
+    )
+    add(
+        "--threshold",
+        choices=[rule for rule in THRESHOLD_RULES if rule != "paper"],
+        default=None,
+        help="threshold rule of the default protocol: train, val (validation tail of TRAIN), fixed, pot "
+        "(default: train)",
+    )
+    add(
         "--threshold-percentile",
         type=float,
         default=99.0,
-        help="flag test points above this percentile of the TRAIN scores (default: 99, top 1%%)",
+        help="percentile for the train and val rules (default: 99, top 1%%)",
     )
+    add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
+    add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
+    add(
+        "--anomaly-ratio",
+        type=float,
+        default=None,
+        help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)",
+    )
+    add("--baselines", default="random,pca", help="none, all, or a list of random,pca (default: random,pca)")
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
     add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
@@ -47,8 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    checkpoint = args.checkpoint or str(
-        Path(args.output_dir) / f"{dataset_label(args.dataset, args.entity)}_checkpoint.pth"
+    label = dataset_label(args.dataset, args.entity)
+    checkpoint = args.checkpoint or str(Path(args.output_dir) / f"{label}_checkpoint.pth")
+    threshold = ThresholdSettings(
+        rule=args.threshold,
+        percentile=args.threshold_percentile,
+        value=args.threshold_value,
+        pot_risk=args.pot_risk,
+        anomaly_ratio=args.anomaly_ratio,
     )
     try:
         ensure_writable_dir(args.output_dir)
@@ -56,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint,
             args.dataset,
             args.data_dir,
-            args.threshold_percentile,
-            args.batch_size,
-            args.device,
-            args.seed,
+            protocol=args.protocol,
+            threshold=threshold,
+            baselines=parse_baselines(args.baselines),
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
             score_variant=args.score,
             entity=args.entity,
         )

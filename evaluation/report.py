@@ -1,21 +1,25 @@
-"""Evaluate a checkpoint on its dataset's test split and write the evaluation artifacts."""
+"""Evaluate a checkpoint on its dataset's test split, beside simple baselines, and write the artifacts."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from data_factory.atomic import atomic_path, ensure_writable_dir
+from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
-from evaluation.metrics import detection_metrics
-from evaluation.thresholds import percentile_threshold
+from evaluation.baselines import pca_baseline_scores, random_baseline_scores
+from evaluation.panel import ORACLE_METRICS, metric_panel
+from evaluation.plots import plot_scores
+from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
 from model.scoring import resolve_device, score_series
 
-METRIC_ROWS = (
+PROTOCOLS = ("default", "paper")
+TABLE_ROWS = (
     ("precision", "point precision"),
     ("recall", "point recall"),
     ("f1", "point F1"),
@@ -24,92 +28,171 @@ METRIC_ROWS = (
     ("pa_precision", "PA precision"),
     ("pa_recall", "PA recall"),
     ("pa_f1", "PA F1"),
+    ("pa_k_f1_auc", "PA%K F1 area"),
+    ("event_precision", "event precision"),
+    ("event_recall", "event recall"),
+    ("event_f1", "event F1"),
+    ("affiliation_precision", "affil. precision"),
+    ("affiliation_recall", "affil. recall"),
+    ("vus_roc", "VUS-ROC"),
+    ("vus_pr", "VUS-PR"),
+    ("best_f1", "best F1 (oracle)"),
     ("predicted_ratio", "flagged share"),
 )
 
 
 @dataclass
-class Evaluation:
-    dataset: str
-    score_variant: str
-    threshold: float
-    threshold_percentile: float
+class ThresholdSettings:
+    """How to turn scores into flags; `rule` None means: the protocol's rule."""
+
+    rule: str | None = None
+    percentile: float = 99.0
+    value: float | None = None
+    pot_risk: float = 1e-3
+    anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
+
+
+@dataclass
+class MethodResult:
     train_scores: np.ndarray
     scores: np.ndarray
+    threshold: Threshold
     predictions: np.ndarray
+    metrics: dict = field(default_factory=dict)  # empty without labels
+
+
+@dataclass
+class Evaluation:
+    dataset: str
+    protocol: str
+    score_variant: str
     labels: np.ndarray | None
-    metrics: dict  # {"model": {...}, "random": {...}}; empty without labels
+    methods: dict[str, MethodResult]  # "model" first, then the baselines
+
+    @property
+    def model(self) -> MethodResult:
+        return self.methods["model"]
 
 
-def random_baseline(labels: np.ndarray, n_train: int, percentile: float, seed: int) -> dict:
-    """A uniformly random score of the same length, thresholded by the same rule on random train scores."""
-    rng = np.random.default_rng(seed)
-    train_scores, test_scores = rng.random(n_train), rng.random(len(labels))
-    predictions = test_scores > percentile_threshold(train_scores, percentile)
-    return detection_metrics(labels, test_scores, predictions)
+def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) -> tuple[str, float]:
+    """The threshold rule and anomaly ratio a protocol implies; reject combinations that mix them."""
+    if protocol not in PROTOCOLS:
+        raise UserInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    ratio = settings.anomaly_ratio
+    if ratio is None:
+        ratio = 0.5 if dataset_name.startswith("SMD") else 1.0
+    if protocol == "paper":
+        if settings.rule not in (None, "paper"):
+            raise UserInputError("--protocol paper fixes the threshold (train + test percentile); drop --threshold")
+        return "paper", ratio
+    if settings.rule == "paper":
+        raise UserInputError("the paper threshold uses test scores; ask for it with --protocol paper")
+    return settings.rule or "train", ratio
+
+
+def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> MethodResult:
+    threshold = choose_threshold(
+        rule,
+        train_scores,
+        scores,
+        percentile=settings.percentile,
+        val_ratio=val_ratio,
+        value=settings.value,
+        pot_risk=settings.pot_risk,
+        anomaly_ratio=ratio,
+    )
+    predictions = (scores > threshold.value).astype(np.uint8)
+    metrics = metric_panel(labels, scores, predictions) if labels is not None else {}
+    return MethodResult(train_scores, scores, threshold, predictions, metrics)
 
 
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
     dataset_name: str,
     data_dir: str | Path | None = None,
-    threshold_percentile: float = 99.0,
+    *,
+    protocol: str = "default",
+    threshold: ThresholdSettings | None = None,
+    baselines: tuple[str, ...] = ("random", "pca"),
     batch_size: int = 128,
     device: str = "auto",
     seed: int = 0,
     score_variant: str | None = None,
     entity: str | None = None,
 ) -> Evaluation:
-    """Score TRAIN and TEST with the checkpoint; threshold at a percentile of the TRAIN scores."""
-    percentile_threshold(np.zeros(1), threshold_percentile)  # reject a bad percentile before any work
+    """Score TRAIN and TEST with the checkpoint and each baseline, threshold them by the protocol's rule."""
+    settings = threshold or ThresholdSettings()
+    percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
     dataset = load_dataset(dataset_name, data_dir, entity)
+    rule, ratio = resolve_rule(protocol, settings, dataset.name)
     checkpoint = load_checkpoint(checkpoint_path, dataset)
     torch_device = resolve_device(device)
     model = model_from_checkpoint(checkpoint, torch_device)
     normalizer = normalizer_from_checkpoint(checkpoint)
-    settings = checkpoint.get("train_config", {})
+    trained_with = checkpoint.get("train_config", {})
+    variant = score_variant or trained_with.get("score_variant", "paper")
+    val_ratio = trained_with.get("val_ratio", 0.2)
+    train, test = normalizer.transform(dataset.train), normalizer.transform(dataset.test)
+
     options = {
         "batch_size": batch_size,
-        "variant": score_variant or settings.get("score_variant", "paper"),
-        "temperature": settings.get("temperature", 50.0),
+        "variant": variant,
+        "temperature": trained_with.get("temperature", 50.0),
         "device": torch_device,
     }
-    train_scores = score_series(model, normalizer.transform(dataset.train), **options)
-    scores = score_series(model, normalizer.transform(dataset.test), **options)
-    threshold = percentile_threshold(train_scores, threshold_percentile)
-    predictions = (scores > threshold).astype(np.uint8)
+    raw = {"model": (score_series(model, train, **options), score_series(model, test, **options))}
+    if "random" in baselines:
+        raw["random"] = random_baseline_scores(len(train), len(test), seed)
+    if "pca" in baselines:
+        raw["pca"] = pca_baseline_scores(train, test)
+    methods = {
+        name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio)
+        for name, (train_scores, scores) in raw.items()
+    }
+    return Evaluation(dataset.name, protocol, variant, dataset.test_labels, methods)
 
-    metrics = {}
-    if dataset.test_labels is not None:
-        metrics = {
-            "model": detection_metrics(dataset.test_labels, scores, predictions),
-            "random": random_baseline(dataset.test_labels, len(train_scores), threshold_percentile, seed),
+
+def summary(evaluation: Evaluation) -> dict:
+    """The metrics JSON: see the README's "Metrics JSON schema"."""
+    results = {}
+    for name, method in evaluation.methods.items():
+        results[name] = {
+            **method.metrics,
+            "threshold": method.threshold.value,
+            "threshold_rule": method.threshold.rule,
+            "threshold_uses_test_scores": method.threshold.uses_test_scores,
+            "threshold_uses_test_labels": method.threshold.uses_test_labels,
+            "n_flagged": int(method.predictions.sum()),
         }
-    return Evaluation(
-        dataset=dataset.name,
-        score_variant=options["variant"],
-        threshold=threshold,
-        threshold_percentile=threshold_percentile,
-        train_scores=train_scores,
-        scores=scores,
-        predictions=predictions,
-        labels=dataset.test_labels,
-        metrics=metrics,
-    )
+    return {
+        "dataset": evaluation.dataset,
+        "protocol": evaluation.protocol,
+        "score_variant": evaluation.score_variant,
+        "n_points": int(len(evaluation.model.scores)),
+        "has_labels": evaluation.labels is not None,
+        "oracle_metrics": list(ORACLE_METRICS),
+        "results": results,
+    }
 
 
 def format_table(evaluation: Evaluation) -> str:
+    model = evaluation.model
+    used = "uses TEST scores" if model.threshold.uses_test_scores else "no test data used"
     header = (
-        f"{evaluation.dataset}, {evaluation.score_variant} score: threshold {evaluation.threshold:.6g} = "
-        f"{evaluation.threshold_percentile:g}th percentile of TRAIN scores (no test data used)"
+        f"{evaluation.dataset}, {evaluation.protocol} protocol, {evaluation.score_variant} score: "
+        f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})"
     )
-    if not evaluation.metrics:
-        flagged = int(evaluation.predictions.sum())
-        return f"{header}\nno test labels: {flagged} of {len(evaluation.predictions)} points flagged"
-    lines = [header, f"{'metric':<16}{'model':>10}{'random':>10}"]
-    for key, label in METRIC_ROWS:
-        lines.append(f"{label:<16}{evaluation.metrics['model'][key]:>10.4f}{evaluation.metrics['random'][key]:>10.4f}")
+    if evaluation.labels is None:
+        return f"{header}\nno test labels: {int(model.predictions.sum())} of {len(model.predictions)} points flagged"
+    names = list(evaluation.methods)
+    lines = [header, f"{'metric':<18}" + "".join(f"{name:>10}" for name in names)]
+    for key, label in TABLE_ROWS:
+        if key in model.metrics:
+            values = "".join(f"{evaluation.methods[name].metrics[key]:>10.4f}" for name in names)
+            lines.append(f"{label:<18}{values}")
     lines.append("PA = point-adjusted: one flagged point marks its whole labelled segment as found.")
+    if "best_f1" in model.metrics:
+        lines.append("best F1 (oracle) picks its threshold with the test labels: an upper bound, not a result.")
     return "\n".join(lines)
 
 
@@ -121,59 +204,24 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         "json": folder / f"{evaluation.dataset}_metrics.json",
         "plot": folder / f"{evaluation.dataset}_scores.png",
     }
-    summary = {
-        "dataset": evaluation.dataset,
-        "score_variant": evaluation.score_variant,
-        "threshold": evaluation.threshold,
-        "threshold_rule": f"{evaluation.threshold_percentile:g}th percentile of TRAIN scores",
-        "n_test": int(len(evaluation.scores)),
-        "n_flagged": int(evaluation.predictions.sum()),
-        "metrics": evaluation.metrics,
+    report = summary(evaluation)
+    model = evaluation.model
+    arrays = {
+        "scores": model.scores,
+        "train_scores": model.train_scores,
+        "predictions": model.predictions,
+        "labels": evaluation.labels if evaluation.labels is not None else np.zeros(0, dtype=np.uint8),
+        "threshold": np.float64(model.threshold.value),
+        "metrics_json": np.array(json.dumps(report)),
     }
-    labels = evaluation.labels if evaluation.labels is not None else np.zeros(0, dtype=np.uint8)
+    for name, method in evaluation.methods.items():
+        if name != "model":
+            arrays[f"{name}_scores"] = method.scores
+            arrays[f"{name}_predictions"] = method.predictions
     with atomic_path(paths["npz"]) as temp, open(temp, "wb") as handle:
-        np.savez(
-            handle,
-            scores=evaluation.scores,
-            train_scores=evaluation.train_scores,
-            predictions=evaluation.predictions,
-            labels=labels,
-            threshold=np.float64(evaluation.threshold),
-            metrics_json=np.array(json.dumps(summary)),
-        )
+        np.savez(handle, **arrays)
     with atomic_path(paths["json"]) as temp:
-        temp.write_text(json.dumps(summary, indent=2) + "\n")
+        temp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_path(paths["plot"]) as temp:
         plot_scores(evaluation, temp)
     return paths
-
-
-def plot_scores(evaluation: Evaluation, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(12, 3.5))
-    time = np.arange(len(evaluation.scores))
-    axis.plot(time, evaluation.scores, linewidth=0.6, color="tab:blue", label="anomaly score")
-    axis.axhline(evaluation.threshold, color="tab:red", linestyle="--", linewidth=1, label="threshold")
-    if evaluation.labels is not None and evaluation.labels.any():
-        axis.fill_between(
-            time,
-            0,
-            1,
-            where=evaluation.labels.astype(bool),
-            transform=axis.get_xaxis_transform(),
-            color="tab:orange",
-            alpha=0.25,
-            label="labelled anomaly",
-        )
-    axis.set_yscale("symlog", linthresh=max(evaluation.threshold, 1e-12))
-    axis.set_xlabel("test time step")
-    axis.set_ylabel("score (symlog)")
-    axis.set_title(f"{evaluation.dataset}: test anomaly scores")
-    axis.legend(loc="upper right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=110)
-    plt.close(figure)

@@ -1,10 +1,32 @@
-"""Threshold rules. The default uses TRAIN scores only, so no test data shapes the decision."""
+"""Threshold rules. Only `paper` looks at test scores; none looks at test labels.
+
+| rule    | threshold                                                            | test data used |
+|---------|----------------------------------------------------------------------|----------------|
+| train   | percentile of the TRAIN scores (default, 99th)                       | none           |
+| val     | percentile of the scores on the validation tail of TRAIN             | none           |
+| fixed   | a value the user gives                                               | none           |
+| pot     | Peaks-Over-Threshold: a generalised Pareto tail fitted to TRAIN      | none           |
+| paper   | percentile 100 - r of concat(TRAIN scores, TEST scores) (reference)  | test scores    |
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import stats
 
 from data_factory.errors import UserInputError
+
+THRESHOLD_RULES = ("train", "val", "fixed", "pot", "paper")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    rule: str  # a readable description, e.g. "99th percentile of TRAIN scores"
+    uses_test_scores: bool
+    uses_test_labels: bool = False  # no rule here does; the oracle best-F1 is reported apart
 
 
 def percentile_threshold(reference_scores: np.ndarray, percentile: float) -> float:
@@ -12,3 +34,73 @@ def percentile_threshold(reference_scores: np.ndarray, percentile: float) -> flo
     if not 0 < percentile < 100:
         raise UserInputError(f"--threshold-percentile must be between 0 and 100 (exclusive), got {percentile}")
     return float(np.percentile(reference_scores, percentile))
+
+
+def pot_threshold(train_scores: np.ndarray, risk: float = 1e-3, initial_quantile: float = 0.98) -> float:
+    """Peaks-Over-Threshold (Siffer et al., KDD 2017), as OmniAnomaly and TranAD use it.
+
+    Excesses of the TRAIN scores over their `initial_quantile` are fitted with a generalised
+    Pareto distribution (location 0); the threshold is the score exceeded with probability
+    `risk` under that tail: t + (sigma / gamma) * ((risk * n / n_t) ** -gamma - 1).
+    """
+    if not 0 < risk < 1 - initial_quantile:
+        raise UserInputError(f"--pot-risk must be in (0, {1 - initial_quantile:g}), got {risk}")
+    scores = np.asarray(train_scores, dtype=np.float64)
+    initial = float(np.quantile(scores, initial_quantile))
+    excesses = scores[scores > initial] - initial
+    if excesses.size < 10 or np.ptp(excesses) == 0:
+        return float(np.quantile(scores, 1 - risk))  # too few distinct peaks to fit a tail
+    gamma, _, sigma = stats.genpareto.fit(excesses, floc=0)
+    ratio = risk * scores.size / excesses.size
+    if abs(gamma) < 1e-8:
+        return initial - sigma * np.log(ratio)
+    return float(initial + sigma / gamma * (ratio**-gamma - 1))
+
+
+def choose_threshold(
+    rule: str,
+    train_scores: np.ndarray,
+    test_scores: np.ndarray,
+    *,
+    percentile: float = 99.0,
+    val_ratio: float = 0.2,
+    value: float | None = None,
+    pot_risk: float = 1e-3,
+    anomaly_ratio: float = 1.0,
+) -> Threshold:
+    """Apply one rule. `train_scores` cover the whole TRAIN series; its last val_ratio is the validation tail."""
+    if rule == "train":
+        return Threshold(
+            percentile_threshold(train_scores, percentile),
+            f"{percentile:g}th percentile of TRAIN scores",
+            uses_test_scores=False,
+        )
+    if rule == "val":
+        n_val = int(len(train_scores) * val_ratio)
+        if n_val == 0:
+            raise UserInputError(
+                "the checkpoint was trained without a validation tail (--val-ratio 0); use --threshold train"
+            )
+        return Threshold(
+            percentile_threshold(train_scores[-n_val:], percentile),
+            f"{percentile:g}th percentile of validation scores (last {val_ratio:.0%} of TRAIN)",
+            uses_test_scores=False,
+        )
+    if rule == "fixed":
+        if value is None or not np.isfinite(value):
+            raise UserInputError("--threshold fixed needs --threshold-value X")
+        return Threshold(float(value), "fixed value", uses_test_scores=False)
+    if rule == "pot":
+        return Threshold(
+            pot_threshold(train_scores, pot_risk), f"POT on TRAIN scores, risk {pot_risk:g}", uses_test_scores=False
+        )
+    if rule == "paper":
+        if not 0 < anomaly_ratio < 100:
+            raise UserInputError(f"--anomaly-ratio must be in (0, 100), got {anomaly_ratio}")
+        combined = np.concatenate([train_scores, test_scores])
+        return Threshold(
+            float(np.percentile(combined, 100 - anomaly_ratio)),
+            f"{100 - anomaly_ratio:g}th percentile of TRAIN + TEST scores (paper protocol)",
+            uses_test_scores=True,
+        )
+    raise UserInputError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")

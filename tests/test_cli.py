@@ -116,9 +116,14 @@ def test_evaluate_rebuilds_the_model_and_reproduces_the_training_scores(synth_ru
     np.testing.assert_array_equal(results["predictions"], results["scores"] > results["threshold"])
     summary = json.loads((synth_run / "SYNTH_metrics.json").read_text())
     assert summary == json.loads(str(results["metrics_json"]))
-    assert {"model", "random"} == summary["metrics"].keys()
-    for key in ("precision", "recall", "f1", "roc_auc", "pa_precision", "pa_recall", "pa_f1"):
-        assert 0 <= summary["metrics"]["model"][key] <= 1
+    assert summary["protocol"] == "default" and summary["n_points"] == 10_000
+    assert ["model", "random", "pca"] == list(summary["results"])
+    for name, result in summary["results"].items():
+        assert result["threshold_uses_test_scores"] is False and result["threshold_uses_test_labels"] is False
+        for key in ("precision", "recall", "f1", "roc_auc", "pr_auc", "pa_precision", "pa_recall", "pa_f1"):
+            assert 0 <= result[key] <= 1, (name, key)
+    assert summary["results"]["model"]["threshold"] == pytest.approx(float(results["threshold"]))
+    assert results["random_scores"].shape == results["pca_scores"].shape == (10_000,)
     assert (synth_run / "SYNTH_scores.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,0 +1,98 @@
+"""The evaluation figure: scores over time (whole test split and a zoomed detail) and PR curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+from evaluation.metrics import label_segments
+
+if TYPE_CHECKING:
+    from evaluation.report import Evaluation
+
+DETAIL_POINTS = 2000  # length of the zoomed stretch when the test split is long
+
+
+def _detail_range(labels: np.ndarray | None, predictions: np.ndarray) -> tuple[int, int]:
+    """A stretch around the first labelled segment the model flagged (else the first one, else the start)."""
+    length = len(predictions)
+    segments = label_segments(labels) if labels is not None else np.zeros((0, 2), dtype=int)
+    hit = [s for s in segments if predictions[s[0] : s[1]].any()]
+    chosen = hit[0] if hit else (segments[0] if len(segments) else (0, 0))
+    centre = (chosen[0] + chosen[1]) // 2
+    start = int(np.clip(centre - DETAIL_POINTS // 2, 0, max(length - DETAIL_POINTS, 0)))
+    return start, min(start + DETAIL_POINTS, length)
+
+
+def _draw_scores(axis, evaluation: Evaluation, start: int, stop: int, title: str) -> None:
+    model = evaluation.model
+    time = np.arange(start, stop)
+    scores = model.scores[start:stop]
+    axis.plot(time, scores, linewidth=0.6, color="tab:blue", label="anomaly score")
+    axis.axhline(model.threshold.value, color="tab:red", linestyle="--", linewidth=1, label="threshold")
+    flagged = np.flatnonzero(model.predictions[start:stop])
+    axis.scatter(time[flagged], scores[flagged], s=8, color="tab:red", zorder=3, label="flagged")
+    labels = evaluation.labels
+    if labels is not None and labels[start:stop].any():
+        axis.fill_between(
+            time,
+            0,
+            1,
+            where=labels[start:stop].astype(bool),
+            transform=axis.get_xaxis_transform(),
+            color="tab:orange",
+            alpha=0.3,
+            linewidth=0,
+            label="labelled anomaly",
+        )
+    axis.set_yscale("symlog", linthresh=max(abs(model.threshold.value), 1e-12))
+    axis.set_xlim(start, stop - 1)
+    axis.set_xlabel("test time step")
+    axis.set_ylabel("score (symlog)")
+    axis.set_title(title, fontsize=10)
+
+
+def plot_scores(evaluation: Evaluation, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    length = len(evaluation.model.scores)
+    has_labels = evaluation.labels is not None and evaluation.labels.any()
+    figure = plt.figure(figsize=(14, 7.5))
+    grid = figure.add_gridspec(2, 3, height_ratios=[1, 1])
+    overview = figure.add_subplot(grid[0, :])
+    _draw_scores(
+        overview,
+        evaluation,
+        0,
+        length,
+        f"{evaluation.dataset}: {evaluation.score_variant} score on the test split, "
+        f"threshold = {evaluation.model.threshold.rule}",
+    )
+    overview.legend(loc="upper right", fontsize=8, ncol=4)
+
+    detail = figure.add_subplot(grid[1, :2] if has_labels else grid[1, :])
+    start, stop = _detail_range(evaluation.labels, evaluation.model.predictions)
+    _draw_scores(detail, evaluation, start, stop, f"detail: steps {start} to {stop - 1}")
+
+    if has_labels:
+        curves = figure.add_subplot(grid[1, 2])
+        for name, method in evaluation.methods.items():
+            precision, recall, _ = precision_recall_curve(evaluation.labels, method.scores)
+            area = method.metrics.get("pr_auc", float("nan"))
+            curves.plot(recall, precision, linewidth=1.2, label=f"{name} (PR-AUC {area:.3f})")
+        curves.axhline(evaluation.labels.mean(), color="grey", linestyle=":", linewidth=1, label="anomaly share")
+        curves.set_xlim(0, 1)
+        curves.set_ylim(0, 1.02)
+        curves.set_xlabel("recall (point-wise)")
+        curves.set_ylabel("precision (point-wise)")
+        curves.set_title("precision-recall, no point adjustment", fontsize=10)
+        curves.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
