@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
+from data_factory.registry import dataset_label
 from model import SCORE_VARIANTS, TrainConfig, TrainingFailed
-from model.api import train_to_checkpoint
+from model.api import last_checkpoint_path, train_to_checkpoint
+from model.solver import TrainingInterrupted
 
 DEFAULTS = {
     "d_model": 256,
@@ -76,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--amp", action="store_true", help="mixed precision on CUDA (bfloat16 where supported, else float16)")
     add("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     add("--output-dir", default="./artifacts", help="where {DATASET}_checkpoint.pth goes (default: ./artifacts)")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the run whose {DATASET}_last.pth is in --output-dir, with its stored settings",
+    )
+    add(
+        "--save-every",
+        type=int,
+        default=0,
+        help="also write {DATASET}_last.pth every N steps (default: 0, at epoch ends and on SIGINT/SIGTERM only)",
+    )
     add("--no-progress", action="store_true", help="hide the per-batch progress bars")
     return parser
 
@@ -115,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             args.output_dir,
             progress=not args.no_progress,
             entity=args.entity,
+            resume=args.resume,
+            save_every=args.save_every,
         )
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -122,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stopped:
+        label = dataset_label(args.dataset, args.entity)
+        again = ["python train.py --resume", f"--dataset {args.dataset}", f"--output-dir {args.output_dir}"]
+        again += [f"--data-dir {args.data_dir}"] if args.data_dir else []
+        again += [f"--entity {args.entity}"] if args.entity else []
+        print(
+            f"stopped by {stopped}; the state is saved in {last_checkpoint_path(args.output_dir, label)}; "
+            f"resume with: {' '.join(again)}",
+            file=sys.stderr,
+        )
+        return 128 + stopped.signal_number
     return 0
 
 

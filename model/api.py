@@ -1,15 +1,45 @@
-"""What train.py does, as one call: load, check, train, and write the checkpoint atomically."""
+"""What train.py does, as one call: load, check, train (resumably, on one or many processes), write checkpoints."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from data_factory.atomic import ensure_writable_dir
-from data_factory.registry import load_dataset
-from model.checkpoint import build_checkpoint, save_checkpoint
+from data_factory.dataset import TimeSeriesDataset
+from data_factory.errors import UserInputError
+from data_factory.registry import dataset_label, load_dataset
+from model.checkpoint import FORMAT_VERSION, build_checkpoint, load_last_state, save_checkpoint
+from model.distributed import init_distributed, shutdown_distributed
 from model.solver import TrainConfig, train_anomaly_transformer, validate_model_config
-from model.transformer import ModelConfig
+from model.transformer import AnomalyTransformer, ModelConfig
+
+
+def best_checkpoint_path(output_dir: str | Path, label: str) -> Path:
+    return Path(output_dir).expanduser() / f"{label}_checkpoint.pth"
+
+
+def last_checkpoint_path(output_dir: str | Path, label: str) -> Path:
+    return Path(output_dir).expanduser() / f"{label}_last.pth"
+
+
+def check_free_space(folder: Path, model_config: ModelConfig) -> None:
+    """Fail before training if the disk cannot hold the checkpoints it will write."""
+    parameters = sum(p.numel() for p in AnomalyTransformer(model_config).parameters())
+    # _last.pth: weights, best weights, two Adam moments; the best checkpoint: weights; a temp copy of each.
+    needed = 2 * (5 * 4 * parameters) + 2**20
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserInputError(
+            f"{folder} has {free / 2**20:.1f} MiB free but the checkpoints need about {needed / 2**20:.1f} MiB; "
+            "free some space or choose another --output-dir"
+        )
+
+
+def _dataset_record(dataset: TimeSeriesDataset) -> dict:
+    return {"name": dataset.name, "n_channels": dataset.n_channels, "fingerprint": dataset.fingerprint()}
 
 
 def train_to_checkpoint(
@@ -21,25 +51,75 @@ def train_to_checkpoint(
     log: Callable[[str], None] = print,
     progress: bool = True,
     entity: str | None = None,
+    resume: bool = False,
+    save_every: int = 0,
 ) -> Path:
-    """Train on the dataset's TRAIN split and write {DATASET}_checkpoint.pth into output_dir.
+    """Train on the dataset's TRAIN split; write {LABEL}_checkpoint.pth (best) and {LABEL}_last.pth (resumable).
 
-    Every check that can fail (flags, data, output folder) runs before training starts, and the
-    checkpoint replaces an older one only once it is completely written.
+    Every check that can fail (flags, data, output folder, free space) runs before training
+    starts, and a checkpoint replaces an older one only once it is completely written. With
+    resume=True every model and training setting comes from {LABEL}_last.pth. Under torchrun
+    each rank trains on its share of the data and only rank 0 logs and writes.
     """
-    train_config.validate()
-    folder = ensure_writable_dir(output_dir)
-    dataset = load_dataset(dataset_name, data_dir, entity)
-    model_config = ModelConfig(n_channels=dataset.n_channels, **model_settings)
-    validate_model_config(model_config)
-    log(
-        f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}; "
-        f"d_model {model_config.d_model}, heads {model_config.n_heads}, layers {model_config.e_layers}, "
-        f"window {model_config.win_size}"
-    )
-    result = train_anomaly_transformer(dataset, model_config, train_config, log=log, progress=progress)
-    path = save_checkpoint(
-        build_checkpoint(result, dataset, model_config, train_config), folder / f"{dataset.name}_checkpoint.pth"
-    )
-    log(f"saved {path} (best epoch {result.best_epoch})")
-    return path
+    if save_every < 0:
+        raise UserInputError(f"--save-every must be 0 or positive, got {save_every}")
+    context = init_distributed(train_config.device)
+    try:
+        label = dataset_label(dataset_name, entity)
+        folder = Path(output_dir).expanduser()
+        if context.is_main:
+            ensure_writable_dir(folder)
+        last_path = last_checkpoint_path(folder, label)
+        state = None
+        if resume:
+            state = load_last_state(last_path)
+            train_config = TrainConfig(**state["train_config"])
+        train_config.validate()
+        dataset = load_dataset(dataset_name, data_dir, entity)
+        model_config = (
+            ModelConfig.from_dict(state["model_config"])
+            if state is not None
+            else ModelConfig(n_channels=dataset.n_channels, **model_settings)
+        )
+        validate_model_config(model_config)
+        if state is not None and state["dataset"] != _dataset_record(dataset):
+            raise UserInputError(
+                f"{last_path} was trained on other data than {dataset.name} here; resume is impossible"
+            )
+        if context.is_main:
+            check_free_space(folder, model_config)
+            log(
+                f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}; "
+                f"d_model {model_config.d_model}, heads {model_config.n_heads}, layers {model_config.e_layers}, "
+                f"window {model_config.win_size}" + (f"; {context.world_size} processes" if context.enabled else "")
+            )
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "kind": "last",
+            "model_config": model_config.to_dict(),
+            "train_config": asdict(train_config),
+            "dataset": _dataset_record(dataset),
+        }
+
+        def save_last(training_state: dict) -> None:
+            save_checkpoint({**metadata, **training_state}, last_path)
+
+        result = train_anomaly_transformer(
+            dataset,
+            model_config,
+            train_config,
+            log=log,
+            progress=progress,
+            resume=state,
+            save_state=save_last,
+            save_every=save_every,
+            context=context,
+        )
+        best_path = best_checkpoint_path(folder, label)
+        if context.is_main:
+            save_checkpoint(build_checkpoint(result, dataset, model_config, train_config), best_path)
+            log(f"saved {best_path} (best epoch {result.best_epoch}) and {last_path}")
+        context.barrier()
+        return best_path
+    finally:
+        shutdown_distributed()

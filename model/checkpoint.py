@@ -6,6 +6,7 @@ import pickle
 import platform
 import zipfile
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ def build_checkpoint(
         "best_epoch": result.best_epoch,
         "history": result.history,
         "versions": package_versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),  # UTC, for inspect_checkpoint.py
     }
 
 
@@ -75,17 +77,22 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None) 
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserInputError(f"checkpoint {path} does not exist; train first (./train.sh) or pass --checkpoint PATH")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise UserInputError(
-            f"checkpoint {path} is corrupt or not a safe checkpoint of this tool ({_reason(error)}); retrain it"
-        ) from None
+    checkpoint = _safe_load(path, "retrain it")
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise UserInputError(f"checkpoint {path} is not an Anomaly Transformer checkpoint of this tool; retrain it")
     if dataset is not None:
         check_checkpoint_matches(checkpoint, dataset, path)
     return checkpoint
+
+
+def _safe_load(path: Path, fix: str) -> object:
+    """torch.load with weights_only=True: a pickle that would run code is refused, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
+        raise UserInputError(
+            f"checkpoint {path} is corrupt or not a safe checkpoint of this tool ({_reason(error)}); {fix}"
+        ) from None
 
 
 def _reason(error: Exception) -> str:
@@ -124,3 +131,15 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") 
 def normalizer_from_checkpoint(checkpoint: dict) -> Normalizer:
     stats = checkpoint["normalization"]
     return Normalizer(stats["mean"].numpy(), stats["std"].numpy())
+
+
+def load_last_state(path: Path) -> dict:
+    """The resumable state of an unfinished run, or a clear error saying why it cannot resume."""
+    if not path.is_file():
+        raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
+    state = _safe_load(path, "start without --resume")
+    if not isinstance(state, dict) or state.get("kind") != "last":
+        raise UserInputError(f"{path} is not a resumable state of this tool; start without --resume")
+    if state["finished"]:
+        raise UserInputError(f"the run in {path} already finished; start a new run without --resume")
+    return state

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -17,6 +20,8 @@ from data_factory.dataset import TimeSeriesDataset
 from data_factory.errors import UserInputError
 from data_factory.windows import Normalizer, WindowDataset, check_long_enough, scoring_starts, training_starts
 from model.discrepancy import SCORE_VARIANTS, minimax_losses
+from model.distributed import DistributedContext, epoch_batches
+from model.resume import capture_rng_state, restore_rng_state
 from model.scoring import autocast_context, resolve_device, score_series
 from model.transformer import AnomalyTransformer, ModelConfig
 
@@ -99,7 +104,52 @@ def _mean_losses(model: AnomalyTransformer, loader: DataLoader, k: float, device
                 losses = minimax_losses(batch, *model(batch), k)
             totals += [losses.reconstruction.item(), losses.loss1.item(), losses.loss2.item()]
     rec, loss1, loss2 = totals / max(len(loader), 1)
-    return {"rec": rec, "loss1": loss1, "loss2": loss2}
+    return {"rec": float(rec), "loss1": float(loss1), "loss2": float(loss2)}
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; the current step finished and the resumable state was saved."""
+
+    def __init__(self, signal_number: int, epoch: int, step: int) -> None:
+        self.signal_number, self.epoch, self.step = signal_number, epoch, step
+        super().__init__(f"{signal.Signals(signal_number).name} at epoch {epoch}, step {step}")
+
+
+class _StopOnSignal:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step, so no step is cut in half."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, _frame: object) -> None:
+        self.signal_number = number
+
+    def __exit__(self, *_exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def _out_of_memory_advice(train_config: TrainConfig, model_config: ModelConfig) -> str:
+    batch, width, window = train_config.batch_size, model_config.d_model, model_config.win_size
+    return (
+        f"CUDA ran out of memory at --batch-size {batch}, --d-model {width}, --win-size {window}; "
+        f"try --batch-size {max(batch // 2, 1)}, --d-model {max(width // 2, model_config.n_heads)} "
+        f"or --win-size {max(window // 2, 2)}"
+    )
+
+
+def _training_device(name: str, context: DistributedContext) -> torch.device:
+    device = resolve_device(name)
+    if context.enabled and device.type == "cuda":
+        return torch.device("cuda", context.local_rank)
+    return device
 
 
 def train_anomaly_transformer(
@@ -108,13 +158,27 @@ def train_anomaly_transformer(
     train_config: TrainConfig,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    *,
+    resume: dict | None = None,
+    save_state: Callable[[dict], None] | None = None,
+    save_every: int = 0,
+    context: DistributedContext | None = None,
 ) -> TrainResult:
-    """Fit the model on dataset.train only; the test split is never read."""
+    """Fit the model on dataset.train only; the test split is never read.
+
+    resume: a state from save_state, to continue exactly where it stopped.
+    save_state: called (on rank 0) with the resumable state at every epoch end, every
+        `save_every` steps, and when SIGINT/SIGTERM stops the run.
+    context: the torchrun process group; each rank trains on its share of every global batch.
+    """
     train_config.validate()
     validate_model_config(model_config)
+    context = context or DistributedContext()
     seed_everything(train_config.seed)
-    device = resolve_device(train_config.device)
+    device = _training_device(train_config.device, context)
     use_amp = train_config.amp and device.type == "cuda"
+    if not context.is_main:
+        log, progress = (lambda _: None), False
 
     normalizer = Normalizer.fit(dataset.train)
     series = normalizer.transform(dataset.train)
@@ -124,16 +188,7 @@ def train_anomaly_transformer(
     check_long_enough(len(fit_part), win, f"{dataset.name} train (without its validation tail)")
     if n_val:
         check_long_enough(n_val, win, f"{dataset.name} validation tail ({train_config.val_ratio:.0%} of train)")
-
-    generator = torch.Generator().manual_seed(train_config.seed)
-    train_loader = DataLoader(
-        WindowDataset(fit_part, training_starts(len(fit_part), win, train_config.train_stride), win),
-        batch_size=train_config.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=train_config.num_workers,
-        drop_last=False,
-    )
+    windows = WindowDataset(fit_part, training_starts(len(fit_part), win, train_config.train_stride), win)
     val_loader = None
     if n_val:
         val_loader = DataLoader(
@@ -143,82 +198,146 @@ def train_anomaly_transformer(
         )
 
     model = AnomalyTransformer(model_config).to(device)
+    trained = model
+    if context.enabled:
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     # Loss scaling only matters for float16; bfloat16 and float32 run unscaled.
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
 
-    history: list[dict] = []
-    best_state, best_epoch, best_val, bad_epochs = None, 0, np.inf, 0
-    for epoch in range(1, train_config.epochs + 1):
-        lr = train_config.lr * 0.5 ** (epoch - 1)  # halved after every epoch
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        started = time.perf_counter()
-        sums = np.zeros(3)
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{train_config.epochs}", disable=not progress, leave=False)
-        for step, batch in enumerate(bar, start=1):
-            batch = batch.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_context(device, use_amp):
-                losses = minimax_losses(batch, *model(batch), train_config.k)
-            values = [losses.reconstruction.item(), losses.loss1.item(), losses.loss2.item()]
-            if not np.isfinite(values).all():
-                raise TrainingFailed(
-                    f"the loss became non-finite at epoch {epoch}, step {step}; lower --lr or check the data "
-                    "for extreme values (nothing was written)"
-                )
-            scaler.scale(losses.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            sums += values
-            if step % 10 == 0 or step == len(train_loader):
-                bar.set_postfix(rec=f"{values[0]:.4f}", loss1=f"{values[1]:.4f}", loss2=f"{values[2]:.4f}")
-        bar.close()
+    progress_state = {
+        "history": [],
+        "best_state": None,
+        "best_epoch": 0,
+        "best_val": float("inf"),
+        "bad_epochs": 0,
+        "epoch": 1,
+        "step": 0,
+        "sums": [0.0, 0.0, 0.0, 0.0],
+        "seconds": 0.0,
+    }
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        scaler.load_state_dict(resume["scaler_state"])
+        progress_state.update({key: resume[key] for key in progress_state})
+        restore_rng_state(resume["rng"])
+        log(f"resuming at epoch {progress_state['epoch']}, step {progress_state['step']}")
 
-        train_means = sums / len(train_loader)
-        record = {
+    def snapshot(epoch: int, step: int, sums: list[float], seconds: float, finished: bool = False) -> dict:
+        return {
+            "model_state": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
+            "optimizer_state": optimizer.state_dict(),
+            "scaler_state": scaler.state_dict(),
+            **{key: progress_state[key] for key in ("history", "best_state", "best_epoch", "best_val", "bad_epochs")},
             "epoch": epoch,
-            "lr": lr,
-            "train_rec": float(train_means[0]),
-            "train_loss1": float(train_means[1]),
-            "train_loss2": float(train_means[2]),
+            "step": step,
+            "sums": list(sums),
+            "seconds": seconds,
+            "finished": finished,
+            "rng": capture_rng_state(),
         }
-        if val_loader is not None:
-            val = _mean_losses(model, val_loader, train_config.k, device, use_amp)
-            record.update({f"val_{name}": float(value) for name, value in val.items()})
-            # loss1 + loss2 equals 2 * rec in value (the two discrepancy terms cancel), so the
-            # validation reconstruction error is the objective itself. The reference instead
-            # waits for loss1 and loss2 to fall together, which rarely happens once the
-            # discrepancy is being amplified.
-            improved = val["rec"] < best_val
-        else:
-            improved = True
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        record["improved"] = bool(improved)
-        history.append(record)
 
-        summary = (
-            f"epoch {epoch}/{train_config.epochs} | train rec {record['train_rec']:.5f} "
-            f"loss1 {record['train_loss1']:.5f} loss2 {record['train_loss2']:.5f}"
-        )
-        if val_loader is not None:
-            summary += (
-                f" | val rec {record['val_rec']:.5f} loss1 {record['val_loss1']:.5f} loss2 {record['val_loss2']:.5f}"
+    def save(state: dict) -> None:
+        if save_state is not None and context.is_main:
+            save_state(state)
+
+    history = progress_state["history"]
+    start_epoch, start_step = progress_state["epoch"], progress_state["step"]
+    with _StopOnSignal() as stop:
+        for epoch in range(start_epoch, train_config.epochs + 1):
+            lr = train_config.lr * 0.5 ** (epoch - 1)  # halved after every epoch
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            trained.train()
+            resumed = epoch == start_epoch
+            first_step = start_step if resumed else 0
+            sums = list(progress_state["sums"]) if resumed else [0.0, 0.0, 0.0, 0.0]
+            seconds_before = progress_state["seconds"] if resumed else 0.0
+            started = time.perf_counter()
+            batches = epoch_batches(len(windows), train_config.batch_size, train_config.seed, epoch, context)
+            loader = DataLoader(windows, batch_sampler=batches[first_step:], num_workers=train_config.num_workers)
+            bar = tqdm(
+                loader,
+                desc=f"epoch {epoch}/{train_config.epochs}",
+                disable=not progress,
+                leave=False,
+                initial=first_step,
+                total=len(batches),
             )
-        log(f"{summary} | lr {lr:.2e} | {record['seconds']:.1f}s{' | best' if improved else ''}")
+            for step, batch in enumerate(bar, start=first_step + 1):
+                batch = batch.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                try:
+                    with autocast_context(device, use_amp):
+                        losses = minimax_losses(batch, *trained(batch), train_config.k)
+                    values = [losses.reconstruction.item(), losses.loss1.item(), losses.loss2.item()]
+                    finite = bool(np.isfinite(values).all())
+                    if finite:
+                        scaler.scale(losses.total).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                except torch.cuda.OutOfMemoryError:
+                    raise TrainingFailed(_out_of_memory_advice(train_config, model_config)) from None
+                # Every rank must agree to stop, or the others would wait forever in the next all-reduce.
+                stop_requested, any_nonfinite = context.sum([float(stop.signal_number is not None), float(not finite)])
+                if any_nonfinite:
+                    raise TrainingFailed(
+                        f"the loss became non-finite at epoch {epoch}, step {step}; lower --lr or check the data for "
+                        "extreme values (the checkpoints already on disk are kept)"
+                    )
+                sums = [total + value for total, value in zip(sums, [*values, 1.0], strict=True)]
+                if step % 10 == 0 or step == len(batches):
+                    bar.set_postfix(rec=f"{values[0]:.4f}", loss1=f"{values[1]:.4f}", loss2=f"{values[2]:.4f}")
+                elapsed = seconds_before + time.perf_counter() - started
+                if stop_requested:
+                    bar.close()
+                    save(snapshot(epoch, step, sums, elapsed))
+                    raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, epoch, step)
+                if save_every and step % save_every == 0:
+                    save(snapshot(epoch, step, sums, elapsed))
+            bar.close()
 
-        if improved:
-            best_state, best_epoch, bad_epochs = copy.deepcopy(model.state_dict()), epoch, 0
+            totals = context.sum(sums)
+            train_means = np.array(totals[:3]) / max(totals[3], 1.0)
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_rec": float(train_means[0]),
+                "train_loss1": float(train_means[1]),
+                "train_loss2": float(train_means[2]),
+            }
             if val_loader is not None:
-                best_val = val["rec"]
-        else:
-            bad_epochs += 1
-            if bad_epochs >= train_config.patience:
-                log(f"early stopping: no validation improvement for {bad_epochs} epochs; keeping epoch {best_epoch}")
+                val = _mean_losses(model, val_loader, train_config.k, device, use_amp)
+                record.update({f"val_{name}": float(value) for name, value in val.items()})
+                # loss1 + loss2 equals 2 * rec in value (the two discrepancy terms cancel), so the
+                # validation reconstruction error is the objective itself. The reference instead
+                # waits for loss1 and loss2 to fall together, which rarely happens once the
+                # discrepancy is being amplified.
+                improved = val["rec"] < progress_state["best_val"]
+            else:
+                improved = True
+            record["seconds"] = round(seconds_before + time.perf_counter() - started, 3)
+            record["improved"] = bool(improved)
+            history.append(record)
+            log(_epoch_summary(record, train_config.epochs, val_loader is not None))
+
+            if improved:
+                progress_state.update(best_state=copy.deepcopy(model.state_dict()), best_epoch=epoch, bad_epochs=0)
+                if val_loader is not None:
+                    progress_state["best_val"] = float(val["rec"])
+            else:
+                progress_state["bad_epochs"] += 1
+            early_stop = progress_state["bad_epochs"] >= train_config.patience
+            save(snapshot(epoch + 1, 0, [0.0, 0.0, 0.0, 0.0], 0.0, finished=early_stop or epoch == train_config.epochs))
+            if early_stop:
+                log(
+                    f"early stopping: no validation improvement for {progress_state['bad_epochs']} epochs; "
+                    f"keeping epoch {progress_state['best_epoch']}"
+                )
                 break
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(progress_state["best_state"])
     train_scores = score_series(
         model,
         series,
@@ -228,7 +347,17 @@ def train_anomaly_transformer(
         device=device,
         amp=use_amp,
     )
-    return TrainResult(model, normalizer, history, best_epoch, train_scores)
+    return TrainResult(model, normalizer, history, progress_state["best_epoch"], train_scores)
+
+
+def _epoch_summary(record: dict, epochs: int, with_validation: bool) -> str:
+    summary = (
+        f"epoch {record['epoch']}/{epochs} | train rec {record['train_rec']:.5f} "
+        f"loss1 {record['train_loss1']:.5f} loss2 {record['train_loss2']:.5f}"
+    )
+    if with_validation:
+        summary += f" | val rec {record['val_rec']:.5f} loss1 {record['val_loss1']:.5f} loss2 {record['val_loss2']:.5f}"
+    return f"{summary} | lr {record['lr']:.2e} | {record['seconds']:.1f}s{' | best' if record['improved'] else ''}"
 
 
 def train_score_statistics(scores: np.ndarray) -> dict:

@@ -1,0 +1,79 @@
+"""torchrun support: one process per device, DistributedDataParallel, rank 0 does the talking and writing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Sum a few numbers over all ranks (epoch loss sums); a no-op in one process."""
+        if not self.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda(self.local_rank)
+        dist.all_reduce(tensor)
+        return tensor.cpu().tolist()
+
+
+def init_distributed(device_name: str = "auto") -> DistributedContext:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1), else stay single.
+
+    gloo on CPU, nccl on CUDA; each rank takes the GPU of its LOCAL_RANK.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def epoch_batches(
+    n_windows: int, batch_size: int, seed: int, epoch: int, context: DistributedContext
+) -> list[list[int]]:
+    """This rank's batches of window indices for one epoch.
+
+    The order depends only on (seed, epoch), never on RNG state carried across epochs, so a
+    resumed run replays exactly the batches an uninterrupted one would see. With N ranks the
+    shuffled order is padded to a multiple of N and dealt round-robin, as DistributedSampler does,
+    so rank r's b-th batch and the other ranks' b-th batches together form one global batch.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_windows, generator=generator)
+    if context.enabled:
+        padding = (-n_windows) % context.world_size
+        order = torch.cat([order, order[:padding]])[context.rank :: context.world_size]
+    indices = order.tolist()
+    return [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
