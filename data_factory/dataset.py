@@ -19,7 +19,7 @@ class TimeSeriesDataset:
     test: np.ndarray  # (N_test, C) float32
     test_labels: np.ndarray | None  # (N_test,) uint8, 1 = anomalous
     channel_names: list[str]
-    anomalies: list[dict] = field(default_factory=list)  # SYNTH only: kind, start, end, channels
+    anomalies: list[dict] = field(default_factory=list)  # SYNTH, SMD: kind, start, end (inclusive), channels
 
     @property
     def n_channels(self) -> int:

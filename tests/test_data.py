@@ -154,11 +154,11 @@ def test_custom_without_data_dir_or_files_says_what_is_missing(tmp_path):
         load_dataset("CUSTOM", tmp_path)
 
 
-def test_unknown_and_not_yet_available_datasets_are_clear_errors():
+def test_unknown_datasets_and_stray_entities_are_clear_errors():
     with pytest.raises(UserInputError, match="unknown dataset 'NOPE'; choose one of SYNTH, CUSTOM"):
         load_dataset("NOPE")
-    with pytest.raises(UserInputError, match="the MSL loader is not available"):
-        load_dataset("MSL")
+    with pytest.raises(UserInputError, match="SYNTH has no entities; drop --entity A-1"):
+        load_dataset("SYNTH", entity="A-1")
 
 
 def test_load_synth_is_the_registered_synth():

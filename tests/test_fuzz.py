@@ -1,0 +1,169 @@
+"""Property-based bad input: random shapes, dtypes, NaN patterns, lengths around the window, channel
+mismatches and flag combinations. Every case must end in success or in a documented one-line error,
+never in an unhandled traceback."""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import evaluate
+import train
+from data_factory import UserInputError, load_dataset
+
+CASES = {"loader": 0, "cli": 0, "trained": 0, "evaluated": 0}
+
+
+def pick(draw, sane: bool, valid: list, invalid: list):
+    """A valid value when the case is meant to be sane, else any value: half the cases get far."""
+    return draw(st.sampled_from(valid if sane else valid + invalid))
+
+
+@st.composite
+def arrays(draw, rows: int, columns: int, sane: bool) -> np.ndarray:
+    dtype = pick(draw, sane, ["float32", "float64", "int64"], ["bool", "complex64", "U3"])
+    values = np.random.default_rng(draw(st.integers(0, 2**16))).normal(size=(rows, columns))
+    if dtype == "U3":
+        return values.astype(str).astype("U3")
+    array = values.astype(dtype)
+    if array.dtype.kind == "f" and array.size and pick(draw, sane, [False], [True]):
+        flat = array.reshape(-1)
+        picks = draw(st.lists(st.integers(0, flat.size - 1), min_size=1, max_size=4))
+        flat[picks] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    if pick(draw, sane, [False], [True]):
+        array = array.reshape(rows, columns, 1)  # a rank the loaders must refuse
+    return array
+
+
+@st.composite
+def custom_folders(draw, sane: bool) -> dict:
+    window = draw(st.integers(2, 12))
+    columns = pick(draw, sane, [1, 2, 4], [0])
+    train_rows = pick(draw, sane, [8 * window, 20 * window], [0, 1, window - 1, window])
+    test_rows = pick(draw, sane, [window + 1, 5 * window], [0, 1, window - 1])
+    return {
+        "window": window,
+        "train": draw(arrays(train_rows, columns, sane)),
+        "test": draw(arrays(test_rows, pick(draw, sane, [columns], [0, columns + 1]), sane)),
+        "labels": pick(draw, sane, ["none", "good"], ["short", "non-binary"]),
+        "format": draw(st.sampled_from(["npy", "csv"])),
+    }
+
+
+def write_folder(folder: Path, case: dict) -> None:
+    test_rows = case["test"].shape[0]
+    label_values = {
+        "none": None,
+        "good": np.arange(test_rows) % 7 == 0,
+        "short": np.zeros(max(test_rows - 1, 0)),
+        "non-binary": np.full(test_rows, 3),
+    }[case["labels"]]
+    for stem, array in (("train_data", case["train"]), ("test_data", case["test"]), ("test_labels", label_values)):
+        if array is None:
+            continue
+        array = np.asarray(array)
+        if case["format"] == "npy":
+            np.save(folder / f"{stem}.npy", array)
+        else:
+            rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:])))  # CSV is 2-D
+            np.savetxt(folder / f"{stem}.csv", rows, delimiter=",", fmt="%s")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), sane=st.booleans())
+def test_custom_loader_accepts_or_refuses_clearly(data, sane):
+    case = data.draw(custom_folders(sane))
+    CASES["loader"] += 1
+    with tempfile.TemporaryDirectory() as folder:
+        write_folder(Path(folder), case)
+        try:
+            dataset = load_dataset("CUSTOM", folder)
+        except UserInputError as error:
+            assert str(error) and "\n" not in str(error)
+            return
+        assert dataset.train.dtype == np.float32 and np.isfinite(dataset.train).all()
+        assert dataset.test.shape[1] == dataset.train.shape[1]
+
+
+FLAG_VALUES = {  # flag: (valid values, invalid values)
+    "--d-model": (["4", "8"], ["0", "6"]),
+    "--n-heads": (["1", "2"], ["3", "-1"]),
+    "--batch-size": (["4", "16"], ["0"]),
+    "--epochs": (["1"], ["0", "-2"]),
+    "--lr": (["1e-3"], ["-1", "0", "nan"]),
+    "--val-ratio": (["0", "0.2"], ["0.99", "1.5", "-0.1"]),
+    "--train-stride": (["1", "3"], ["0"]),
+    "--patience": (["1", "3"], ["0"]),
+}
+
+
+# capsys is read and cleared after every CLI call, so sharing it across examples is safe.
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.data(),
+    sane=st.booleans(),
+    window_offset=st.sampled_from([-1, 0, 1]),
+    threshold=st.sampled_from(["50", "99", "100", "-1"]),
+)
+def test_both_clis_end_in_success_or_a_documented_error(capsys, data, sane, window_offset, threshold):
+    CASES["cli"] += 1
+    case = data.draw(custom_folders(sane))
+    flags = {flag: pick(data.draw, sane, *values) for flag, values in FLAG_VALUES.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        data, out = Path(folder) / "data", Path(folder) / "out"
+        data.mkdir()
+        write_folder(data, case)
+        common = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out)]
+        args = [
+            *common,
+            "--win-size",
+            str(case["window"] + window_offset),
+            "--d-ff",
+            "8",
+            "--e-layers",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            *[item for pair in flags.items() for item in pair],
+        ]
+        code = run_cli(train.main, args)
+        err = capsys.readouterr().err.strip()
+        assert code in (0, 1, 2), err
+        if code == 1:
+            assert "non-finite" in err
+        if code == 2:
+            assert err.splitlines()[-1].startswith(("error:", "train.py: error:")), err
+        if code != 0:
+            return
+        CASES["trained"] += 1
+        code = run_cli(evaluate.main, [*common, "--threshold-percentile", threshold, "--baselines", "all"])
+        err = capsys.readouterr().err.strip()
+        assert code in (0, 2), err
+        if code == 2:
+            assert err.splitlines()[-1].startswith(("error:", "evaluate.py: error:")), err
+        else:
+            CASES["evaluated"] += 1
+
+
+def run_cli(main, args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as exit_info:  # argparse refuses a malformed flag value with exit code 2
+        return exit_info.code
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_case_counts():
+    yield
+    print(
+        f"\nfuzz cases run: {CASES['loader']} loader, {CASES['cli']} CLI "
+        f"({CASES['trained']} trained, {CASES['evaluated']} also evaluated)"
+    )
