@@ -8,7 +8,10 @@ from pathlib import Path
 from data_factory.custom import load_custom
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.errors import UserInputError
+from data_factory.psm import load_psm
+from data_factory.smd import load_smd
 from data_factory.synthetic import SynthSpec, generate_synthetic
+from data_factory.telemanom import load_msl, load_smap
 
 DEFAULT_DATA_DIR = "~/.cache/cvlization/anomaly_data"
 
@@ -40,20 +43,13 @@ def _load_custom(data_dir: str | Path | None = None, entity: str | None = None) 
     return load_custom(data_dir)
 
 
-def _not_available_yet(name: str) -> Callable[..., TimeSeriesDataset]:
-    def load(data_dir: str | Path | None = None, entity: str | None = None) -> TimeSeriesDataset:
-        raise UserInputError(
-            f"the {name} loader is not available in this version; use --dataset SYNTH, "
-            "or --dataset CUSTOM --data-dir PATH with train_data.npy and test_data.npy"
-        )
-
-    return load
-
-
 LOADERS: dict[str, Callable[..., TimeSeriesDataset]] = {
     "SYNTH": load_synth,
     "CUSTOM": _load_custom,
-    **{name: _not_available_yet(name) for name in ("SMAP", "MSL", "SMD", "PSM")},
+    "SMAP": load_smap,
+    "MSL": load_msl,
+    "SMD": load_smd,
+    "PSM": load_psm,
 }
 DATASET_NAMES = tuple(LOADERS)
 
