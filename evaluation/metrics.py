@@ -70,3 +70,33 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, predictions: np.nd
         "pa_f1": adjusted["f1"],
         "predicted_ratio": float(np.mean(predictions)),
     }
+
+
+def descending_thresholds(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort once for every threshold: `order` lists the points by decreasing score, and `ends[j]`
+    is the last position in `order` of the j-th distinct score (from the largest). Predicting
+    `scores >= t` for the j-th distinct value t flags exactly `order[: ends[j] + 1]`, so cumulative
+    sums over `order` read at `ends` give each threshold's counts without a loop.
+    """
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    return order, ends
+
+
+def best_f1(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ORACLE best point-wise F1 over every threshold. It USES THE TEST LABELS to pick the
+    threshold, so it is an upper bound no deployed detector can claim, never a result.
+
+    Thresholds are all distinct score values, predicting `scores >= t`; F1 = 2 TP / (TP + FP + P)
+    at each. Invariant under any strictly increasing transform of the scores. NaN without
+    positive labels (like `pr_auc`), where every threshold gives F1 = 0.
+    """
+    labels = np.asarray(labels).astype(bool)
+    positives = int(labels.sum())
+    if positives == 0:
+        return float("nan")
+    order, ends = descending_thresholds(scores)
+    true_positives = np.cumsum(labels[order])[ends]
+    return float(np.max(2 * true_positives / (ends + 1 + positives)))

@@ -79,12 +79,15 @@ def test_paper_protocol_inflates_a_random_score_on_the_real_labels(dataset, publ
         pytest.skip(f"{labels_path} is not present")
     labels = np.load(labels_path)
     n_train = len(np.load(SHARED_DATA / dataset / "train.npy", mmap_mode="r"))
-    train_scores, test_scores = random_baseline_scores(n_train, len(labels), seed=0)
-    threshold = choose_threshold("paper", train_scores, test_scores, anomaly_ratio=1.0)
-    predictions = test_scores > threshold.value
-    adjusted = precision_recall_f1(labels, point_adjust(labels, predictions))
-    assert adjusted["f1"] == pytest.approx(published_random_pa_f1, abs=0.03)
-    assert precision_recall_f1(labels, predictions)["f1"] < 0.05
+    pa_f1, point_f1 = [], []
+    for seed in range(10):  # one seed of MSL can land 0.08 away: 14 of 100 seeds fall outside 0.03
+        train_scores, test_scores = random_baseline_scores(n_train, len(labels), seed=seed)
+        threshold = choose_threshold("paper", train_scores, test_scores, anomaly_ratio=1.0)
+        predictions = test_scores > threshold.value
+        pa_f1.append(precision_recall_f1(labels, point_adjust(labels, predictions))["f1"])
+        point_f1.append(precision_recall_f1(labels, predictions)["f1"])
+    assert np.mean(pa_f1) == pytest.approx(published_random_pa_f1, abs=0.03)
+    assert max(point_f1) < 0.05
 
 
 def test_evaluate_paper_protocol_and_rules_through_the_cli(tmp_path, capsys):
