@@ -10,6 +10,7 @@ from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.atomic import ensure_writable_dir
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
+from evaluation.attribution import format_summary
 from evaluation.baselines import parse_baselines
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORE_VARIANTS
@@ -67,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="score variant (default: the one the checkpoint was trained with, normally paper)",
     )
     add("--seed", type=int, default=0, help="seed of the random-score baseline (default: 0)")
+    add(
+        "--top-sensors",
+        type=int,
+        default=3,
+        help="sensors listed per flagged segment in {DATASET}_attribution.json/.csv (default: 3)",
+    )
+    add(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="save S, P and sigma of the N highest-scoring and N normal test windows, and a figure (default: 0, off)",
+    )
     return parser
 
 
@@ -95,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             score_variant=args.score,
             entity=args.entity,
+            top_sensors=args.top_sensors,
+            explain=args.explain,
         )
         paths = write_artifacts(evaluation, args.output_dir)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(evaluation))
+    print(format_summary(evaluation.attribution))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 

@@ -11,12 +11,14 @@ import numpy as np
 from data_factory.atomic import atomic_path, ensure_writable_dir
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
+from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
+from evaluation.attribution import Attribution, attribute
 from evaluation.baselines import pca_baseline_scores, random_baseline_scores
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
-from model.scoring import resolve_device, score_series
+from model.scoring import resolve_device, score_series_with_errors
 
 PROTOCOLS = ("default", "paper")
 TABLE_ROWS = (
@@ -28,6 +30,7 @@ TABLE_ROWS = (
     ("pa_precision", "PA precision"),
     ("pa_recall", "PA recall"),
     ("pa_f1", "PA F1"),
+    ("pa_k20_f1", "PA%K=20 F1"),
     ("pa_k_f1_auc", "PA%K F1 area"),
     ("event_precision", "event precision"),
     ("event_recall", "event recall"),
@@ -68,6 +71,8 @@ class Evaluation:
     score_variant: str
     labels: np.ndarray | None
     methods: dict[str, MethodResult]  # "model" first, then the baselines
+    attribution: Attribution | None = None  # the model's flagged segments, ranked by sensor
+    associations: AssociationMaps | None = None  # only with explain > 0
 
     @property
     def model(self) -> MethodResult:
@@ -119,10 +124,20 @@ def evaluate_checkpoint(
     seed: int = 0,
     score_variant: str | None = None,
     entity: str | None = None,
+    top_sensors: int = 3,
+    explain: int = 0,
 ) -> Evaluation:
-    """Score TRAIN and TEST with the checkpoint and each baseline, threshold them by the protocol's rule."""
+    """Score TRAIN and TEST with the checkpoint and each baseline, threshold them by the protocol's rule.
+
+    The model's flagged segments are attributed to their top_sensors sensors; explain > 0 also keeps
+    the association maps of that many top-scoring and normal test windows.
+    """
     settings = threshold or ThresholdSettings()
     percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
+    if top_sensors < 1:
+        raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
+    if explain < 0:
+        raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
     checkpoint = load_checkpoint(checkpoint_path, dataset)
@@ -140,7 +155,10 @@ def evaluate_checkpoint(
         "temperature": trained_with.get("temperature", 50.0),
         "device": torch_device,
     }
-    raw = {"model": (score_series(model, train, **options), score_series(model, test, **options))}
+    # One pass each gives the scores and the per-channel errors that the attribution needs.
+    train_points = score_series_with_errors(model, train, **options)
+    test_points = score_series_with_errors(model, test, **options)
+    raw = {"model": (train_points.scores, test_points.scores)}
     if "random" in baselines:
         raw["random"] = random_baseline_scores(len(train), len(test), seed)
     if "pca" in baselines:
@@ -149,7 +167,22 @@ def evaluate_checkpoint(
         name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio)
         for name, (train_scores, scores) in raw.items()
     }
-    return Evaluation(dataset.name, protocol, variant, dataset.test_labels, methods)
+    flagged = methods["model"]
+    attribution = attribute(
+        flagged.scores,
+        flagged.predictions,
+        test_points.errors,
+        train_points.errors,
+        dataset.channel_names,
+        dataset.anomalies,
+        top_sensors,
+    )
+    associations = None
+    if explain:
+        associations = explain_windows(
+            model, test, flagged.scores, flagged.predictions, dataset.test_labels, explain, dataset.name, torch_device
+        )
+    return Evaluation(dataset.name, protocol, variant, dataset.test_labels, methods, attribution, associations)
 
 
 def summary(evaluation: Evaluation) -> dict:
@@ -197,7 +230,8 @@ def format_table(evaluation: Evaluation) -> str:
 
 
 def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str, Path]:
-    """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png atomically."""
+    """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png atomically, plus
+    {DATASET}_attribution.json/.csv and, with associations, {DATASET}_associations.npz/.png."""
     folder = ensure_writable_dir(output_dir)
     paths = {
         "npz": folder / f"{evaluation.dataset}_evaluation.npz",
@@ -224,4 +258,20 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         temp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_path(paths["plot"]) as temp:
         plot_scores(evaluation, temp)
+    if evaluation.attribution is not None:
+        paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
+        paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
+        document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
+        document |= evaluation.attribution.to_json()
+        with atomic_path(paths["attribution_json"]) as temp:
+            temp.write_text(json.dumps(document, indent=2) + "\n")
+        with atomic_path(paths["attribution_csv"]) as temp:
+            evaluation.attribution.write_csv(temp)
+    if evaluation.associations is not None:
+        paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
+        paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
+        with atomic_path(paths["associations_npz"]) as temp:
+            save_association_npz(evaluation.associations, temp)
+        with atomic_path(paths["associations_plot"]) as temp:
+            plot_association_maps(evaluation.associations, temp)
     return paths

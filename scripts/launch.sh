@@ -57,7 +57,9 @@ for variable in CUDA_VISIBLE_DEVICES TELEMANOM_DATA_URL TELEMANOM_LABELS_URL SMD
     options+=(-e "$variable=${!variable}")
   fi
 done
+# -i keeps stdin open, so `detect.py --input -` can read a pipe; -t only for a real terminal.
+options+=(-i)
 if [ -t 0 ] && [ -t 1 ]; then
-  options+=(-it)
+  options+=(-t)
 fi
 exec docker run "${options[@]}" "$image" python "$entry" "$@"

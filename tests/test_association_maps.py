@@ -1,0 +1,94 @@
+"""Association maps of a real tiny model: what the npz holds, how windows are chosen, and the figure.
+(evaluate.py --explain itself runs in tests/test_attribution.py.)"""
+
+import numpy as np
+import pytest
+
+import train
+from data_factory.registry import load_synth
+from data_factory.windows import scoring_starts
+from evaluation.association_maps import choose_windows, explain_windows, plot_association_maps, save_association_npz
+from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
+from model.scoring import score_series
+
+TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "2", "--d-ff", "32", "--win-size", "20"]
+TINY += ["--epochs", "1", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny 2-layer SYNTH model, its test scores flagged at the stored 99th percentile, and 3 + 3 windows' maps."""
+    out = tmp_path_factory.mktemp("maps")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY]) == 0
+    data = load_synth()
+    checkpoint = load_checkpoint(out / "SYNTH_checkpoint.pth", data)
+    model = model_from_checkpoint(checkpoint)
+    test = normalizer_from_checkpoint(checkpoint).transform(data.test)
+    scores = score_series(model, test)
+    predictions = (scores > checkpoint["train_scores"]["percentiles"]["99.0"]).astype(np.uint8)
+    maps = explain_windows(model, test, scores, predictions, data.test_labels, 3, "SYNTH")
+    save_association_npz(maps, out / "maps.npz")
+    plot_association_maps(maps, out / "maps.png")
+    return {
+        "dir": out,
+        "model": model,
+        "test": test,
+        "maps": dict(np.load(out / "maps.npz")),
+        "scores": scores,
+        "predictions": predictions,
+        "labels": data.test_labels,
+    }
+
+
+def test_npz_holds_s_p_and_sigma_per_layer_and_head(run):
+    maps = run["maps"]
+    assert int(maps["win_size"]) == 20
+    for group in ("anomalous", "normal"):
+        assert maps[f"{group}_starts"].shape == (3,)
+        assert maps[f"{group}_series"].shape == maps[f"{group}_prior"].shape == (3, 2, 2, 20, 20)  # n, layer, head
+        assert maps[f"{group}_sigma"].shape == (3, 2, 2, 20)
+        assert maps[f"{group}_discrepancy"].shape == maps[f"{group}_scores"].shape == (3, 20)
+        np.testing.assert_allclose(maps[f"{group}_series"].sum(axis=-1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(maps[f"{group}_prior"].sum(axis=-1), 1.0, rtol=1e-5)
+        assert (maps[f"{group}_sigma"] > 0).all() and (maps[f"{group}_sigma"] <= 2.0001).all()  # 3^(1+1e-5) - 1
+    assert maps["stretch_discrepancy"].shape == maps["stretch_scores"].shape
+    assert len(maps["stretch_scores"]) % 20 == 0 and int(maps["stretch_start"]) <= int(maps["anomalous_starts"][0])
+
+
+def test_chosen_windows_are_the_top_scoring_and_quiet_normal_ones(run):
+    maps, scores, predictions, labels = run["maps"], run["scores"], run["predictions"], run["labels"]
+    peaks = {int(start): scores[start : start + 20].max() for start in scoring_starts(len(scores), 20)}
+    top = sorted(peaks, key=lambda start: -peaks[start])[:3]
+    assert maps["anomalous_starts"].tolist() == top
+    for start in maps["normal_starts"]:
+        assert not predictions[start : start + 20].any() and not labels[start : start + 20].any()
+    np.testing.assert_array_equal(maps["anomalous_scores"][0], scores[top[0] : top[0] + 20])
+
+
+def test_saved_discrepancy_is_the_one_the_discrepancy_score_uses(run):
+    model, test = run["model"], run["test"]
+    for group in ("anomalous", "normal"):
+        for start, values in zip(run["maps"][f"{group}_starts"], run["maps"][f"{group}_discrepancy"], strict=True):
+            window = test[start : start + 20]  # scored alone: one window, so the score is that window's
+            np.testing.assert_allclose(-score_series(model, window, variant="discrepancy"), values, rtol=1e-5)
+
+
+def test_choose_windows_prefers_typical_quiet_windows():
+    scores = np.tile(np.linspace(0, 1, 10), 6)  # six windows of 10
+    scores[25], scores[44] = 9.0, 5.0  # windows 2 and 4 peak highest
+    predictions = np.zeros(60, dtype=np.uint8)
+    predictions[[25, 44]] = 1
+    labels = np.zeros(60, dtype=np.uint8)
+    labels[0] = 1  # window 0 is labelled: never "normal"
+    anomalous, normal = choose_windows(scores, 10, 2, predictions, labels)
+    assert anomalous.tolist() == [20, 40]
+    assert sorted(normal.tolist()) == [10, 30]
+
+
+def test_figure_is_a_readable_png(run):
+    import matplotlib.image
+
+    path = run["dir"] / "maps.png"
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width >= 1000 and height >= 1000  # four heatmaps, a colour bar and a time panel

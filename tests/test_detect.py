@@ -1,0 +1,256 @@
+"""detect.py on real files from a real tiny model: exact agreement with evaluate.py, chunking, drift, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import detect
+import train
+from data_factory.registry import load_synth
+from evaluation.report import evaluate_checkpoint
+from model.checkpoint import model_from_checkpoint
+from model.scoring import score_chunks, score_series, score_series_with_errors
+from model.transformer import AnomalyTransformer, ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20"]
+TINY += ["--epochs", "1", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny SYNTH model, the test scores evaluate.py computes for it, and the test split as .npy."""
+    out = tmp_path_factory.mktemp("detect")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY]) == 0
+    checkpoint = out / "SYNTH_checkpoint.pth"
+    evaluation = evaluate_checkpoint(checkpoint, "SYNTH", baselines=(), device="cpu")  # what evaluate.py calls
+    data = load_synth()
+    np.save(out / "test.npy", data.test)
+    return {
+        "dir": out,
+        "checkpoint": checkpoint,
+        "data": data,
+        "scores": evaluation.model.scores,
+        "stored": torch.load(checkpoint, weights_only=True),
+    }
+
+
+def detect_cli(run, source, folder, *extra):
+    """detect.main writing detections.csv (and .json) into a fresh subfolder of `folder`."""
+    output = folder / f"out{len(list(folder.glob('out*')))}" / "detections.csv"
+    output.parent.mkdir()
+    args = ["--checkpoint", str(run["checkpoint"]), "--input", str(source), "--output", str(output), *extra]
+    code = detect.main([*args, "--device", "cpu"])
+    return code, output
+
+
+def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run, tmp_path, capsys):
+    data, reference = run["data"], run["scores"]
+    csv_path = tmp_path / "test.csv"
+    pd.DataFrame(data.test, columns=data.channel_names).to_csv(csv_path, index=False, float_format="%.9g")
+    parquet_path = tmp_path / "test.parquet"
+    frame = pd.DataFrame(data.test, columns=data.channel_names)
+    frame.insert(0, "timestamp", pd.date_range("2024-01-01", periods=len(frame), freq="min"))
+    frame.to_parquet(parquet_path)
+    threshold = run["stored"]["train_scores"]["percentiles"]["99.0"]
+    for source in (run["dir"] / "test.npy", csv_path, parquet_path):
+        code, output = detect_cli(run, source, tmp_path)
+        assert code == 0, capsys.readouterr().err
+        result = pd.read_csv(output, keep_default_na=False)
+        # 9 significant digits make a float32 read back bit for bit.
+        np.testing.assert_array_equal(result["score"].to_numpy(np.float32), reference)
+        np.testing.assert_array_equal(result["flag"].to_numpy(), (reference > threshold).astype(int))
+        flagged = result[result["flag"] == 1]
+        assert len(flagged) > 0 and (result.loc[result["flag"] == 0, "top_sensors"] == "").all()
+        first = flagged["top_sensors"].iloc[0].split(";")
+        assert len(first) == 3 and all(item.split(":")[0] in data.channel_names for item in first)
+        report = json.loads(output.with_suffix(".json").read_text())
+        assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
+        assert report["threshold"] == {"value": threshold, "source": "99th percentile of TRAIN scores"}
+    assert result.columns[0] == "timestamp" and result["timestamp"].iloc[1] == "2024-01-01 00:01:00"
+
+
+def test_chunked_scoring_equals_unchunked_bit_for_bit():
+    torch.manual_seed(0)
+    model = AnomalyTransformer(ModelConfig(n_channels=3, win_size=20, d_model=16, n_heads=2, e_layers=2, d_ff=32))
+    series = np.random.default_rng(0).normal(size=(253, 3)).astype(np.float32)  # 12 windows and a 13-step tail
+    for batch_size in (5, 128):  # 5: the tail window shares the last batch; 128: one batch
+        reference = score_series(model, series, batch_size=batch_size)
+        whole = score_series_with_errors(model, series, batch_size=batch_size)
+        np.testing.assert_array_equal(whole.scores, reference)
+        assert whole.errors.shape == (253, 3)
+        reconstruction = score_series(model, series, variant="reconstruction")
+        np.testing.assert_allclose(whole.errors.mean(axis=1), reconstruction, rtol=1e-5)  # float32 means
+        for chunk in (1, 13, 20, 33, 300):
+            parts = list(
+                score_chunks(model, (series[i : i + chunk] for i in range(0, 253, chunk)), batch_size=batch_size)
+            )
+            np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), reference)
+            np.testing.assert_array_equal(np.concatenate([p.errors for p in parts]), whole.errors)
+
+
+def test_small_chunks_from_stdin_in_a_real_process_give_the_same_scores(run):
+    data = run["data"]
+    text = pd.DataFrame(data.test[:1000]).to_csv(index=False, header=False, float_format="%.9g")
+    completed = subprocess.run(
+        [sys.executable, "detect.py", "--checkpoint", str(run["checkpoint"]), "--input", "-", "--output", "-"]
+        + ["--chunk-rows", "37", "--device", "cpu"],
+        input=text,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0] == "index,score,flag,top_sensors" and len(lines) == 1001
+    scores = np.array([float(line.split(",")[1]) for line in lines[1:]], dtype=np.float32)
+    model = model_from_checkpoint(run["stored"])
+    normalised = (data.test[:1000] - run["stored"]["normalization"]["mean"].numpy()) / run["stored"]["normalization"][
+        "std"
+    ].numpy()
+    np.testing.assert_array_equal(scores, score_series(model, normalised.astype(np.float32)))
+    assert "scored 1000 rows of stdin" in completed.stderr
+
+
+def test_columns_are_matched_by_name_and_timestamps_echoed(run, tmp_path):
+    data = run["data"]
+    frame = pd.DataFrame(data.test[:500], columns=data.channel_names)
+    frame = frame[list(reversed(data.channel_names))]
+    frame.insert(0, "when", [f"t{i}" for i in range(500)])
+    source = tmp_path / "reordered.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    code, output = detect_cli(run, source, tmp_path, "--timestamp-column", "when")
+    assert code == 0
+    result = pd.read_csv(output, keep_default_na=False)
+    assert result["when"].tolist() == [f"t{i}" for i in range(500)]
+    plain = tmp_path / "plain.npy"
+    np.save(plain, data.test[:500])
+    code, plain_output = detect_cli(run, plain, tmp_path)
+    np.testing.assert_array_equal(pd.read_csv(plain_output)["score"], result["score"])
+    assert json.loads(output.with_suffix(".json").read_text())["columns"] == "reordered by name"
+
+
+def test_drift_warning_fires_on_shifted_data_and_stays_quiet_on_train_like_data(run, tmp_path, capsys):
+    data = run["data"]
+    code, output = detect_cli(run, run["dir"] / "test.npy", tmp_path)
+    assert code == 0 and "warning:" not in capsys.readouterr().err
+    assert json.loads(output.with_suffix(".json").read_text())["drift"]["drifted"] == []
+
+    std = data.train.std(axis=0)
+    shifted = data.test.copy()
+    shifted[:, 3] += 1.0 * std[3]  # an offset sensor: mean moves by 1 TRAIN std
+    shifted[:, 7] = shifted[0, 7]  # a stuck sensor: its spread collapses
+    np.save(tmp_path / "shifted.npy", shifted)
+    code, output = detect_cli(run, tmp_path / "shifted.npy", tmp_path)
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: drift in 2 of 12 channels" in err and "sensor_03" in err and "sensor_07" in err
+    drift = json.loads(output.with_suffix(".json").read_text())["drift"]
+    assert drift["drifted"] == ["sensor_03", "sensor_07"]
+    assert drift["bound"] == {"mean_shift_std": 0.5, "spread_ratio": [0.5, 2.0]}
+    channel_3 = drift["channels"][3]
+    assert channel_3["mean_shift_std"] == pytest.approx(
+        1.0 + (data.test[:, 3].mean() - data.train[:, 3].mean()) / std[3]
+    )
+
+
+def test_nan_fill_carries_the_last_value_forward(run, tmp_path, capsys):
+    data = run["data"]
+    holes = data.test[:400].copy()
+    holes[[0, 1], 2] = np.nan  # before any value: the TRAIN mean
+    holes[[50, 51, 52], 5] = np.nan
+    holes[300, 0] = np.inf
+    np.save(tmp_path / "holes.npy", holes)
+    code, output = detect_cli(run, tmp_path / "holes.npy", tmp_path, "--nan", "fill", "--chunk-rows", "51")
+    assert code == 0
+    filled = holes.copy()
+    filled[[0, 1], 2] = data.train[:, 2].mean()
+    filled[[50, 51, 52], 5] = holes[49, 5]
+    filled[300, 0] = holes[299, 0]
+    np.save(tmp_path / "filled.npy", filled)
+    code, expected = detect_cli(run, tmp_path / "filled.npy", tmp_path)
+    np.testing.assert_allclose(pd.read_csv(output)["score"], pd.read_csv(expected)["score"], rtol=1e-5, atol=1e-7)
+    assert json.loads(output.with_suffix(".json").read_text())["filled_values"] == 6
+    assert "filled 6 NaN/Inf values" in capsys.readouterr().err
+
+
+ROW = ",".join(["1"] * 12) + "\n"
+
+
+def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
+    """(input file, extra flags, expected message) of each kind of bad input."""
+    if kind == "channel count":
+        np.save(folder / "x.npy", data.test[:200, :5])
+        return folder / "x.npy", [], "has 5 sensor columns but the checkpoint expects 12 (sensor_00, sensor_01"
+    if kind == "named channel count":
+        (folder / "x.csv").write_text("a,b\n" + "1,2\n" * 30)
+        return folder / "x.csv", [], "has 2 sensor columns but the checkpoint expects 12"
+    if kind == "non-numeric":
+        bad = "1,1,oops" + ",1" * 9 + "\n"
+        (folder / "x.csv").write_text(",".join(data.channel_names) + "\n" + ROW * 5 + bad + ROW * 30)
+        return folder / "x.csv", [], "has non-numeric columns ['sensor_02'] (first: 'oops' in row 5)"
+    if kind == "nan":
+        (folder / "x.csv").write_text(ROW * 7 + "1,,1" + ",1" * 9 + "\n" + ROW * 30)
+        return (
+            folder / "x.csv",
+            [],
+            "has NaN/Inf values (first at row 7, column sensor_01); clean the data or pass --nan fill",
+        )
+    if kind == "short":
+        np.save(folder / "x.npy", data.test[:10])
+        return folder / "x.npy", [], "has 10 rows, fewer than the model's window of 20"
+    if kind == "header only":
+        (folder / "x.csv").write_text(",".join(data.channel_names) + "\n")
+        return folder / "x.csv", [], "has 0 rows, fewer than the model's window of 20"
+    if kind == "truncated":
+        np.save(folder / "x.npy", data.test[:100])
+        (folder / "x.npy").write_bytes((folder / "x.npy").read_bytes()[:2000])
+        return folder / "x.npy", [], "is truncated: its header promises 100 x 12 values"
+    if kind == "missing":
+        return folder / "missing.csv", [], "does not exist"
+    if kind == "suffix":
+        (folder / "x.xlsx").write_text("1")
+        return folder / "x.xlsx", [], "unknown suffix '.xlsx'"
+    np.save(folder / "x.npy", data.test[:100])  # a percentile the checkpoint does not store
+    message = "--threshold-percentile 97 is not stored in the checkpoint; choose one of 90, 95, 99, 99.5, 99.9"
+    return folder / "x.npy", ["--threshold-percentile", "97"], message
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "channel count",
+        "named channel count",
+        "non-numeric",
+        "nan",
+        "short",
+        "header only",
+        "truncated",
+        "missing",
+        "suffix",
+        "percentile",
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(run, tmp_path, capsys, kind):
+    source, extra, message = bad_input(kind, run["data"], tmp_path)
+    code, output = detect_cli(run, source, tmp_path, *extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err
+    assert message in err
+    assert not output.exists() and not output.with_suffix(".json").exists()
+
+
+def test_threshold_value_overrides_the_stored_percentile(run, tmp_path):
+    np.save(tmp_path / "x.npy", run["data"].test[:1000])
+    code, output = detect_cli(run, tmp_path / "x.npy", tmp_path, "--threshold", "0.5")
+    result = pd.read_csv(output)
+    assert code == 0 and (result["flag"] == (result["score"] > 0.5)).all()
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["threshold"] == {"value": 0.5, "source": "--threshold value"}

@@ -1,0 +1,111 @@
+"""inspect_checkpoint.py on a real checkpoint, and a booby-trapped pickle that no CLI may unpickle."""
+
+import json
+import pathlib
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+
+import detect
+import evaluate
+import inspect_checkpoint
+import train
+from model.checkpoint import model_from_checkpoint
+
+TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20"]
+TINY += ["--epochs", "2", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspect")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY]) == 0
+    return out / "SYNTH_checkpoint.pth"
+
+
+def test_json_holds_what_a_person_opening_the_file_wants(checkpoint_path, capsys):
+    assert inspect_checkpoint.main([str(checkpoint_path), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    stored = torch.load(checkpoint_path, weights_only=True)
+    assert (
+        described["dataset"]["name"] == "SYNTH"
+        and described["dataset"]["fingerprint"] == stored["dataset"]["fingerprint"]
+    )
+    assert described["model_config"] == stored["model_config"] and described["train_config"]["epochs"] == 2
+    assert described["parameters"] == sum(p.numel() for p in model_from_checkpoint(stored).parameters())
+    assert [record["epoch"] for record in described["history"]] == [1, 2]
+    assert {"train_rec", "val_rec", "lr", "seconds"} <= described["history"][0].keys()
+    assert described["best_epoch"] == stored["best_epoch"] and described["epochs_run"] == 2
+    assert described["wall_seconds"] == pytest.approx(sum(record["seconds"] for record in stored["history"]))
+    assert described["normalization"]["mean"] == pytest.approx(stored["normalization"]["mean"].tolist())
+    assert len(described["normalization"]["std"]) == 12
+    assert described["stored_thresholds"]["percentiles"] == stored["train_scores"]["percentiles"]
+    assert described["versions"]["torch"] == str(torch.__version__)
+    created = datetime.fromisoformat(described["created"])
+    assert created.tzinfo is not None and abs((datetime.now(UTC) - created).total_seconds()) < 3600
+
+
+def test_text_names_every_section(checkpoint_path, capsys):
+    assert inspect_checkpoint.main([str(checkpoint_path)]) == 0
+    text = capsys.readouterr().out
+    stored = torch.load(checkpoint_path, weights_only=True)
+    for expected in (
+        "dataset      SYNTH: 12 channels, train 10000 and test 10000 steps",
+        f"fingerprint  {stored['dataset']['fingerprint']}",
+        "parameters   ",
+        f"history      2 epoch(s), best epoch {stored['best_epoch']}, wall time",
+        "train_rec",
+        "normalization  mean in",
+        "sensor_11",
+        f"99th {stored['train_scores']['percentiles']['99.0']:.6g}",
+        f"torch {torch.__version__}",
+        f"created      {stored['created']}",
+    ):
+        assert expected in text, expected
+
+
+class _Trap:
+    """Unpickling this runs Path.touch(marker): the kind of payload weights_only=True must refuse."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_a_malicious_pickle_is_refused_by_every_cli_and_never_runs(checkpoint_path, tmp_path, capsys):
+    trap = tmp_path / "trap.pth"
+    marker = tmp_path / "marker"
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    checkpoint["history"] = _Trap(marker)  # a real checkpoint with one poisoned entry
+    torch.save(checkpoint, trap)
+
+    # The payload is live: plain unpickling of a copy with its own marker does run it.
+    live = tmp_path / "live-marker"
+    checkpoint["history"] = _Trap(live)
+    torch.save(checkpoint, tmp_path / "live.pth")
+    torch.load(tmp_path / "live.pth", weights_only=False)
+    assert live.exists()
+
+    np_input = tmp_path / "x.npy"
+    np.save(np_input, np.zeros((100, 12), dtype=np.float32))
+    runs = [
+        (evaluate, ["--dataset", "SYNTH", "--checkpoint", str(trap), "--output-dir", str(tmp_path / "eval")]),
+        (detect, ["--checkpoint", str(trap), "--input", str(np_input), "--output", str(tmp_path / "d.csv")]),
+        (inspect_checkpoint, [str(trap)]),
+        (inspect_checkpoint, [str(trap), "--json"]),
+    ]
+    for module, args in runs:
+        assert module.main(args) == 2, module.__name__
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "not a safe checkpoint" in err, err
+        assert not marker.exists()
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert inspect_checkpoint.main([str(tmp_path / "none.pth")]) == 2
+    assert "does not exist" in capsys.readouterr().err
