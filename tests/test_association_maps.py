@@ -10,9 +10,9 @@ from data_factory.windows import scoring_starts
 from evaluation.association_maps import choose_windows, explain_windows, plot_association_maps, save_association_npz
 from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
 from model.scoring import score_series
+from tests.tiny import TINY_TRAIN_FLAGS
 
-TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "2", "--d-ff", "32", "--win-size", "20"]
-TINY += ["--epochs", "1", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+TINY = [*TINY_TRAIN_FLAGS, "--e-layers", "2"]
 
 
 @pytest.fixture(scope="module")

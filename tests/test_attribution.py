@@ -22,9 +22,9 @@ from evaluation.attribution import (
 from evaluation.metrics import label_segments
 from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
 from model.scoring import score_series_with_errors
+from tests.tiny import TINY_TRAIN_FLAGS
 
-TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20"]
-TINY += ["--epochs", "1", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+TINY = [*TINY_TRAIN_FLAGS]
 
 
 @pytest.fixture(scope="module")

@@ -9,29 +9,10 @@ import torch
 
 import evaluate
 import train
+from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--d-model",
-    "16",
-    "--n-heads",
-    "2",
-    "--e-layers",
-    "1",
-    "--d-ff",
-    "32",
-    "--win-size",
-    "20",
-    "--epochs",
-    "1",
-    "--train-stride",
-    "20",
-    "--batch-size",
-    "64",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
+TINY = [*TINY_TRAIN_FLAGS, "--batch-size", "64"]
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from evaluation.report import evaluate_checkpoint
 from model.checkpoint import model_from_checkpoint
 from model.scoring import score_chunks, score_series, score_series_with_errors
 from model.transformer import AnomalyTransformer, ModelConfig
+from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20"]
-TINY += ["--epochs", "1", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+TINY = [*TINY_TRAIN_FLAGS]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from model.discrepancy import minimax_losses
 from model.distributed import DistributedContext, epoch_batches
 from model.transformer import AnomalyTransformer
 from tests.ddp_worker import CONFIG, global_batch
+from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,25 +56,9 @@ def test_two_process_training_writes_one_checkpoint_that_evaluates(tmp_path):
         "train.py",
         "--dataset",
         "SYNTH",
-        "--d-model",
-        "16",
-        "--n-heads",
-        "2",
-        "--e-layers",
-        "1",
-        "--d-ff",
-        "32",
-        "--win-size",
-        "20",
-        "--epochs",
-        "1",
-        "--train-stride",
-        "20",
+        *TINY_TRAIN_FLAGS,
         "--batch-size",
         "32",
-        "--device",
-        "cpu",
-        "--no-progress",
         "--output-dir",
         str(tmp_path),
     ]

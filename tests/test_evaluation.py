@@ -10,6 +10,7 @@ from evaluation.baselines import parse_baselines, pca_baseline_scores, random_ba
 from evaluation.metrics import point_adjust, precision_recall_f1
 from evaluation.report import ThresholdSettings, resolve_rule
 from evaluation.thresholds import choose_threshold, pot_threshold
+from tests.tiny import TINY_TRAIN_FLAGS
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -91,27 +92,8 @@ def test_paper_protocol_inflates_a_random_score_on_the_real_labels(dataset, publ
 
 
 def test_evaluate_paper_protocol_and_rules_through_the_cli(tmp_path, capsys):
-    tiny = [
-        "--d-model",
-        "16",
-        "--n-heads",
-        "2",
-        "--e-layers",
-        "1",
-        "--d-ff",
-        "32",
-        "--win-size",
-        "20",
-        "--epochs",
-        "1",
-        "--train-stride",
-        "20",
-        "--no-progress",
-        "--device",
-        "cpu",
-    ]
     out = ["--dataset", "SYNTH", "--output-dir", str(tmp_path)]
-    assert train.main([*out, *tiny]) == 0
+    assert train.main([*out, *TINY_TRAIN_FLAGS]) == 0
     assert evaluate.main([*out, "--protocol", "paper", "--baselines", "none"]) == 0
     printed = capsys.readouterr().out
     assert "paper protocol" in printed and "uses TEST scores" in printed and "pca" not in printed

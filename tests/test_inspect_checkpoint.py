@@ -13,9 +13,9 @@ import evaluate
 import inspect_checkpoint
 import train
 from model.checkpoint import model_from_checkpoint
+from tests.tiny import TINY_TRAIN_FLAGS
 
-TINY = ["--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20"]
-TINY += ["--epochs", "2", "--train-stride", "20", "--no-progress", "--device", "cpu"]
+TINY = [*TINY_TRAIN_FLAGS, "--epochs", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import train
+from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 # About 30 steps per epoch: long enough to be killed mid-epoch, short enough for the suite.
@@ -112,27 +113,7 @@ def test_resume_of_a_finished_or_missing_run_is_a_clear_error(tmp_path, capsys, 
     assert code == 2 and "already finished" in capsys.readouterr().err
 
 
-TINY = [
-    "--dataset",
-    "SYNTH",
-    "--d-model",
-    "16",
-    "--n-heads",
-    "2",
-    "--e-layers",
-    "1",
-    "--d-ff",
-    "32",
-    "--win-size",
-    "20",
-    "--epochs",
-    "1",
-    "--train-stride",
-    "20",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
+TINY = ["--dataset", "SYNTH", *TINY_TRAIN_FLAGS]
 
 
 def test_a_non_finite_loss_stops_with_epoch_and_step_and_keeps_old_checkpoints(tmp_path, capsys):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.tiny import TINY_TRAIN_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [
     "build.sh",
@@ -24,26 +26,6 @@ SCRIPTS = [
     "scripts/ensure_venv.sh",
     ".ci/run",
 ]
-TINY = [
-    "--d-model",
-    "16",
-    "--n-heads",
-    "2",
-    "--e-layers",
-    "1",
-    "--d-ff",
-    "32",
-    "--win-size",
-    "20",
-    "--epochs",
-    "1",
-    "--train-stride",
-    "20",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
-
 FAKE_DOCKER = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
@@ -169,7 +151,9 @@ def test_without_the_image_it_runs_locally_and_says_why(fake_docker, monkeypatch
 
 def test_engine_unreachable_trains_locally_for_real(fake_docker, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DOCKER_ENGINE", "down")
-    completed = run("train.sh", "--", "--dataset", "SYNTH", *TINY, "--output-dir", str(tmp_path / "out dir"))
+    completed = run(
+        "train.sh", "--", "--dataset", "SYNTH", *TINY_TRAIN_FLAGS, "--output-dir", str(tmp_path / "out dir")
+    )
     assert completed.returncode == 0, completed.stderr
     assert "locally in .venv: no Docker engine is reachable" in completed.stderr
     assert (tmp_path / "out dir" / "SYNTH_checkpoint.pth").stat().st_size > 10_000
@@ -183,7 +167,7 @@ def test_without_docker_installed_trains_locally_for_real(tmp_path, monkeypatch)
         (bin_dir / tool).symlink_to(shutil.which(tool))
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CVL_NO_DOCKER", raising=False)
-    completed = run("train.sh", "--dataset", "SYNTH", *TINY, "--output-dir", str(tmp_path / "out"))
+    completed = run("train.sh", "--dataset", "SYNTH", *TINY_TRAIN_FLAGS, "--output-dir", str(tmp_path / "out"))
     assert completed.returncode == 0, completed.stderr
     assert "locally in .venv: docker is not installed" in completed.stderr
     assert (tmp_path / "out" / "SYNTH_checkpoint.pth").is_file()
