@@ -206,7 +206,10 @@ def format_summary(attribution: Attribution, max_segments: int = 5) -> str:
     for s in segments:
         sensors = ", ".join(f"{attribution.channel_names[c]} {share:.0%}" for c, share in s.top(attribution.top_k))
         lines.append(f"  steps {s.start}-{s.end} (peak {s.peak_score:.4g}): {sensors}")
-    for name, what in (("labelled_segments", "labelled anomalies"), ("flagged_segments", "flagged segments on one")):
+    for name, what in (
+        ("labelled_segments", "labelled anomalies"),
+        ("flagged_segments", "flagged segments on an anomaly"),
+    ):
         rates = (attribution.interpretation or {}).get(name, {})
         if rates.get("n_segments"):
             lines.append(
