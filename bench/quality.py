@@ -1,0 +1,420 @@
+"""Detection quality on SMAP and MSL: the model beside the random and PCA baselines, under both protocols.
+
+    python bench/quality.py --data-dir ../shared/data                          # SMAP and MSL, seeds 0 1 2
+    python bench/quality.py --datasets MSL --seeds 0 1 2 --epochs 1 --train-stride 100 --batch-size 64
+
+For each dataset and seed it trains the paper's architecture on TRAIN (train_anomaly_transformer),
+scores TRAIN and TEST once with non-overlapping windows, and derives three scores from the same
+forward pass: `paper` (the published criterion), `reconstruction` and `discrepancy`. The last two
+are diagnostics, not tuning: every row is shown, none is picked. Two protocols grade each score:
+
+- paper:   threshold = 99th percentile of concat(TRAIN, TEST) scores (reads test scores), then
+           point adjustment (PA); precision, recall and F1 after PA, as the paper reports them.
+           "ref. weighting" repeats it with TRAIN scores weighted as the reference code weighs them
+           (it scores TRAIN with every stride-1 window, so TRAIN holds ~97 % of its pooled values).
+- default: threshold = 99th percentile of TRAIN scores (no test data); point F1, ROC-AUC, PR-AUC,
+           VUS-PR and the PA%K F1 area over K = 0..100.
+
+No threshold, setting or score is chosen with the test labels; they only grade. The diagnostics
+(mean association discrepancy, sigma and reconstruction error on normal and on anomalous test
+points, how much of each window's softmax weight the paper score puts on one step) also read the
+labels, only to describe the trained model.
+
+Training on a 2-core CPU cannot follow the paper's schedule (3 epochs at stride 1 is about
+405,000 SMAP windows, some 10 hours here): the defaults shorten it, and every table lists each
+setting that differs from the paper. Mean and spread (sample std) are over the seeds; the PCA
+baseline is deterministic, so its spread is 0. Tables go to stdout and, as markdown and JSON, to
+--output (default artifacts/bench): quality_{DATASET}.md and quality_{DATASET}.json, plus each
+seed's per-point model scores (quality_{DATASET}_seed{S}_scores.npz) for later analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_factory.dataset import TimeSeriesDataset  # noqa: E402
+from data_factory.registry import load_dataset  # noqa: E402
+from data_factory.windows import WindowDataset, scoring_starts, stitch_window_values  # noqa: E402
+from evaluation.baselines import pca_baseline_scores, random_baseline_scores  # noqa: E402
+from evaluation.metrics import point_adjust, precision_recall_f1  # noqa: E402
+from evaluation.panel import metric_panel  # noqa: E402
+from evaluation.range_metrics import event_metrics  # noqa: E402
+from evaluation.thresholds import choose_threshold  # noqa: E402
+from model.discrepancy import SCORE_VARIANTS, anomaly_score, association_discrepancy  # noqa: E402
+from model.solver import TrainConfig, train_anomaly_transformer  # noqa: E402
+from model.transformer import AnomalyTransformer, ModelConfig  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PAPER_F1_PA = {"SMAP": 0.9669, "MSL": 0.9359}  # Xu et al. 2022, Table 1
+# The reference's settings for SMAP and MSL; the reference trains on all of TRAIN (it validates on TEST).
+PAPER_MODEL = {"win_size": 100, "d_model": 512, "n_heads": 8, "e_layers": 3, "d_ff": 512, "dropout": 0.0}
+PAPER_TRAINING = {"epochs": 3, "batch_size": 256, "lr": 1e-4, "k": 3.0, "train_stride": 1, "val_ratio": 0.0}
+MODEL_ROWS = {variant: f"model ({variant} score)" for variant in SCORE_VARIANTS}
+PAPER_COLUMNS = (
+    ("pa_precision", "PA precision"),
+    ("pa_recall", "PA recall"),
+    ("pa_f1", "PA F1"),
+    ("predicted_ratio", "test share flagged"),
+    ("pa_ref_f1", "PA F1, ref. weighting"),
+    ("ref_predicted_ratio", "test share flagged, ref. weighting"),
+)
+DEFAULT_COLUMNS = (
+    ("f1", "point F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("vus_pr", "VUS-PR"),
+    ("pa_k_f1_auc", "PA%K F1 area"),
+)
+
+
+@torch.no_grad()
+def score_all_variants(
+    model: AnomalyTransformer, series: np.ndarray, batch_size: int, temperature: float
+) -> dict[str, np.ndarray]:
+    """Per-point scores of every variant, plus sigma and the window weight, from one forward pass per window.
+
+    The windows and batches are score_series's, so the `paper` scores equal what the solver returns.
+    """
+    win = model.config.win_size
+    loader = DataLoader(WindowDataset(series, scoring_starts(len(series), win), win), batch_size=batch_size)
+    device = next(model.parameters()).device
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in (*SCORE_VARIANTS, "sigma", "top_weight")}
+    for batch in loader:
+        batch = batch.to(device)
+        reconstruction, per_layer = model(batch)
+        for variant in SCORE_VARIANTS:
+            parts[variant].append(anomaly_score(batch, reconstruction, per_layer, variant, temperature).cpu().numpy())
+        # sigma of each step, averaged over heads and layers: (B, L)
+        parts["sigma"].append(torch.stack([layer.sigma.mean(dim=1) for layer in per_layer]).mean(dim=0).cpu().numpy())
+        weights = torch.softmax(-association_discrepancy(per_layer) * temperature, dim=-1)
+        parts["top_weight"].append(weights.amax(dim=-1).cpu().numpy())  # (B,) one value per window
+    top_weight = np.concatenate(parts.pop("top_weight"))
+    values = {name: stitch_window_values(np.concatenate(parts[name]), len(series), win) for name in parts}
+    return {**values, "top_weight": top_weight}
+
+
+def reference_weighted_threshold(train_scores: np.ndarray, test_scores: np.ndarray, ratio: float, win: int) -> float:
+    """The paper threshold as the reference code weighs it: percentile 100 - r of TRAIN + TEST energies,
+    where its TRAIN energies come from every stride-1 window (each point about `win` times) and its TEST
+    energies from non-overlapping windows. Our TRAIN scores are a one-in-`win` sample of those windows, so
+    each stands for (N - win + 1) * win / N of the reference's values; reads no labels.
+    """
+    weight = (len(train_scores) - win + 1) * win / len(train_scores)
+    values = np.concatenate([train_scores, test_scores])
+    weights = np.concatenate([np.full(len(train_scores), weight), np.ones(len(test_scores))])
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    position = np.searchsorted(cumulative, (1 - ratio / 100) * cumulative[-1])
+    return float(values[order][min(position, len(values) - 1)])
+
+
+def windows_flagged(predictions: np.ndarray, win: int) -> float:
+    """Share of the non-overlapping test windows that hold at least one flagged point."""
+    whole = len(predictions) // win * win
+    return float(predictions[:whole].reshape(-1, win).any(axis=1).mean())
+
+
+def comb_detector(labels: np.ndarray, win: int) -> dict:
+    """PA scores of a detector with no model: one flagged point in the middle of every window (1 / win of points)."""
+    predictions = np.arange(len(labels)) % win == win // 2
+    return {**pa_scores(labels, predictions, "pa_"), "predicted_ratio": float(predictions.mean())}
+
+
+def pa_scores(labels: np.ndarray, predictions: np.ndarray, prefix: str) -> dict:
+    adjusted = precision_recall_f1(labels, point_adjust(labels, predictions))
+    return {f"{prefix}{name}": value for name, value in adjusted.items()}
+
+
+def paper_protocol(
+    labels: np.ndarray, train_scores: np.ndarray, test_scores: np.ndarray, ratio: float, win: int
+) -> dict:
+    """The reference's evaluation: train + test percentile, point adjustment, then P, R, F1.
+
+    `pa_ref_*` repeats it with the reference's weighting of TRAIN against TEST scores (a diagnostic).
+    """
+    threshold = choose_threshold("paper", train_scores, test_scores, anomaly_ratio=ratio)
+    predictions = test_scores > threshold.value
+    reference = test_scores > reference_weighted_threshold(train_scores, test_scores, ratio, win)
+    return {
+        **pa_scores(labels, predictions, "pa_"),
+        "point_f1": precision_recall_f1(labels, predictions)["f1"],
+        "segments_hit": event_metrics(labels, predictions)["event_recall"],
+        "windows_flagged": windows_flagged(predictions, win),
+        "predicted_ratio": float(predictions.mean()),
+        "threshold": threshold.value,
+        **pa_scores(labels, reference, "pa_ref_"),
+        "ref_predicted_ratio": float(reference.mean()),
+    }
+
+
+def default_protocol(labels: np.ndarray, train_scores: np.ndarray, test_scores: np.ndarray, percentile: float) -> dict:
+    """Threshold from TRAIN scores only, and the whole panel (threshold-free metrics included)."""
+    threshold = choose_threshold("train", train_scores, test_scores, percentile=percentile)
+    panel = metric_panel(labels, test_scores, test_scores > threshold.value)
+    return {**panel, "threshold": threshold.value}
+
+
+def describe(labels: np.ndarray, values: np.ndarray) -> dict:
+    """Mean of a per-point quantity on normal and on anomalous test points (labels describe, never choose)."""
+    anomalous = labels.astype(bool)
+    return {"normal": float(values[~anomalous].mean()), "anomalous": float(values[anomalous].mean())}
+
+
+def run_seed(
+    dataset: TimeSeriesDataset, model_config: ModelConfig, train_config: TrainConfig, args: argparse.Namespace
+) -> dict:
+    started = time.perf_counter()
+    result = train_anomaly_transformer(
+        dataset, model_config, train_config, log=lambda line: log(f"  {line}"), progress=False
+    )
+    trained = time.perf_counter()
+    train_series = result.normalizer.transform(dataset.train)
+    test_series = result.normalizer.transform(dataset.test)
+    train_values = score_all_variants(result.model, train_series, train_config.batch_size, train_config.temperature)
+    test_values = score_all_variants(result.model, test_series, train_config.batch_size, train_config.temperature)
+    scored = time.perf_counter()
+    # Same windows and batches as the solver's own scoring: a mismatch means this script scores differently.
+    if not np.allclose(train_values["paper"], result.train_scores, rtol=1e-5, atol=1e-12):
+        raise RuntimeError("the paper scores of this script differ from the solver's train scores")
+
+    labels = dataset.test_labels
+    np.savez_compressed(
+        args.output / f"quality_{dataset.name}_seed{train_config.seed}_scores.npz",
+        **{f"train_{name}": values for name, values in train_values.items() if name != "top_weight"},
+        **{f"test_{name}": values for name, values in test_values.items() if name != "top_weight"},
+    )
+    scores = {MODEL_ROWS[v]: (train_values[v], test_values[v]) for v in SCORE_VARIANTS}
+    scores["random"] = random_baseline_scores(len(train_series), len(test_series), train_config.seed)
+    scores["pca"] = pca_baseline_scores(train_series, test_series)
+    methods = {
+        name: {
+            "paper": paper_protocol(labels, train_scores, test_scores, args.anomaly_ratio, model_config.win_size),
+            "default": default_protocol(labels, train_scores, test_scores, args.threshold_percentile),
+        }
+        for name, (train_scores, test_scores) in scores.items()
+    }
+    diagnostics = {
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "assdis": describe(labels, -test_values["discrepancy"]),
+        "reconstruction_mse": describe(labels, test_values["reconstruction"]),
+        "sigma": describe(labels, test_values["sigma"]),
+        "sigma_train_mean": float(train_values["sigma"].mean()),
+        "top_window_weight_mean": float(test_values["top_weight"].mean()),
+    }
+    seconds = {"train": trained - started, "score": scored - trained, "total": time.perf_counter() - started}
+    return {"seed": train_config.seed, "methods": methods, "diagnostics": diagnostics, "seconds": seconds}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """mean, sample std, min, max and the per-seed values of every metric of every method and protocol."""
+    summary: dict = {}
+    for name in runs[0]["methods"]:
+        summary[name] = {}
+        for protocol in ("paper", "default"):
+            summary[name][protocol] = {}
+            for metric in runs[0]["methods"][name][protocol]:
+                values = np.array([run["methods"][name][protocol][metric] for run in runs], dtype=float)
+                summary[name][protocol][metric] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                    "values": values.tolist(),
+                }
+    return summary
+
+
+def cell(stats: dict) -> str:
+    return f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+
+
+def markdown_table(summary: dict, protocol: str, columns: tuple[tuple[str, str], ...]) -> list[str]:
+    lines = ["| method | " + " | ".join(label for _, label in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, protocols in summary.items():
+        lines.append(f"| {name} | " + " | ".join(cell(protocols[protocol][key]) for key, _ in columns) + " |")
+    return lines
+
+
+def changes_from_paper(model_config: ModelConfig, train_config: TrainConfig) -> list[str]:
+    ours = {**model_config.to_dict(), **asdict(train_config)}
+    return [
+        f"{key} {paper} -> {ours[key]}"
+        for key, paper in {**PAPER_MODEL, **PAPER_TRAINING}.items()
+        if ours[key] != paper
+    ]
+
+
+def machine() -> dict:
+    processor = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        processor = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "processor": processor,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def report(name: str, record: dict) -> str:
+    """The dataset's tables and settings as markdown (also what the script prints)."""
+    summary, config = record["summary"], record["config"]
+    seeds = ", ".join(str(run["seed"]) for run in record["runs"])
+    seconds = [run["seconds"] for run in record["runs"]]
+    host = record["machine"]
+    lines = [
+        f"### {name}: {record['n_train']:,} train / {record['n_test']:,} test points, "
+        f"{record['anomalous_share']:.2%} anomalous, {record['n_channels']} channels",
+        "",
+        f"Seeds {seeds}; mean ± sample std over the seeds. Model: {config['model']}. Training: {config['training']}.",
+        f"Changed from the paper: {'; '.join(record['changes_from_paper']) or 'nothing'}.",
+        f"Wall time {record['wall_seconds'] / 60:.1f} min: per seed training "
+        f"{np.mean([s['train'] for s in seconds]):.0f} s, "
+        f"scoring TRAIN + TEST {np.mean([s['score'] for s in seconds]):.0f} s. "
+        f"Machine: {host['processor']}, {host['cpu_cores']} cores, {host['torch_threads']} torch threads, "
+        f"torch {host['torch']}, {host['device']}, load average at start {host['load_average_at_start'][0]:.1f}.",
+        "",
+        f"Paper protocol (threshold: top {config['anomaly_ratio']:g} % of TRAIN + TEST scores, uses test scores; PA). "
+        f"Published F1-PA: {PAPER_F1_PA.get(name, float('nan')):.4f}. Ref. weighting: TRAIN scores weighted as "
+        "the reference's stride-1 TRAIN energies are (a diagnostic, no labels read).",
+        "",
+        *markdown_table(summary, "paper", PAPER_COLUMNS),
+        "",
+        f"Default protocol (threshold: {config['threshold_percentile']:g}th percentile of TRAIN scores, no test data).",
+        "",
+        *markdown_table(summary, "default", DEFAULT_COLUMNS),
+        "",
+        "Diagnostics (model, mean over seeds; test labels only describe):",
+        "",
+    ]
+    for key, label in (
+        ("assdis", "association discrepancy"),
+        ("reconstruction_mse", "reconstruction MSE"),
+        ("sigma", "sigma"),
+    ):
+        normal = np.mean([run["diagnostics"][key]["normal"] for run in record["runs"]])
+        anomalous = np.mean([run["diagnostics"][key]["anomalous"] for run in record["runs"]])
+        lines.append(f"- {label}: normal points {normal:.4g}, anomalous points {anomalous:.4g}")
+    top_weight = np.mean([run["diagnostics"]["top_window_weight_mean"] for run in record["runs"]])
+    lines.append(f"- paper score: on average {top_weight:.1%} of a window's softmax weight sits on one step")
+    for method, protocols in summary.items():
+        paper = protocols["paper"]
+        lines.append(
+            f"- {method}, paper protocol: {paper['windows_flagged']['mean']:.1%} of the test windows hold a flag, "
+            f"{paper['segments_hit']['mean']:.1%} of labelled segments hit, "
+            f"point F1 before PA {paper['point_f1']['mean']:.4f}"
+        )
+    comb = record["comb_detector"]
+    lines.append(
+        f"- no model, one flagged point mid-window in every window ({comb['predicted_ratio']:.1%} of points): "
+        f"PA precision {comb['pa_precision']:.4f}, PA recall {comb['pa_recall']:.4f}, PA F1 {comb['pa_f1']:.4f}"
+    )
+    return "\n".join(lines)
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--data-dir", type=Path, default=DATA, help="holds SMAP/ and MSL/ (default: ../shared/data)")
+    add("--datasets", nargs="+", default=["SMAP", "MSL"], choices=("SMAP", "MSL"))
+    add("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    add("--output", type=Path, default=Path("artifacts/bench"), help="where the markdown and JSON go")
+    add("--epochs", type=int, default=1, help="paper: 3")
+    add("--train-stride", type=int, default=100, help="paper: 1")
+    add("--batch-size", type=int, default=64, help="paper: 256")
+    add("--lr", type=float, default=1e-4)
+    add("--val-ratio", type=float, default=0.0, help="share of TRAIN held out for early stopping (paper: none)")
+    add("--d-model", type=int, default=512)
+    add("--n-heads", type=int, default=8)
+    add("--e-layers", type=int, default=3)
+    add("--d-ff", type=int, default=512)
+    add("--win-size", type=int, default=100)
+    add("--k", type=float, default=3.0)
+    add("--anomaly-ratio", type=float, default=1.0, help="paper protocol: flag the top r %% of TRAIN + TEST")
+    add("--threshold-percentile", type=float, default=99.0, help="default protocol: percentile of TRAIN scores")
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    for name in args.datasets:
+        dataset = load_dataset(name, args.data_dir)
+        model_config = ModelConfig(
+            n_channels=dataset.n_channels,
+            win_size=args.win_size,
+            d_model=args.d_model,
+            n_heads=args.n_heads,
+            e_layers=args.e_layers,
+            d_ff=args.d_ff,
+        )
+        host = machine()
+        started = time.perf_counter()
+        runs = []
+        for seed in args.seeds:
+            train_config = TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                k=args.k,
+                val_ratio=args.val_ratio,
+                train_stride=args.train_stride,
+                seed=seed,
+            )
+            log(f"{name} seed {seed}: training")
+            runs.append(run_seed(dataset, model_config, train_config, args))
+            log(f"{name} seed {seed}: done in {runs[-1]['seconds']['total']:.0f} s")
+        host["load_average_at_end"] = list(os.getloadavg())
+        shown = {key: value for key, value in asdict(train_config).items() if key not in ("seed", "device")}
+        record = {
+            "dataset": name,
+            "n_train": len(dataset.train),
+            "n_test": len(dataset.test),
+            "n_channels": dataset.n_channels,
+            "anomalous_share": float(dataset.test_labels.mean()),
+            "paper_f1_pa": PAPER_F1_PA[name],
+            "comb_detector": comb_detector(dataset.test_labels, args.win_size),
+            "config": {
+                "model": {k: v for k, v in model_config.to_dict().items() if k != "n_channels"},
+                "training": shown,
+                "anomaly_ratio": args.anomaly_ratio,
+                "threshold_percentile": args.threshold_percentile,
+            },
+            "changes_from_paper": changes_from_paper(model_config, train_config),
+            "seeds": args.seeds,
+            "wall_seconds": time.perf_counter() - started,
+            "machine": host,
+            "command": " ".join(sys.argv),
+            "summary": aggregate(runs),
+            "runs": runs,
+        }
+        text = report(name, record)
+        print(text + "\n", flush=True)
+        (args.output / f"quality_{name}.md").write_text(text + "\n")
+        (args.output / f"quality_{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
