@@ -8,11 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp
 
 # Dependencies first, in their own layer: code changes do not reinstall torch.
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
+COPY requirements.txt /opt/requirements.txt
+RUN pip install -r /opt/requirements.txt
 
 RUN useradd --create-home --uid 1000 app \
     && mkdir -p /home/app/.cache/cvlization \

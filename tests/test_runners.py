@@ -194,9 +194,9 @@ def test_every_shell_script_is_shellcheck_clean():
 
 def test_dockerfile_installs_pinned_requirements_before_copying_the_code():
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    install = lines.index("RUN pip install -r /tmp/requirements.txt")
+    install = lines.index("RUN pip install -r /opt/requirements.txt")
     copy_code = next(i for i, line in enumerate(lines) if line.startswith("COPY") and " . " in f"{line} ")
-    assert lines.index("COPY requirements.txt /tmp/requirements.txt") < install < copy_code
+    assert lines.index("COPY requirements.txt /opt/requirements.txt") < install < copy_code
     assert "USER app" in lines
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "artifacts", "data"} <= set(ignored)
