@@ -174,38 +174,16 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
     assert code == 2 and "was trained on SYNTH, not CUSTOM" in err
 
     assert train.main(["--dataset", "CUSTOM", "--data-dir", str(custom), *TINY, "--output-dir", str(tmp_path)]) == 0
+    custom_checkpoint = str(tmp_path / "CUSTOM_checkpoint.pth")
+    evaluate_custom = ["--dataset", "CUSTOM", "--data-dir", str(custom), "--checkpoint", custom_checkpoint, *out]
     np.save(custom / "train_data.npy", rng.normal(size=(400, 5)))
     np.save(custom / "test_data.npy", rng.normal(size=(200, 5)))
-    code, err = run_cli(
-        evaluate,
-        [
-            "--dataset",
-            "CUSTOM",
-            "--data-dir",
-            str(custom),
-            "--checkpoint",
-            str(tmp_path / "CUSTOM_checkpoint.pth"),
-            *out,
-        ],
-        capsys,
-    )
+    code, err = run_cli(evaluate, evaluate_custom, capsys)
     assert code == 2 and "expects 12 channels but CUSTOM data have 5" in err
 
     np.save(custom / "train_data.npy", rng.normal(size=(400, 12)))
     np.save(custom / "test_data.npy", rng.normal(size=(200, 12)))
-    code, err = run_cli(
-        evaluate,
-        [
-            "--dataset",
-            "CUSTOM",
-            "--data-dir",
-            str(custom),
-            "--checkpoint",
-            str(tmp_path / "CUSTOM_checkpoint.pth"),
-            *out,
-        ],
-        capsys,
-    )
+    code, err = run_cli(evaluate, evaluate_custom, capsys)
     assert code == 2 and "fingerprint mismatch" in err
     assert not (tmp_path / "CUSTOM_evaluation.npz").exists()
 
