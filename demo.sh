@@ -9,6 +9,6 @@ python train.py --dataset SYNTH --preset small --epochs 3 --lr 1e-3 --train-stri
 echo
 python evaluate.py --dataset SYNTH
 echo
-echo "The same model scored by reconstruction error alone:"
-python evaluate.py --dataset SYNTH --score reconstruction --checkpoint artifacts/SYNTH_checkpoint.pth \
-  --output-dir artifacts/SYNTH_reconstruction
+echo "The same model scored by the paper's criterion (every channel, unsmoothed):"
+python evaluate.py --dataset SYNTH --score paper --checkpoint artifacts/SYNTH_checkpoint.pth \
+  --output-dir artifacts/SYNTH_paper_score

@@ -25,8 +25,9 @@ import pandas as pd
 
 from data_factory import UserInputError
 from data_factory.atomic import atomic_path, ensure_writable_dir
-from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
-from model.scoring import PointValues, resolve_device, score_chunks
+from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint, scoring_from_checkpoint
+from model.distributed import DistributedContext, init_distributed, shutdown_distributed
+from model.scoring import PointValues, resolve_device, score_chunks, smooth_point_stream
 
 # Drift bound, in units of the TRAIN statistics: a channel has drifted when its mean moved by more
 # than MEAN_SHIFT_BOUND TRAIN standard deviations, or its standard deviation grew or shrank by more
@@ -356,8 +357,13 @@ def detect(
     batch_size: int = 128,
     device: str = "auto",
     stdin: TextIO | None = None,
+    context: DistributedContext | None = None,
 ) -> dict:
-    """Score `source` with the checkpoint, write the per-point CSV to `output`, return the report."""
+    """Score `source` with the checkpoint, write the per-point CSV to `output`, return the report.
+
+    Under torchrun (`context`) every rank reads the same input and runs its share of the batches;
+    each gets every score, so only rank 0 needs to keep the output.
+    """
     if chunk_rows <= 0 or batch_size <= 0 or top_sensors <= 0:
         raise UserInputError("--chunk-rows, --batch-size and --top-sensors must be positive")
     if nan_policy not in NAN_POLICIES:
@@ -373,7 +379,7 @@ def detect(
     torch_device = resolve_device(device)
     model = model_from_checkpoint(checkpoint, torch_device)
     win_size = model.config.win_size
-    trained_with = checkpoint.get("train_config", {})
+    scoring = scoring_from_checkpoint(checkpoint)  # the way its TRAIN scores, hence its thresholds, were made
     missing = MissingValues(nan_policy, normalizer.mean, table.name, names)
     moments = ChannelMoments(len(names))
     stamps: deque = deque()
@@ -400,13 +406,9 @@ def detect(
     writer = csv.writer(output, lineterminator="\n")
     n_flagged = 0
     points = score_chunks(
-        model,
-        normalised(),
-        batch_size=batch_size,
-        variant=trained_with.get("score_variant", "paper"),
-        temperature=trained_with.get("temperature", 50.0),
-        device=torch_device,
+        model, normalised(), batch_size=batch_size, device=torch_device, context=context, **scoring.model_options()
     )
+    points = smooth_point_stream(points, scoring.smooth)
     for number, part in enumerate(points):
         if number == 0:  # the header waits until the first chunk passed its checks
             writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
@@ -418,7 +420,8 @@ def detect(
         "dataset": trained_on["name"],
         "input": table.name,
         "rows": rows,
-        "score_variant": trained_with.get("score_variant", "paper"),
+        "score_variant": scoring.variant,
+        "scoring": scoring.to_dict(),
         "threshold": {"value": threshold_value, "source": threshold_source},
         "n_flagged": n_flagged,
         "flagged_share": n_flagged / rows,
@@ -506,6 +509,22 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "device": args.device,
     }
+    context = init_distributed(args.device)  # under torchrun the ranks share the forward passes
+    if context.enabled and args.input == "-":
+        if context.is_main:
+            print(
+                "error: under torchrun every rank reads the input itself; give --input a file, not -", file=sys.stderr
+            )
+        return 2
+    if not context.is_main:  # score its share of the batches; rank 0 writes everything
+        try:
+            with open(os.devnull, "w") as sink:
+                detect(args.checkpoint, args.input, sink, **options, context=context)
+        except UserInputError:
+            return 2  # rank 0 meets the same error and reports it
+        finally:
+            shutdown_distributed()
+        return 0
     try:
         for path in (None if to_stdout else Path(args.output), report_path):
             if path is not None:
@@ -516,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 temp = stack.enter_context(atomic_path(args.output))  # renamed into place only on success
                 output = stack.enter_context(open(temp, "w", newline=""))
-            report = detect(args.checkpoint, args.input, output, **options)
+            report = detect(args.checkpoint, args.input, output, **options, context=context)
         if report_path is not None:
             with atomic_path(report_path) as temp:
                 temp.write_text(json.dumps(report, indent=2) + "\n")
@@ -526,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of --output - (e.g. head) stopped early: end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        shutdown_distributed()
     for line in _summary(report):
         print(line, file=sys.stderr)
     written = [p for p in (None if to_stdout else args.output, report_path) if p is not None]

@@ -1,4 +1,7 @@
-"""Evaluate a trained checkpoint: python evaluate.py --dataset SYNTH [--protocol paper]"""
+"""Evaluate a trained checkpoint: python evaluate.py --dataset SYNTH [--protocol paper]
+
+Under torchrun (torchrun --nproc_per_node N evaluate.py ...) the ranks share the forward passes.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from evaluation.attribution import format_summary
 from evaluation.baselines import parse_baselines
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORE_VARIANTS
+from model.distributed import init_distributed, shutdown_distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--score",
         choices=SCORE_VARIANTS,
         default=None,
-        help="score variant (default: the one the checkpoint was trained with, normally paper)",
+        help="score variant (default: the checkpoint's; another variant brings its own --score-channels/--smooth "
+        "defaults)",
+    )
+    add(
+        "--score-channels",
+        default=None,
+        help="all, target, or comma-separated channel names/indices whose error counts (default: the checkpoint's)",
+    )
+    add(
+        "--smooth",
+        type=int,
+        default=None,
+        help="centred moving average over N points, 0 = off (default: the checkpoint's)",
     )
     add("--seed", type=int, default=0, help="seed of the random-score baseline (default: 0)")
     add(
@@ -95,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         pot_risk=args.pot_risk,
         anomaly_ratio=args.anomaly_ratio,
     )
+    context = init_distributed(args.device)  # under torchrun the ranks share the scoring
     try:
         ensure_writable_dir(args.output_dir)
         evaluation = evaluate_checkpoint(
@@ -108,14 +125,22 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             seed=args.seed,
             score_variant=args.score,
+            score_channels=args.score_channels,
+            smooth=args.smooth,
             entity=args.entity,
             top_sensors=args.top_sensors,
             explain=args.explain,
+            context=context,
         )
+        if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
+            return 0
         paths = write_artifacts(evaluation, args.output_dir)
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if context.is_main:
+            print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_distributed()
     print(format_table(evaluation))
     print(format_summary(evaluation.attribution))
     print("wrote " + ", ".join(str(path) for path in paths.values()))

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from data_factory import UserInputError
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, scoring_from_checkpoint
+from model.score_settings import ScoreSettings
 
 CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line per channel
 
@@ -57,6 +58,7 @@ def describe(checkpoint: dict, path: Path) -> dict:
             "unit_std_channels": int(np.sum(std == 1.0)),  # includes columns that never moved in TRAIN
         },
         "stored_thresholds": _plain(checkpoint.get("train_scores")),
+        "scoring": scoring_from_checkpoint(checkpoint).to_dict(),
         "versions": _plain(checkpoint.get("versions", {})),
     }
     known = {"model_state", "normalization", "train_scores"} | described.keys()
@@ -104,9 +106,10 @@ def format_text(described: dict) -> str:
     thresholds = described["stored_thresholds"]
     if thresholds:
         percentiles = ", ".join(f"{float(q):g}th {value:.6g}" for q, value in thresholds.get("percentiles", {}).items())
-        variant, mean, std = train.get("score_variant", "paper"), thresholds.get("mean"), thresholds.get("std")
+        scoring = ScoreSettings.from_dict(described["scoring"]).describe()
+        mean, std = thresholds.get("mean"), thresholds.get("std")
         lines.append(
-            f"thresholds   TRAIN scores ({variant} score, {thresholds.get('count')} points): "
+            f"thresholds   TRAIN scores ({scoring}, {thresholds.get('count')} points): "
             f"mean {mean:.6g}, std {std:.6g}; percentiles {percentiles}"
         )
     else:

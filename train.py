@@ -9,6 +9,7 @@ from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.registry import dataset_label
 from model import SCORE_VARIANTS, TrainConfig, TrainingFailed
 from model.api import last_checkpoint_path, train_to_checkpoint
+from model.score_settings import DEFAULT_VARIANT
 from model.solver import TrainingInterrupted
 
 DEFAULTS = {
@@ -21,6 +22,7 @@ DEFAULTS = {
     "batch_size": 128,
     "epochs": 10,
     "lr": 1e-4,
+    "score": DEFAULT_VARIANT,
 }
 # paper: the reference hyper-parameters; small/medium/large: the original README's sizes.
 PRESETS = {
@@ -33,6 +35,7 @@ PRESETS = {
         "dropout": 0.0,
         "batch_size": 256,
         "epochs": 3,
+        "score": "paper",
     },
     "small": {"d_model": 128, "e_layers": 2},
     "medium": {},
@@ -71,7 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--patience", type=int, default=3, help="epochs without validation improvement before stopping (default: 3)")
     add("--train-stride", type=int, default=1, help="step between training windows (default: 1)")
-    add("--score", choices=SCORE_VARIANTS, default="paper", help="anomaly score stored with the model (default: paper)")
+    add(
+        "--score",
+        choices=SCORE_VARIANTS,
+        help=f"anomaly score stored with the model (default: {DEFAULT_VARIANT}; --preset paper: paper)",
+    )
+    add(
+        "--score-channels",
+        default=None,
+        help="channels whose reconstruction error counts: all, target (SMAP/MSL: the telemetry value), or "
+        "comma-separated names/indices (default: all for --score paper, else target)",
+    )
+    add(
+        "--smooth",
+        type=int,
+        default=None,
+        help="centred moving average of the scores over N points, 0 = off (default: 0 for --score paper, else 50)",
+    )
     add("--temperature", type=float, default=50.0, help="softmax temperature of the paper score (default: 50)")
     add("--seed", type=int, default=0, help="random seed; CPU runs with the same seed are identical (default: 0)")
     add("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to train (default: auto)")
@@ -116,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         amp=args.amp,
         num_workers=args.num_workers,
-        score_variant=args.score,
+        score_variant=settings["score"],
         temperature=args.temperature,
+        score_channels=args.score_channels,
+        smooth=args.smooth,
     )
     try:
         train_to_checkpoint(

@@ -20,6 +20,9 @@ class TimeSeriesDataset:
     test_labels: np.ndarray | None  # (N_test,) uint8, 1 = anomalous
     channel_names: list[str]
     anomalies: list[dict] = field(default_factory=list)  # SYNTH, SMD: kind, start, end (inclusive), channels
+    # The channels the anomalies are about (SMAP/MSL: the telemetry value, not the command flags);
+    # None: all of them. `--score-channels target` scores these.
+    target_channels: list[int] | None = None
 
     @property
     def n_channels(self) -> int:

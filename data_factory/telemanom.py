@@ -18,6 +18,7 @@ channels.csv (chan_id, offsets and lengths) is written last and marks a complete
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import shutil
@@ -300,6 +301,10 @@ def prepare_telemanom(
     return cache
 
 
+# Column 0 is the telemetry value the labels describe; the others are one-hot command flags.
+TELEMETRY_COLUMN = 0
+
+
 def channel_names(n_channels: int) -> list[str]:
     """Column 0 is the channel's telemetry value; the others are one-hot command flags."""
     return ["telemetry", *(f"command_{index:02d}" for index in range(1, n_channels))]
@@ -336,7 +341,8 @@ def load_telemanom(
     if entity is None:
         reference = find_reference_arrays(folder, name)
         if reference is not None:
-            return load_reference_arrays(name, reference, channel_names(25 if name == "SMAP" else 55))
+            dataset = load_reference_arrays(name, reference, channel_names(25 if name == "SMAP" else 55))
+            return dataclasses.replace(dataset, target_channels=[TELEMETRY_COLUMN])
     cache = prepare_telemanom(name, folder, urls=urls, policy=policy)
     index = read_index(cache)
     if index is None:
@@ -356,6 +362,7 @@ def load_telemanom(
         test=test,
         test_labels=check_labels(labels, f"{label} labels ({cache / 'test_label.npy'})", len(test)),
         channel_names=channel_names(train.shape[1]),
+        target_channels=[TELEMETRY_COLUMN],
     )
 
 

@@ -6,6 +6,8 @@ Each returns (train_scores, test_scores) over the normalised series.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.decomposition import PCA
 
@@ -20,12 +22,16 @@ def random_baseline_scores(n_train: int, n_test: int, seed: int) -> tuple[np.nda
     return rng.random(n_train), rng.random(n_test)
 
 
-def pca_baseline_scores(train: np.ndarray, test: np.ndarray, variance: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Per-point reconstruction MSE of a PCA fitted on TRAIN keeping `variance` of its variance."""
+def pca_baseline_scores(
+    train: np.ndarray, test: np.ndarray, variance: float = 0.95, channels: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point reconstruction MSE of a PCA fitted on TRAIN keeping `variance` of its variance,
+    over `channels` only where given (the model's --score-channels, for a like-for-like comparison)."""
     pca = PCA(n_components=variance if train.shape[1] > 1 else None, svd_solver="full").fit(train)
+    kept = slice(None) if channels is None else list(channels)
 
     def error(series: np.ndarray) -> np.ndarray:
-        return np.mean((series - pca.inverse_transform(pca.transform(series))) ** 2, axis=1)
+        return np.mean(((series - pca.inverse_transform(pca.transform(series))) ** 2)[:, kept], axis=1)
 
     return error(train), error(test)
 

@@ -17,8 +17,10 @@ from evaluation.baselines import pca_baseline_scores, random_baseline_scores
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
-from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
-from model.scoring import resolve_device, score_series_with_errors
+from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint, scoring_from_checkpoint
+from model.distributed import DistributedContext
+from model.score_settings import ScoreSettings, override_score_settings
+from model.scoring import resolve_device, score_series_with_errors, smooth_scores
 
 PROTOCOLS = ("default", "paper")
 TABLE_ROWS = (
@@ -68,11 +70,15 @@ class MethodResult:
 class Evaluation:
     dataset: str
     protocol: str
-    score_variant: str
+    scoring: ScoreSettings
     labels: np.ndarray | None
     methods: dict[str, MethodResult]  # "model" first, then the baselines
     attribution: Attribution | None = None  # the model's flagged segments, ranked by sensor
     associations: AssociationMaps | None = None  # only with explain > 0
+
+    @property
+    def score_variant(self) -> str:
+        return self.scoring.variant
 
     @property
     def model(self) -> MethodResult:
@@ -123,14 +129,18 @@ def evaluate_checkpoint(
     device: str = "auto",
     seed: int = 0,
     score_variant: str | None = None,
+    score_channels: str | None = None,
+    smooth: int | None = None,
     entity: str | None = None,
     top_sensors: int = 3,
     explain: int = 0,
-) -> Evaluation:
+    context: DistributedContext | None = None,
+) -> Evaluation | None:
     """Score TRAIN and TEST with the checkpoint and each baseline, threshold them by the protocol's rule.
 
     The model's flagged segments are attributed to their top_sensors sensors; explain > 0 also keeps
-    the association maps of that many top-scoring and normal test windows.
+    the association maps of that many top-scoring and normal test windows. Under torchrun (`context`)
+    the ranks share the forward passes; rank 0 gets the Evaluation, the others None.
     """
     settings = threshold or ThresholdSettings()
     percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
@@ -145,24 +155,30 @@ def evaluate_checkpoint(
     model = model_from_checkpoint(checkpoint, torch_device)
     normalizer = normalizer_from_checkpoint(checkpoint)
     trained_with = checkpoint.get("train_config", {})
-    variant = score_variant or trained_with.get("score_variant", "paper")
+    scoring = override_score_settings(
+        scoring_from_checkpoint(checkpoint),
+        score_variant,
+        score_channels,
+        smooth,
+        dataset.channel_names,
+        dataset.target_channels,
+    )
     val_ratio = trained_with.get("val_ratio", 0.2)
     train, test = normalizer.transform(dataset.train), normalizer.transform(dataset.test)
 
-    options = {
-        "batch_size": batch_size,
-        "variant": variant,
-        "temperature": trained_with.get("temperature", 50.0),
-        "device": torch_device,
-    }
+    options = {"batch_size": batch_size, "device": torch_device, "context": context, **scoring.model_options()}
     # One pass each gives the scores and the per-channel errors that the attribution needs.
     train_points = score_series_with_errors(model, train, **options)
     test_points = score_series_with_errors(model, test, **options)
+    if context is not None and not context.is_main:
+        return None
     raw = {"model": (train_points.scores, test_points.scores)}
+    # The baselines score the same channels and are smoothed the same way, so only the detector differs.
     if "random" in baselines:
         raw["random"] = random_baseline_scores(len(train), len(test), seed)
     if "pca" in baselines:
-        raw["pca"] = pca_baseline_scores(train, test)
+        raw["pca"] = pca_baseline_scores(train, test, channels=scoring.channels)
+    raw = {name: tuple(smooth_scores(part, scoring.smooth) for part in pair) for name, pair in raw.items()}
     methods = {
         name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio)
         for name, (train_scores, scores) in raw.items()
@@ -182,7 +198,7 @@ def evaluate_checkpoint(
         associations = explain_windows(
             model, test, flagged.scores, flagged.predictions, dataset.test_labels, explain, dataset.name, torch_device
         )
-    return Evaluation(dataset.name, protocol, variant, dataset.test_labels, methods, attribution, associations)
+    return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations)
 
 
 def summary(evaluation: Evaluation) -> dict:
@@ -201,6 +217,7 @@ def summary(evaluation: Evaluation) -> dict:
         "dataset": evaluation.dataset,
         "protocol": evaluation.protocol,
         "score_variant": evaluation.score_variant,
+        "scoring": evaluation.scoring.to_dict(),
         "n_points": int(len(evaluation.model.scores)),
         "has_labels": evaluation.labels is not None,
         "oracle_metrics": list(ORACLE_METRICS),
@@ -212,7 +229,7 @@ def format_table(evaluation: Evaluation) -> str:
     model = evaluation.model
     used = "uses TEST scores" if model.threshold.uses_test_scores else "no test data used"
     header = (
-        f"{evaluation.dataset}, {evaluation.protocol} protocol, {evaluation.score_variant} score: "
+        f"{evaluation.dataset}, {evaluation.protocol} protocol, {evaluation.scoring.describe()}: "
         f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})"
     )
     if evaluation.labels is None:

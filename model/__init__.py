@@ -2,7 +2,8 @@
 
 from model.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from model.discrepancy import SCORE_VARIANTS, anomaly_score, association_discrepancy, minimax_losses
-from model.scoring import resolve_device, score_series
+from model.score_settings import ScoreSettings
+from model.scoring import resolve_device, score_points, score_series, smooth_scores
 from model.solver import TrainConfig, TrainingFailed, TrainResult, train_anomaly_transformer
 from model.transformer import AnomalyTransformer, ModelConfig
 
@@ -10,6 +11,7 @@ __all__ = [
     "SCORE_VARIANTS",
     "AnomalyTransformer",
     "ModelConfig",
+    "ScoreSettings",
     "TrainConfig",
     "TrainResult",
     "TrainingFailed",
@@ -21,6 +23,8 @@ __all__ = [
     "model_from_checkpoint",
     "resolve_device",
     "save_checkpoint",
+    "score_points",
     "score_series",
+    "smooth_scores",
     "train_anomaly_transformer",
 ]

@@ -16,6 +16,7 @@ from data_factory.atomic import atomic_path
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.errors import UserInputError
 from data_factory.windows import Normalizer
+from model.score_settings import ScoreSettings
 from model.solver import TrainConfig, TrainResult, train_score_statistics
 from model.transformer import AnomalyTransformer, ModelConfig
 
@@ -57,6 +58,7 @@ def build_checkpoint(
             "std": torch.from_numpy(result.normalizer.std.copy()),
         },
         "train_scores": train_score_statistics(result.train_scores),
+        "scoring": result.scoring.to_dict(),
         "best_epoch": result.best_epoch,
         "history": result.history,
         "versions": package_versions(),
@@ -126,6 +128,15 @@ def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") 
     model = AnomalyTransformer(ModelConfig.from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device).eval()
+
+
+def scoring_from_checkpoint(checkpoint: dict) -> ScoreSettings:
+    """How the checkpoint's TRAIN scores were made; checkpoints from before --score-channels and
+    --smooth scored every channel, unsmoothed."""
+    if "scoring" in checkpoint:
+        return ScoreSettings.from_dict(checkpoint["scoring"])
+    trained_with = checkpoint.get("train_config", {})
+    return ScoreSettings(trained_with.get("score_variant", "paper"), trained_with.get("temperature", 50.0))
 
 
 def normalizer_from_checkpoint(checkpoint: dict) -> Normalizer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -76,8 +77,9 @@ def anomaly_score(
     per_layer: list[Associations],
     variant: str = "paper",
     temperature: float = 50.0,
+    channels: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Per-step anomaly score (B, L).
+    """Per-step anomaly score (B, L); `channels` limits the reconstruction error to those channels.
 
     paper:          softmax over the window of (-AssDis * temperature), times the step's
                     reconstruction MSE averaged over channels (the reference's criterion).
@@ -85,6 +87,8 @@ def anomaly_score(
     discrepancy:    -AssDis alone: anomalies keep attention close to the adjacent-step prior,
                     so a small discrepancy is the suspicious one.
     """
+    if channels is not None:
+        x, reconstruction = x[..., list(channels)], reconstruction[..., list(channels)]
     step_error = torch.mean((reconstruction.float() - x.float()) ** 2, dim=-1)  # (B, L)
     if variant == "reconstruction":
         return step_error

@@ -1,17 +1,21 @@
-"""Score a normalised series with a trained model: every point once, from non-overlapping windows."""
+"""Score a normalised series with a trained model: every point once, from non-overlapping windows;
+then, optionally, smooth the per-point scores with a centred moving average."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from data_factory.windows import WindowDataset, check_long_enough, scoring_starts, stitch_window_values
 from model.discrepancy import anomaly_score
+from model.distributed import DistributedContext
+from model.score_settings import ScoreSettings
 from model.transformer import AnomalyTransformer
 
 
@@ -42,10 +46,11 @@ def score_series(
     batch_size: int = 128,
     variant: str = "paper",
     temperature: float = 50.0,
+    channels: Sequence[int] | None = None,
     device: torch.device | None = None,
     amp: bool = False,
 ) -> np.ndarray:
-    """Per-point anomaly scores (N,) of a normalised series (N, C)."""
+    """Per-point anomaly scores (N,) of a normalised series (N, C), before any smoothing."""
     device = device or next(model.parameters()).device
     win_size = model.config.win_size
     starts = scoring_starts(len(series), win_size)
@@ -56,7 +61,7 @@ def score_series(
         batch = batch.to(device)
         with autocast_context(device, amp):
             reconstruction, per_layer = model(batch)
-            scores = anomaly_score(batch, reconstruction, per_layer, variant, temperature)
+            scores = anomaly_score(batch, reconstruction, per_layer, variant, temperature, channels)
         window_scores.append(scores.float().cpu().numpy())
     return stitch_window_values(np.concatenate(window_scores), len(series), win_size)
 
@@ -76,29 +81,39 @@ def score_chunks(
     batch_size: int = 128,
     variant: str = "paper",
     temperature: float = 50.0,
+    channels: Sequence[int] | None = None,
     device: torch.device | None = None,
     amp: bool = False,
+    context: DistributedContext | None = None,
 ) -> Iterator[PointValues]:
     """Score a normalised series that arrives as consecutive (n_i, C) chunks; yield PointValues in order.
 
     The windows and batches are exactly those of score_series (non-overlapping windows from the
     start, one last window aligned to the end, batches of batch_size in order), so the scores are
     bit-identical to score_series whatever the chunk sizes, while memory holds only one chunk, one
-    batch and the last window.
+    batch per rank and the last window.
+
+    With a torchrun `context` (every rank passing the same chunks), the batches are dealt round-robin:
+    of each N consecutive batches rank r runs the r-th, and all ranks gather all N and yield them in
+    order. Each batch is the single process's batch, so with the same thread count the result is
+    bit-identical to one process (the kernels' reduction order depends on the batch shape and the
+    threads), while each rank runs 1/N of the forward passes.
     """
     device = device or next(model.parameters()).device
+    context = context or DistributedContext()
     win_size = model.config.win_size
     model.eval()
     pending: np.ndarray | None = None  # rows not yet inside a full window
     last_window: np.ndarray | None = None  # the latest full window: the tail window may reach back into it
     batch: list[np.ndarray] = []
+    ready: list[tuple[list[np.ndarray], int | None]] = []  # full batches waiting for one per rank
     seen = 0
 
     def run(windows: list[np.ndarray], keep_last: int | None = None) -> PointValues:
         inputs = torch.from_numpy(np.stack(windows)).to(device)
         with autocast_context(device, amp):
             reconstruction, per_layer = model(inputs)
-            scores = anomaly_score(inputs, reconstruction, per_layer, variant, temperature)
+            scores = anomaly_score(inputs, reconstruction, per_layer, variant, temperature, channels)
         errors = ((reconstruction.float() - inputs.float()) ** 2).cpu().numpy()
         scores = scores.float().cpu().numpy()
         if keep_last is None:
@@ -110,6 +125,16 @@ def score_chunks(
             np.concatenate([head_errors, errors[-1, win_size - keep_last :]]),
         )
 
+    def flush() -> Iterator[PointValues]:
+        if not context.enabled:
+            yield from (run(*job) for job in ready)
+        else:
+            mine = run(*ready[context.rank]) if context.rank < len(ready) else None
+            gathered: list[PointValues | None] = [None] * context.world_size
+            dist.all_gather_object(gathered, mine)
+            yield from (PointValues(*part) for part in gathered[: len(ready)])
+        ready.clear()
+
     for chunk in chunks:
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
         seen += len(chunk)
@@ -119,15 +144,19 @@ def score_chunks(
             last_window = pending[index * win_size : (index + 1) * win_size]
             batch.append(last_window)
             if len(batch) == batch_size:
-                yield run(batch)
+                ready.append((batch, None))
                 batch = []
+                if len(ready) == context.world_size:
+                    yield from flush()
         pending = pending[n_full * win_size :].copy()  # a copy, so the consumed chunk can be freed
     check_long_enough(seen, win_size, "the series")
     remainder = 0 if pending is None else len(pending)
     if remainder:
         batch.append(np.concatenate([last_window[remainder:], pending]))
     if batch:
-        yield run(batch, keep_last=remainder or None)
+        ready.append((batch, remainder or None))
+    if ready:
+        yield from flush()
 
 
 def score_series_with_errors(
@@ -137,13 +166,109 @@ def score_series_with_errors(
     batch_size: int = 128,
     variant: str = "paper",
     temperature: float = 50.0,
+    channels: Sequence[int] | None = None,
     device: torch.device | None = None,
     amp: bool = False,
+    context: DistributedContext | None = None,
 ) -> PointValues:
-    """score_series's scores (bit-identical) plus each point's per-channel squared reconstruction error."""
+    """score_series's scores (bit-identical) plus each point's per-channel squared reconstruction error;
+    with a torchrun `context`, the forward passes are shared out over the ranks (see score_chunks)."""
     parts = list(
         score_chunks(
-            model, [series], batch_size=batch_size, variant=variant, temperature=temperature, device=device, amp=amp
+            model,
+            [series],
+            batch_size=batch_size,
+            variant=variant,
+            temperature=temperature,
+            channels=channels,
+            device=device,
+            amp=amp,
+            context=context,
         )
     )
     return PointValues(np.concatenate([p.scores for p in parts]), np.concatenate([p.errors for p in parts]))
+
+
+class CentredSmoother:
+    """Centred moving average of span k over a series that arrives in chunks.
+
+    Point i becomes the mean of the points i - k//2 ... i + k - k//2 - 1 that exist. Each window
+    sum is taken over exactly the same values (zero-padded at the two ends of the series) whatever
+    the chunking, so the streamed result is bit-identical to smoothing the whole series at once.
+    Output lags input by k - k//2 - 1 points; finish() returns the rest.
+    """
+
+    def __init__(self, span: int) -> None:
+        self.span = max(int(span), 1)
+        self.left = self.span // 2
+        self.right = self.span - self.left - 1  # points after i inside its window
+        self.buffer = np.zeros(self.left)  # the zero padding before the first point
+        self.emitted = 0  # points already returned
+        self.seen = 0
+
+    def _emit(self, count: int) -> np.ndarray:
+        if count <= 0:
+            return np.zeros(0, dtype=np.float32)
+        views = np.lib.stride_tricks.sliding_window_view(self.buffer[: count + self.span - 1], self.span)
+        positions = np.arange(self.emitted, self.emitted + count)
+        real = np.minimum(positions + self.right, self.seen - 1) - np.maximum(positions - self.left, 0) + 1
+        out = (views.sum(axis=1) / real).astype(np.float32)  # scores are float32 everywhere
+        self.buffer = self.buffer[count:]
+        self.emitted += count
+        return out
+
+    def push(self, values: np.ndarray) -> np.ndarray:
+        if self.span == 1:
+            self.seen += len(values)
+            self.emitted += len(values)
+            return np.asarray(values, dtype=np.float32)
+        values = np.asarray(values, dtype=np.float64)
+        self.buffer = np.concatenate([self.buffer, values])
+        self.seen += len(values)
+        return self._emit(self.seen - self.right - self.emitted)
+
+    def finish(self) -> np.ndarray:
+        if self.span == 1:
+            return np.zeros(0, dtype=np.float32)
+        self.buffer = np.concatenate([self.buffer, np.zeros(self.right)])
+        return self._emit(self.seen - self.emitted)
+
+
+def smooth_scores(scores: np.ndarray, span: int) -> np.ndarray:
+    """Centred moving average of span `span` (0 or 1: unchanged), as CentredSmoother streams it."""
+    if span <= 1:
+        return np.asarray(scores)
+    smoother = CentredSmoother(span)
+    return np.concatenate([smoother.push(scores), smoother.finish()])
+
+
+def smooth_point_stream(parts: Iterable[PointValues], span: int) -> Iterator[PointValues]:
+    """score_chunks's output with smooth_scores applied to the scores; each point keeps its own errors."""
+    if span <= 1:
+        yield from parts
+        return
+    smoother = CentredSmoother(span)
+    held: np.ndarray | None = None  # errors of points whose smoothed score is not out yet
+    for part in parts:
+        held = part.errors if held is None else np.concatenate([held, part.errors])
+        scores = smoother.push(part.scores)
+        if len(scores):
+            yield PointValues(scores, held[: len(scores)])
+            held = held[len(scores) :]
+    scores = smoother.finish()
+    if len(scores):
+        yield PointValues(scores, held)
+
+
+def score_points(
+    model: AnomalyTransformer,
+    series: np.ndarray,
+    settings: ScoreSettings,
+    *,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+    amp: bool = False,
+) -> np.ndarray:
+    """Per-point scores (N,) of a normalised series as `settings` define them: variant, channels, smoothing."""
+    scores = score_series(model, series, batch_size=batch_size, device=device, amp=amp, **settings.model_options())
+    return smooth_scores(scores, settings.smooth)

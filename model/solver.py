@@ -19,10 +19,11 @@ from tqdm import tqdm
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.errors import UserInputError
 from data_factory.windows import Normalizer, WindowDataset, check_long_enough, scoring_starts, training_starts
-from model.discrepancy import SCORE_VARIANTS, minimax_losses
+from model.discrepancy import minimax_losses
 from model.distributed import DistributedContext, epoch_batches
 from model.resume import capture_rng_state, restore_rng_state
-from model.scoring import autocast_context, resolve_device, score_series
+from model.score_settings import DEFAULT_VARIANT, ScoreSettings, check_smooth, check_variant, resolve_score_settings
+from model.scoring import autocast_context, resolve_device, score_points
 from model.transformer import AnomalyTransformer, ModelConfig
 
 SCORE_PERCENTILES = (90.0, 95.0, 99.0, 99.5, 99.9)
@@ -47,8 +48,10 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     num_workers: int = 0
-    score_variant: str = "paper"
+    score_variant: str = DEFAULT_VARIANT
     temperature: float = 50.0
+    score_channels: str | None = None  # all, target or names/indices; None: the variant's default
+    smooth: int | None = None  # centred moving-average span of the scores; None: the variant's default
 
     def validate(self) -> None:
         if self.epochs <= 0:
@@ -63,8 +66,20 @@ class TrainConfig:
             raise UserInputError(f"--train-stride must be positive, got {self.train_stride}")
         if self.patience <= 0:
             raise UserInputError(f"--patience must be positive, got {self.patience}")
-        if self.score_variant not in SCORE_VARIANTS:
-            raise UserInputError(f"--score must be one of {', '.join(SCORE_VARIANTS)}")
+        check_variant(self.score_variant)
+        if self.smooth is not None:
+            check_smooth(self.smooth)
+
+    def score_settings(self, dataset: TimeSeriesDataset) -> ScoreSettings:
+        """The scoring these settings imply on this dataset (target channels resolved to indices)."""
+        return resolve_score_settings(
+            self.score_variant,
+            self.score_channels,
+            self.smooth,
+            dataset.channel_names,
+            dataset.target_channels,
+            self.temperature,
+        )
 
 
 def validate_model_config(config: ModelConfig) -> None:
@@ -92,6 +107,7 @@ class TrainResult:
     history: list[dict]
     best_epoch: int
     train_scores: np.ndarray  # (N_train,) scores of the whole TRAIN series under the best weights
+    scoring: ScoreSettings  # how those scores were made; evaluate.py and detect.py score the same way
 
 
 def _mean_losses(model: AnomalyTransformer, loader: DataLoader, k: float, device: torch.device, amp: bool) -> dict:
@@ -173,6 +189,7 @@ def train_anomaly_transformer(
     """
     train_config.validate()
     validate_model_config(model_config)
+    scoring = train_config.score_settings(dataset)  # a bad --score-channels fails before training
     context = context or DistributedContext()
     seed_everything(train_config.seed)
     device = _training_device(train_config.device, context)
@@ -338,16 +355,8 @@ def train_anomaly_transformer(
                 break
 
     model.load_state_dict(progress_state["best_state"])
-    train_scores = score_series(
-        model,
-        series,
-        batch_size=train_config.batch_size,
-        variant=train_config.score_variant,
-        temperature=train_config.temperature,
-        device=device,
-        amp=use_amp,
-    )
-    return TrainResult(model, normalizer, history, progress_state["best_epoch"], train_scores)
+    train_scores = score_points(model, series, scoring, batch_size=train_config.batch_size, device=device, amp=use_amp)
+    return TrainResult(model, normalizer, history, progress_state["best_epoch"], train_scores, scoring)
 
 
 def _epoch_summary(record: dict, epochs: int, with_validation: bool) -> str:

@@ -125,6 +125,7 @@ def test_evaluate_writes_one_attribution_row_per_flagged_segment(run):
         "dataset",
         "protocol",
         "score_variant",
+        "scoring",
         "n_points",
         "has_labels",
         "oracle_metrics",

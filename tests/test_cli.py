@@ -62,10 +62,14 @@ def test_evaluate_help_lists_its_flags_and_defaults(capsys):
 def test_presets_set_sizes_and_explicit_flags_override_them():
     settings = train.resolve_settings(train.build_parser().parse_args(["--preset", "paper", "--epochs", "7"]))
     assert (settings["d_model"], settings["batch_size"], settings["epochs"]) == (512, 256, 7)
+    assert settings["score"] == "paper"  # the paper preset keeps the paper's criterion
+    own_score = ["--preset", "paper", "--score", "reconstruction"]
+    assert train.resolve_settings(train.build_parser().parse_args(own_score))["score"] == "reconstruction"
     small = train.resolve_settings(train.build_parser().parse_args(["--preset", "small"]))
     assert (small["d_model"], small["e_layers"], small["batch_size"]) == (128, 2, 128)
     default = train.resolve_settings(train.build_parser().parse_args([]))
     assert (default["d_model"], default["e_layers"], default["epochs"], default["lr"]) == (256, 3, 10, 1e-4)
+    assert default["score"] == "reconstruction"
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_everything(synth_run):

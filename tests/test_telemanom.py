@@ -123,12 +123,13 @@ def test_a_built_cache_loads_with_no_network(built, monkeypatch):
     msl = load_dataset("msl", folder)
     assert time.perf_counter() - started < 5
     assert_matches_reference(msl, "MSL")
+    assert msl.target_channels == [0] and msl.channel_names[0] == "telemetry"  # what --score-channels target scores
 
 
 def test_entity_is_one_channel_of_the_concatenated_arrays(built, release):
     folder = built[0]
     a1 = load_dataset("SMAP", folder, entity="A-1")
-    assert a1.name == "SMAP_A-1"
+    assert a1.name == "SMAP_A-1" and a1.target_channels == [0]
     raw_train = np.load(io.BytesIO(release.members["data/train/A-1.npy"]))
     raw_test = np.load(io.BytesIO(release.members["data/test/A-1.npy"]))
     assert np.array_equal(a1.train, raw_train.astype(np.float32))
@@ -241,7 +242,7 @@ def test_reference_code_arrays_are_accepted_without_network(tmp_path, monkeypatc
     for part in ("train", "test", "test_label"):
         shutil.copy(SHARED / "MSL" / f"{part}.npy", tmp_path / f"MSL_{part}.npy")
     msl = load_dataset("MSL", tmp_path)
-    assert msl.name == "MSL"
+    assert msl.name == "MSL" and msl.target_channels == [0]
     assert_matches_reference(msl, "MSL")
     (tmp_path / "MSL_test_label.npy").unlink()
     with pytest.raises(UserInputError, match="has MSL_train.npy, MSL_test.npy but not MSL_test_label.npy"):

@@ -1,0 +1,129 @@
+"""How a trained model's outputs become one anomaly score per point: variant, channels and smoothing.
+
+The defaults follow the variant. `paper` keeps the reference's criterion exactly (every channel,
+no smoothing). The other variants score the dataset's target channels (SMAP/MSL: the telemetry
+value, not the command flags) and smooth with a centred 50-point moving average: the options
+that won on MSL under the honest protocol (see the README, "Honest detection quality").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from data_factory.errors import UserInputError
+from model.discrepancy import SCORE_VARIANTS
+
+CHANNEL_SPECS = ("all", "target")
+# Per variant: (channel spec, smoothing span) used when the user gives neither.
+VARIANT_DEFAULTS = {"paper": ("all", 0), "reconstruction": ("target", 50), "discrepancy": ("target", 50)}
+DEFAULT_VARIANT = "reconstruction"
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    variant: str = "paper"
+    temperature: float = 50.0
+    channels: tuple[int, ...] | None = None  # channels whose reconstruction error counts; None: all
+    smooth: int = 0  # centred moving-average span over points; 0 or 1: none
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["channels"] = None if self.channels is None else list(self.channels)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ScoreSettings:
+        channels = values.get("channels")
+        return cls(
+            variant=values.get("variant", "paper"),
+            temperature=float(values.get("temperature", 50.0)),
+            channels=None if channels is None else tuple(int(c) for c in channels),
+            smooth=int(values.get("smooth", 0)),
+        )
+
+    def model_options(self) -> dict:
+        """The keyword arguments score_series and score_chunks take from these settings (all but smooth)."""
+        return {"variant": self.variant, "temperature": self.temperature, "channels": self.channels}
+
+    def describe(self) -> str:
+        channels = "all channels" if self.channels is None else f"channels {list(self.channels)}"
+        smoothing = f"smoothed over {self.smooth} points" if self.smooth > 1 else "unsmoothed"
+        return f"{self.variant} score, {channels}, {smoothing}"
+
+
+def check_variant(variant: str) -> str:
+    if variant not in SCORE_VARIANTS:
+        raise UserInputError(f"unknown score {variant!r}; choose one of {', '.join(SCORE_VARIANTS)}")
+    return variant
+
+
+def check_smooth(span: int) -> int:
+    if span < 0:
+        raise UserInputError(f"--smooth must be 0 (off) or a number of points, got {span}")
+    return span
+
+
+def resolve_channels(spec: str, channel_names: list[str], target_channels: list[int] | None) -> tuple[int, ...] | None:
+    """'all' -> None; 'target' -> the dataset's target channels (all when it names none);
+    otherwise a comma-separated list of channel names or 0-based indices."""
+    spec = spec.strip()
+    if spec == "all":
+        return None
+    if spec == "target":
+        return None if not target_channels else tuple(target_channels)
+    chosen = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item in channel_names:
+            chosen.append(channel_names.index(item))
+        elif item.isdigit() and int(item) < len(channel_names):
+            chosen.append(int(item))
+        else:
+            shown = ", ".join(channel_names[:6]) + (", ..." if len(channel_names) > 6 else "")
+            raise UserInputError(
+                f"--score-channels: no channel {item!r}; use all, target, or names/indices 0-{len(channel_names) - 1} "
+                f"({shown})"
+            )
+    if len(set(chosen)) != len(chosen):
+        raise UserInputError(f"--score-channels lists a channel twice: {spec!r}")
+    return tuple(sorted(chosen))
+
+
+def resolve_score_settings(
+    variant: str,
+    channel_spec: str | None,
+    smooth: int | None,
+    channel_names: list[str],
+    target_channels: list[int] | None,
+    temperature: float = 50.0,
+) -> ScoreSettings:
+    """The variant's defaults (VARIANT_DEFAULTS), overridden by what the user gave."""
+    default_spec, default_smooth = VARIANT_DEFAULTS[check_variant(variant)]
+    return ScoreSettings(
+        variant=variant,
+        temperature=temperature,
+        channels=resolve_channels(channel_spec or default_spec, channel_names, target_channels),
+        smooth=check_smooth(default_smooth if smooth is None else smooth),
+    )
+
+
+def override_score_settings(
+    stored: ScoreSettings,
+    variant: str | None,
+    channel_spec: str | None,
+    smooth: int | None,
+    channel_names: list[str],
+    target_channels: list[int] | None,
+) -> ScoreSettings:
+    """The checkpoint's scoring, changed only where the user asked: a new variant brings its own
+    defaults (VARIANT_DEFAULTS); --score-channels and --smooth override single fields."""
+    if variant is not None and variant != stored.variant:
+        stored = resolve_score_settings(variant, None, None, channel_names, target_channels, stored.temperature)
+    channels = (
+        stored.channels if channel_spec is None else resolve_channels(channel_spec, channel_names, target_channels)
+    )
+    return ScoreSettings(
+        variant=stored.variant,
+        temperature=stored.temperature,
+        channels=channels,
+        smooth=stored.smooth if smooth is None else check_smooth(smooth),
+    )
