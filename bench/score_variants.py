@@ -153,7 +153,9 @@ def main() -> None:
     config = ModelConfig(n_channels=dataset.n_channels, d_model=512, n_heads=8, e_layers=3, d_ff=512)
     training = TrainConfig(epochs=1, batch_size=64, train_stride=args.train_stride, seed=args.seed, device="cpu")
     started = time.perf_counter()
-    result = train_anomaly_transformer(dataset, config, training, log=lambda line: print(line, file=sys.stderr))
+    result = train_anomaly_transformer(
+        dataset, config, training, log=lambda line: print(line, file=sys.stderr), progress=False
+    )
     print(f"trained in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     index = args.data_dir / args.dataset / "channels.csv"
     rows = list(csv.DictReader(index.open())) if index.is_file() else None
