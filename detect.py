@@ -433,7 +433,9 @@ def detect(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Score new data with a trained checkpoint and flag anomalies.")
+    parser = argparse.ArgumentParser(
+        prog="detect.py", description="Score new data with a trained checkpoint and flag anomalies."
+    )
     add = parser.add_argument
     add("--checkpoint", required=True, help="a checkpoint written by train.py")
     add("--input", required=True, help="a .csv, .npy or .parquet file with the training columns, or - for CSV on stdin")

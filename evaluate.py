@@ -22,7 +22,7 @@ from model.distributed import init_distributed, shutdown_distributed
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Score the test split and report the metric panel beside simple baselines."
+        prog="evaluate.py", description="Score the test split and report the metric panel beside simple baselines."
     )
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)}; must match training (default: SMAP)")

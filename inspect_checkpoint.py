@@ -121,7 +121,9 @@ def format_text(described: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Print what a checkpoint holds, without running any code from it.")
+    parser = argparse.ArgumentParser(
+        prog="inspect_checkpoint.py", description="Print what a checkpoint holds, without running any code from it."
+    )
     parser.add_argument("checkpoint", help="a checkpoint written by train.py, e.g. artifacts/SYNTH_checkpoint.pth")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser

@@ -45,7 +45,7 @@ MODEL_KEYS = ("d_model", "n_heads", "e_layers", "d_ff", "win_size", "dropout")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train the Anomaly Transformer on TRAIN data only.")
+    parser = argparse.ArgumentParser(prog="train.py", description="Train the Anomaly Transformer on TRAIN data only.")
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)} (default: SMAP)")
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")

@@ -97,6 +97,9 @@ FLAG_VALUES = {  # flag: (valid values, invalid values)
     "--val-ratio": (["0", "0.2"], ["0.99", "1.5", "-0.1"]),
     "--train-stride": (["1", "3"], ["0"]),
     "--patience": (["1", "3"], ["0"]),
+    "--score": (["paper", "reconstruction", "discrepancy"], ["bogus"]),
+    "--score-channels": (["all", "target", "0"], ["nope", "0,0", "999"]),
+    "--smooth": (["0", "3", "500"], ["-1", "x"]),  # 500: longer than some series
 }
 
 
