@@ -512,25 +512,19 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
     }
     context = init_distributed(args.device)  # under torchrun the ranks share the forward passes
-    if context.enabled and args.input == "-":
-        if context.is_main:
-            print(
-                "error: under torchrun every rank reads the input itself; give --input a file, not -", file=sys.stderr
-            )
-        return 2
-    if not context.is_main:  # score its share of the batches; rank 0 writes everything
-        try:
-            with open(os.devnull, "w") as sink:
-                detect(args.checkpoint, args.input, sink, **options, context=context)
-        except UserInputError:
-            return 2  # rank 0 meets the same error and reports it
-        finally:
-            shutdown_distributed()
-        return 0
     try:
+        if context.enabled and "-" in (args.input, args.output):
+            raise UserInputError(
+                "under torchrun every rank reads --input and rank 0 writes --output: give files, not -"
+            )
+        # Every rank checks the folders, so a bad one stops them all before any scoring.
         for path in (None if to_stdout else Path(args.output), report_path):
             if path is not None:
                 ensure_writable_dir(path.parent)
+        if not context.is_main:  # score its share of the batches; rank 0 writes everything
+            with open(os.devnull, "w") as sink:
+                detect(args.checkpoint, args.input, sink, **options, context=context)
+            return 0
         with contextlib.ExitStack() as stack:
             if to_stdout:
                 output = sys.stdout
@@ -542,11 +536,16 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(report_path) as temp:
                 temp.write_text(json.dumps(report, indent=2) + "\n")
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if context.is_main:  # the other ranks meet the same error; one line is enough
+            print(f"error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of --output - (e.g. head) stopped early: end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except RuntimeError:
+        if context.is_main:
+            raise
+        return 1  # rank 0 stopped mid-run (its own error says why): the gather has no peer left
     finally:
         shutdown_distributed()
     for line in _summary(report):

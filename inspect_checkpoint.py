@@ -103,13 +103,13 @@ def format_text(described: dict) -> str:
     if len(names) <= CHANNELS_LISTED:
         for name, mean, std in zip(names, normalization["mean"], normalization["std"], strict=False):
             lines.append(f"  {name:<24} mean {mean:>12.5g}  std {std:>12.5g}")
+    lines.append("scoring      " + ScoreSettings.from_dict(described["scoring"]).describe())
     thresholds = described["stored_thresholds"]
     if thresholds:
         percentiles = ", ".join(f"{float(q):g}th {value:.6g}" for q, value in thresholds.get("percentiles", {}).items())
-        scoring = ScoreSettings.from_dict(described["scoring"]).describe()
         mean, std = thresholds.get("mean"), thresholds.get("std")
         lines.append(
-            f"thresholds   TRAIN scores ({scoring}, {thresholds.get('count')} points): "
+            f"thresholds   TRAIN scores ({thresholds.get('count')} points, scored as above): "
             f"mean {mean:.6g}, std {std:.6g}; percentiles {percentiles}"
         )
     else:

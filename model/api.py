@@ -42,6 +42,13 @@ def _dataset_record(dataset: TimeSeriesDataset) -> dict:
     return {"name": dataset.name, "n_channels": dataset.n_channels, "fingerprint": dataset.fingerprint()}
 
 
+def train_config_from_state(state: dict) -> TrainConfig:
+    """The stored settings of a resumable run; runs saved before --score-channels and --smooth
+    existed scored every channel, unsmoothed, and finish that way."""
+    stored = {"score_channels": "all", "smooth": 0, **state["train_config"]}
+    return TrainConfig(**stored)
+
+
 def train_to_checkpoint(
     dataset_name: str,
     data_dir: str | Path | None,
@@ -73,7 +80,7 @@ def train_to_checkpoint(
         state = None
         if resume:
             state = load_last_state(last_path)
-            train_config = TrainConfig(**state["train_config"])
+            train_config = train_config_from_state(state)
         train_config.validate()
         dataset = load_dataset(dataset_name, data_dir, entity)
         model_config = (

@@ -57,9 +57,12 @@ def check_variant(variant: str) -> str:
     return variant
 
 
-def check_smooth(span: int) -> int:
+def check_smooth(span: int, length: int | None = None) -> int:
+    """A span of 0 (off) up to the series length, when known (a longer one only averages everything)."""
     if span < 0:
         raise UserInputError(f"--smooth must be 0 (off) or a number of points, got {span}")
+    if length is not None and span > length:
+        raise UserInputError(f"--smooth {span} is longer than the {length} TRAIN points; use at most {length}")
     return span
 
 

@@ -72,6 +72,8 @@ class TrainConfig:
 
     def score_settings(self, dataset: TimeSeriesDataset) -> ScoreSettings:
         """The scoring these settings imply on this dataset (target channels resolved to indices)."""
+        if self.smooth is not None:
+            check_smooth(self.smooth, len(dataset.train))
         return resolve_score_settings(
             self.score_variant,
             self.score_channels,

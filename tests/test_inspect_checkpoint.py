@@ -42,6 +42,7 @@ def test_json_holds_what_a_person_opening_the_file_wants(checkpoint_path, capsys
     assert described["normalization"]["mean"] == pytest.approx(stored["normalization"]["mean"].tolist())
     assert len(described["normalization"]["std"]) == 12
     assert described["stored_thresholds"]["percentiles"] == stored["train_scores"]["percentiles"]
+    assert described["scoring"] == stored["scoring"]
     assert described["versions"]["torch"] == str(torch.__version__)
     created = datetime.fromisoformat(described["created"])
     assert created.tzinfo is not None and abs((datetime.now(UTC) - created).total_seconds()) < 3600
@@ -62,6 +63,7 @@ def test_text_names_every_section(checkpoint_path, capsys):
         f"99th {stored['train_scores']['percentiles']['99.0']:.6g}",
         f"torch {torch.__version__}",
         f"created      {stored['created']}",
+        "scoring      reconstruction score, all channels, smoothed over 50 points",
     ):
         assert expected in text, expected
 

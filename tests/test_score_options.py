@@ -9,6 +9,7 @@ import torch
 import evaluate
 import train
 from data_factory.errors import UserInputError
+from model.api import train_config_from_state
 from model.checkpoint import scoring_from_checkpoint
 from model.discrepancy import anomaly_score
 from model.score_settings import ScoreSettings, override_score_settings, resolve_channels, resolve_score_settings
@@ -123,8 +124,32 @@ def test_a_bad_channel_fails_before_training_and_writes_nothing(tmp_path, capsys
     assert not list(tmp_path.glob("*.pth"))
 
 
-def test_checkpoints_from_before_the_options_score_as_they_did(tmp_path):
-    assert train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY_TRAIN_FLAGS, "--score", "paper"]) == 0
-    stored = torch.load(tmp_path / "SYNTH_checkpoint.pth", weights_only=True)
+def test_checkpoints_and_runs_from_before_the_options_score_as_they_did(tmp_path, capsys):
+    """Before --score-channels and --smooth, every variant scored all channels, unsmoothed."""
+    flags = ["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY_TRAIN_FLAGS, "--score", "reconstruction"]
+    assert train.main([*flags, "--score-channels", "all", "--smooth", "0"]) == 0
+    path = tmp_path / "SYNTH_checkpoint.pth"
+    evaluate_args = ["--dataset", "SYNTH", "--output-dir", str(tmp_path), "--device", "cpu", "--baselines", "none"]
+    assert evaluate.main(evaluate_args) == 0
+    current = np.load(tmp_path / "SYNTH_evaluation.npz")["scores"]
+    stored = torch.load(path, weights_only=True)
     del stored["scoring"]
-    assert scoring_from_checkpoint(stored) == ScoreSettings("paper")
+    for key in ("score_channels", "smooth"):
+        del stored["train_config"][key]
+    torch.save(stored, path)
+    assert scoring_from_checkpoint(stored) == ScoreSettings("reconstruction")  # not the variant's new defaults
+    assert evaluate.main(evaluate_args) == 0
+    assert np.array_equal(np.load(tmp_path / "SYNTH_evaluation.npz")["scores"], current)
+
+    last = torch.load(tmp_path / "SYNTH_last.pth", weights_only=True)
+    for key in ("score_channels", "smooth"):
+        del last["train_config"][key]
+    resumed = train_config_from_state(last)
+    assert (resumed.score_variant, resumed.score_channels, resumed.smooth) == ("reconstruction", "all", 0)
+
+
+def test_a_smoothing_span_longer_than_train_is_refused_before_training(tmp_path, capsys):
+    code = train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY_TRAIN_FLAGS, "--smooth", "10001"])
+    assert code == 2
+    assert "--smooth 10001 is longer than the 10000 TRAIN points" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.pth"))

@@ -92,3 +92,19 @@ def test_evaluate_and_detect_under_torchrun_equal_one_process(tmp_path):
         assert np.array_equal(one[key], two[key]), key
     assert str(one["metrics_json"]) == str(two["metrics_json"])
     assert (tmp_path / "one" / "det.csv").read_text() == (tmp_path / "two" / "det.csv").read_text()
+
+
+def test_detect_under_torchrun_stops_every_rank_with_one_line(tmp_path):
+    assert train.main(["--dataset", "SYNTH", *TINY_TRAIN_FLAGS, "--output-dir", str(tmp_path)]) == 0
+    source = tmp_path / "test.npy"
+    np.save(source, load_dataset("SYNTH").test[:500])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    common = ["detect.py", "--checkpoint", str(tmp_path / "SYNTH_checkpoint.pth"), "--device", "cpu"]
+    for output, expected in ((blocker / "out" / "det.csv", "error: cannot write"), ("-", "give files, not -")):
+        completed = torchrun(*common, "--input", str(source), "--output", str(output))
+        assert completed.returncode != 0
+        errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], completed.stderr[-3000:]
+        # torchrun itself reports a failed child with a traceback of its own; no rank may add one.
+        assert 'detect.py", line' not in completed.stderr and "Connection closed" not in completed.stderr
