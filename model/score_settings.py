@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from data_factory.errors import UserInputError
 from model.discrepancy import SCORE_VARIANTS
 
-CHANNEL_SPECS = ("all", "target")
 # Per variant: (channel spec, smoothing span) used when the user gives neither.
 VARIANT_DEFAULTS = {"paper": ("all", 0), "reconstruction": ("target", 50), "discrepancy": ("target", 50)}
 DEFAULT_VARIANT = "reconstruction"
