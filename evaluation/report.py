@@ -19,7 +19,7 @@ from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint, scoring_from_checkpoint
 from model.distributed import DistributedContext
-from model.score_settings import ScoreSettings, check_smooth, override_score_settings
+from model.score_settings import ScoreSettings, override_score_settings
 from model.scoring import resolve_device, score_series_with_errors, smooth_scores
 
 PROTOCOLS = ("default", "paper")
@@ -162,8 +162,8 @@ def evaluate_checkpoint(
         smooth,
         dataset.channel_names,
         dataset.target_channels,
+        train_length=len(dataset.train),
     )
-    check_smooth(scoring.smooth, len(dataset.train))
     val_ratio = trained_with.get("val_ratio", 0.2)
     train, test = normalizer.transform(dataset.train), normalizer.transform(dataset.test)
 

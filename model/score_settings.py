@@ -97,14 +97,16 @@ def resolve_score_settings(
     channel_names: list[str],
     target_channels: list[int] | None,
     temperature: float = 50.0,
+    train_length: int | None = None,
 ) -> ScoreSettings:
-    """The variant's defaults (VARIANT_DEFAULTS), overridden by what the user gave."""
+    """The variant's defaults (VARIANT_DEFAULTS), overridden by what the user gave; a given --smooth
+    may not exceed train_length."""
     default_spec, default_smooth = VARIANT_DEFAULTS[check_variant(variant)]
     return ScoreSettings(
         variant=variant,
         temperature=temperature,
         channels=resolve_channels(channel_spec or default_spec, channel_names, target_channels),
-        smooth=check_smooth(default_smooth if smooth is None else smooth),
+        smooth=default_smooth if smooth is None else check_smooth(smooth, train_length),
     )
 
 
@@ -115,9 +117,11 @@ def override_score_settings(
     smooth: int | None,
     channel_names: list[str],
     target_channels: list[int] | None,
+    train_length: int | None = None,
 ) -> ScoreSettings:
     """The checkpoint's scoring, changed only where the user asked: a new variant brings its own
-    defaults (VARIANT_DEFAULTS); --score-channels and --smooth override single fields."""
+    defaults (VARIANT_DEFAULTS); --score-channels and --smooth (at most train_length) override
+    single fields."""
     if variant is not None and variant != stored.variant:
         stored = resolve_score_settings(variant, None, None, channel_names, target_channels, stored.temperature)
     channels = (
@@ -127,5 +131,5 @@ def override_score_settings(
         variant=stored.variant,
         temperature=stored.temperature,
         channels=channels,
-        smooth=stored.smooth if smooth is None else check_smooth(smooth),
+        smooth=stored.smooth if smooth is None else check_smooth(smooth, train_length),
     )

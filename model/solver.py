@@ -72,8 +72,6 @@ class TrainConfig:
 
     def score_settings(self, dataset: TimeSeriesDataset) -> ScoreSettings:
         """The scoring these settings imply on this dataset (target channels resolved to indices)."""
-        if self.smooth is not None:
-            check_smooth(self.smooth, len(dataset.train))
         return resolve_score_settings(
             self.score_variant,
             self.score_channels,
@@ -81,6 +79,7 @@ class TrainConfig:
             dataset.channel_names,
             dataset.target_channels,
             self.temperature,
+            train_length=len(dataset.train),
         )
 
 
