@@ -30,6 +30,17 @@ setting that differs from the paper. Mean and spread (sample std) are over the s
 baseline is deterministic, so its spread is 0. Tables go to stdout and, as markdown and JSON, to
 --output (default artifacts/bench): quality_{DATASET}.md and quality_{DATASET}.json, plus each
 seed's per-point model scores (quality_{DATASET}_seed{S}_scores.npz) for later analysis.
+
+Each seed's results are also written as soon as it finishes (quality_{DATASET}_seed{S}.json), so
+a stopped run loses only the seed in progress, and seeds run in separate calls (or on another
+machine) can be tabled together with --aggregate, which trains nothing:
+
+    python bench/quality.py --datasets MSL --seeds 0 --epochs 3 --train-stride 1 --batch-size 256 --device cuda
+    python bench/quality.py --datasets MSL --seeds 0 1 2 --aggregate      # tables from the saved seeds
+
+--device cuda trains and scores on a GPU in float32, as the paper; --amp adds bfloat16 autocast
+(a change from the paper, which the tables' training settings then show). bench/gpu_check.sh runs
+the paper's full schedule this way inside a short GPU lease.
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ from evaluation.range_metrics import event_metrics  # noqa: E402
 from evaluation.thresholds import choose_threshold  # noqa: E402
 from model.discrepancy import SCORE_VARIANTS, anomaly_score, association_discrepancy  # noqa: E402
 from model.score_settings import VARIANT_DEFAULTS  # noqa: E402
-from model.scoring import smooth_scores  # noqa: E402
+from model.scoring import autocast_context, resolve_device, smooth_scores  # noqa: E402
 from model.solver import TrainConfig, train_anomaly_transformer  # noqa: E402
 from model.transformer import AnomalyTransformer, ModelConfig  # noqa: E402
 
@@ -88,11 +99,16 @@ DEFAULT_COLUMNS = (
 
 @torch.no_grad()
 def score_all_variants(
-    model: AnomalyTransformer, series: np.ndarray, batch_size: int, temperature: float, target: list[int] | None
+    model: AnomalyTransformer,
+    series: np.ndarray,
+    batch_size: int,
+    temperature: float,
+    target: list[int] | None,
+    amp: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-point scores of every variant, plus sigma and the window weight, from one forward pass per window.
 
-    The windows and batches are score_series's, so the `paper` scores equal what the solver returns.
+    The windows, batches and precision are score_series's, so the `paper` scores equal what the solver returns.
     """
     win = model.config.win_size
     loader = DataLoader(WindowDataset(series, scoring_starts(len(series), win), win), batch_size=batch_size)
@@ -102,7 +118,8 @@ def score_all_variants(
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for batch in loader:
         batch = batch.to(device)
-        reconstruction, per_layer = model(batch)
+        with autocast_context(device, amp):
+            reconstruction, per_layer = model(batch)
         for variant in SCORE_VARIANTS:
             parts[variant].append(anomaly_score(batch, reconstruction, per_layer, variant, temperature).cpu().numpy())
         for variant in ("paper", "reconstruction"):  # the error of the target channels only
@@ -196,15 +213,12 @@ def run_seed(
     train_series = result.normalizer.transform(dataset.train)
     test_series = result.normalizer.transform(dataset.test)
     target = dataset.target_channels
-    train_values = score_all_variants(
-        result.model, train_series, train_config.batch_size, train_config.temperature, target
-    )
-    test_values = score_all_variants(
-        result.model, test_series, train_config.batch_size, train_config.temperature, target
-    )
+    options = (train_config.batch_size, train_config.temperature, target, train_config.amp)
+    train_values = score_all_variants(result.model, train_series, *options)
+    test_values = score_all_variants(result.model, test_series, *options)
     scored = time.perf_counter()
     # Same windows and batches as the solver's own scoring: a mismatch means this script scores differently.
-    if not np.allclose(train_values["paper"], result.train_scores, rtol=1e-5, atol=1e-12):
+    if not np.allclose(train_values["paper"], result.train_scores, rtol=1e-3 if train_config.amp else 1e-5, atol=1e-12):
         raise RuntimeError("the paper scores of this script differ from the solver's train scores")
 
     labels = dataset.test_labels
@@ -288,7 +302,8 @@ def changes_from_paper(model_config: ModelConfig, train_config: TrainConfig) -> 
     ]
 
 
-def machine() -> dict:
+def machine(device_name: str = "auto") -> dict:
+    device = resolve_device(device_name)
     processor = platform.processor() or platform.machine()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -301,7 +316,7 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "load_average_at_start": list(os.getloadavg()),
     }
 
@@ -366,6 +381,69 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def build_record(
+    dataset: TimeSeriesDataset,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    runs: list[dict],
+    host: dict,
+    wall_seconds: float,
+    args: argparse.Namespace,
+) -> dict:
+    shown = {key: value for key, value in asdict(train_config).items() if key not in ("seed", "device")}
+    return {
+        "dataset": dataset.name,
+        "n_train": len(dataset.train),
+        "n_test": len(dataset.test),
+        "n_channels": dataset.n_channels,
+        "anomalous_share": float(dataset.test_labels.mean()),
+        "paper_f1_pa": PAPER_F1_PA[dataset.name],
+        "comb_detector": comb_detector(dataset.test_labels, model_config.win_size),
+        "config": {
+            "model": {k: v for k, v in model_config.to_dict().items() if k != "n_channels"},
+            "training": shown,
+            "anomaly_ratio": args.anomaly_ratio,
+            "threshold_percentile": args.threshold_percentile,
+        },
+        "changes_from_paper": changes_from_paper(model_config, train_config),
+        "seeds": [run["seed"] for run in runs],
+        "wall_seconds": wall_seconds,
+        "machine": host,
+        "command": " ".join(sys.argv),
+        "summary": aggregate(runs),
+        "runs": runs,
+    }
+
+
+def write_report(record: dict, output: Path) -> None:
+    name = record["dataset"]
+    text = report(name, record)
+    print(text + "\n", flush=True)
+    (output / f"quality_{name}.md").write_text(text + "\n")
+    (output / f"quality_{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def seed_file(output: Path, name: str, seed: int) -> Path:
+    return output / f"quality_{name}_seed{seed}.json"
+
+
+def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
+    """The tables of seeds trained earlier (each saved as quality_{NAME}_seed{S}.json), e.g. on another machine."""
+    saved = []
+    for seed in args.seeds:
+        path = seed_file(args.output, name, seed)
+        if not path.exists():
+            raise SystemExit(f"error: {path} is missing; train that seed first (without --aggregate)")
+        saved.append(json.loads(path.read_text()))
+    dataset = load_dataset(name, args.data_dir)
+    first = saved[0]
+    model_config = ModelConfig.from_dict(first["model_config"])
+    train_config = TrainConfig(**first["train_config"])
+    runs = [entry["run"] for entry in saved]
+    wall = sum(entry["wall_seconds"] for entry in saved)
+    return build_record(dataset, model_config, train_config, runs, first["machine"], wall, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -386,10 +464,20 @@ def main() -> None:
     add("--k", type=float, default=3.0)
     add("--anomaly-ratio", type=float, default=1.0, help="paper protocol: flag the top r %% of TRAIN + TEST")
     add("--threshold-percentile", type=float, default=99.0, help="default protocol: percentile of TRAIN scores")
+    add("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train and score (default: auto)")
+    add("--amp", action="store_true", help="mixed precision on CUDA for training and scoring (the paper: none)")
+    add(
+        "--aggregate",
+        action="store_true",
+        help="train nothing: build the tables from the quality_{DATASET}_seed{S}.json files already in --output",
+    )
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
 
     for name in args.datasets:
+        if args.aggregate:
+            write_report(aggregate_saved_runs(name, args), args.output)
+            continue
         dataset = load_dataset(name, args.data_dir)
         model_config = ModelConfig(
             n_channels=dataset.n_channels,
@@ -399,7 +487,7 @@ def main() -> None:
             e_layers=args.e_layers,
             d_ff=args.d_ff,
         )
-        host = machine()
+        host = machine(args.device)
         started = time.perf_counter()
         runs = []
         for seed in args.seeds:
@@ -411,39 +499,26 @@ def main() -> None:
                 val_ratio=args.val_ratio,
                 train_stride=args.train_stride,
                 seed=seed,
+                device=args.device,
+                amp=args.amp,
                 score_variant="paper",  # the solver's TRAIN scores check this script's paper scores
             )
             log(f"{name} seed {seed}: training")
+            seed_started = time.perf_counter()
             runs.append(run_seed(dataset, model_config, train_config, args))
+            # Each finished seed is kept on its own, so that a stopped run loses only the seed in progress.
+            saved = {
+                "model_config": model_config.to_dict(),
+                "train_config": asdict(train_config),
+                "machine": host,
+                "wall_seconds": time.perf_counter() - seed_started,
+                "run": runs[-1],
+            }
+            seed_file(args.output, name, seed).write_text(json.dumps(saved, indent=2) + "\n")
             log(f"{name} seed {seed}: done in {runs[-1]['seconds']['total']:.0f} s")
         host["load_average_at_end"] = list(os.getloadavg())
-        shown = {key: value for key, value in asdict(train_config).items() if key not in ("seed", "device")}
-        record = {
-            "dataset": name,
-            "n_train": len(dataset.train),
-            "n_test": len(dataset.test),
-            "n_channels": dataset.n_channels,
-            "anomalous_share": float(dataset.test_labels.mean()),
-            "paper_f1_pa": PAPER_F1_PA[name],
-            "comb_detector": comb_detector(dataset.test_labels, args.win_size),
-            "config": {
-                "model": {k: v for k, v in model_config.to_dict().items() if k != "n_channels"},
-                "training": shown,
-                "anomaly_ratio": args.anomaly_ratio,
-                "threshold_percentile": args.threshold_percentile,
-            },
-            "changes_from_paper": changes_from_paper(model_config, train_config),
-            "seeds": args.seeds,
-            "wall_seconds": time.perf_counter() - started,
-            "machine": host,
-            "command": " ".join(sys.argv),
-            "summary": aggregate(runs),
-            "runs": runs,
-        }
-        text = report(name, record)
-        print(text + "\n", flush=True)
-        (args.output / f"quality_{name}.md").write_text(text + "\n")
-        (args.output / f"quality_{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        record = build_record(dataset, model_config, train_config, runs, host, time.perf_counter() - started, args)
+        write_report(record, args.output)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ SCRIPTS = [
     "scripts/launch.sh",
     "scripts/ensure_venv.sh",
     ".ci/run",
+    "bench/gpu_check.sh",
 ]
 FAKE_DOCKER = """#!{python}
 import json, os, sys
