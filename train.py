@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="random seed; CPU runs with the same seed are identical (default: 0)")
     add("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to train (default: auto)")
     add("--amp", action="store_true", help="mixed precision on CUDA (bfloat16 where supported, else float16)")
+    add(
+        "--deterministic",
+        action="store_true",
+        help="CUDA: deterministic kernels only, so the same seed gives the same weights and --resume is exact "
+        "(CPU runs are deterministic already)",
+    )
     add("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     add("--output-dir", default="./artifacts", help="where {DATASET}_checkpoint.pth goes (default: ./artifacts)")
     add(
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         amp=args.amp,
         num_workers=args.num_workers,
+        deterministic=args.deterministic,
         score_variant=settings["score"],
         temperature=args.temperature,
         score_channels=args.score_channels,

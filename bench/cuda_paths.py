@@ -3,6 +3,7 @@
     python bench/cuda_paths.py                  # needs CUDA; about a minute on one GPU
     python bench/cuda_paths.py --device cpu     # a dry run of the script itself, no GPU needed
     python bench/cuda_paths.py --checks resume  # one group: scores, determinism, amp, resume
+    python bench/cuda_paths.py --checks determinism resume --deterministic   # train.py --deterministic
 
 On SYNTH with a small model (d_model 64, 2 layers, 1 epoch, a window every 5 steps):
 
@@ -47,6 +48,12 @@ SMALL = ["--dataset", "SYNTH", "--d-model", "64", "--n-heads", "4", "--e-layers"
 SMALL += ["--epochs", "1", "--train-stride", "5", "--no-progress"]
 RESUMABLE = [*SMALL[: SMALL.index("--epochs")], "--epochs", "2", "--train-stride", "2", "--batch-size", "64"]
 RESUMABLE += ["--no-progress"]
+DETERMINISTIC = False  # set by --deterministic
+
+
+def strict(args: list[str]) -> list[str]:
+    """The training flags, plus --deterministic when this run checks that mode."""
+    return [*args, "--deterministic"] if DETERMINISTIC else args
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -84,15 +91,18 @@ def check_scores_and_detect(folder: Path, device: str) -> list[str]:
 
     explain = ["--dataset", "SYNTH", "--output-dir", str(folder), "--device", device, "--baselines", "none"]
     code = evaluate.main([*explain, "--explain", "2", "--top-sensors", "3"])
-    written = sorted(path.name for path in folder.iterdir() if path.suffix in (".npz", ".png", ".csv", ".json"))
-    lines.append(f"3. evaluate.py --explain 2 on {device}: exit {code}; files {', '.join(written)}")
+    assert code == 0, f"evaluate.py --explain exited {code}"
+    expected = {f"SYNTH_{name}" for name in ("associations.npz", "associations.png", "attribution.csv", "metrics.json")}
+    missing = expected - {path.name for path in folder.iterdir()}
+    assert not missing, f"evaluate.py --explain did not write {', '.join(sorted(missing))}"
+    lines.append(f"3. evaluate.py --explain 2 on {device}: exit 0; wrote {', '.join(sorted(expected))}")
     return lines
 
 
 def check_determinism(folder: Path, device: str) -> str:
     runs = []
     for name in ("first", "second"):
-        assert train.main([*SMALL, "--device", device, "--output-dir", str(folder / name)]) == 0
+        assert train.main(strict([*SMALL, "--device", device, "--output-dir", str(folder / name)])) == 0
         runs.append(weights(folder / name / "SYNTH_checkpoint.pth"))
     gap = largest_difference(*runs)
     return f"4. two {device} trainings, same seed: " + ("identical weights" if gap == 0 else f"largest gap {gap:.2e}")
@@ -111,7 +121,7 @@ def check_amp_checkpoint_on_cpu(folder: Path, device: str) -> str:
 
 
 def train_process(folder: Path, device: str, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "train.py", *RESUMABLE, "--device", device, "--output-dir", str(folder), *extra]
+    command = [sys.executable, "train.py", *strict(RESUMABLE), "--device", device, "--output-dir", str(folder), *extra]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -126,7 +136,10 @@ def check_resume(folder: Path, device: str) -> str:
             break
     time.sleep(0.3)
     stopped.send_signal(signal.SIGTERM)
-    stopped.communicate()
+    stop_log, _ = stopped.communicate()
+    # The check means something only if the run really stopped inside its second epoch.
+    assert stopped.returncode == 128 + signal.SIGTERM, stop_log
+    assert "SIGTERM at epoch 2" in stop_log, stop_log
     resumed = train_process(folder / "stopped", device, "--resume")
     log, _ = resumed.communicate()
     assert resumed.returncode == 0, log
@@ -145,13 +158,17 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     groups = ("scores", "determinism", "amp", "resume")  # checks 1-3, 4, 5 and 6
     parser.add_argument("--checks", nargs="+", choices=groups, default=list(groups), help="which checks to run")
+    parser.add_argument("--deterministic", action="store_true", help="checks 4 and 6 train with --deterministic")
     args = parser.parse_args()
     device = args.device
+    global DETERMINISTIC
+    DETERMINISTIC = args.deterministic
     if device == "cuda" and not torch.cuda.is_available():
         print("error: CUDA is not available here; run with --device cpu for a dry run", file=sys.stderr)
         return 2
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    print(f"device {name}, torch {torch.__version__}", flush=True)
+    mode = ", training with --deterministic" if DETERMINISTIC else ""
+    print(f"device {name}, torch {torch.__version__}{mode}", flush=True)
     failed = False
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -9,12 +9,19 @@
 #   bench/gpu_check.sh DATA_DIR OUT [BUDGET_SECONDS]
 #
 # DATA_DIR holds the telemanom layout (labeled_anomalies.csv, data/{train,test}/<chan>.npy or .npy.gz,
-# as ../shared/data/telemanom ships it); the SMAP and MSL caches are built there. OUT receives at most
-# 8 files: the log, a bundle of the small results, and each quality seed's score arrays.
+# as ../shared/data/telemanom ships it); .npy.gz files are unzipped in place and the SMAP and MSL
+# caches are built there, so give it a copy. OUT receives at most 7 files: results.tgz (the small
+# results) and each quality seed's score arrays; keep the log yourself (`... 2>&1 | tee OUT/log.txt`).
+# The exit status is 1 if any step failed, though every step still runs.
 set -uo pipefail
+if (($# < 2)); then
+    echo "usage: bench/gpu_check.sh DATA_DIR OUT [BUDGET_SECONDS]" >&2
+    exit 2
+fi
 data=$1
 out=$2
 budget=${3:-480}
+failures=0
 start=$SECONDS
 work=$(mktemp -d)
 python=${PYTHON:-python3}
@@ -31,6 +38,7 @@ timed() { # timed LABEL COMMAND...: run it, print its wall time and exit status
     "$@"
     status=$?
     echo "== $label: exit $status after $((SECONDS - began)) s (t = $(elapsed) s)"
+    ((status == 0)) || failures=$((failures + 1))
     return $status
 }
 
@@ -58,7 +66,7 @@ quality="$work/quality"
 declare -A took=()
 for seed in 0 1 2; do
     for name in MSL SMAP; do
-        # The estimate: this dataset's previous seed, else 2.5x MSL's (SMAP has 2.3x the windows), else 24 s for MSL.
+        # The estimate: this dataset's previous seed, else 2.5x MSL's (SMAP has 2.3x the windows), else 60 s.
         estimate=${took[$name]:-$(( ${took[MSL]:-24} * 5 / 2 ))}
         if (( $(elapsed) + estimate > budget )); then
             echo "== skip $name seed $seed: about $estimate s needed, $((budget - $(elapsed))) s left"
@@ -73,4 +81,5 @@ for seed in 0 1 2; do
 done
 
 tar -czf "$out/results.tgz" -C "$work" --exclude='*.pth' --exclude='*.npy' --exclude='*.npz' .
-echo "== done after $(elapsed) s"
+echo "== done after $(elapsed) s, $failures step(s) failed"
+((failures == 0))

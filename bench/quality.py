@@ -388,7 +388,8 @@ def build_record(
     runs: list[dict],
     host: dict,
     wall_seconds: float,
-    args: argparse.Namespace,
+    protocol: dict,
+    command: str,
 ) -> dict:
     shown = {key: value for key, value in asdict(train_config).items() if key not in ("seed", "device")}
     return {
@@ -402,14 +403,13 @@ def build_record(
         "config": {
             "model": {k: v for k, v in model_config.to_dict().items() if k != "n_channels"},
             "training": shown,
-            "anomaly_ratio": args.anomaly_ratio,
-            "threshold_percentile": args.threshold_percentile,
+            **protocol,
         },
         "changes_from_paper": changes_from_paper(model_config, train_config),
         "seeds": [run["seed"] for run in runs],
         "wall_seconds": wall_seconds,
         "machine": host,
-        "command": " ".join(sys.argv),
+        "command": command,
         "summary": aggregate(runs),
         "runs": runs,
     }
@@ -427,21 +427,43 @@ def seed_file(output: Path, name: str, seed: int) -> Path:
     return output / f"quality_{name}_seed{seed}.json"
 
 
+def protocol_settings(args: argparse.Namespace) -> dict:
+    return {"anomaly_ratio": args.anomaly_ratio, "threshold_percentile": args.threshold_percentile}
+
+
 def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
-    """The tables of seeds trained earlier (each saved as quality_{NAME}_seed{S}.json), e.g. on another machine."""
+    """The tables of seeds trained earlier (each saved as quality_{NAME}_seed{S}.json), e.g. on another machine.
+
+    The seeds must differ only in their seed: same model, training, protocol and data.
+    """
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"error: --seeds {' '.join(map(str, args.seeds))} names a seed twice")
+    dataset = load_dataset(name, args.data_dir)
     saved = []
     for seed in args.seeds:
         path = seed_file(args.output, name, seed)
         if not path.exists():
             raise SystemExit(f"error: {path} is missing; train that seed first (without --aggregate)")
-        saved.append(json.loads(path.read_text()))
-    dataset = load_dataset(name, args.data_dir)
-    first = saved[0]
+        entry = json.loads(path.read_text())
+        # Files written before these keys existed used the command-line defaults and the same data.
+        entry.setdefault("protocol", protocol_settings(args))
+        entry.setdefault("fingerprint", dataset.fingerprint())
+        saved.append((path, entry))
+    first = saved[0][1]
+    for path, entry in saved:
+        same = {key: entry[key] == first[key] for key in ("model_config", "protocol")}
+        same["train_config"] = {**entry["train_config"], "seed": 0} == {**first["train_config"], "seed": 0}
+        same["data"] = entry["fingerprint"] == dataset.fingerprint()
+        differing = [key for key, equal in same.items() if not equal]
+        if differing:
+            raise SystemExit(f"error: {path} differs from the other seeds or the data in {', '.join(differing)}")
     model_config = ModelConfig.from_dict(first["model_config"])
     train_config = TrainConfig(**first["train_config"])
-    runs = [entry["run"] for entry in saved]
-    wall = sum(entry["wall_seconds"] for entry in saved)
-    return build_record(dataset, model_config, train_config, runs, first["machine"], wall, args)
+    runs = [entry["run"] for _, entry in saved]
+    wall = sum(entry["wall_seconds"] for _, entry in saved)
+    commands = [entry.get("command", "not recorded") for _, entry in saved]
+    command = f"{' '.join(sys.argv)} (seeds trained by: {'; '.join(dict.fromkeys(commands))})"
+    return build_record(dataset, model_config, train_config, runs, first["machine"], wall, first["protocol"], command)
 
 
 def main() -> None:
@@ -510,6 +532,9 @@ def main() -> None:
             saved = {
                 "model_config": model_config.to_dict(),
                 "train_config": asdict(train_config),
+                "protocol": protocol_settings(args),
+                "fingerprint": dataset.fingerprint(),
+                "command": " ".join(sys.argv),
                 "machine": host,
                 "wall_seconds": time.perf_counter() - seed_started,
                 "run": runs[-1],
@@ -517,7 +542,9 @@ def main() -> None:
             seed_file(args.output, name, seed).write_text(json.dumps(saved, indent=2) + "\n")
             log(f"{name} seed {seed}: done in {runs[-1]['seconds']['total']:.0f} s")
         host["load_average_at_end"] = list(os.getloadavg())
-        record = build_record(dataset, model_config, train_config, runs, host, time.perf_counter() - started, args)
+        wall = time.perf_counter() - started
+        command = " ".join(sys.argv)
+        record = build_record(dataset, model_config, train_config, runs, host, wall, protocol_settings(args), command)
         write_report(record, args.output)
 
 

@@ -89,13 +89,15 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.datasets:
         labels = load_dataset(name, args.data_dir).test_labels
-        per_seed = []
+        per_seed, zero_shares = [], []
         for seed in args.seeds:
             path = args.scores / f"quality_{name}_seed{seed}_scores.npz"
             if not path.exists():
                 raise SystemExit(f"error: {path} is missing; run bench/quality.py for seed {seed} first")
             with np.load(path) as saved:
-                per_seed.append(sweep(dict(saved), labels, tuple(args.temperatures)))
+                values = dict(saved)
+            per_seed.append(sweep(values, labels, tuple(args.temperatures)))
+            zero_shares.append(float((paper_score(values, "test", "reconstruction", 50.0) == 0).mean()))
         print(f"\n### {name}: paper-score temperature, seeds {' '.join(map(str, args.seeds))} (mean ± sample std)\n")
         print("| score | ROC-AUC | PR-AUC | VUS-PR |\n|---|---|---|---|")
         for row in per_seed[0]:
@@ -103,6 +105,8 @@ def main() -> None:
             spread = stats.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(3)
             cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(stats.mean(axis=0), spread, strict=True))
             print(f"| {row} | {cells} |", flush=True)
+        shares = ", ".join(f"{share:.1%}" for share in zero_shares)
+        print(f"\nTest points whose T 50 score (all channels, float32) is exactly 0, per seed: {shares}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import os
 import random
 import signal
 import threading
@@ -48,6 +51,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     num_workers: int = 0
+    deterministic: bool = False  # CUDA: deterministic kernels only, so that a seed fixes the weights
     score_variant: str = DEFAULT_VARIANT
     temperature: float = 50.0
     score_channels: str | None = None  # all, target or names/indices; None: the variant's default
@@ -99,6 +103,37 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool):
+    """While training: deterministic kernels only (an op that has none raises instead of drifting).
+
+    CPU kernels are deterministic already; on CUDA some backward kernels add in a varying order, and
+    cuBLAS needs a fixed workspace, which it reads when its first handle is made. The process's
+    previous setting is restored afterwards.
+    """
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _deterministic_when_asked(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run the training under deterministic_kernels when its TrainConfig asks for them."""
+
+    @functools.wraps(train)
+    def wrapper(dataset: TimeSeriesDataset, model_config: ModelConfig, train_config: TrainConfig, *args, **kwargs):
+        with deterministic_kernels(train_config.deterministic):
+            return train(dataset, model_config, train_config, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -169,6 +204,7 @@ def _training_device(name: str, context: DistributedContext) -> torch.device:
     return device
 
 
+@_deterministic_when_asked
 def train_anomaly_transformer(
     dataset: TimeSeriesDataset,
     model_config: ModelConfig,

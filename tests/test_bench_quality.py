@@ -53,6 +53,16 @@ def test_seeds_are_saved_one_by_one_and_aggregate_rebuilds_the_same_tables(tmp_p
     assert tables((tmp_path / "quality_MSL.md").read_text()) == tables(direct)
     assert len(tables(direct)) > 20
 
+    # Seeds that were not trained alike are refused, naming the file.
+    twice = quality("--seeds", "0", "0", "--output", str(tmp_path), "--aggregate")
+    assert twice.returncode != 0 and "names a seed twice" in twice.stderr
+    path = tmp_path / "quality_MSL_seed1.json"
+    saved = json.loads(path.read_text())
+    saved["train_config"]["lr"] *= 2
+    path.write_text(json.dumps(saved))
+    mixed = quality("--seeds", "0", "1", "--output", str(tmp_path), "--aggregate")
+    assert mixed.returncode != 0 and f"{path} differs from the other seeds or the data in train_config" in mixed.stderr
+
 
 def test_aggregate_names_the_missing_seed(tmp_path: Path) -> None:
     missing = quality("--seeds", "3", "--output", str(tmp_path), "--aggregate")

@@ -215,3 +215,10 @@ def test_cli_error_is_one_line_without_traceback_in_a_real_process(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: unknown dataset 'NOPE'")
     assert "Traceback" not in completed.stderr and len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_deterministic_flag_is_stored_with_the_run(tmp_path):
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY, "--deterministic"]) == 0
+    for name in ("SYNTH_checkpoint.pth", "SYNTH_last.pth"):  # --resume reads it from _last.pth
+        assert torch.load(tmp_path / name, weights_only=True)["train_config"]["deterministic"] is True
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -94,6 +94,26 @@ def test_training_with_the_same_seed_on_cpu_is_repeatable():
     np.testing.assert_array_equal(first.train_scores, second.train_scores)
 
 
+def test_deterministic_mode_is_on_only_while_training_and_changes_no_cpu_result():
+    dataset = small_synth()
+    config = ModelConfig(n_channels=6, win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32)
+    settings = TrainConfig(epochs=1, batch_size=32, train_stride=10, seed=7, device="cpu")
+    seen = []
+
+    def log(line: str) -> None:  # called during training: records whether the mode is on then
+        seen.append(torch.are_deterministic_algorithms_enabled())
+
+    plain = train_anomaly_transformer(dataset, config, settings, log=log, progress=False)
+    assert seen and not any(seen)
+    seen.clear()
+    settings.deterministic = True
+    strict = train_anomaly_transformer(dataset, config, settings, log=log, progress=False)
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()  # the process's setting is restored
+    for name, tensor in plain.model.state_dict().items():
+        assert torch.equal(tensor, strict.model.state_dict()[name]), name
+
+
 @pytest.fixture(scope="module")
 def trained_on_synth():
     dataset = load_synth()
