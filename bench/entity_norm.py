@@ -7,9 +7,12 @@ SMAP and MSL concatenate 55 / 27 channels (entities) with different normal level
 z-scores the concatenated TRAIN with one mean and std per column. Here each entity's TRAIN and TEST
 rows are z-scored with that entity's own TRAIN mean and std per column (entities from
 DATA_DIR/DATASET/channels.csv; a column whose std in that entity's TRAIN is below the project's
-MIN_STD is only mean-centred). The paper architecture is trained on the normalised concatenated
-TRAIN with quality.py's bench settings and scored on the normalised TEST; the solver's own global
-normaliser is replaced by the identity, so that nothing rescales the per-entity inputs again.
+MIN_STD is only mean-centred). With --std-floor F each entity's std per column is raised to at least F x
+that column's std over the whole concatenated raw TRAIN (after the MIN_STD guard; the mean stays the
+entity's own), so that nearly flat entities do not blow up their TEST values. The paper architecture
+is trained on the normalised concatenated TRAIN with quality.py's bench settings and scored on the
+normalised TEST; the solver's own global normaliser is replaced by the identity, so that nothing
+rescales the per-entity inputs again.
 
 Rows are four score variants from one forward pass (quality.score_all_variants): the default
 (reconstruction error of the target channel, centred moving average 50), reconstruction over all
@@ -90,8 +93,11 @@ def entity_slices(entity: dict) -> tuple[slice, slice]:
     return slice(a, a + n), slice(b, b + m)
 
 
-def normalise_per_entity(dataset: TimeSeriesDataset, entities: list[dict]) -> tuple[TimeSeriesDataset, list[dict]]:
+def normalise_per_entity(
+    dataset: TimeSeriesDataset, entities: list[dict], std_floor: float | None = None
+) -> tuple[TimeSeriesDataset, list[dict]]:
     """The dataset with every entity z-scored by its own TRAIN statistics, and those statistics per entity."""
+    floor = None if std_floor is None else std_floor * dataset.train.std(axis=0, dtype=np.float64)
     train, test = np.empty_like(dataset.train), np.empty_like(dataset.test)
     covered = np.zeros(len(train), bool), np.zeros(len(test), bool)
     stats, target = [], dataset.target_channels[0]
@@ -99,6 +105,9 @@ def normalise_per_entity(dataset: TimeSeriesDataset, entities: list[dict]) -> tu
         rows_train, rows_test = entity_slices(entity)
         # The same rule as the global Normalizer: near-constant columns keep their scale (std -> 1).
         own = Normalizer.fit(dataset.train[rows_train])
+        floored = np.zeros(dataset.n_channels, bool) if floor is None else own.std < floor
+        if floored.any():
+            own = Normalizer(own.mean, np.maximum(own.std, floor).astype(np.float32))
         train[rows_train], test[rows_test] = (
             own.transform(dataset.train[rows_train]),
             own.transform(dataset.test[rows_test]),
@@ -110,6 +119,8 @@ def normalise_per_entity(dataset: TimeSeriesDataset, entities: list[dict]) -> tu
                 "entity": entity["name"],
                 "target_std": float(raw_std[target]),
                 "guarded": int((raw_std < MIN_STD).sum()),
+                "floored": int(floored.sum()),
+                "floored_target": bool(floored[target]),
                 "test_max_z": float(np.abs(test[rows_test, target]).max()),
             }
         )
@@ -209,13 +220,16 @@ def inputs_report(dataset: TimeSeriesDataset, stats: list[dict]) -> list[str]:
         + (", ".join(f"{s['entity']} ({s['test_max_z']:.4g}, {s['target_std']:.3g})" for s in exploding) or "none"),
         f"- columns only mean-centred (TRAIN std < {MIN_STD:g}), over entities x columns: "
         f"{sum(s['guarded'] for s in stats)} of {len(stats) * dataset.n_channels}",
+        f"- entity-columns whose std the floor raised: {sum(s['floored'] for s in stats)} of "
+        f"{len(stats) * dataset.n_channels}; target channel in {sum(s['floored_target'] for s in stats)} "
+        f"of {len(stats)} entities",
         f"- the solver's global z-score would have divided by std {global_std[0]:.4f} (target) and "
         f"{moving.min():.4f}..{moving.max():.4f} (the {len(moving)} non-constant command columns): "
         "not a no-op, so it is bypassed",
     ]
 
 
-def report(dataset: TimeSeriesDataset, record: dict, stats: list[dict]) -> str:
+def report(dataset: TimeSeriesDataset, record: dict, stats: list[dict], std_floor: float | None = None) -> str:
     summary, runs = aggregate(record["runs"]), record["runs"]
     default_values = summary[DEFAULT_ROW]["default"]
     per_seed = ", ".join(
@@ -227,7 +241,9 @@ def report(dataset: TimeSeriesDataset, record: dict, stats: list[dict]) -> str:
     seconds = [run["seconds"] for run in runs]
     totals = ", ".join(f"{s['total']:.0f} s" for s in seconds)
     lines = [
-        f"### {dataset.name}, per-entity input normalisation: {len(dataset.train):,} train / {len(dataset.test):,} "
+        f"### {dataset.name}, per-entity input normalisation"
+        + ("" if std_floor is None else f", std floor {std_floor:g} x global TRAIN std")
+        + f": {len(dataset.train):,} train / {len(dataset.test):,} "
         f"test points, {dataset.test_labels.mean():.2%} anomalous, {dataset.n_channels} channels, "
         f"{len(stats)} entities",
         "",
@@ -259,7 +275,7 @@ def report(dataset: TimeSeriesDataset, record: dict, stats: list[dict]) -> str:
 
 def run_dataset(name: str, args: argparse.Namespace) -> None:
     raw = load_dataset(name, args.data_dir)
-    dataset, stats = normalise_per_entity(raw, read_entities(args.data_dir / name))
+    dataset, stats = normalise_per_entity(raw, read_entities(args.data_dir / name), args.std_floor)
     model_config = ModelConfig(
         n_channels=dataset.n_channels, win_size=100, d_model=args.d_model, n_heads=8, e_layers=3, d_ff=args.d_model
     )
@@ -283,7 +299,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         )
         (args.output / f"entity_norm_{name}_seed{seed}.json").write_text(json.dumps(record["runs"][-1], indent=2))
         # Rewritten after every seed, so that a stopped run keeps the seeds that finished.
-        text = report(dataset, record, stats)
+        text = report(dataset, record, stats, args.std_floor)
         (args.results / f"entity_norm_{name}.md").write_text(text + "\n")
     print(text + "\n", flush=True)
 
@@ -296,6 +312,7 @@ def main() -> None:
     add("--seeds", nargs="+", type=int, default=[0, 1, 2])
     add("--train-stride", type=int, default=50, help="the bench's setting (paper: 1)")
     add("--d-model", type=int, default=512, help="also d_ff; lower only for a smoke test")
+    add("--std-floor", type=float, default=None, help="floor each entity's std at F x global TRAIN std (default: none)")
     add("--results", type=Path, default=Path("bench/results"), help="where the markdown goes")
     add("--output", type=Path, default=Path("artifacts/bench"), help="where the per-seed JSON goes")
     args = parser.parse_args()
