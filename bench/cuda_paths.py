@@ -48,12 +48,6 @@ SMALL = ["--dataset", "SYNTH", "--d-model", "64", "--n-heads", "4", "--e-layers"
 SMALL += ["--epochs", "1", "--train-stride", "5", "--no-progress"]
 RESUMABLE = [*SMALL[: SMALL.index("--epochs")], "--epochs", "2", "--train-stride", "2", "--batch-size", "64"]
 RESUMABLE += ["--no-progress"]
-DETERMINISTIC = False  # set by --deterministic
-
-
-def strict(args: list[str]) -> list[str]:
-    """The training flags, plus --deterministic when this run checks that mode."""
-    return [*args, "--deterministic"] if DETERMINISTIC else args
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -99,10 +93,10 @@ def check_scores_and_detect(folder: Path, device: str) -> list[str]:
     return lines
 
 
-def check_determinism(folder: Path, device: str) -> str:
+def check_determinism(folder: Path, device: str, flags: list[str]) -> str:
     runs = []
     for name in ("first", "second"):
-        assert train.main(strict([*SMALL, "--device", device, "--output-dir", str(folder / name)])) == 0
+        assert train.main([*SMALL, *flags, "--device", device, "--output-dir", str(folder / name)]) == 0
         runs.append(weights(folder / name / "SYNTH_checkpoint.pth"))
     gap = largest_difference(*runs)
     return f"4. two {device} trainings, same seed: " + ("identical weights" if gap == 0 else f"largest gap {gap:.2e}")
@@ -120,17 +114,17 @@ def check_amp_checkpoint_on_cpu(folder: Path, device: str) -> str:
     )
 
 
-def train_process(folder: Path, device: str, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "train.py", *strict(RESUMABLE), "--device", device, "--output-dir", str(folder), *extra]
+def train_process(folder: Path, device: str, flags: list[str], *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "train.py", *RESUMABLE, *flags, "--device", device, "--output-dir", str(folder), *extra]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def check_resume(folder: Path, device: str) -> str:
+def check_resume(folder: Path, device: str, flags: list[str]) -> str:
     for name in ("whole", "again"):  # twice: how far two uninterrupted runs drift apart on this device
-        whole = train_process(folder / name, device)
+        whole = train_process(folder / name, device, flags)
         whole.communicate()
         assert whole.returncode == 0
-    stopped = train_process(folder / "stopped", device)
+    stopped = train_process(folder / "stopped", device, flags)
     for line in stopped.stdout:
         if line.startswith("epoch 1/2"):
             break
@@ -140,7 +134,7 @@ def check_resume(folder: Path, device: str) -> str:
     # The check means something only if the run really stopped inside its second epoch.
     assert stopped.returncode == 128 + signal.SIGTERM, stop_log
     assert "SIGTERM at epoch 2" in stop_log, stop_log
-    resumed = train_process(folder / "stopped", device, "--resume")
+    resumed = train_process(folder / "stopped", device, flags, "--resume")
     log, _ = resumed.communicate()
     assert resumed.returncode == 0, log
     whole = weights(folder / "whole" / "SYNTH_checkpoint.pth")
@@ -161,22 +155,21 @@ def main() -> int:
     parser.add_argument("--deterministic", action="store_true", help="checks 4 and 6 train with --deterministic")
     args = parser.parse_args()
     device = args.device
-    global DETERMINISTIC
-    DETERMINISTIC = args.deterministic
+    flags = ["--deterministic"] if args.deterministic else []  # for checks 4 and 6
     if device == "cuda" and not torch.cuda.is_available():
         print("error: CUDA is not available here; run with --device cpu for a dry run", file=sys.stderr)
         return 2
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    mode = ", training with --deterministic" if DETERMINISTIC else ""
+    mode = ", training with --deterministic" if flags else ""
     print(f"device {name}, torch {torch.__version__}{mode}", flush=True)
     failed = False
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         steps = {
             "scores": lambda: check_scores_and_detect(root / "scores", device),
-            "determinism": lambda: [check_determinism(root / "determinism", device)],
+            "determinism": lambda: [check_determinism(root / "determinism", device, flags)],
             "amp": lambda: [check_amp_checkpoint_on_cpu(root / "amp", device)],
-            "resume": lambda: [check_resume(root / "resume", device)],
+            "resume": lambda: [check_resume(root / "resume", device, flags)],
         }
         for group in args.checks:
             step = steps[group]

@@ -439,6 +439,7 @@ def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"error: --seeds {' '.join(map(str, args.seeds))} names a seed twice")
     dataset = load_dataset(name, args.data_dir)
+    fingerprint = dataset.fingerprint()
     saved = []
     for seed in args.seeds:
         path = seed_file(args.output, name, seed)
@@ -447,13 +448,13 @@ def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
         entry = json.loads(path.read_text())
         # Files written before these keys existed used the command-line defaults and the same data.
         entry.setdefault("protocol", protocol_settings(args))
-        entry.setdefault("fingerprint", dataset.fingerprint())
+        entry.setdefault("fingerprint", fingerprint)
         saved.append((path, entry))
     first = saved[0][1]
     for path, entry in saved:
         same = {key: entry[key] == first[key] for key in ("model_config", "protocol")}
         same["train_config"] = {**entry["train_config"], "seed": 0} == {**first["train_config"], "seed": 0}
-        same["data"] = entry["fingerprint"] == dataset.fingerprint()
+        same["data"] = entry["fingerprint"] == fingerprint
         differing = [key for key, equal in same.items() if not equal]
         if differing:
             raise SystemExit(f"error: {path} differs from the other seeds or the data in {', '.join(differing)}")
