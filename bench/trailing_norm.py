@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.quality import DATASETS  # noqa: E402
 from bench.temperature import grade  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
 from evaluation.metrics import precision_recall_f1  # noqa: E402
@@ -74,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scores", type=Path, default=Path("artifacts/bench_gpu"), help="quality_*_seed*_scores.npz")
     parser.add_argument("--data-dir", type=Path, default=DATA, help="for the test labels")
-    parser.add_argument("--datasets", nargs="+", default=["MSL"], choices=("MSL", "SMAP"))
+    parser.add_argument("--datasets", nargs="+", default=["MSL"], choices=DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args()
     for name in args.datasets:

@@ -85,13 +85,16 @@ class Evaluation:
         return self.methods["model"]
 
 
+def reference_anomaly_ratio(dataset_name: str) -> float:
+    """The paper protocol's anomaly ratio (%) in the reference's scripts: 0.5 for SMD, 1 for the others."""
+    return 0.5 if dataset_name.startswith("SMD") else 1.0
+
+
 def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) -> tuple[str, float]:
     """The threshold rule and anomaly ratio a protocol implies; reject combinations that mix them."""
     if protocol not in PROTOCOLS:
         raise UserInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    ratio = settings.anomaly_ratio
-    if ratio is None:
-        ratio = 0.5 if dataset_name.startswith("SMD") else 1.0
+    ratio = reference_anomaly_ratio(dataset_name) if settings.anomaly_ratio is None else settings.anomaly_ratio
     if protocol == "paper":
         if settings.rule not in (None, "paper"):
             raise UserInputError("--protocol paper fixes the threshold (train + test percentile); drop --threshold")
