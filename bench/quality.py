@@ -1,7 +1,12 @@
-"""Detection quality on SMAP and MSL: the model beside the random and PCA baselines, under both protocols.
+"""Detection quality on SMAP and MSL (or SMD, PSM): the model beside the random and PCA baselines, under both protocols.
 
     python bench/quality.py --data-dir ../shared/data                          # SMAP and MSL, seeds 0 1 2
     python bench/quality.py --datasets MSL --seeds 0 1 2 --epochs 1 --train-stride 100 --batch-size 64
+    python bench/quality.py --data-dir DIR --datasets SMD PSM   # see bench/results/untouched_grading_plan.md
+
+On SMD and PSM, which name no target channel, "target channels" means all channels; the paper
+protocol's anomaly ratio is the reference's (0.5 % for SMD, 1 % otherwise) unless --anomaly-ratio
+says otherwise, and the tables count the reference's 10 SMD epochs as the paper's.
 
 For each dataset and seed it trains the paper's architecture on TRAIN (train_anomaly_transformer),
 scores TRAIN and TEST once with non-overlapping windows, and derives every score variant from the
