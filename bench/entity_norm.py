@@ -293,7 +293,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         record.update(
             model={k: v for k, v in model_config.to_dict().items() if k != "n_channels"},
             training={k: v for k, v in asdict(train_config).items() if k not in ("seed", "device")},
-            changes_from_paper=changes_from_paper(model_config, train_config),
+            changes_from_paper=changes_from_paper(model_config, train_config, dataset.name),
             machine=f"{host['processor']}, {host['torch_threads']} torch thread(s), torch {host['torch']}, cpu",
             wall_seconds=time.perf_counter() - started,
         )

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quality import DATASETS  # noqa: E402
 from bench.temperature import grade  # noqa: E402
+from data_factory.dataset import TimeSeriesDataset  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
 from data_factory.windows import WindowDataset, scoring_starts, stitch_window_values  # noqa: E402
 from evaluation.metrics import precision_recall_f1  # noqa: E402
@@ -48,10 +49,10 @@ def masked_training_model(channels: list[int] | None, ratio: float) -> type[Anom
     columns = slice(None) if channels is None else list(channels)
 
     class MaskedInputTransformer(AnomalyTransformer):
-        def forward(self, x: torch.Tensor):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
             if self.training:
                 hidden = torch.rand(x.shape[:2], device=x.device) < ratio  # (B, L)
-                x = x.clone()
+                x = x.clone()  # the solver's losses compare with the caller's clean window
                 x[..., columns] = x[..., columns].masked_fill(hidden[..., None], 0.0)
             return super().forward(x)
 
@@ -88,7 +89,7 @@ def graded(labels: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[flo
     return (*grade(labels, test), f1)
 
 
-def run_seed(dataset, seed: int, args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
+def run_seed(dataset: TimeSeriesDataset, seed: int, args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
     model_config = ModelConfig(
         n_channels=dataset.n_channels, win_size=100, d_model=512, n_heads=8, e_layers=3, d_ff=512
     )

@@ -302,7 +302,7 @@ def markdown_table(summary: dict, protocol: str, columns: tuple[tuple[str, str],
     return lines
 
 
-def changes_from_paper(model_config: ModelConfig, train_config: TrainConfig, dataset_name: str = "MSL") -> list[str]:
+def changes_from_paper(model_config: ModelConfig, train_config: TrainConfig, dataset_name: str) -> list[str]:
     ours = {**model_config.to_dict(), **asdict(train_config)}
     paper_training = {**PAPER_TRAINING, "epochs": PAPER_EPOCHS.get(dataset_name, PAPER_TRAINING["epochs"])}
     return [
@@ -485,7 +485,12 @@ def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--data-dir", type=Path, default=DATA, help="holds SMAP/, MSL/, SMD and PSM (default: ../shared/data)")
+    add(
+        "--data-dir",
+        type=Path,
+        default=DATA,
+        help="holds SMAP/, MSL/, ServerMachineDataset/ (SMD), PSM/ (default: ../shared/data)",
+    )
     add("--datasets", nargs="+", default=["SMAP", "MSL"], choices=DATASETS)
     add("--seeds", nargs="+", type=int, default=[0, 1, 2])
     add("--output", type=Path, default=Path("artifacts/bench"), help="where the markdown and JSON go")

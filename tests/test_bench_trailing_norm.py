@@ -7,7 +7,7 @@ import numpy as np
 from bench.trailing_norm import normalised, trailing_moments
 
 
-def test_trailing_moments_match_a_direct_loop_with_the_prefill():
+def test_trailing_moments_match_a_direct_loop_with_the_prefill() -> None:
     rng = np.random.default_rng(0)
     scores = rng.gamma(2.0, 1.0, size=300)
     window, fill = 37, 1.5
@@ -18,7 +18,7 @@ def test_trailing_moments_match_a_direct_loop_with_the_prefill():
     assert mean[0] == fill and std[0] == 0.0  # nothing seen yet: only the TRAIN fill
 
 
-def test_a_quiet_stretch_makes_a_small_bump_stand_out_and_the_floor_bounds_it():
+def test_a_quiet_stretch_makes_a_small_bump_stand_out_and_the_floor_bounds_it() -> None:
     scores = np.concatenate([np.full(500, 1.0), np.full(500, 0.01), [0.2]])
     ratio = normalised(scores, mu=1.0, sigma=0.5, form="ratio", window=100)
     assert ratio[-1] == 0.2 / 0.1  # trailing mean 0.01 is below the floor 0.1 * mu
