@@ -33,6 +33,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.entity_norm import IdentityNormalizer  # noqa: E402
+from bench.seed_tables import mean_std_cells  # noqa: E402
 from data_factory.dataset import TimeSeriesDataset  # noqa: E402
 from data_factory.smd import MACHINES, load_smd  # noqa: E402
 from data_factory.windows import Normalizer  # noqa: E402
@@ -155,12 +156,8 @@ def main() -> None:
     )
     print("| scoring | scale | ROC-AUC | PR-AUC | VUS-PR |\n|---|---|---|---|---|")
     for key in per_seed[0]:
-        stats = np.array([rows[key] for rows in per_seed])
-        if len(per_seed) == 1:
-            cells = " | ".join(f"{value:.3f}" for value in stats[0])
-        else:
-            spread = stats.std(axis=0, ddof=1)
-            cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(stats.mean(axis=0), spread, strict=True))
+        one_seed = " | ".join(f"{value:.3f}" for value in per_seed[0][key])
+        cells = one_seed if len(per_seed) == 1 else mean_std_cells(per_seed, key)
         print(f"| {key[0]} | {key[1]} | {cells} |", flush=True)
 
 

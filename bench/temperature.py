@@ -27,6 +27,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.seed_tables import mean_std_cells  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
 from evaluation.vus import vus  # noqa: E402
 from model.scoring import smooth_scores  # noqa: E402
@@ -101,10 +102,7 @@ def main() -> None:
         print(f"\n### {name}: paper-score temperature, seeds {' '.join(map(str, args.seeds))} (mean ± sample std)\n")
         print("| score | ROC-AUC | PR-AUC | VUS-PR |\n|---|---|---|---|")
         for row in per_seed[0]:
-            stats = np.array([seed_rows[row] for seed_rows in per_seed])
-            spread = stats.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(3)
-            cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(stats.mean(axis=0), spread, strict=True))
-            print(f"| {row} | {cells} |", flush=True)
+            print(f"| {row} | {mean_std_cells(per_seed, row)} |", flush=True)
         shares = ", ".join(f"{share:.1%}" for share in zero_shares)
         print(f"\nTest points whose T 50 score (all channels, float32) is exactly 0, per seed: {shares}")
 

@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quality import DATASETS  # noqa: E402
+from bench.seed_tables import mean_std_cells  # noqa: E402
 from bench.temperature import grade  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
 from evaluation.metrics import precision_recall_f1  # noqa: E402
@@ -90,10 +91,7 @@ def main() -> None:
         print(f"\n### {name}: trailing normalisation, seeds {' '.join(map(str, args.seeds))} (mean ± sample std)\n")
         print("| score | ROC-AUC | PR-AUC | VUS-PR | point F1 (TRAIN 99th pct) |\n|---|---|---|---|---|")
         for row in per_seed[0]:
-            stats = np.array([seed_rows[row] for seed_rows in per_seed])
-            spread = stats.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(stats.shape[1])
-            cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(stats.mean(axis=0), spread, strict=True))
-            print(f"| {row} | {cells} |", flush=True)
+            print(f"| {row} | {mean_std_cells(per_seed, row)} |", flush=True)
 
 
 if __name__ == "__main__":
