@@ -31,6 +31,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from unittest import mock
@@ -138,14 +139,20 @@ class IdentityNormalizer(Normalizer):
         return Normalizer(np.zeros(n_channels, np.float32), np.ones(n_channels, np.float32))
 
 
-def train_on(dataset: TimeSeriesDataset, model_config: ModelConfig, train_config: TrainConfig) -> solver.TrainResult:
-    """train_anomaly_transformer with its global normaliser swapped for the identity (no existing file changes)."""
+def train_on(
+    dataset: TimeSeriesDataset,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    log_line: Callable[[str], None] | None = None,
+) -> solver.TrainResult:
+    """train_anomaly_transformer on inputs normalised already: the solver's own normaliser is swapped
+    for the identity (no existing file changes). Epoch lines go to log_line (default: stderr, indented)."""
     with mock.patch.object(solver, "Normalizer", IdentityNormalizer):
         result = solver.train_anomaly_transformer(
-            dataset, model_config, train_config, log=lambda line: log(f"  {line}"), progress=False
+            dataset, model_config, train_config, log=log_line or (lambda line: log(f"  {line}")), progress=False
         )
     if not (np.all(result.normalizer.mean == 0) and np.all(result.normalizer.std == 1)):
-        raise RuntimeError("the solver still fitted a global normaliser")
+        raise RuntimeError("the solver still fitted its own normaliser")
     return result
 
 
