@@ -16,7 +16,8 @@ from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format
 from evaluation.attribution import format_summary
 from evaluation.baselines import parse_baselines
 from evaluation.thresholds import THRESHOLD_RULES
-from model import SCORE_VARIANTS
+from model import SCORES, DetectorConfig
+from model.config import DEVICES
 from model.distributed import init_distributed, shutdown_distributed
 
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PROTOCOLS,
         default="default",
         help="default: threshold from TRAIN scores only; paper: the reference's train+test percentile "
-        "threshold, to reproduce the published table (default: default)",
+        "threshold and, unless --score is given, the paper score, to reproduce the published table "
+        "(default: default)",
     )
     add(
         "--threshold",
@@ -49,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--threshold-percentile",
         type=float,
-        default=99.0,
-        help="percentile for the train and val rules (default: 99, top 1%%)",
+        default=DetectorConfig.threshold_percentile,
+        help=f"percentile for the train and val rules (default: {DetectorConfig.threshold_percentile:g})",
     )
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
     add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
@@ -64,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
     add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
-    add("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to score (default: auto)")
+    add("--device", choices=DEVICES, default="auto", help="where to score (default: auto)")
     add(
         "--score",
-        choices=SCORE_VARIANTS,
+        choices=tuple(SCORES),
         default=None,
-        help="score variant (default: the checkpoint's; another variant brings its own --score-channels/--smooth "
-        "defaults)",
+        help="score (default: the checkpoint's; paper under --protocol paper); another score brings its own "
+        "--score-channels/--smooth defaults",
     )
     add(
         "--score-channels",

@@ -7,49 +7,37 @@ strings, lists and dicts: a file that would run code when unpickled is refused, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from data_factory import UserInputError
-from model.checkpoint import load_checkpoint, scoring_from_checkpoint
-from model.score_settings import ScoreSettings
+from data_factory.atomic import json_text
+from model.detector import Detector
 
 CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line per channel
+# Shown resolved on the "scoring" line (None there would only mean "the score's own default").
+SCORING_FIELDS = ("score", "temperature", "score_channels", "smooth")
 
 
-def _plain(value: object) -> object:
-    """JSON-ready copy: tensors become lists."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def describe(checkpoint: dict, path: Path) -> dict:
+def describe(detector: Detector, path: Path) -> dict:
     """Everything a person opening the checkpoint by hand wants, as plain JSON-ready values."""
-    history = checkpoint.get("history", [])
-    mean = checkpoint["normalization"]["mean"].double().numpy()
-    std = checkpoint["normalization"]["std"].double().numpy()
-    described = {
+    history = detector.history_
+    mean = detector.normalizer_.mean.astype(np.float64)
+    std = detector.normalizer_.std.astype(np.float64)
+    return {
         "file": str(path),
         "file_bytes": path.stat().st_size,
-        "format_version": checkpoint["format_version"],
-        "created": checkpoint.get("created"),
-        "dataset": _plain(checkpoint["dataset"]),
-        "model_config": _plain(checkpoint["model_config"]),
-        "parameters": int(sum(tensor.numel() for tensor in checkpoint["model_state"].values())),
-        "train_config": _plain(checkpoint.get("train_config", {})),
-        "best_epoch": checkpoint.get("best_epoch"),
+        "created": detector.created_,
+        "dataset": detector.dataset_,
+        "model_config": detector.model_.config.to_dict(),
+        "parameters": int(sum(p.numel() for p in detector.model_.parameters())),
+        "config": detector.config.to_dict(),
+        "best_epoch": detector.best_epoch_,
         "epochs_run": len(history),
         "wall_seconds": float(sum(record.get("seconds", 0.0) for record in history)),
-        "history": _plain(history),
+        "history": history,
         "normalization": {
             "mean": mean.tolist(),
             "std": std.tolist(),
@@ -57,13 +45,12 @@ def describe(checkpoint: dict, path: Path) -> dict:
             "std_range": [float(std.min()), float(std.max())],
             "unit_std_channels": int(np.sum(std == 1.0)),  # includes columns that never moved in TRAIN
         },
-        "stored_thresholds": _plain(checkpoint.get("train_scores")),
-        "scoring": scoring_from_checkpoint(checkpoint).to_dict(),
-        "versions": _plain(checkpoint.get("versions", {})),
+        "stored_thresholds": detector.train_score_stats_,
+        "train_channel_error": detector.train_channel_error_,
+        "scoring": detector.scoring_.to_dict(),
+        "scoring_described": detector.scoring_.describe(),
+        "versions": detector.versions_,
     }
-    known = {"model_state", "normalization", "train_scores"} | described.keys()
-    described["other_keys"] = sorted(key for key in checkpoint if key not in known)
-    return described
 
 
 def _history_lines(history: list[dict], best_epoch: int | None) -> list[str]:
@@ -80,11 +67,11 @@ def _history_lines(history: list[dict], best_epoch: int | None) -> list[str]:
 
 def format_text(described: dict) -> str:
     dataset, model = described["dataset"], described["model_config"]
-    train = described["train_config"]
+    train = {key: value for key, value in described["config"].items() if key not in SCORING_FIELDS}
     normalization = described["normalization"]
     size = described["file_bytes"] / 2**20
     lines = [
-        f"checkpoint   {described['file']} ({size:.2f} MiB, format {described['format_version']})",
+        f"checkpoint   {described['file']} ({size:.2f} MiB)",
         f"created      {described['created'] or 'not recorded (written before this field existed)'}",
         f"dataset      {dataset.get('name')}: {dataset.get('n_channels')} channels, "
         f"train {dataset.get('train_length')} and test {dataset.get('test_length')} steps",
@@ -103,7 +90,7 @@ def format_text(described: dict) -> str:
     if len(names) <= CHANNELS_LISTED:
         for name, mean, std in zip(names, normalization["mean"], normalization["std"], strict=False):
             lines.append(f"  {name:<24} mean {mean:>12.5g}  std {std:>12.5g}")
-    lines.append("scoring      " + ScoreSettings.from_dict(described["scoring"]).describe())
+    lines.append("scoring      " + described["scoring_described"])
     thresholds = described["stored_thresholds"]
     if thresholds:
         percentiles = ", ".join(f"{float(q):g}th {value:.6g}" for q, value in thresholds.get("percentiles", {}).items())
@@ -115,8 +102,6 @@ def format_text(described: dict) -> str:
     else:
         lines.append("thresholds   none stored")
     lines.append("versions     " + ", ".join(f"{key} {value}" for key, value in described["versions"].items()))
-    if described["other_keys"]:
-        lines.append("other keys   " + ", ".join(described["other_keys"]))
     return "\n".join(lines)
 
 
@@ -133,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.checkpoint).expanduser()
     try:
-        described = describe(load_checkpoint(path), path)
+        described = describe(Detector.load(path), path)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(described, indent=2) if args.json else format_text(described))
+    print(json_text(described).rstrip("\n") if args.json else format_text(described))
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -49,3 +51,29 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
             f"cannot write to output dir {folder}: {error.strerror}; choose another --output-dir"
         ) from None
     return folder
+
+
+def json_ready(value: object) -> object:
+    """A copy that json.dumps writes as valid JSON: NaN and infinities become null (see docs/evaluation.md),
+    numpy scalars and arrays become plain numbers and lists."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy scalars and arrays, tensors
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(value: object) -> str:
+    """Indented, strictly valid JSON (no bare NaN) with a final newline."""
+    return json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(value: object, path: str | os.PathLike) -> Path:
+    """Write json_text(value) atomically."""
+    with atomic_path(path) as temp:
+        temp.write_text(json_text(value))
+    return Path(path)

@@ -26,17 +26,32 @@ HIT_RATE_FACTORS = {"100": 1.0, "150": 1.5}
 SCALE_FLOOR = 0.01
 
 
-def train_error_scale(train_errors: np.ndarray) -> np.ndarray:
-    """Each channel's mean squared reconstruction error on TRAIN (N, C) -> (C,), floored."""
-    scale = train_errors.mean(axis=0, dtype=np.float64)
+def train_error_scale(train_channel_error: np.ndarray) -> np.ndarray:
+    """Each channel's mean squared reconstruction error on TRAIN (C,) (the Detector's
+    train_channel_error_), floored."""
+    scale = np.asarray(train_channel_error, dtype=np.float64)
     return np.maximum(scale, SCALE_FLOOR * scale.mean() + np.finfo(np.float64).tiny)
+
+
+def relative_shares(errors: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Each row's channel errors (..., C) divided by their TRAIN scale, as shares summing to 1 per row;
+    a perfectly reconstructed row shares equally."""
+    relative = np.asarray(errors, dtype=np.float64) / scale
+    total = relative.sum(axis=-1, keepdims=True)
+    even = np.full_like(relative, 1 / relative.shape[-1])
+    return np.divide(relative, total, out=even, where=total > 0)
 
 
 def segment_shares(errors: np.ndarray, scale: np.ndarray, start: int, end: int) -> np.ndarray:
     """Shares (C,) of each channel in the segment [start, end] (inclusive), summing to 1."""
-    relative = errors[start : end + 1].mean(axis=0, dtype=np.float64) / scale
-    total = relative.sum()
-    return relative / total if total > 0 else np.full(len(relative), 1 / len(relative))  # a perfect reconstruction
+    return relative_shares(errors[start : end + 1].mean(axis=0, dtype=np.float64), scale)
+
+
+def top_sensor_text(errors: np.ndarray, scale: np.ndarray, names: list[str], k: int) -> list[str]:
+    """'name:share;...' of each row's k largest shares (relative_shares), for one flagged point per row."""
+    shares = relative_shares(errors, scale)
+    order = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+    return [";".join(f"{names[c]}:{shares[row, c]:.2f}" for c in order[row]) for row in range(len(errors))]
 
 
 def ranking(shares: np.ndarray) -> np.ndarray:
@@ -183,7 +198,7 @@ def attribute(
     scores: np.ndarray,
     predictions: np.ndarray,
     errors: np.ndarray,
-    train_errors: np.ndarray,
+    train_channel_error: np.ndarray,
     channel_names: list[str],
     anomalies: list[dict] | None = None,
     top_k: int = 3,
@@ -191,9 +206,9 @@ def attribute(
     """Attribute every flagged segment to sensors; measure HitRates where the anomalies name their channels.
 
     scores, predictions: (N,) of the test split; errors: (N, C) per-channel squared reconstruction
-    error on test; train_errors: (N_train, C) the same on TRAIN.
+    error on test; train_channel_error: (C,) its mean on TRAIN.
     """
-    scale = train_error_scale(train_errors)
+    scale = train_error_scale(train_channel_error)
     segments = attribute_segments(scores, predictions, errors, scale)
     interpretation = interpretation_report(errors, scale, segments, anomalies or [])
     return Attribution(list(channel_names), min(top_k, errors.shape[1]), scale, segments, interpretation)

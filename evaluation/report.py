@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_path, ensure_writable_dir
+from data_factory.atomic import atomic_path, ensure_writable_dir, json_ready, write_json
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
@@ -17,10 +17,11 @@ from evaluation.baselines import pca_baseline_scores, random_baseline_scores
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
-from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint, scoring_from_checkpoint
+from model.config import DetectorConfig
+from model.detector import Detector
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings, override_score_settings
-from model.scoring import resolve_device, score_series_with_errors, smooth_scores
+from model.scoring import smooth_scores
 
 PROTOCOLS = ("default", "paper")
 TABLE_ROWS = (
@@ -51,7 +52,7 @@ class ThresholdSettings:
     """How to turn scores into flags; `rule` None means: the protocol's rule."""
 
     rule: str | None = None
-    percentile: float = 99.0
+    percentile: float = DetectorConfig.threshold_percentile
     value: float | None = None
     pot_risk: float = 1e-3
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
@@ -153,13 +154,11 @@ def evaluate_checkpoint(
         raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
-    checkpoint = load_checkpoint(checkpoint_path, dataset)
-    torch_device = resolve_device(device)
-    model = model_from_checkpoint(checkpoint, torch_device)
-    normalizer = normalizer_from_checkpoint(checkpoint)
-    trained_with = checkpoint.get("train_config", {})
+    detector = Detector.load(checkpoint_path, dataset, device)
+    if score_variant is None and protocol == "paper":
+        score_variant = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
     scoring = override_score_settings(
-        scoring_from_checkpoint(checkpoint),
+        detector.scoring_,
         score_variant,
         score_channels,
         smooth,
@@ -167,32 +166,38 @@ def evaluate_checkpoint(
         dataset.target_channels,
         train_length=len(dataset.train),
     )
-    val_ratio = trained_with.get("val_ratio", 0.2)
-    train, test = normalizer.transform(dataset.train), normalizer.transform(dataset.test)
-
-    options = {"batch_size": batch_size, "device": torch_device, "context": context, **scoring.model_options()}
+    detector = detector.rescored(scoring)
     # One pass each gives the scores and the per-channel errors that the attribution needs.
-    train_points = score_series_with_errors(model, train, **options)
-    test_points = score_series_with_errors(model, test, **options)
+    train_points = detector.score_points(dataset.train, batch_size=batch_size, context=context)
+    test_points = detector.score_points(dataset.test, batch_size=batch_size, context=context)
     if context is not None and not context.is_main:
         return None
+    train, test = detector.normalizer_.transform(dataset.train), detector.normalizer_.transform(dataset.test)
     raw = {"model": (train_points.scores, test_points.scores)}
     # The baselines score the same channels and are smoothed the same way, so only the detector differs.
     if "random" in baselines:
         raw["random"] = random_baseline_scores(len(train), len(test), seed)
     if "pca" in baselines:
         raw["pca"] = pca_baseline_scores(train, test, channels=scoring.channels)
-    raw = {name: tuple(smooth_scores(part, scoring.smooth) for part in pair) for name, pair in raw.items()}
+    # The model's scores come smoothed already; the baselines are smoothed the same way.
+    raw = {
+        name: pair if name == "model" else tuple(smooth_scores(part, scoring.smooth) for part in pair)
+        for name, pair in raw.items()
+    }
+    val_ratio = detector.config.val_ratio
     methods = {
         name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio)
         for name, (train_scores, scores) in raw.items()
     }
     flagged = methods["model"]
+    channel_error = detector.train_channel_error_
+    if channel_error is None:  # checkpoints from before the TRAIN error was stored
+        channel_error = train_points.errors.mean(axis=0, dtype=np.float64)
     attribution = attribute(
         flagged.scores,
         flagged.predictions,
         test_points.errors,
-        train_points.errors,
+        channel_error,
         dataset.channel_names,
         dataset.anomalies,
         top_sensors,
@@ -200,7 +205,7 @@ def evaluate_checkpoint(
     associations = None
     if explain:
         associations = explain_windows(
-            model, test, flagged.scores, flagged.predictions, dataset.test_labels, explain, dataset.name, torch_device
+            detector.model_, test, flagged.scores, flagged.predictions, dataset.test_labels, explain, dataset.name
         )
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations)
 
@@ -267,7 +272,7 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         "predictions": model.predictions,
         "labels": evaluation.labels if evaluation.labels is not None else np.zeros(0, dtype=np.uint8),
         "threshold": np.float64(model.threshold.value),
-        "metrics_json": np.array(json.dumps(report)),
+        "metrics_json": np.array(json.dumps(json_ready(report), allow_nan=False)),
     }
     for name, method in evaluation.methods.items():
         if name != "model":
@@ -275,8 +280,7 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
             arrays[f"{name}_predictions"] = method.predictions
     with atomic_path(paths["npz"]) as temp, open(temp, "wb") as handle:
         np.savez(handle, **arrays)
-    with atomic_path(paths["json"]) as temp:
-        temp.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, paths["json"])
     with atomic_path(paths["plot"]) as temp:
         plot_scores(evaluation, temp)
     if evaluation.attribution is not None:
@@ -284,8 +288,7 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
         document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
         document |= evaluation.attribution.to_json()
-        with atomic_path(paths["attribution_json"]) as temp:
-            temp.write_text(json.dumps(document, indent=2) + "\n")
+        write_json(document, paths["attribution_json"])
         with atomic_path(paths["attribution_csv"]) as temp:
             evaluation.attribution.write_csv(temp)
     if evaluation.associations is not None:

@@ -7,6 +7,9 @@
 | fixed   | a value the user gives                                               | none           |
 | pot     | Peaks-Over-Threshold: a generalised Pareto tail fitted to TRAIN      | none           |
 | paper   | percentile 100 - r of concat(TRAIN scores, TEST scores) (reference)  | test scores    |
+
+detect.py, which has no TRAIN scores at hand, takes the `train` rule's value stored in the
+checkpoint (`stored_threshold`); evaluate.py recomputes it from the TRAIN scores, to the same number.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from data_factory.errors import UserInputError
+from model.detector import Detector
 
 THRESHOLD_RULES = ("train", "val", "fixed", "pot", "paper")
 
@@ -104,3 +108,13 @@ def choose_threshold(
             uses_test_scores=True,
         )
     raise UserInputError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+
+
+def stored_threshold(detector: Detector, percentile: float | None, value: float | None) -> tuple[float, str]:
+    """A given threshold value, else the `train` rule's percentile as stored with the detector: (value, source)."""
+    if value is not None:
+        if not np.isfinite(value):
+            raise UserInputError(f"--threshold must be a finite number, got {value}")
+        return float(value), "--threshold value"
+    percentile = detector.config.threshold_percentile if percentile is None else percentile
+    return detector.threshold(percentile), f"{float(percentile):g}th percentile of TRAIN scores"

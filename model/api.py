@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from data_factory.atomic import ensure_writable_dir
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.errors import UserInputError
 from data_factory.registry import dataset_label, load_dataset
-from model.checkpoint import FORMAT_VERSION, build_checkpoint, load_last_state, save_checkpoint
+from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
+from model.config import DetectorConfig
+from model.detector import Detector
 from model.distributed import init_distributed, shutdown_distributed
-from model.solver import TrainConfig, train_anomaly_transformer, validate_model_config
 from model.transformer import AnomalyTransformer, ModelConfig
 
 
@@ -42,18 +42,17 @@ def _dataset_record(dataset: TimeSeriesDataset) -> dict:
     return {"name": dataset.name, "n_channels": dataset.n_channels, "fingerprint": dataset.fingerprint()}
 
 
-def train_config_from_state(state: dict) -> TrainConfig:
+def config_from_state(state: dict) -> DetectorConfig:
     """The stored settings of a resumable run; runs saved before --score-channels and --smooth
     existed scored every channel, unsmoothed, and finish that way."""
-    stored = {"score_channels": "all", "smooth": 0, **state["train_config"]}
-    return TrainConfig(**stored)
+    return DetectorConfig.from_dict({"score_channels": "all", "smooth": 0, **state["model_config"],
+                                     **state["train_config"]})  # fmt: skip
 
 
 def train_to_checkpoint(
     dataset_name: str,
     data_dir: str | Path | None,
-    model_settings: dict,
-    train_config: TrainConfig,
+    config: DetectorConfig,
     output_dir: str | Path = "artifacts",
     log: Callable[[str], None] = print,
     progress: bool = True,
@@ -70,7 +69,7 @@ def train_to_checkpoint(
     """
     if save_every < 0:
         raise UserInputError(f"--save-every must be 0 or positive, got {save_every}")
-    context = init_distributed(train_config.device)
+    context = init_distributed(config.device)
     try:
         label = dataset_label(dataset_name, entity)
         folder = Path(output_dir).expanduser()
@@ -80,15 +79,10 @@ def train_to_checkpoint(
         state = None
         if resume:
             state = load_last_state(last_path)
-            train_config = train_config_from_state(state)
-        train_config.validate()
+            config = config_from_state(state)
+        config.validate()
         dataset = load_dataset(dataset_name, data_dir, entity)
-        model_config = (
-            ModelConfig.from_dict(state["model_config"])
-            if state is not None
-            else ModelConfig(n_channels=dataset.n_channels, **model_settings)
-        )
-        validate_model_config(model_config)
+        model_config = config.model_config(dataset.n_channels)
         if state is not None and state["dataset"] != _dataset_record(dataset):
             raise UserInputError(
                 f"{last_path} was trained on other data than {dataset.name} here; resume is impossible"
@@ -104,17 +98,15 @@ def train_to_checkpoint(
             "format_version": FORMAT_VERSION,
             "kind": "last",
             "model_config": model_config.to_dict(),
-            "train_config": asdict(train_config),
+            "train_config": config.to_dict(),
             "dataset": _dataset_record(dataset),
         }
 
         def save_last(training_state: dict) -> None:
             save_checkpoint({**metadata, **training_state}, last_path)
 
-        result = train_anomaly_transformer(
+        detector = Detector(config).fit(
             dataset,
-            model_config,
-            train_config,
             log=log,
             progress=progress,
             resume=state,
@@ -124,8 +116,8 @@ def train_to_checkpoint(
         )
         best_path = best_checkpoint_path(folder, label)
         if context.is_main:
-            save_checkpoint(build_checkpoint(result, dataset, model_config, train_config), best_path)
-            log(f"saved {best_path} (best epoch {result.best_epoch}) and {last_path}")
+            detector.save(best_path)
+            log(f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}")
         context.barrier()
         return best_path
     finally:

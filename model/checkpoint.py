@@ -3,67 +3,17 @@
 from __future__ import annotations
 
 import pickle
-import platform
 import zipfile
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from data_factory.atomic import atomic_path
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.errors import UserInputError
-from data_factory.windows import Normalizer
-from model.score_settings import ScoreSettings
-from model.solver import TrainConfig, TrainResult, train_score_statistics
-from model.transformer import AnomalyTransformer, ModelConfig
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_state", "model_config", "dataset", "normalization")
-
-
-def package_versions() -> dict:
-    import pandas
-    import sklearn
-
-    return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "numpy": np.__version__,
-        "pandas": pandas.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
-
-
-def build_checkpoint(
-    result: TrainResult, dataset: TimeSeriesDataset, model_config: ModelConfig, train_config: TrainConfig
-) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "model_state": {name: tensor.detach().cpu() for name, tensor in result.model.state_dict().items()},
-        "model_config": model_config.to_dict(),
-        "train_config": asdict(train_config),
-        "dataset": {
-            "name": dataset.name,
-            "n_channels": dataset.n_channels,
-            "channel_names": list(dataset.channel_names),
-            "train_length": len(dataset.train),
-            "test_length": len(dataset.test),
-            "fingerprint": dataset.fingerprint(),
-        },
-        "normalization": {
-            "mean": torch.from_numpy(result.normalizer.mean.copy()),
-            "std": torch.from_numpy(result.normalizer.std.copy()),
-        },
-        "train_scores": train_score_statistics(result.train_scores),
-        "scoring": result.scoring.to_dict(),
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "versions": package_versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),  # UTC, for inspect_checkpoint.py
-    }
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
@@ -98,10 +48,14 @@ def _safe_load(path: Path, fix: str) -> object:
 
 
 def _reason(error: Exception) -> str:
-    """The informative line of a torch.load error (the unpickler's complaint, when there is one)."""
+    """The informative line of a torch.load error (the unpickler's complaint, when there is one), whole
+    sentences only: a long line keeps its first sentence."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     unpickler = [line for line in lines if "WeightsUnpickler error" in line]
-    return (unpickler or lines or [type(error).__name__])[0][:200]
+    reason = (unpickler or lines or [type(error).__name__])[0]
+    if len(reason) > 200 and ". " in reason:
+        reason = reason[: reason.index(". ") + 1]
+    return reason.rstrip(".")
 
 
 def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path: Path) -> None:
@@ -121,27 +75,6 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
             f"checkpoint {path} was trained on different {dataset.name} data (fingerprint mismatch); "
             "retrain on these data or point --data-dir at the data it was trained on"
         )
-
-
-def model_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") -> AnomalyTransformer:
-    """Rebuild the model from the checkpoint alone."""
-    model = AnomalyTransformer(ModelConfig.from_dict(checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model_state"])
-    return model.to(device).eval()
-
-
-def scoring_from_checkpoint(checkpoint: dict) -> ScoreSettings:
-    """How the checkpoint's TRAIN scores were made; checkpoints from before --score-channels and
-    --smooth scored every channel, unsmoothed."""
-    if "scoring" in checkpoint:
-        return ScoreSettings.from_dict(checkpoint["scoring"])
-    trained_with = checkpoint.get("train_config", {})
-    return ScoreSettings(trained_with.get("score_variant", "paper"), trained_with.get("temperature", 50.0))
-
-
-def normalizer_from_checkpoint(checkpoint: dict) -> Normalizer:
-    stats = checkpoint["normalization"]
-    return Normalizer(stats["mean"].numpy(), stats["std"].numpy())
 
 
 def load_last_state(path: Path) -> dict:

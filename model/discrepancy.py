@@ -1,8 +1,7 @@
-"""Association discrepancy (paper §3.1), minimax losses (§3.2) and the anomaly score (§3.3)."""
+"""Association discrepancy (paper §3.1) and the minimax losses (§3.2); the scores (§3.3) are in model/scores.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -11,7 +10,6 @@ from model.attention import Associations
 
 # The reference adds this inside both logs; keeping it keeps the losses and scores comparable.
 LOG_EPSILON = 1e-4
-SCORE_VARIANTS = ("paper", "reconstruction", "discrepancy")
 
 
 def log_association(association: torch.Tensor) -> torch.Tensor:
@@ -69,32 +67,3 @@ def minimax_losses(
         loss1=rec - k * series_side / n_layers,
         loss2=rec + k * prior_side / n_layers,
     )
-
-
-def anomaly_score(
-    x: torch.Tensor,
-    reconstruction: torch.Tensor,
-    per_layer: list[Associations],
-    variant: str = "paper",
-    temperature: float = 50.0,
-    channels: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """Per-step anomaly score (B, L); `channels` limits the reconstruction error to those channels.
-
-    paper:          softmax over the window of (-AssDis * temperature), times the step's
-                    reconstruction MSE averaged over channels (the reference's criterion).
-    reconstruction: the step's reconstruction MSE alone.
-    discrepancy:    -AssDis alone: anomalies keep attention close to the adjacent-step prior,
-                    so a small discrepancy is the suspicious one.
-    """
-    if channels is not None:
-        x, reconstruction = x[..., list(channels)], reconstruction[..., list(channels)]
-    step_error = torch.mean((reconstruction.float() - x.float()) ** 2, dim=-1)  # (B, L)
-    if variant == "reconstruction":
-        return step_error
-    discrepancy = association_discrepancy(per_layer)  # (B, L)
-    if variant == "paper":
-        return torch.softmax(-discrepancy * temperature, dim=-1) * step_error
-    if variant == "discrepancy":
-        return -discrepancy
-    raise ValueError(f"unknown score variant {variant!r}; choose one of {', '.join(SCORE_VARIANTS)}")

@@ -1,9 +1,8 @@
-"""How a trained model's outputs become one anomaly score per point: variant, channels and smoothing.
+"""How a trained model's outputs become one anomaly score per point: the score, channels and smoothing.
 
-The defaults follow the variant. `paper` keeps the reference's criterion exactly (every channel,
-no smoothing). The other variants score the dataset's target channels (SMAP/MSL: the telemetry
-value, not the command flags) and smooth with a centred 50-point moving average: the options
-that won on MSL under the honest protocol (see the README, "Honest detection quality").
+The defaults follow the score (model/scores.py): `paper` keeps the reference's criterion exactly
+(every channel, no smoothing); the others score the dataset's target channels (SMAP/MSL: the
+telemetry value, not the command flags) and smooth with a centred 50-point moving average.
 """
 
 from __future__ import annotations
@@ -11,19 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from data_factory.errors import UserInputError
-from model.discrepancy import SCORE_VARIANTS
-
-# Per variant: (channel spec, smoothing span) used when the user gives neither.
-VARIANT_DEFAULTS = {"paper": ("all", 0), "reconstruction": ("target", 50), "discrepancy": ("target", 50)}
-DEFAULT_VARIANT = "reconstruction"
+from model.scores import SCORES
 
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    variant: str = "paper"
-    temperature: float = 50.0
-    channels: tuple[int, ...] | None = None  # channels whose reconstruction error counts; None: all
-    smooth: int = 0  # centred moving-average span over points; 0 or 1: none
+    """A score resolved against a dataset: its name, temperature, channel indices and smoothing span."""
+
+    variant: str  # a name in model.scores.SCORES
+    temperature: float
+    channels: tuple[int, ...] | None  # channels whose reconstruction error counts; None: all
+    smooth: int  # centred moving-average span over points; 0 or 1: none
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -32,17 +29,13 @@ class ScoreSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> ScoreSettings:
-        channels = values.get("channels")
+        channels = values["channels"]
         return cls(
-            variant=values.get("variant", "paper"),
-            temperature=float(values.get("temperature", 50.0)),
+            variant=values["variant"],
+            temperature=float(values["temperature"]),
             channels=None if channels is None else tuple(int(c) for c in channels),
-            smooth=int(values.get("smooth", 0)),
+            smooth=int(values["smooth"]),
         )
-
-    def model_options(self) -> dict:
-        """The keyword arguments score_series and score_chunks take from these settings (all but smooth)."""
-        return {"variant": self.variant, "temperature": self.temperature, "channels": self.channels}
 
     def describe(self) -> str:
         channels = "all channels" if self.channels is None else f"channels {list(self.channels)}"
@@ -51,8 +44,8 @@ class ScoreSettings:
 
 
 def check_variant(variant: str) -> str:
-    if variant not in SCORE_VARIANTS:
-        raise UserInputError(f"unknown score {variant!r}; choose one of {', '.join(SCORE_VARIANTS)}")
+    if variant not in SCORES:
+        raise UserInputError(f"unknown score {variant!r}; choose one of {', '.join(SCORES)}")
     return variant
 
 
@@ -96,12 +89,13 @@ def resolve_score_settings(
     smooth: int | None,
     channel_names: list[str],
     target_channels: list[int] | None,
-    temperature: float = 50.0,
+    temperature: float,
     train_length: int | None = None,
 ) -> ScoreSettings:
-    """The variant's defaults (VARIANT_DEFAULTS), overridden by what the user gave; a given --smooth
+    """The score's own defaults (model.scores.SCORES), overridden by what the user gave; a given --smooth
     may not exceed train_length."""
-    default_spec, default_smooth = VARIANT_DEFAULTS[check_variant(variant)]
+    score = SCORES[check_variant(variant)]
+    default_spec, default_smooth = score.channels, score.smooth
     return ScoreSettings(
         variant=variant,
         temperature=temperature,
@@ -120,7 +114,7 @@ def override_score_settings(
     train_length: int | None = None,
 ) -> ScoreSettings:
     """The checkpoint's scoring, changed only where the user asked: a new variant brings its own
-    defaults (VARIANT_DEFAULTS); --score-channels and --smooth (at most train_length) override
+    defaults (model.scores.SCORES); --score-channels and --smooth (at most train_length) override
     single fields."""
     if variant is not None and variant != stored.variant:
         stored = resolve_score_settings(variant, None, None, channel_names, target_channels, stored.temperature)

@@ -1,21 +1,23 @@
-"""Score a normalised series with a trained model: every point once, from non-overlapping windows;
-then, optionally, smooth the per-point scores with a centred moving average."""
+"""The one windowing loop: score a normalised series with a trained model, every point once, from
+non-overlapping windows; then, optionally, smooth the per-point scores with a centred moving average.
+
+TRAIN, TEST and streamed input all go through `score_chunks`, so their scores are made alike.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 
-from data_factory.windows import WindowDataset, check_long_enough, scoring_starts, stitch_window_values
-from model.discrepancy import anomaly_score
+from data_factory.windows import check_long_enough
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings
+from model.scores import SCORES, WindowOutputs
 from model.transformer import AnomalyTransformer
 
 
@@ -38,34 +40,6 @@ def autocast_context(device: torch.device, enabled: bool) -> contextlib.Abstract
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-@torch.no_grad()
-def score_series(
-    model: AnomalyTransformer,
-    series: np.ndarray,
-    *,
-    batch_size: int = 128,
-    variant: str = "paper",
-    temperature: float = 50.0,
-    channels: Sequence[int] | None = None,
-    device: torch.device | None = None,
-    amp: bool = False,
-) -> np.ndarray:
-    """Per-point anomaly scores (N,) of a normalised series (N, C), before any smoothing."""
-    device = device or next(model.parameters()).device
-    win_size = model.config.win_size
-    starts = scoring_starts(len(series), win_size)
-    loader = DataLoader(WindowDataset(series, starts, win_size), batch_size=batch_size, shuffle=False)
-    model.eval()
-    window_scores = []
-    for batch in loader:
-        batch = batch.to(device)
-        with autocast_context(device, amp):
-            reconstruction, per_layer = model(batch)
-            scores = anomaly_score(batch, reconstruction, per_layer, variant, temperature, channels)
-        window_scores.append(scores.float().cpu().numpy())
-    return stitch_window_values(np.concatenate(window_scores), len(series), win_size)
-
-
 class PointValues(NamedTuple):
     """Per-point outputs of consecutive points of a series."""
 
@@ -77,21 +51,18 @@ class PointValues(NamedTuple):
 def score_chunks(
     model: AnomalyTransformer,
     chunks: Iterable[np.ndarray],
+    settings: ScoreSettings,
     *,
-    batch_size: int = 128,
-    variant: str = "paper",
-    temperature: float = 50.0,
-    channels: Sequence[int] | None = None,
+    batch_size: int,
     device: torch.device | None = None,
     amp: bool = False,
     context: DistributedContext | None = None,
 ) -> Iterator[PointValues]:
-    """Score a normalised series that arrives as consecutive (n_i, C) chunks; yield PointValues in order.
+    """Score a normalised series that arrives as consecutive (n_i, C) chunks; yield unsmoothed PointValues in order.
 
-    The windows and batches are exactly those of score_series (non-overlapping windows from the
-    start, one last window aligned to the end, batches of batch_size in order), so the scores are
-    bit-identical to score_series whatever the chunk sizes, while memory holds only one chunk, one
-    batch per rank and the last window.
+    The windows are non-overlapping from the start, with one last window aligned to the end, taken
+    in batches of batch_size in order, whatever the chunk sizes: the scores are bit-identical for
+    any chunking, while memory holds only one chunk, one batch per rank and the last window.
 
     With a torchrun `context` (every rank passing the same chunks), the batches are dealt round-robin:
     of each N consecutive batches rank r runs the r-th, and all ranks gather all N and yield them in
@@ -101,6 +72,7 @@ def score_chunks(
     """
     device = device or next(model.parameters()).device
     context = context or DistributedContext()
+    score = SCORES[settings.variant]
     win_size = model.config.win_size
     model.eval()
     pending: np.ndarray | None = None  # rows not yet inside a full window
@@ -113,7 +85,8 @@ def score_chunks(
         inputs = torch.from_numpy(np.stack(windows)).to(device)
         with autocast_context(device, amp):
             reconstruction, per_layer = model(inputs)
-            scores = anomaly_score(inputs, reconstruction, per_layer, variant, temperature, channels)
+            outputs = WindowOutputs(inputs, reconstruction, per_layer)
+            scores = score.compute(outputs, settings.channels, settings.temperature)
         errors = ((reconstruction.float() - inputs.float()) ** 2).cpu().numpy()
         scores = scores.float().cpu().numpy()
         if keep_last is None:
@@ -157,36 +130,6 @@ def score_chunks(
         ready.append((batch, remainder or None))
     if ready:
         yield from flush()
-
-
-def score_series_with_errors(
-    model: AnomalyTransformer,
-    series: np.ndarray,
-    *,
-    batch_size: int = 128,
-    variant: str = "paper",
-    temperature: float = 50.0,
-    channels: Sequence[int] | None = None,
-    device: torch.device | None = None,
-    amp: bool = False,
-    context: DistributedContext | None = None,
-) -> PointValues:
-    """score_series's scores (bit-identical) plus each point's per-channel squared reconstruction error;
-    with a torchrun `context`, the forward passes are shared out over the ranks (see score_chunks)."""
-    parts = list(
-        score_chunks(
-            model,
-            [series],
-            batch_size=batch_size,
-            variant=variant,
-            temperature=temperature,
-            channels=channels,
-            device=device,
-            amp=amp,
-            context=context,
-        )
-    )
-    return PointValues(np.concatenate([p.scores for p in parts]), np.concatenate([p.errors for p in parts]))
 
 
 class CentredSmoother:
@@ -260,15 +203,34 @@ def smooth_point_stream(parts: Iterable[PointValues], span: int) -> Iterator[Poi
         yield PointValues(scores, held)
 
 
-def score_points(
+def score_stream(
+    model: AnomalyTransformer,
+    chunks: Iterable[np.ndarray],
+    settings: ScoreSettings,
+    *,
+    batch_size: int,
+    device: torch.device | None = None,
+    amp: bool = False,
+    context: DistributedContext | None = None,
+) -> Iterator[PointValues]:
+    """score_chunks's PointValues with the scores smoothed as `settings` say."""
+    points = score_chunks(model, chunks, settings, batch_size=batch_size, device=device, amp=amp, context=context)
+    return smooth_point_stream(points, settings.smooth)
+
+
+def score_series(
     model: AnomalyTransformer,
     series: np.ndarray,
     settings: ScoreSettings,
     *,
-    batch_size: int = 128,
+    batch_size: int,
     device: torch.device | None = None,
     amp: bool = False,
-) -> np.ndarray:
-    """Per-point scores (N,) of a normalised series as `settings` define them: variant, channels, smoothing."""
-    scores = score_series(model, series, batch_size=batch_size, device=device, amp=amp, **settings.model_options())
-    return smooth_scores(scores, settings.smooth)
+    context: DistributedContext | None = None,
+) -> PointValues:
+    """Scores (N,), smoothed as `settings` say, and per-channel squared errors (N, C) of a normalised series;
+    with a torchrun `context` the forward passes are shared out over the ranks (see score_chunks)."""
+    parts = list(
+        score_stream(model, [series], settings, batch_size=batch_size, device=device, amp=amp, context=context)
+    )
+    return PointValues(np.concatenate([p.scores for p in parts]), np.concatenate([p.errors for p in parts]))

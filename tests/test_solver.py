@@ -6,9 +6,9 @@ from data_factory.registry import load_synth
 from data_factory.synthetic import SynthSpec
 from evaluation.baselines import random_baseline_scores
 from evaluation.metrics import detection_metrics, pr_auc, roc_auc
+from model import Detector, DetectorConfig
 from model.discrepancy import minimax_losses, symmetric_kl
-from model.scoring import score_series
-from model.solver import TrainConfig, train_anomaly_transformer
+from model.score_settings import resolve_score_settings
 from model.transformer import AnomalyTransformer, ModelConfig
 
 TINY = ModelConfig(n_channels=4, win_size=12, d_model=16, n_heads=4, e_layers=2, d_ff=32)
@@ -82,53 +82,52 @@ def small_synth():
     return load_synth(spec=SynthSpec(n_channels=6, train_length=3000, test_length=3000, n_anomalies=10, seed=3))
 
 
+TINY_SETTINGS = {"win_size": 20, "d_model": 16, "n_heads": 2, "e_layers": 1, "d_ff": 32, "epochs": 1, "batch_size": 32,
+                 "train_stride": 10, "seed": 7, "device": "cpu"}  # fmt: skip
+
+
 def test_training_with_the_same_seed_on_cpu_is_repeatable():
     dataset = small_synth()
-    config = ModelConfig(n_channels=6, win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32)
-    settings = TrainConfig(epochs=1, batch_size=32, train_stride=10, seed=7, device="cpu")
-    first = train_anomaly_transformer(dataset, config, settings, log=lambda _: None, progress=False)
-    second = train_anomaly_transformer(dataset, config, settings, log=lambda _: None, progress=False)
-    for name, tensor in first.model.state_dict().items():
-        assert torch.equal(tensor, second.model.state_dict()[name]), name
-    assert first.history == [dict(r, seconds=first.history[i]["seconds"]) for i, r in enumerate(second.history)]
-    np.testing.assert_array_equal(first.train_scores, second.train_scores)
+    first = Detector(DetectorConfig(**TINY_SETTINGS)).fit(dataset)
+    second = Detector(DetectorConfig(**TINY_SETTINGS)).fit(dataset)
+    for name, tensor in first.model_.state_dict().items():
+        assert torch.equal(tensor, second.model_.state_dict()[name]), name
+    assert first.history_ == [dict(r, seconds=first.history_[i]["seconds"]) for i, r in enumerate(second.history_)]
+    np.testing.assert_array_equal(first.train_scores_, second.train_scores_)
 
 
 def test_deterministic_mode_is_on_only_while_training_and_changes_no_cpu_result():
     dataset = small_synth()
-    config = ModelConfig(n_channels=6, win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32)
-    settings = TrainConfig(epochs=1, batch_size=32, train_stride=10, seed=7, device="cpu")
     seen = []
 
     def log(line: str) -> None:  # called during training: records whether the mode is on then
         seen.append(torch.are_deterministic_algorithms_enabled())
 
-    plain = train_anomaly_transformer(dataset, config, settings, log=log, progress=False)
+    plain = Detector(DetectorConfig(**TINY_SETTINGS)).fit(dataset, log=log)
     assert seen and not any(seen)
     seen.clear()
-    settings.deterministic = True
-    strict = train_anomaly_transformer(dataset, config, settings, log=log, progress=False)
+    strict = Detector(DetectorConfig(**TINY_SETTINGS, deterministic=True)).fit(dataset, log=log)
     assert seen and all(seen)
     assert not torch.are_deterministic_algorithms_enabled()  # the process's setting is restored
-    for name, tensor in plain.model.state_dict().items():
-        assert torch.equal(tensor, strict.model.state_dict()[name]), name
+    for name, tensor in plain.model_.state_dict().items():
+        assert torch.equal(tensor, strict.model_.state_dict()[name]), name
 
 
 @pytest.fixture(scope="module")
 def trained_on_synth():
     dataset = load_synth()
-    config = ModelConfig(n_channels=dataset.n_channels, win_size=50, d_model=32, n_heads=4, e_layers=2, d_ff=64)
-    settings = TrainConfig(epochs=3, batch_size=64, lr=1e-3, train_stride=2, seed=0, device="cpu")
-    return dataset, train_anomaly_transformer(dataset, config, settings, log=lambda _: None, progress=False)
+    config = DetectorConfig(win_size=50, d_model=32, n_heads=4, e_layers=2, d_ff=64, epochs=3, batch_size=64, lr=1e-3,
+                            train_stride=2, seed=0, device="cpu", score="paper")  # fmt: skip
+    return dataset, Detector(config).fit(dataset)
 
 
 def test_short_training_on_synth_lowers_the_loss(trained_on_synth):
-    _, result = trained_on_synth
-    rec = [record["train_rec"] for record in result.history]
-    val = [record["val_rec"] for record in result.history]
+    _, detector = trained_on_synth
+    rec = [record["train_rec"] for record in detector.history_]
+    val = [record["val_rec"] for record in detector.history_]
     assert rec[-1] < 0.5 * rec[0]
     assert val[-1] < val[0]
-    assert result.best_epoch == len(result.history)
+    assert detector.best_epoch_ == len(detector.history_)
 
 
 def test_short_training_on_synth_beats_the_random_score(trained_on_synth):
@@ -136,17 +135,17 @@ def test_short_training_on_synth_beats_the_random_score(trained_on_synth):
     # and PR-AUC 0.39 / 0.36 / 0.33 (random: 0.48-0.50 and 0.10); paper score F1-PA 0.81 / 0.82 /
     # 0.91 against the seeded random score's 0.63 / 0.31 / 0.58. The paper score's point-wise
     # ROC-AUC stays at chance (0.50): its window softmax keeps about one point per window.
-    dataset, result = trained_on_synth
-    test = result.normalizer.transform(dataset.test)
+    dataset, detector = trained_on_synth
     labels = dataset.test_labels
     random_train, random_test = random_baseline_scores(len(dataset.train), len(labels), seed=0)
     random = detection_metrics(labels, random_test, random_test > np.percentile(random_train, 99))
 
-    reconstruction = score_series(result.model, test, variant="reconstruction")
+    unsmoothed = resolve_score_settings("reconstruction", "all", 0, dataset.channel_names, None, 50.0)
+    reconstruction = detector.rescored(unsmoothed).score(dataset.test)
     assert roc_auc(labels, reconstruction) > 0.68 > random["roc_auc"] + 0.15
     assert pr_auc(labels, reconstruction) > 2.5 * random["pr_auc"]
 
-    paper = score_series(result.model, test, variant="paper")
-    threshold = np.percentile(result.train_scores, 99)
-    paper_metrics = detection_metrics(labels, paper, paper > threshold)
+    paper = detector.score(dataset.test)
+    paper_metrics = detection_metrics(labels, paper, detector.predict(dataset.test))
+    assert detector.threshold_ == pytest.approx(np.percentile(detector.train_scores_, 99))
     assert paper_metrics["pa_f1"] > random["pa_f1"] + 0.1

@@ -1,0 +1,213 @@
+"""Read tables of sensor values: .csv (or CSV on stdin), .npy and .parquet, in chunks of rows.
+
+The one reader of user tables: detect.py streams through it, and the CUSTOM loader reads whole
+files with `read_table`. A header row is recognised by a non-numeric field; a timestamp column,
+when named and present, is kept apart from the sensor values.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+
+from data_factory.errors import UserInputError
+
+
+class _Prepended:
+    """A text stream with its first line put back: lets the CSV reader peek at stdin's header."""
+
+    def __init__(self, head: str, stream: TextIO) -> None:
+        self.head, self.stream = head, stream
+
+    def read(self, size: int = -1) -> str:
+        if not self.head:
+            return self.stream.read(size)
+        if size is None or size < 0:
+            text, self.head = self.head + self.stream.read(), ""
+            return text
+        text, self.head = self.head[:size], self.head[size:]
+        return text
+
+    def __iter__(self) -> Iterator[str]:  # pandas takes only objects that look like files
+        if self.head:
+            head, self.head = self.head, ""
+            yield head
+        yield from self.stream
+
+
+@dataclass
+class Chunk:
+    values: np.ndarray  # (n, C) float32 sensor values in the input's column order
+    stamps: np.ndarray | None  # (n,) the timestamp column, as text, when the input has one
+
+
+@dataclass
+class InputTable:
+    name: str  # for messages
+    columns: list[str] | None  # sensor column names, when the input names them
+    stamp_column: str | None
+    chunks: Iterator[Chunk]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _frame_chunk(frame: pd.DataFrame, stamp_column: str | None, name: str, first_row: int) -> Chunk:
+    stamps = frame.pop(stamp_column).astype(str).to_numpy() if stamp_column else None
+    if frame.empty:  # a header without rows: pandas types its columns as text
+        return Chunk(np.empty((0, frame.shape[1]), dtype=np.float32), stamps)
+    non_numeric = [c for c, dtype in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
+    if non_numeric:
+        column = frame[non_numeric[0]]
+        bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
+        where = f" (first: {column.iloc[np.argmax(bad)]!r} in row {first_row + np.argmax(bad)})" if bad.any() else ""
+        raise UserInputError(
+            f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric "
+            "sensor columns and a timestamp column named by --timestamp-column"
+        )
+    return Chunk(frame.to_numpy(dtype=np.float32), stamps)
+
+
+def _csv_table(handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool) -> InputTable:
+    try:
+        first = handle.readline()
+    except UnicodeDecodeError:
+        raise UserInputError(f"{name} is not a UTF-8 text CSV file") from None
+    fields = next(csv.reader([first]), [])
+    header = [field.strip() for field in fields] if not all(_is_number(f) for f in fields) else None
+    stamp = stamp_column if header and stamp_column in header else None
+    columns = [c for c in header if c != stamp] if header else None
+
+    def chunks() -> Iterator[Chunk]:
+        stream = _Prepended("" if header else first, handle)
+        options = {"header": None, "chunksize": chunk_rows, "names": header, "dtype": {stamp: str} if stamp else None}
+        row = 0
+        try:
+            for frame in pd.read_csv(stream, **options):
+                yield _frame_chunk(frame, stamp, name, row)
+                row += len(frame)
+        except pd.errors.EmptyDataError:
+            return
+        except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise UserInputError(f"cannot read {name} as CSV: {reason}") from None
+        finally:
+            if owned:
+                handle.close()
+
+    return InputTable(name, columns, stamp, chunks())
+
+
+def _npy_table(path: Path, chunk_rows: int) -> InputTable:
+    """Reads rows straight from the file (no memory map, whose touched pages would all stay resident)."""
+    handle = open(path, "rb")  # closed by the chunk generator below
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+    except ValueError as error:
+        handle.close()
+        raise UserInputError(f"cannot read {path} as .npy: {error}") from None
+    if len(shape) not in (1, 2) or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        handle.close()
+        raise UserInputError(f"{path} must hold a real (time, channels) array, got shape {shape} of {dtype}")
+    rows, width = shape[0], shape[1] if len(shape) == 2 else 1
+    offset = handle.tell()
+    if path.stat().st_size < offset + rows * width * dtype.itemsize:
+        handle.close()
+        raise UserInputError(f"{path} is truncated: its header promises {rows} x {width} values; save it again")
+
+    def chunks() -> Iterator[Chunk]:
+        with handle:
+            for start in range(0, rows, chunk_rows):
+                n = min(chunk_rows, rows - start)
+                if fortran_order and width > 1:  # column-major: each column's rows are contiguous
+                    block = np.empty((n, width), dtype=dtype)
+                    for column in range(width):
+                        handle.seek(offset + (column * rows + start) * dtype.itemsize)
+                        block[:, column] = np.fromfile(handle, dtype=dtype, count=n)
+                else:
+                    handle.seek(offset + start * width * dtype.itemsize)
+                    block = np.fromfile(handle, dtype=dtype, count=n * width).reshape(n, width)
+                yield Chunk(block.astype(np.float32), None)
+
+    return InputTable(str(path), None, None, chunks())
+
+
+def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None) -> InputTable:
+    import pyarrow.parquet as pq
+
+    try:
+        source = pq.ParquetFile(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserInputError(f"cannot read {path} as parquet: {error}") from None
+    names = list(source.schema_arrow.names)
+    stamp = stamp_column if stamp_column in names else None
+
+    def chunks() -> Iterator[Chunk]:
+        row = 0
+        for batch in source.iter_batches(batch_size=chunk_rows):
+            frame = batch.to_pandas()
+            yield _frame_chunk(frame, stamp, str(path), row)
+            row += len(frame)
+
+    return InputTable(str(path), [n for n in names if n != stamp], stamp, chunks())
+
+
+def open_input(source: str, chunk_rows: int, stamp_column: str | None, stdin: TextIO | None = None) -> InputTable:
+    """An InputTable over a .csv, .npy or .parquet file, or CSV on stdin for '-'."""
+    if source == "-":
+        return _csv_table(stdin or sys.stdin, "stdin", chunk_rows, stamp_column, owned=False)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise UserInputError(f"input {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _npy_table(path, chunk_rows)
+    if suffix == ".parquet":
+        return _parquet_table(path, chunk_rows, stamp_column)
+    if suffix == ".csv":
+        handle = open(path, encoding="utf-8", newline="")  # closed by the chunk generator
+        return _csv_table(handle, str(path), chunk_rows, stamp_column, owned=True)
+    raise UserInputError(f"input {path} has an unknown suffix {path.suffix!r}; use .csv, .npy, .parquet or - (stdin)")
+
+
+def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np.ndarray | None, str]:
+    """Index array that puts the input's columns in the checkpoint's order (None: keep them), and how."""
+    got = len(table.columns) if table.columns is not None else width
+    if got != len(expected):
+        shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
+        raise UserInputError(
+            f"{table.name} has {got} sensor column{'s' * (got != 1)} but the checkpoint expects "
+            f"{len(expected)} ({shown})"
+        )
+    if table.columns is None:
+        return None, "by position (the input names no columns)"
+    if table.columns == expected:
+        return None, "by name"
+    if sorted(table.columns) == sorted(expected):
+        return np.array([table.columns.index(name) for name in expected]), "reordered by name"
+    return None, "by position (the input's column names differ from the checkpoint's)"
+
+
+
+
+def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:
+    """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its column names if it has them."""
+    table = open_input(str(path), chunk_rows, stamp_column=None)
+    parts = [chunk.values for chunk in table.chunks]
+    width = len(table.columns) if table.columns is not None else (parts[0].shape[1] if parts else 0)
+    values = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)
+    return values, table.columns

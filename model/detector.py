@@ -1,0 +1,333 @@
+"""The Detector: one Anomaly Transformer with its normaliser, scoring and TRAIN-score statistics.
+
+In scikit-learn's vocabulary: configure in the constructor, `fit(train)` learns, `score(series)`
+gives per-point anomaly scores, `threshold_` and `predict(series)` follow from the TRAIN scores.
+`save(path)` writes a checkpoint that loads with torch.load(weights_only=True), and
+`Detector.load(path)` rebuilds the detector from it alone. train.py, evaluate.py, detect.py and
+inspect_checkpoint.py all go through this class.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_factory.dataset import TimeSeriesDataset, check_series
+from data_factory.errors import UserInputError
+from data_factory.windows import Normalizer
+from model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from model.config import DetectorConfig
+from model.distributed import DistributedContext
+from model.score_settings import ScoreSettings, resolve_score_settings
+from model.scoring import PointValues, resolve_device, score_series, score_stream
+from model.solver import deterministic_kernels, fit_model, seed_everything, training_device
+from model.transformer import AnomalyTransformer, ModelConfig
+
+# TRAIN-score percentiles kept in the checkpoint, so detect can threshold without the TRAIN data.
+SCORE_PERCENTILES = (90.0, 95.0, 99.0, 99.5, 99.9)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What a Detector learns from: the TRAIN series and what is known about its channels."""
+
+    name: str
+    train: np.ndarray  # (N, C) float32
+    channel_names: list[str]
+    target_channels: list[int] | None  # the channels `--score-channels target` means; None: all
+    record: dict  # name, n_channels, channel names, lengths and fingerprint, stored in the checkpoint
+
+    @classmethod
+    def of(cls, data: TimeSeriesDataset | np.ndarray) -> TrainData:
+        if isinstance(data, TimeSeriesDataset):
+            record = {
+                "name": data.name,
+                "n_channels": data.n_channels,
+                "channel_names": list(data.channel_names),
+                "train_length": len(data.train),
+                "test_length": len(data.test),
+                "fingerprint": data.fingerprint(),
+            }
+            return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
+        train = check_series(data, "the training array")
+        names = [f"channel_{index:02d}" for index in range(train.shape[1])]
+        digest = hashlib.sha256(repr(train.shape).encode() + train.tobytes()).hexdigest()
+        record = {
+            "name": "array",
+            "n_channels": train.shape[1],
+            "channel_names": names,
+            "train_length": len(train),
+            "test_length": 0,
+            "fingerprint": digest,
+        }
+        return cls("array", train, names, None, record)
+
+
+def train_score_statistics(scores: np.ndarray, percentiles: Iterable[float]) -> dict:
+    """Summary of TRAIN scores kept in the checkpoint, for thresholds that use no test data."""
+    return {
+        "count": int(scores.size),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "percentiles": {str(float(q)): float(np.percentile(scores, q)) for q in sorted(set(percentiles))},
+    }
+
+
+def package_versions() -> dict:
+    import pandas
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+class Detector:
+    """An Anomaly Transformer anomaly detector.
+
+    model, normalizer: optional replacements for the fresh model and the z-score fitted on TRAIN
+    (e.g. pre-trained weights, or statistics shared by several entities); fit trains the model
+    further and uses the normaliser as given.
+    """
+
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        *,
+        model: AnomalyTransformer | None = None,
+        normalizer: Normalizer | None = None,
+    ) -> None:
+        self.config = config or DetectorConfig()
+        self.model_ = model
+        self.normalizer_ = normalizer
+        self.scoring_: ScoreSettings | None = None  # how TRAIN was scored; score() scores the same way
+        self.train_scores_: np.ndarray | None = None  # (N_train,) only after fit, not stored in checkpoints
+        self.train_score_stats_: dict | None = None
+        self.train_channel_error_: np.ndarray | None = None  # (C,) mean squared TRAIN error per channel
+        self.history_: list[dict] = []
+        self.best_epoch_: int = 0
+        self.dataset_: dict = {}
+        self.created_: str | None = None
+        self.versions_: dict = {}
+
+    # ---- learning -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: TimeSeriesDataset | np.ndarray,
+        *,
+        log: Callable[[str], None] = lambda _: None,
+        progress: bool = False,
+        resume: dict | None = None,
+        save_state: Callable[[dict], None] | None = None,
+        save_every: int = 0,
+        context: DistributedContext | None = None,
+    ) -> Detector:
+        """Train on TRAIN data only (a dataset's test split is never read); return self.
+
+        resume / save_state / save_every / context: see model.solver.fit_model.
+        """
+        config = self.config.validate()
+        data = TrainData.of(data)
+        scoring = resolve_score_settings(
+            config.score,
+            config.score_channels,
+            config.smooth,
+            data.channel_names,
+            data.target_channels,
+            config.temperature,
+            train_length=len(data.train),
+        )  # a bad --score-channels fails before training
+        context = context or DistributedContext()
+        with deterministic_kernels(config.deterministic):
+            seed_everything(config.seed)
+            device = training_device(config.device, context)
+            normalizer = self.normalizer_ or Normalizer.fit(data.train)
+            series = normalizer.transform(data.train)
+            model = self.model_ or AnomalyTransformer(config.model_config(series.shape[1]))
+            if model.config.n_channels != series.shape[1]:
+                raise UserInputError(
+                    f"the model given has {model.config.n_channels} input channels but {data.name} has "
+                    f"{series.shape[1]}"
+                )
+            result = fit_model(
+                model.to(device),
+                series,
+                config,
+                name=data.name,
+                log=log,
+                progress=progress and context.is_main,
+                resume=resume,
+                save_state=save_state,
+                save_every=save_every,
+                context=context,
+            )
+            use_amp = config.amp and device.type == "cuda"
+            points = score_series(result.model, series, scoring, batch_size=config.batch_size, device=device,
+                                  amp=use_amp)  # fmt: skip
+        self.model_, self.normalizer_, self.scoring_ = result.model.eval(), normalizer, scoring
+        self.train_scores_ = points.scores
+        percentiles = (*SCORE_PERCENTILES, config.threshold_percentile)
+        self.train_score_stats_ = train_score_statistics(points.scores, percentiles)
+        self.train_channel_error_ = points.errors.mean(axis=0, dtype=np.float64)
+        self.history_, self.best_epoch_, self.dataset_ = result.history, result.best_epoch, data.record
+        self.created_ = datetime.now(UTC).isoformat(timespec="seconds")
+        self.versions_ = package_versions()
+        return self
+
+    # ---- scoring --------------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if self.model_ is None or self.scoring_ is None or self.normalizer_ is None:
+            raise UserInputError("this Detector is not fitted yet; call fit(train) or Detector.load(path) first")
+
+    @property
+    def win_size(self) -> int:
+        self._check_fitted()
+        return self.model_.config.win_size
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.dataset_.get("channel_names", []))
+
+    def to(self, device: str | torch.device) -> Detector:
+        """Move the model to a device (auto: CUDA, then MPS, then CPU); return self."""
+        self._check_fitted()
+        self.model_ = self.model_.to(resolve_device(device) if isinstance(device, str) else device)
+        return self
+
+    def _device(self) -> torch.device:
+        return next(self.model_.parameters()).device
+
+    def score_points(
+        self, series: np.ndarray, *, batch_size: int | None = None, context: DistributedContext | None = None
+    ) -> PointValues:
+        """Scores (N,) and per-channel squared reconstruction errors (N, C) of a raw series (N, C)."""
+        self._check_fitted()
+        series = check_series(series, "the series to score", self.model_.config.n_channels)
+        normalised = self.normalizer_.transform(series)
+        return score_series(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
+                            device=self._device(), context=context)  # fmt: skip
+
+    def score(self, series: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """Per-point anomaly scores (N,) of a raw series (N, C): higher is more anomalous."""
+        return self.score_points(series, batch_size=batch_size).scores
+
+    def stream(
+        self,
+        chunks: Iterable[np.ndarray],
+        *,
+        batch_size: int | None = None,
+        context: DistributedContext | None = None,
+    ) -> Iterator[PointValues]:
+        """score_points over a raw series arriving in consecutive chunks, yielding as soon as points are
+        scored; bit-identical to scoring the whole series at once."""
+        self._check_fitted()
+        normalised = (self.normalizer_.transform(np.asarray(chunk, dtype=np.float32)) for chunk in chunks)
+        return score_stream(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
+                            device=self._device(), context=context)  # fmt: skip
+
+    def threshold(self, percentile: float | None = None) -> float:
+        """The stored percentile of TRAIN scores (default: config.threshold_percentile)."""
+        self._check_fitted()
+        percentile = self.config.threshold_percentile if percentile is None else percentile
+        stored = (self.train_score_stats_ or {}).get("percentiles", {})
+        key = str(float(percentile))
+        if not stored:
+            raise UserInputError("the checkpoint stores no TRAIN-score percentiles; pass --threshold VALUE")
+        if key not in stored:
+            raise UserInputError(
+                f"--threshold-percentile {percentile:g} is not stored in the checkpoint; choose one of "
+                f"{', '.join(f'{float(k):g}' for k in stored)} or pass --threshold VALUE"
+            )
+        return float(stored[key])
+
+    @property
+    def threshold_(self) -> float:
+        return self.threshold()
+
+    def predict(self, series: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """1 where a point's score exceeds threshold_, else 0: (N,) uint8."""
+        return (self.score(series, batch_size=batch_size) > self.threshold_).astype(np.uint8)
+
+    def rescored(self, scoring: ScoreSettings) -> Detector:
+        """A copy that scores another way; it keeps the weights but no TRAIN-score statistics, which
+        belong to the old scoring."""
+        self._check_fitted()
+        if scoring == self.scoring_:
+            return self
+        other = copy.copy(self)
+        other.scoring_, other.train_scores_, other.train_score_stats_ = scoring, None, None
+        return other
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def to_checkpoint(self) -> dict:
+        self._check_fitted()
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "best",
+            "model_state": {name: tensor.detach().cpu() for name, tensor in self.model_.state_dict().items()},
+            "model_config": self.model_.config.to_dict(),
+            "train_config": self.config.to_dict(),
+            "dataset": dict(self.dataset_),
+            "normalization": {
+                "mean": torch.from_numpy(self.normalizer_.mean.copy()),
+                "std": torch.from_numpy(self.normalizer_.std.copy()),
+            },
+            "train_scores": self.train_score_stats_,
+            "train_channel_error": torch.from_numpy(np.asarray(self.train_channel_error_, dtype=np.float64)),
+            "scoring": self.scoring_.to_dict(),
+            "best_epoch": self.best_epoch_,
+            "history": self.history_,
+            "versions": self.versions_,
+            "created": self.created_,  # UTC, for inspect_checkpoint.py
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically: an interrupted save never replaces a good file with a broken one."""
+        return save_checkpoint(self.to_checkpoint(), path)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> Detector:
+        config = DetectorConfig.from_dict({**checkpoint["model_config"], **checkpoint.get("train_config", {})})
+        model = AnomalyTransformer(ModelConfig.from_dict(checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["model_state"])
+        stats = checkpoint["normalization"]
+        detector = cls(config, model=model.eval(), normalizer=Normalizer(stats["mean"].numpy(), stats["std"].numpy()))
+        detector.scoring_ = stored_scoring(checkpoint)
+        detector.train_score_stats_ = checkpoint.get("train_scores")
+        channel_error = checkpoint.get("train_channel_error")
+        detector.train_channel_error_ = None if channel_error is None else channel_error.numpy()
+        detector.history_ = list(checkpoint.get("history", []))
+        detector.best_epoch_ = checkpoint.get("best_epoch", 0)
+        detector.dataset_ = dict(checkpoint["dataset"])
+        detector.created_ = checkpoint.get("created")
+        detector.versions_ = dict(checkpoint.get("versions", {}))
+        return detector
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: TimeSeriesDataset | None = None, device: str = "cpu") -> Detector:
+        """Rebuild a saved detector; with `dataset`, first check that it was trained on those data."""
+        return cls.from_checkpoint(load_checkpoint(path, dataset)).to(device)
+
+
+def stored_scoring(checkpoint: dict) -> ScoreSettings:
+    """How the checkpoint's TRAIN scores were made; checkpoints from before --score-channels and
+    --smooth scored every channel, unsmoothed."""
+    if "scoring" in checkpoint:
+        return ScoreSettings.from_dict(checkpoint["scoring"])
+    trained_with = checkpoint.get("train_config", {})
+    return ScoreSettings(trained_with.get("score_variant", "paper"), trained_with.get("temperature", 50.0), None, 0)

@@ -1,0 +1,64 @@
+"""One config: every default written once (DetectorConfig), read by the flags, layered with presets."""
+
+from dataclasses import fields
+
+import pytest
+
+import train
+from data_factory.errors import UserInputError
+from model.config import DATASET_PRESETS, PRESETS, DetectorConfig, config_from_flags
+
+
+def parsed(*flags: str):
+    args = train.build_parser().parse_args(list(flags))
+    return config_from_flags(args, args.preset, args.dataset)
+
+
+def test_without_flags_the_config_is_the_dataclass_defaults():
+    assert parsed() == DetectorConfig()
+
+
+def test_every_config_field_is_a_train_flag_whose_help_shows_the_dataclass_default():
+    text = " ".join(train.build_parser().format_help().split())
+    for spec in fields(DetectorConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        assert flag in text, flag
+        if spec.default is not None and not isinstance(spec.default, bool):
+            assert f"(default: {spec.default})" in text, spec.name
+
+
+def test_flags_override_the_preset_which_overrides_the_defaults():
+    paper = parsed("--preset", "paper")
+    assert (paper.d_model, paper.batch_size, paper.epochs, paper.val_ratio, paper.score) == (512, 256, 3, 0.0, "paper")
+    assert paper.lr == DetectorConfig().lr  # a field the preset leaves alone keeps its default
+    mine = parsed("--preset", "paper", "--epochs", "5", "--val-ratio", "0.1", "--score", "reconstruction")
+    assert (mine.epochs, mine.val_ratio, mine.score, mine.d_model) == (5, 0.1, "reconstruction", 512)
+
+
+def test_the_paper_preset_on_smd_is_the_references_smd_recipe():
+    smd = parsed("--preset", "paper", "--dataset", "SMD")
+    assert (smd.epochs, smd.train_stride) == (10, 100)
+    assert parsed("--preset", "paper", "--dataset", "SMD", "--epochs", "2").epochs == 2
+    assert parsed("--preset", "paper", "--dataset", "MSL").epochs == 3
+
+
+def test_every_preset_key_is_a_config_field():
+    names = {spec.name for spec in fields(DetectorConfig)}
+    for values in [*PRESETS.values(), *DATASET_PRESETS.values()]:
+        assert set(values) <= names
+
+
+def test_settings_stored_by_older_checkpoints_are_read():
+    old = {"epochs": 2, "score_variant": "paper", "n_channels": 4, "retired_setting": 1}
+    config = DetectorConfig.from_dict(old)
+    assert (config.epochs, config.score) == (2, "paper")
+
+
+@pytest.mark.parametrize(
+    ("changes", "flag"),
+    [({"d_model": 30, "n_heads": 8}, "--n-heads"), ({"val_ratio": 1.0}, "--val-ratio"), ({"epochs": 0}, "--epochs"),
+     ({"score": "magic"}, "unknown score"), ({"threshold_percentile": 100.0}, "--threshold-percentile")],
+)  # fmt: skip
+def test_an_out_of_range_setting_is_named_in_the_error(changes, flag):
+    with pytest.raises(UserInputError, match=flag):
+        DetectorConfig(**changes).validate()

@@ -1,0 +1,96 @@
+"""The Detector API: fit, score, threshold_, predict, save / load, and its extension points."""
+
+import numpy as np
+import pytest
+import torch
+
+from data_factory.errors import UserInputError
+from data_factory.registry import load_synth
+from data_factory.synthetic import SynthSpec
+from data_factory.windows import Normalizer
+from model import SCORES, AnomalyTransformer, Detector, DetectorConfig, Score
+from model.scores import reconstruction_error
+
+TINY = DetectorConfig(win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32, epochs=1, batch_size=32,
+                      train_stride=10, device="cpu")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return load_synth(spec=SynthSpec(n_channels=4, train_length=1500, test_length=1200, n_anomalies=6, seed=5))
+
+
+@pytest.fixture(scope="module")
+def fitted(synth):
+    return Detector(TINY).fit(synth)
+
+
+def test_predict_flags_the_points_whose_score_exceeds_the_train_percentile(fitted, synth):
+    scores = fitted.score(synth.test)
+    assert scores.shape == (len(synth.test),) and np.isfinite(scores).all()
+    assert fitted.threshold_ == pytest.approx(np.percentile(fitted.train_scores_, 99.0))
+    np.testing.assert_array_equal(fitted.predict(synth.test), (scores > fitted.threshold_).astype(np.uint8))
+    assert fitted.train_channel_error_.shape == (4,)
+
+
+def test_a_saved_detector_loads_with_weights_only_and_scores_identically(fitted, synth, tmp_path):
+    path = fitted.save(tmp_path / "d.pth")
+    torch.load(path, weights_only=True)  # plain tensors, numbers, strings, lists and dicts only
+    loaded = Detector.load(path, synth)
+    np.testing.assert_array_equal(loaded.score(synth.test), fitted.score(synth.test))
+    assert loaded.threshold_ == fitted.threshold_ and loaded.config == fitted.config
+    np.testing.assert_array_equal(loaded.train_channel_error_, fitted.train_channel_error_)
+
+
+def test_a_detector_fits_a_plain_array(synth):
+    detector = Detector(TINY).fit(synth.train)
+    assert detector.dataset_["name"] == "array" and detector.channel_names[0] == "channel_00"
+    assert detector.score(synth.test).shape == (len(synth.test),)
+
+
+def test_streamed_chunks_score_exactly_as_the_whole_series(fitted, synth):
+    cuts = [0, 7, 7, 300, 301, 1000, len(synth.test)]
+    parts = list(fitted.stream(synth.test[a:b] for a, b in zip(cuts, cuts[1:], strict=False)))
+    np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), fitted.score(synth.test))
+
+
+def test_a_given_model_is_trained_on_from_its_own_weights(synth):
+    torch.manual_seed(123)
+    start = AnomalyTransformer(TINY.model_config(4))
+    given = Detector(TINY, model=start).fit(synth)
+    fresh = Detector(TINY).fit(synth)
+    assert given.model_ is start
+    assert not torch.equal(given.model_.embedding.token.weight, fresh.model_.embedding.token.weight)
+    with pytest.raises(UserInputError, match="3 input channels"):
+        Detector(TINY, model=AnomalyTransformer(TINY.model_config(3))).fit(synth)
+
+
+def test_a_given_normaliser_is_used_as_it_is(synth):
+    shared = Normalizer(np.zeros(4, dtype=np.float32), np.full(4, 2.0, dtype=np.float32))
+    detector = Detector(TINY, normalizer=shared).fit(synth)
+    assert detector.normalizer_ is shared
+    own = Detector(TINY).fit(synth)
+    assert not np.array_equal(detector.train_scores_, own.train_scores_)
+
+
+def test_a_score_added_to_the_registry_is_trained_with_and_stored(synth, tmp_path, monkeypatch):
+    def worst_channel(outputs, channels, temperature):
+        return ((outputs.reconstruction.float() - outputs.x.float()) ** 2).amax(dim=-1)
+
+    monkeypatch.setitem(SCORES, "worst", Score("worst", worst_channel, "all", 0, "largest channel error"))
+    detector = Detector(DetectorConfig(**{**TINY.to_dict(), "score": "worst"})).fit(synth)
+    points = detector.score_points(synth.test)
+    np.testing.assert_array_equal(points.scores, points.errors.max(axis=1))
+    assert Detector.load(detector.save(tmp_path / "w.pth")).scoring_.variant == "worst"
+
+
+def test_the_reconstruction_error_helper_limits_the_error_to_the_named_channels():
+    x, reconstruction = torch.zeros(1, 2, 3), torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]])
+    outputs = type("Outputs", (), {"x": x, "reconstruction": reconstruction})
+    torch.testing.assert_close(reconstruction_error(outputs, [2]), torch.tensor([[9.0, 36.0]]))
+    torch.testing.assert_close(reconstruction_error(outputs, None), torch.tensor([[14 / 3, 12.0]]))
+
+
+def test_an_unfitted_detector_says_so():
+    with pytest.raises(UserInputError, match="not fitted"):
+        Detector(TINY).score(np.zeros((50, 4), dtype=np.float32))
