@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.errors import UserInputError
+from data_factory.readers import read_table
 
 
 def _find(folder: Path, stem: str, required: bool) -> Path | None:
@@ -21,31 +21,16 @@ def _find(folder: Path, stem: str, required: bool) -> Path | None:
     return None
 
 
-def _has_header(path: Path) -> bool:
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline().strip().split(",")
-    try:
-        [float(field) for field in first]
-    except ValueError:
-        return True
-    return False
-
-
 def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """Load a .npy or .csv file; return the array and the CSV header names, if any."""
+    if path.suffix == ".csv":
+        return read_table(path)  # the one CSV reader, shared with detect.py
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
-        frame = pd.read_csv(path, header=0 if _has_header(path) else None)
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        return np.load(path, allow_pickle=False), None
+    except (OSError, ValueError) as error:
         raise UserInputError(
             f"cannot read {path}: {error}; save it with numpy.save or as a comma-separated file"
         ) from None
-    non_numeric = [str(name) for name, dtype in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
-    if non_numeric:
-        raise UserInputError(f"{path} has non-numeric columns {non_numeric[:5]}; keep only numeric sensor columns")
-    names = [str(name) for name in frame.columns] if _has_header(path) else None
-    return frame.to_numpy(), names
 
 
 def load_custom(data_dir: str | Path | None) -> TimeSeriesDataset:

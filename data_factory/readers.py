@@ -75,7 +75,7 @@ def _frame_chunk(frame: pd.DataFrame, stamp_column: str | None, name: str, first
         where = f" (first: {column.iloc[np.argmax(bad)]!r} in row {first_row + np.argmax(bad)})" if bad.any() else ""
         raise UserInputError(
             f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric "
-            "sensor columns and a timestamp column named by --timestamp-column"
+            "sensor columns (detect.py also takes a timestamp column named by --timestamp-column)"
         )
     return Chunk(frame.to_numpy(dtype=np.float32), stamps)
 
