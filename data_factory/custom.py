@@ -1,7 +1,13 @@
-"""CUSTOM: a user's folder of train_data, test_data and optional test_labels (.npy or .csv)."""
+"""CUSTOM: a user's folder of train_data, test_data and optional test_labels (.npy or .csv).
+
+An optional entities.csv splits the rows into entities (machines, channels, sites), one row each:
+`entity,train_start,train_len,test_start,test_len` (0-based row offsets into train_data and
+test_data), as SMAP's and MSL's channels.csv do; `--entity NAME` then loads that entity alone.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +39,55 @@ def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
         ) from None
 
 
-def load_custom(data_dir: str | Path | None) -> TimeSeriesDataset:
+ENTITIES_FILE = "entities.csv"
+ENTITY_COLUMNS = ("entity", "train_start", "train_len", "test_start", "test_len")
+
+
+def read_entity_rows(folder: Path) -> list[dict]:
+    """The rows of folder/entities.csv, checked: known columns, whole non-negative offsets, unique names."""
+    path = folder / ENTITIES_FILE
+    if not path.is_file():
+        raise UserInputError(f"{folder} has no {ENTITIES_FILE}; add one with columns {','.join(ENTITY_COLUMNS)}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            records = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserInputError(f"cannot read {path}: {error}") from None
+    if not records or any(column not in records[0] for column in ENTITY_COLUMNS):
+        raise UserInputError(f"{path} needs the columns {','.join(ENTITY_COLUMNS)} and one row per entity")
+    rows = []
+    for number, record in enumerate(records, start=2):
+        try:
+            row = {"entity": record["entity"].strip(), **{key: int(record[key]) for key in ENTITY_COLUMNS[1:]}}
+        except (TypeError, ValueError):
+            raise UserInputError(f"{path} line {number}: offsets and lengths must be whole numbers") from None
+        if not row["entity"] or min(row[key] for key in ENTITY_COLUMNS[1:]) < 0:
+            raise UserInputError(f"{path} line {number}: an entity needs a name and non-negative offsets")
+        rows.append(row)
+    names = [row["entity"] for row in rows]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"{path} names an entity twice")
+    return rows
+
+
+def _entity_rows(folder: Path, entity: str) -> dict:
+    rows = read_entity_rows(folder)
+    for row in rows:
+        if row["entity"] == entity:
+            return row
+    shown = ", ".join(row["entity"] for row in rows[:8])
+    raise UserInputError(f"unknown CUSTOM entity {entity!r}; {folder / ENTITIES_FILE} lists {shown}")
+
+
+def _slice(array, start: int, length: int, what: str):
+    if start + length > len(array) or length == 0:
+        raise UserInputError(
+            f"{ENTITIES_FILE}: {what} rows {start}..{start + length - 1} are not inside its {len(array)} rows"
+        )
+    return array[start : start + length]
+
+
+def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeSeriesDataset:
     if data_dir is None:
         raise UserInputError("--dataset CUSTOM needs --data-dir PATH, a folder with train_data.npy and test_data.npy")
     folder = Path(data_dir).expanduser()
@@ -49,8 +103,14 @@ def load_custom(data_dir: str | Path | None) -> TimeSeriesDataset:
     labels = None
     if label_path is not None:
         labels = check_labels(read_array(label_path)[0], str(label_path), len(test))
+    if entity is not None:
+        row = _entity_rows(folder, entity)
+        train = _slice(train, row["train_start"], row["train_len"], f"{entity} train")
+        test = _slice(test, row["test_start"], row["test_len"], f"{entity} test")
+        if labels is not None:
+            labels = labels[row["test_start"] : row["test_start"] + row["test_len"]]
     return TimeSeriesDataset(
-        name="CUSTOM",
+        name="CUSTOM" if entity is None else f"CUSTOM_{entity}",
         train=train,
         test=test,
         test_labels=labels,

@@ -38,14 +38,9 @@ def _reject_entity(name: str, entity: str | None) -> None:
         raise UserInputError(f"{name} has no entities; drop --entity {entity}")
 
 
-def _load_custom(data_dir: str | Path | None = None, entity: str | None = None) -> TimeSeriesDataset:
-    _reject_entity("CUSTOM", entity)
-    return load_custom(data_dir)
-
-
 LOADERS: dict[str, Callable[..., TimeSeriesDataset]] = {
     "SYNTH": load_synth,
-    "CUSTOM": _load_custom,
+    "CUSTOM": load_custom,
     "SMAP": load_smap,
     "MSL": load_msl,
     "SMD": load_smd,
