@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--chunk-rows", type=int, default=100_000, help="rows read and scored at a time (default: 100000)")
     add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
     add("--device", choices=DEVICES, default="auto", help="where to score (default: auto)")
+    add("--entity", default=None, help="a fleet bundle: score every row with this entity's model")
+    add("--entity-column", default=None,
+        help="a fleet bundle: route each row to the model of the entity named in this column")
     return parser  # fmt: skip
 
 
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "chunk_rows": args.chunk_rows,
         "batch_size": args.batch_size,
         "device": args.device,
+        "entity": args.entity,
+        "entity_column": args.entity_column,
     }
     context = init_distributed(args.device)  # under torchrun the ranks share the forward passes
     try:

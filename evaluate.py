@@ -19,6 +19,7 @@ from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.config import DEVICES
 from model.distributed import init_distributed, shutdown_distributed
+from model.fleet import fleet_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)",
     )
-    add("--baselines", default="random,pca", help="none, all, or a list of random,pca (default: random,pca)")
+    add("--baselines", default=None, help="none, all, or a list of random,pca,iforest,knn,kmeans "
+        "(default: random,pca; --per-entity: all)")  # fmt: skip
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
     add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
@@ -99,13 +101,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="save S, P and sigma of the N highest-scoring and N normal test windows, and a figure (default: 0, off)",
     )
-    return parser
+    add("--per-entity", action="store_true",
+        help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside all baselines")
+    add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
+    return parser  # fmt: skip
+
+
+def default_checkpoint(args: argparse.Namespace) -> str:
+    """{label}_checkpoint.pth; for an entity without one, the dataset's fleet bundle when there is one."""
+    if args.checkpoint:
+        return args.checkpoint
+    folder = Path(args.output_dir)
+    single = folder / f"{dataset_label(args.dataset, args.entity)}_checkpoint.pth"
+    bundle = fleet_path(folder, args.dataset)
+    return str(bundle if args.per_entity or (args.entity and not single.is_file() and bundle.is_file()) else single)
+
+
+def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
+    """Per-entity evaluation of a fleet bundle: one line per method, the JSON, the CSV and the plots."""
+    from evaluation.fleet_report import (
+        DEFAULT_FLEET_BASELINES,
+        evaluate_fleet,
+        format_fleet_table,
+        write_fleet_artifacts,
+    )
+
+    ensure_writable_dir(args.output_dir)
+    names = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
+    evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
+                                batch_size=args.batch_size, device=args.device, seed=args.seed,
+                                threshold_percentile=args.threshold_percentile)  # fmt: skip
+    paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
+    print(format_fleet_table(evaluation))
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    label = dataset_label(args.dataset, args.entity)
-    checkpoint = args.checkpoint or str(Path(args.output_dir) / f"{label}_checkpoint.pth")
+    checkpoint = default_checkpoint(args)
+    if args.per_entity:
+        try:
+            return run_fleet(args, checkpoint)
+        except UserInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     threshold = ThresholdSettings(
         rule=args.threshold,
         percentile=args.threshold_percentile,
@@ -122,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir,
             protocol=args.protocol,
             threshold=threshold,
-            baselines=parse_baselines(args.baselines),
+            baselines=parse_baselines(args.baselines or "random,pca"),
             batch_size=args.batch_size,
             device=args.device,
             seed=args.seed,

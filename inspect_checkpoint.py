@@ -14,7 +14,9 @@ import numpy as np
 
 from data_factory import UserInputError
 from data_factory.atomic import json_text
+from model.checkpoint import load_checkpoint
 from model.detector import Detector
+from model.fleet import Fleet
 
 CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line per channel
 # Shown resolved on the "scoring" line (None there would only mean "the score's own default").
@@ -105,6 +107,59 @@ def format_text(described: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_fleet(fleet: Fleet, path: Path) -> dict:
+    """A fleet bundle: the shared config, then one record per entity."""
+    entities = {}
+    for name, detector in fleet.detectors.items():
+        history = detector.history_
+        val = [record["val_rec"] for record in history if "val_rec" in record]
+        entities[name] = {
+            "train_rows": detector.dataset_.get("train_length"),
+            "epochs_run": len(history),
+            "best_val_rec": min(val) if val else None,
+            "last_train_rec": history[-1]["train_rec"] if history else None,
+            "threshold": detector.threshold_,
+            "seconds": fleet.seconds.get(name, 0.0),
+        }
+    return {
+        "file": str(path),
+        "file_bytes": path.stat().st_size,
+        "dataset": fleet.dataset,
+        "config": fleet.config.to_dict(),
+        "normalisation": fleet.normalisation,
+        "complete": fleet.complete,
+        "scoring_described": next(iter(fleet.detectors.values())).scoring_.describe() if fleet.detectors else "-",
+        "entities": entities,
+        "skipped": fleet.skipped,
+    }
+
+
+def format_fleet_text(described: dict) -> str:
+    entities = described["entities"]
+    lines = [
+        f"fleet        {described['file']} ({described['file_bytes'] / 2**20:.2f} MiB): {described['dataset']}, "
+        f"{len(entities)} entities trained, {len(described['skipped'])} skipped"
+        + ("" if described["complete"] else ", incomplete (resume with train.py --per-entity --resume)"),
+        "config       "
+        + ", ".join(f"{key} {value}" for key, value in described["config"].items() if key not in SCORING_FIELDS),
+        f"scoring      {described['scoring_described']}",
+        f"normalised   per {described['normalisation']}",
+        f"  {'entity':<16} {'rows':>7} {'epochs':>6} {'val rec':>10} {'train rec':>10} {'threshold':>11} "
+        f"{'seconds':>8}",
+    ]
+    for name, entity in entities.items():
+        val = "-" if entity["best_val_rec"] is None else f"{entity['best_val_rec']:.5f}"
+        train = "-" if entity["last_train_rec"] is None else f"{entity['last_train_rec']:.5f}"
+        lines.append(f"  {name:<16} {entity['train_rows']:>7} {entity['epochs_run']:>6} {val:>10} {train:>10} "
+                     f"{entity['threshold']:>11.5g} {entity['seconds']:>8.1f}")  # fmt: skip
+    for name, reason in described["skipped"].items():
+        lines.append(f"  {name:<16} skipped: {reason}")
+    seconds = [entity["seconds"] for entity in entities.values()]
+    if seconds:
+        lines.append(f"summary      {sum(seconds):.1f} s of training in all, {np.mean(seconds):.1f} s per entity")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspect_checkpoint.py", description="Print what a checkpoint holds, without running any code from it."
@@ -118,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.checkpoint).expanduser()
     try:
-        described = describe(Detector.load(path), path)
+        checkpoint = load_checkpoint(path, kind=None)
+        if checkpoint.get("kind") == "fleet":
+            described, text = describe_fleet(Fleet.from_bundle(checkpoint), path), format_fleet_text
+        else:
+            described, text = describe(Detector.from_checkpoint(checkpoint), path), format_text
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json_text(described).rstrip("\n") if args.json else format_text(described))
+    print(json_text(described).rstrip("\n") if args.json else text(described))
     return 0
 
 

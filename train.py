@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.registry import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
-from model.api import last_checkpoint_path, train_to_checkpoint
+from model.api import last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from model.config import add_config_flags, config_from_flags, describe_preset
+from model.fleet import NORMALISATIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--save-every", type=int, default=0, help="also write {DATASET}_last.pth every N steps "
         "(default: 0, at epoch ends and on SIGINT/SIGTERM only)")  # fmt: skip
     add("--no-progress", action="store_true", help="hide the per-batch progress bars")
-    return parser
+    fleet = parser.add_argument_group("one model per entity (SMAP/MSL channel, SMD machine, CUSTOM entities.csv)")
+    fleet.add_argument("--per-entity", action="store_true",
+                       help="train one Detector per entity into {DATASET}_fleet.pth (see --preset fleet)")
+    fleet.add_argument("--entities", default=None, help="comma-separated entities to train (default: all)")
+    fleet.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                       help="entities trained at once, each in its own process on one thread (default: the cores)")
+    fleet.add_argument("--normalisation", choices=NORMALISATIONS, default="entity",
+                       help="entity: z-score each entity with its own TRAIN; global: with the whole dataset's "
+                       "(default: entity)")
+    return parser  # fmt: skip
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -42,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_flags(args, args.preset, args.dataset)
+        if args.per_entity:
+            if args.entity:
+                raise UserInputError("--per-entity trains every entity; use --entities A,B to choose some")
+            entities = [name.strip() for name in args.entities.split(",")] if args.entities else None
+            train_fleet_to_bundle(args.dataset, args.data_dir, config, args.output_dir, entities=entities,
+                                  jobs=args.jobs, normalisation=args.normalisation, resume=args.resume,
+                                  progress=not args.no_progress)  # fmt: skip
+            return 0
         train_to_checkpoint(
             args.dataset,
             args.data_dir,

@@ -46,6 +46,7 @@ class _Prepended:
 class Chunk:
     values: np.ndarray  # (n, C) float32 sensor values in the input's column order
     stamps: np.ndarray | None  # (n,) the timestamp column, as text, when the input has one
+    entities: np.ndarray | None = None  # (n,) the entity column, as text, when one is asked for
 
 
 @dataclass
@@ -64,10 +65,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _frame_chunk(frame: pd.DataFrame, stamp_column: str | None, name: str, first_row: int) -> Chunk:
+def _frame_chunk(
+    frame: pd.DataFrame, stamp_column: str | None, name: str, first_row: int, entity_column: str | None = None
+) -> Chunk:
     stamps = frame.pop(stamp_column).astype(str).to_numpy() if stamp_column else None
+    entities = frame.pop(entity_column).astype(str).to_numpy() if entity_column else None
     if frame.empty:  # a header without rows: pandas types its columns as text
-        return Chunk(np.empty((0, frame.shape[1]), dtype=np.float32), stamps)
+        return Chunk(np.empty((0, frame.shape[1]), dtype=np.float32), stamps, entities)
     non_numeric = [c for c, dtype in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
     if non_numeric:
         column = frame[non_numeric[0]]
@@ -77,10 +81,12 @@ def _frame_chunk(frame: pd.DataFrame, stamp_column: str | None, name: str, first
             f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric "
             "sensor columns (detect.py also takes a timestamp column named by --timestamp-column)"
         )
-    return Chunk(frame.to_numpy(dtype=np.float32), stamps)
+    return Chunk(frame.to_numpy(dtype=np.float32), stamps, entities)
 
 
-def _csv_table(handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool) -> InputTable:
+def _csv_table(
+    handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool, entity_column: str | None
+) -> InputTable:
     try:
         first = handle.readline()
     except UnicodeDecodeError:
@@ -88,15 +94,17 @@ def _csv_table(handle: TextIO, name: str, chunk_rows: int, stamp_column: str | N
     fields = next(csv.reader([first]), [])
     header = [field.strip() for field in fields] if not all(_is_number(f) for f in fields) else None
     stamp = stamp_column if header and stamp_column in header else None
-    columns = [c for c in header if c != stamp] if header else None
+    entity = _entity_column(header, entity_column, name)
+    columns = [c for c in header if c not in (stamp, entity)] if header else None
 
     def chunks() -> Iterator[Chunk]:
         stream = _Prepended("" if header else first, handle)
-        options = {"header": None, "chunksize": chunk_rows, "names": header, "dtype": {stamp: str} if stamp else None}
+        text = {column: str for column in (stamp, entity) if column}
+        options = {"header": None, "chunksize": chunk_rows, "names": header, "dtype": text or None}
         row = 0
         try:
             for frame in pd.read_csv(stream, **options):
-                yield _frame_chunk(frame, stamp, name, row)
+                yield _frame_chunk(frame, stamp, name, row, entity)
                 row += len(frame)
         except pd.errors.EmptyDataError:
             return
@@ -146,7 +154,15 @@ def _npy_table(path: Path, chunk_rows: int) -> InputTable:
     return InputTable(str(path), None, None, chunks())
 
 
-def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None) -> InputTable:
+def _entity_column(names: list[str] | None, entity_column: str | None, name: str) -> str | None:
+    if entity_column is None:
+        return None
+    if not names or entity_column not in names:
+        raise UserInputError(f"{name} has no column {entity_column!r} (--entity-column); name it in the header")
+    return entity_column
+
+
+def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None, entity_column: str | None) -> InputTable:
     import pyarrow.parquet as pq
 
     try:
@@ -155,32 +171,42 @@ def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None) -> Inp
         raise UserInputError(f"cannot read {path} as parquet: {error}") from None
     names = list(source.schema_arrow.names)
     stamp = stamp_column if stamp_column in names else None
+    entity = _entity_column(names, entity_column, str(path))
 
     def chunks() -> Iterator[Chunk]:
         row = 0
         for batch in source.iter_batches(batch_size=chunk_rows):
             frame = batch.to_pandas()
-            yield _frame_chunk(frame, stamp, str(path), row)
+            yield _frame_chunk(frame, stamp, str(path), row, entity)
             row += len(frame)
 
-    return InputTable(str(path), [n for n in names if n != stamp], stamp, chunks())
+    return InputTable(str(path), [n for n in names if n not in (stamp, entity)], stamp, chunks())
 
 
-def open_input(source: str, chunk_rows: int, stamp_column: str | None, stdin: TextIO | None = None) -> InputTable:
-    """An InputTable over a .csv, .npy or .parquet file, or CSV on stdin for '-'."""
+def open_input(
+    source: str,
+    chunk_rows: int,
+    stamp_column: str | None,
+    stdin: TextIO | None = None,
+    entity_column: str | None = None,
+) -> InputTable:
+    """An InputTable over a .csv, .npy or .parquet file, or CSV on stdin for '-'; `entity_column`
+    names a text column kept apart from the sensor values, like the timestamp."""
     if source == "-":
-        return _csv_table(stdin or sys.stdin, "stdin", chunk_rows, stamp_column, owned=False)
+        return _csv_table(stdin or sys.stdin, "stdin", chunk_rows, stamp_column, False, entity_column)
     path = Path(source).expanduser()
     if not path.is_file():
         raise UserInputError(f"input {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        if entity_column is not None:
+            raise UserInputError(f"{path} is a .npy array without column names; give --entity, or a CSV or parquet")
         return _npy_table(path, chunk_rows)
     if suffix == ".parquet":
-        return _parquet_table(path, chunk_rows, stamp_column)
+        return _parquet_table(path, chunk_rows, stamp_column, entity_column)
     if suffix == ".csv":
         handle = open(path, encoding="utf-8", newline="")  # closed by the chunk generator
-        return _csv_table(handle, str(path), chunk_rows, stamp_column, owned=True)
+        return _csv_table(handle, str(path), chunk_rows, stamp_column, True, entity_column)
     raise UserInputError(f"input {path} has an unknown suffix {path.suffix!r}; use .csv, .npy, .parquet or - (stdin)")
 
 

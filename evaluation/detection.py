@@ -23,6 +23,7 @@ from evaluation.drift import ChannelMoments, drift_report, drift_warning
 from evaluation.thresholds import stored_threshold
 from model.detector import Detector
 from model.distributed import DistributedContext
+from model.fleet import Fleet, load_detector
 from model.scoring import PointValues
 
 
@@ -67,9 +68,13 @@ def detect(
     device: str = "auto",
     stdin: TextIO | None = None,
     context: DistributedContext | None = None,
+    entity: str | None = None,
+    entity_column: str | None = None,
 ) -> dict:
     """Score `source` with the checkpoint, write the per-point CSV to `output`, return the report.
 
+    With a fleet bundle, `entity` routes every row to that entity's model, and `entity_column`
+    routes each row by the entity named in that column (holding the input in memory).
     Under torchrun (`context`) every rank reads the same input and runs its share of the batches;
     each gets every score, so only rank 0 needs to keep the output.
     """
@@ -77,16 +82,19 @@ def detect(
         raise UserInputError("--chunk-rows, --batch-size and --top-sensors must be positive")
     if nan_policy not in NAN_POLICIES:
         raise UserInputError(f"--nan must be one of {', '.join(NAN_POLICIES)}")
-    detector = Detector.load(checkpoint_path, device=device)
+    options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "top_sensors": top_sensors,
+               "nan_policy": nan_policy, "batch_size": batch_size}  # fmt: skip
+    if entity_column is not None:
+        table = open_input(source, chunk_rows, timestamp_column, stdin, entity_column)
+        return detect_by_entity(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device, **options)
+    detector = load_detector(checkpoint_path, entity, device=device)
     threshold_value, threshold_source = stored_threshold(detector, threshold_percentile, threshold)
     names = detector.channel_names
     table = open_input(source, chunk_rows, timestamp_column, stdin)
     if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
         raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
     normalizer = detector.normalizer_
-    # Checkpoints from before the TRAIN error was stored rank sensors by their raw error.
-    stored_error = detector.train_channel_error_
-    scale = train_error_scale(stored_error) if stored_error is not None else np.ones(len(names))
+    scale = _sensor_scale(detector)
     missing = MissingValues(nan_policy, normalizer.mean, table.name, names)
     moments = ChannelMoments(len(names))
     stamps: deque = deque()
@@ -134,8 +142,101 @@ def detect(
     }
 
 
+def _sensor_scale(detector: Detector) -> np.ndarray:
+    # Checkpoints from before the TRAIN error was stored rank sensors by their raw error.
+    stored = detector.train_channel_error_
+    return train_error_scale(stored) if stored is not None else np.ones(len(detector.channel_names))
+
+
+def detect_by_entity(
+    fleet: Fleet,
+    table,
+    output: TextIO,
+    checkpoint_name: str,
+    device: str,
+    *,
+    threshold_percentile: float | None,
+    threshold: float | None,
+    top_sensors: int,
+    nan_policy: str,
+    batch_size: int,
+) -> dict:
+    """Each row scored by the model of the entity its entity column names; rows keep the input's order.
+
+    Each entity's rows form its own series, in input order, so its windows never mix entities.
+    """
+    names = next(iter(fleet.detectors.values())).channel_names
+    values, stamps, entities, order = [], [], [], None
+    for index, chunk in enumerate(table.chunks):
+        if index == 0:
+            order, columns = column_order(table, chunk.values.shape[1], names)
+        values.append(chunk.values if order is None else chunk.values[:, order])
+        stamps.append(chunk.stamps)
+        entities.append(chunk.entities)
+    if not values:
+        raise UserInputError(f"{table.name} has no rows")
+    values, labels = np.concatenate(values), np.concatenate(entities)
+    stamps = np.concatenate(stamps) if table.stamp_column else np.arange(len(values))
+    present = list(dict.fromkeys(labels.tolist()))
+    for name in present:
+        fleet.detector(name)  # an unknown or skipped entity stops the run before any scoring
+    scores, flags = np.zeros(len(values), dtype=np.float32), np.zeros(len(values), dtype=np.int64)
+    tops = np.full(len(values), "", dtype=object)
+    report_entities = {}
+    for name in present:
+        detector = fleet.detector(name).to(device)
+        rows = np.flatnonzero(labels == name)
+        if len(rows) < detector.win_size:
+            raise UserInputError(
+                f"{table.name} has {len(rows)} rows of entity {name}, fewer than its model's window of "
+                f"{detector.win_size}"
+            )
+        missing = MissingValues(nan_policy, detector.normalizer_.mean, f"{table.name} ({name})", names)
+        series = missing.apply(values[rows], 0)
+        points = detector.score_points(series, batch_size=batch_size)
+        value, source = stored_threshold(detector, threshold_percentile, threshold)
+        flagged = points.scores > value
+        scores[rows], flags[rows] = points.scores, flagged
+        if flagged.any():
+            tops[rows[flagged]] = top_sensor_text(points.errors[flagged], _sensor_scale(detector), names,
+                                                  min(top_sensors, len(names)))  # fmt: skip
+        moments = ChannelMoments(len(names))
+        moments.update(detector.normalizer_.transform(series))
+        report_entities[name] = {"rows": len(rows), "threshold": {"value": value, "source": source},
+                                 "n_flagged": int(flagged.sum()), "filled_values": missing.filled,
+                                 "drift": drift_report(moments, detector.normalizer_.std, names)}  # fmt: skip
+    writer = csv.writer(output, lineterminator="\n")
+    writer.writerow([table.stamp_column or "index", "entity", "score", "flag", "top_sensors"])
+    shown = np.char.mod("%.9g", scores)
+    writer.writerows(zip(stamps.tolist(), labels.tolist(), shown.tolist(), flags.tolist(), tops.tolist(), strict=True))
+    n_flagged = int(flags.sum())
+    return {
+        "checkpoint": checkpoint_name,
+        "dataset": fleet.dataset,
+        "input": table.name,
+        "rows": len(values),
+        "score_variant": fleet.config.score,
+        "n_flagged": n_flagged,
+        "flagged_share": n_flagged / len(values),
+        "columns": columns,
+        "nan_policy": nan_policy,
+        "entities": report_entities,
+    }
+
+
 def summary_lines(report: dict) -> list[str]:
     """What detect.py prints after a run."""
+    if "entities" in report:  # routed by an entity column
+        lines = [f"scored {report['rows']} rows of {report['input']} with the {report['dataset']} fleet "
+                 f"({len(report['entities'])} entities); {report['n_flagged']} points flagged "
+                 f"({report['flagged_share']:.2%})"]  # fmt: skip
+        for name, part in report["entities"].items():
+            lines.append(f"  {name}: {part['rows']} rows, threshold {part['threshold']['value']:.6g}, "
+                         f"{part['n_flagged']} flagged")  # fmt: skip
+            warning = drift_warning(part["drift"])
+            if warning:
+                lines.append(f"  {name}: {warning}")
+        return lines
     lines = [
         f"scored {report['rows']} rows of {report['input']} with the {report['dataset']} checkpoint "
         f"({report['score_variant']} score); threshold {report['threshold']['value']:.6g} = "

@@ -18,8 +18,8 @@ from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.config import DetectorConfig
-from model.detector import Detector
 from model.distributed import DistributedContext
+from model.fleet import load_detector
 from model.score_settings import ScoreSettings, override_score_settings
 from model.scoring import smooth_scores
 
@@ -154,7 +154,7 @@ def evaluate_checkpoint(
         raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
-    detector = Detector.load(checkpoint_path, dataset, device)
+    detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model
     if score_variant is None and protocol == "paper":
         score_variant = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
     scoring = override_score_settings(

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from data_factory.atomic import ensure_writable_dir
 from data_factory.dataset import TimeSeriesDataset
+from data_factory.entities import entity_names
 from data_factory.errors import UserInputError
 from data_factory.registry import dataset_label, load_dataset
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector
 from model.distributed import init_distributed, shutdown_distributed
+from model.fleet import Fleet, fleet_path, train_fleet
 from model.transformer import AnomalyTransformer, ModelConfig
 
 
@@ -25,11 +27,11 @@ def last_checkpoint_path(output_dir: str | Path, label: str) -> Path:
     return Path(output_dir).expanduser() / f"{label}_last.pth"
 
 
-def check_free_space(folder: Path, model_config: ModelConfig) -> None:
-    """Fail before training if the disk cannot hold the checkpoints it will write."""
+def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -> None:
+    """Fail before training if the disk cannot hold the checkpoints it will write (`copies` models)."""
     parameters = sum(p.numel() for p in AnomalyTransformer(model_config).parameters())
     # _last.pth: weights, best weights, two Adam moments; the best checkpoint: weights; a temp copy of each.
-    needed = 2 * (5 * 4 * parameters) + 2**20
+    needed = copies * 2 * (5 * 4 * parameters) + 2**20
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise UserInputError(
@@ -120,5 +122,64 @@ def train_to_checkpoint(
             log(f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}")
         context.barrier()
         return best_path
+    finally:
+        shutdown_distributed()
+
+
+def train_fleet_to_bundle(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    config: DetectorConfig,
+    output_dir: str | Path = "artifacts",
+    *,
+    entities: list[str] | None = None,
+    jobs: int = 1,
+    normalisation: str = "entity",
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Path:
+    """Train one Detector per entity into {DATASET}_fleet.pth, saved after every entity.
+
+    With resume=True the bundle's config and finished entities are kept and the rest trained.
+    """
+    context = init_distributed(config.device)
+    try:
+        folder = Path(output_dir).expanduser()
+        if context.is_main:
+            ensure_writable_dir(folder)
+        path = fleet_path(folder, dataset_name)
+        previous = None
+        if resume:
+            if not path.is_file():
+                raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
+            previous = Fleet.load(path)
+            config, normalisation = previous.config, previous.normalisation
+        config.validate()
+        names = entity_names(dataset_name, data_dir)
+        if entities:
+            unknown = [name for name in entities if name not in names]
+            if unknown:
+                raise UserInputError(
+                    f"{dataset_name} has no entity {unknown[0]!r}; it has {', '.join(names[:8])}, ..."
+                )
+            names = [name for name in names if name in entities]
+        if context.is_main:
+            check_free_space(folder, config.model_config(1), copies=len(names))
+            kept = 0 if previous is None else len(previous.detectors) + len(previous.skipped)
+            log(
+                f"{dataset_name.upper()}: {len(names)} entities, {kept} already done; d_model {config.d_model}, "
+                f"layers {config.e_layers}, window {config.win_size}; {jobs} worker(s); {normalisation} normalisation"
+            )
+        fleet = train_fleet(
+            dataset_name, data_dir, names, config, jobs=jobs, normalisation=normalisation, resume_from=previous,
+            save=lambda current: current.save(path), progress=progress, context=context,
+        )  # fmt: skip
+        if context.is_main:
+            for entity, reason in fleet.skipped.items():
+                log(f"skipped {entity}: {reason}")
+            log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
+        context.barrier()
+        return path
     finally:
         shutdown_distributed()

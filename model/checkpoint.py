@@ -14,6 +14,7 @@ from data_factory.errors import UserInputError
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_state", "model_config", "dataset", "normalization")
+FLEET_KEYS = ("format_version", "kind", "dataset", "config", "entities")
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
@@ -24,14 +25,23 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None) -> dict:
-    """Load with weights_only=True and check it against the dataset it will score, if given."""
+def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, kind: str | None = "detector") -> dict:
+    """Load with weights_only=True and check it against the dataset it will score, if given.
+
+    kind: "detector" (one model), "fleet" (a {DATASET}_fleet.pth bundle) or None (either).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserInputError(f"checkpoint {path} does not exist; train first (./train.sh) or pass --checkpoint PATH")
     checkpoint = _safe_load(path, "retrain it")
-    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+    is_fleet = isinstance(checkpoint, dict) and checkpoint.get("kind") == "fleet"
+    needed = FLEET_KEYS if is_fleet else REQUIRED_KEYS
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in needed):
         raise UserInputError(f"checkpoint {path} is not an Anomaly Transformer checkpoint of this tool; retrain it")
+    if kind == "detector" and is_fleet:
+        raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one model")
+    if kind == "fleet" and not is_fleet:
+        raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity")
     if dataset is not None:
         check_checkpoint_matches(checkpoint, dataset, path)
     return checkpoint

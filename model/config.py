@@ -111,7 +111,8 @@ class DetectorConfig:
 
 
 # Each preset may set any field. paper: the reference's recipe (all of TRAIN, the paper score);
-# small / medium / large: the original README's sizes.
+# small / medium / large: the original README's sizes; fleet: a small model per entity, as
+# measured per entity on MSL and SMAP (docs/research-log.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "d_model": 512,
@@ -128,6 +129,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {"d_model": 128, "e_layers": 2},
     "medium": {},
     "large": {"d_model": 512, "e_layers": 4},
+    "fleet": {"d_model": 64, "n_heads": 4, "e_layers": 2, "d_ff": 64, "epochs": 2, "batch_size": 32, "lr": 1e-3,
+              "train_stride": 5, "val_ratio": 0.0},
 }
 # Where the reference's recipe differs by dataset: SMD trains 10 epochs on windows 100 steps apart.
 DATASET_PRESETS: dict[tuple[str, str], dict[str, Any]] = {("paper", "SMD"): {"epochs": 10, "train_stride": 100}}

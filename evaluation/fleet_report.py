@@ -1,0 +1,242 @@
+"""Evaluate a fleet bundle per entity: each entity's TEST rows scored by that entity's own model,
+beside the baselines fitted on that entity's TRAIN, on the same points and with the same smoothing.
+
+Two protocols, always labelled as such:
+- per entity (TSB-AD's and Sarfraz et al.'s): every metric on each entity's own series, then the
+  mean and standard deviation over the entities whose TEST holds both classes;
+- whole series: the entities' scores concatenated in the dataset's order, each first z-scored
+  with its own TRAIN scores' mean and std (so that models of different error scales are
+  comparable; no test data used), and graded as one series with the full metric panel.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_factory.atomic import atomic_path, ensure_writable_dir, write_json
+from data_factory.errors import UserInputError
+from data_factory.registry import load_dataset
+from evaluation.baselines import baseline_scores
+from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
+from evaluation.panel import metric_panel
+from evaluation.thresholds import percentile_threshold
+from evaluation.tsb_vus import tsb_vus
+from model.fleet import Fleet
+from model.scoring import smooth_scores
+
+PER_ENTITY_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
+DEFAULT_FLEET_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")
+
+
+@dataclass
+class EntityScores:
+    entity: str
+    labels: np.ndarray  # (N_test,) uint8
+    train: dict[str, np.ndarray]  # method -> TRAIN scores
+    test: dict[str, np.ndarray]  # method -> TEST scores
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
+
+    @property
+    def graded(self) -> bool:
+        """Both classes in TEST: the threshold-free metrics are defined."""
+        return 0 < int(self.labels.sum()) < len(self.labels)
+
+
+@dataclass
+class FleetEvaluation:
+    dataset: str
+    methods: list[str]  # "model" first
+    entities: list[EntityScores]
+    skipped: dict[str, str]
+    whole_series: dict[str, dict]  # method -> metric panel of the concatenated, TRAIN-z-scored scores
+    threshold_percentile: float
+
+    def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
+        """method -> metric -> {mean, std, n} over the graded entities."""
+        graded = [entity for entity in self.entities if entity.graded]
+        table: dict[str, dict[str, dict[str, float]]] = {}
+        for method in self.methods:
+            table[method] = {}
+            for metric in PER_ENTITY_METRICS:
+                values = [e.metrics[method][metric] for e in graded if e.metrics[method][metric] is not None]
+                values = np.asarray(values, dtype=np.float64)
+                table[method][metric] = {
+                    "mean": float(values.mean()) if len(values) else None,
+                    "std": float(values.std()) if len(values) else None,
+                    "n": len(values),
+                }
+        return table
+
+
+def _per_entity_metrics(labels: np.ndarray, train: np.ndarray, test: np.ndarray, percentile: float) -> dict:
+    if not 0 < int(labels.sum()) < len(labels):
+        empty = dict.fromkeys(PER_ENTITY_METRICS)
+        empty["f1"] = None
+        return empty
+    threshold = percentile_threshold(train, percentile)
+    _, _, f1 = precision_recall_f1(labels, (test > threshold).astype(np.uint8))
+    return {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), **tsb_vus(labels, test), "f1": f1}
+
+
+def _z_scored(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    std = float(train.std())
+    return (test - float(train.mean())) / (std if std > 0 else 1.0)
+
+
+def evaluate_fleet(
+    bundle_path: str | Path,
+    dataset_name: str,
+    data_dir: str | Path | None = None,
+    *,
+    baselines: tuple[str, ...] = DEFAULT_FLEET_BASELINES,
+    batch_size: int = 128,
+    device: str = "auto",
+    seed: int = 0,
+    threshold_percentile: float | None = None,
+    whole_series: bool = True,
+) -> FleetEvaluation:
+    """Score every trained entity's TEST with its own model and the baselines; grade each entity."""
+    fleet = Fleet.load(bundle_path)
+    if fleet.dataset != dataset_name.upper():
+        raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
+    percentile = fleet.config.threshold_percentile if threshold_percentile is None else threshold_percentile
+    percentile_threshold(np.zeros(1), percentile)  # a bad percentile fails before any work
+    methods = ["model", *baselines]
+    results = []
+    for entity, detector in fleet.detectors.items():
+        data = load_dataset(dataset_name, data_dir, entity)
+        if data.test_labels is None:
+            raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
+        detector = detector.to(device)
+        scoring = detector.scoring_
+        train_points = detector.score_points(data.train, batch_size=batch_size)
+        test_points = detector.score_points(data.test, batch_size=batch_size)
+        train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
+        scored = EntityScores(entity, data.test_labels, {"model": train_points.scores}, {"model": test_points.scores})
+        for name in baselines:
+            pair = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
+            scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+        for name in methods:
+            scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name], percentile)
+        results.append(scored)
+    if not results:
+        raise UserInputError(f"{bundle_path} holds no trained entity")
+    panels = {}
+    if whole_series:
+        labels = np.concatenate([entity.labels for entity in results])
+        for name in methods:
+            joined = np.concatenate([_z_scored(entity.train[name], entity.test[name]) for entity in results])
+            z_train = np.concatenate([_z_scored(entity.train[name], entity.train[name]) for entity in results])
+            threshold = percentile_threshold(z_train, percentile)
+            panels[name] = metric_panel(labels, joined, (joined > threshold).astype(np.uint8))
+    return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, percentile)
+
+
+def _cell(summary: dict) -> str:
+    return "-" if summary["mean"] is None else f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def format_fleet_table(evaluation: FleetEvaluation) -> str:
+    """The per-entity aggregate, then the whole-series panel's headline metrics."""
+    table = evaluation.aggregate()
+    graded = sum(entity.graded for entity in evaluation.entities)
+    lines = [
+        f"{evaluation.dataset} fleet: {len(evaluation.entities)} entities scored by their own model "
+        f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} skipped in training",
+        f"per-entity protocol: mean ± std over entities; F1 at the {evaluation.threshold_percentile:g}th "
+        "percentile of each entity's TRAIN scores",
+        f"{'method':<10}" + "".join(f"{metric:>17}" for metric in PER_ENTITY_METRICS),
+    ]
+    for method in evaluation.methods:
+        lines.append(f"{method:<10}" + "".join(f"{_cell(table[method][m]):>17}" for m in PER_ENTITY_METRICS))
+    if evaluation.whole_series:
+        lines.append("whole-series protocol: entities concatenated, each z-scored by its own TRAIN scores")
+        headline = ("roc_auc", "pr_auc", "vus_pr", "f1", "pa_f1")
+        lines.append(f"{'method':<10}" + "".join(f"{metric:>10}" for metric in headline))
+        for method, panel in evaluation.whole_series.items():
+            lines.append(f"{method:<10}" + "".join(f"{panel[m]:>10.3f}" for m in headline))
+    return "\n".join(lines)
+
+
+def fleet_summary(evaluation: FleetEvaluation) -> dict:
+    """The fleet metrics JSON (docs/evaluation.md, "Fleet metrics")."""
+    return {
+        "dataset": evaluation.dataset,
+        "protocols": {
+            "per_entity": "each entity its own series; mean and std over entities with both classes in TEST",
+            "whole_series": "entities concatenated, each method's scores z-scored by that entity's TRAIN scores",
+        },
+        "vus": "TSB-AD 1.5 VUS (evaluation/tsb_vus.py)",
+        "threshold_percentile": evaluation.threshold_percentile,
+        "methods": evaluation.methods,
+        "aggregate": evaluation.aggregate(),
+        "entities": {
+            entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics}
+            for entity in evaluation.entities
+        },
+        "skipped": evaluation.skipped,
+        "whole_series": evaluation.whole_series,
+    }
+
+
+def ranked_entities(evaluation: FleetEvaluation, k: int) -> tuple[list[EntityScores], list[EntityScores]]:
+    """The k graded entities where the model's VUS-PR is lowest, and the k where it is highest."""
+    graded = [entity for entity in evaluation.entities if entity.graded]
+    graded.sort(key=lambda entity: entity.metrics["model"]["vus_pr"])
+    return graded[:k], graded[::-1][:k]
+
+
+def plot_entities(entities: list[EntityScores], title: str, path: Path, percentile: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(max(len(entities), 1), 1, figsize=(12, 2.2 * max(len(entities), 1)), squeeze=False)
+    for axis, entity in zip(axes[:, 0], entities, strict=False):
+        scores = entity.test["model"]
+        time = np.arange(len(scores))
+        threshold = percentile_threshold(entity.train["model"], percentile)
+        axis.plot(time, scores, linewidth=0.6, color="tab:blue", label="model score")
+        axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label="threshold")
+        axis.fill_between(time, 0, 1, where=entity.labels.astype(bool), transform=axis.get_xaxis_transform(),
+                          color="tab:orange", alpha=0.3, linewidth=0, label="labelled anomaly")  # fmt: skip
+        metrics = entity.metrics["model"]
+        axis.set_title(f"{entity.entity}: VUS-PR {metrics['vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}", fontsize=9)
+        axis.set_xlim(0, max(len(scores) - 1, 1))
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, format="png")
+    plt.close(figure)
+
+
+def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k: int = 3) -> dict[str, Path]:
+    """{DATASET}_fleet_metrics.json, {DATASET}_fleet_entities.csv and the k worst / best entities' plots."""
+    folder = ensure_writable_dir(output_dir)
+    stem = f"{evaluation.dataset}_fleet"
+    paths = {
+        "json": folder / f"{stem}_metrics.json",
+        "csv": folder / f"{stem}_entities.csv",
+        "worst": folder / f"{stem}_worst.png",
+        "best": folder / f"{stem}_best.png",
+    }
+    write_json(fleet_summary(evaluation), paths["json"])
+    with atomic_path(paths["csv"]) as temp, open(temp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "n_test", "n_anomalous", "method", *PER_ENTITY_METRICS])
+        for entity in evaluation.entities:
+            for method in evaluation.methods:
+                values = [entity.metrics[method][m] for m in PER_ENTITY_METRICS]
+                shown = ["" if value is None else f"{value:.6g}" for value in values]
+                writer.writerow([entity.entity, len(entity.labels), int(entity.labels.sum()), method, *shown])
+    worst, best = ranked_entities(evaluation, k)
+    for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
+        with atomic_path(paths[key]) as temp:
+            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", temp,
+                          evaluation.threshold_percentile)  # fmt: skip
+    return paths

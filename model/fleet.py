@@ -1,0 +1,249 @@
+"""A fleet: one Detector per entity (SMAP/MSL channel, SMD machine, CUSTOM entity), stored as one bundle.
+
+Entities train in parallel worker processes, one thread each, so a fleet's model for an entity is
+bit for bit the Detector that entity gives when trained alone on one thread. The bundle,
+{DATASET}_fleet.pth, holds the config once and each entity's weights, normaliser, TRAIN-score
+statistics and threshold; it loads with torch.load(weights_only=True), is written atomically after
+every finished entity, and so lets `--resume` keep the entities already done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data_factory.dataset import TimeSeriesDataset
+from data_factory.errors import UserInputError
+from data_factory.registry import load_dataset
+from data_factory.windows import Normalizer
+from model.checkpoint import FORMAT_VERSION, check_checkpoint_matches, load_checkpoint, save_checkpoint
+from model.config import DetectorConfig
+from model.detector import Detector, package_versions
+from model.distributed import DistributedContext
+from model.solver import TrainingFailed
+
+# What one entity's record in the bundle leaves out: written once for the whole fleet.
+SHARED_KEYS = ("train_config", "versions")
+NORMALISATIONS = ("entity", "global")
+
+
+@dataclass
+class Fleet:
+    """Detectors by entity, in the dataset's order, with the entities that could not train."""
+
+    dataset: str
+    config: DetectorConfig
+    normalisation: str = "entity"  # entity: each entity's own TRAIN statistics; global: the whole dataset's
+    detectors: dict[str, Detector] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # entity -> why it could not train
+    order: list[str] = field(default_factory=list)  # every entity asked for, in order
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each entity's training
+
+    @property
+    def complete(self) -> bool:
+        return all(name in self.detectors or name in self.skipped for name in self.order)
+
+    def detector(self, entity: str) -> Detector:
+        if entity in self.detectors:
+            return self.detectors[entity]
+        if entity in self.skipped:
+            raise UserInputError(f"entity {entity!r} was skipped in training ({self.skipped[entity]}); it has no model")
+        shown = ", ".join(list(self.detectors)[:8]) + (", ..." if len(self.detectors) > 8 else "")
+        raise UserInputError(f"unknown entity {entity!r} in the {self.dataset} fleet; it has {shown}")
+
+    def to_bundle(self) -> dict:
+        entities = {}
+        for name, detector in self.detectors.items():
+            record = {key: value for key, value in detector.to_checkpoint().items() if key not in SHARED_KEYS}
+            entities[name] = {**record, "seconds": self.seconds.get(name, 0.0)}
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "fleet",
+            "dataset": self.dataset,
+            "config": self.config.to_dict(),
+            "normalisation": self.normalisation,
+            "order": list(self.order),
+            "entities": entities,
+            "skipped": dict(self.skipped),
+            "complete": self.complete,
+            "versions": package_versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(self.to_bundle(), path)
+
+    @classmethod
+    def from_bundle(cls, bundle: dict) -> Fleet:
+        config = DetectorConfig.from_dict(bundle["config"])
+        fleet = cls(bundle["dataset"], config, bundle.get("normalisation", "entity"))
+        for name, record in bundle["entities"].items():
+            fleet.detectors[name] = Detector.from_checkpoint({**record, "train_config": bundle["config"]})
+            fleet.detectors[name].versions_ = dict(bundle.get("versions", {}))
+            fleet.seconds[name] = float(record.get("seconds", 0.0))
+        fleet.skipped = dict(bundle.get("skipped", {}))
+        fleet.order = list(bundle.get("order", list(fleet.detectors)))
+        return fleet
+
+    @classmethod
+    def load(cls, path: str | Path) -> Fleet:
+        return cls.from_bundle(load_checkpoint(path, kind="fleet"))
+
+
+def fleet_path(output_dir: str | Path, dataset_name: str) -> Path:
+    return Path(output_dir).expanduser() / f"{dataset_name.upper()}_fleet.pth"
+
+
+def global_normaliser(dataset_name: str, data_dir: str | Path | None, entities: list[str]) -> Normalizer:
+    """One z-score over the TRAIN rows of all the entities, as one shared model would see them."""
+    parts = [load_dataset(dataset_name, data_dir, entity).train for entity in entities]
+    return Normalizer.fit(np.concatenate(parts))
+
+
+def entity_problem(data: TimeSeriesDataset, config: DetectorConfig) -> str | None:
+    """Why an entity cannot train, before any work is spent on it; None when it can."""
+    if len(data.train) < config.win_size:
+        return f"TRAIN has {len(data.train)} rows, fewer than the window of {config.win_size}"
+    if np.ptp(data.train, axis=0).max() == 0:
+        return "TRAIN is constant in every channel"
+    return None
+
+
+def train_entity(
+    dataset_name: str, data_dir: str | None, entity: str, config: dict, normalizer: tuple | None
+) -> tuple[str, dict | None, str | None, float]:
+    """Train one entity's Detector on one thread: (entity, checkpoint or None, why it was skipped, seconds).
+
+    Runs in a worker process, so it takes and returns plain values.
+    """
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    settings = DetectorConfig.from_dict(config)
+    try:
+        data = load_dataset(dataset_name, data_dir, entity)
+        problem = entity_problem(data, settings)
+        if problem is not None:
+            return entity, None, problem, 0.0
+        given = None if normalizer is None else Normalizer(*normalizer)
+        detector = Detector(settings, normalizer=given).fit(data)
+    except (UserInputError, TrainingFailed) as error:
+        return entity, None, str(error), time.perf_counter() - started
+    return entity, detector.to_checkpoint(), None, time.perf_counter() - started
+
+
+def _results(
+    tasks: list[tuple], jobs: int
+) -> Iterator[tuple[str, dict | None, str | None, float]]:
+    """train_entity over the tasks: in this process for jobs == 1, else in `jobs` spawned workers."""
+    if jobs == 1:
+        threads = torch.get_num_threads()
+        try:
+            yield from (train_entity(*task) for task in tasks)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: set[Future] = {pool.submit(train_entity, *task) for task in tasks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+
+
+def train_fleet(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    entities: list[str],
+    config: DetectorConfig,
+    *,
+    jobs: int = 1,
+    normalisation: str = "entity",
+    resume_from: Fleet | None = None,
+    save: Callable[[Fleet], None] | None = None,
+    progress: bool = True,
+    context: DistributedContext | None = None,
+) -> Fleet:
+    """Train one Detector per entity; an entity that cannot train is recorded as skipped, never fatal.
+
+    resume_from: a fleet whose finished entities are kept. save: called after every entity.
+    context: under torchrun each rank trains every N-th entity; rank 0 gathers and saves.
+    """
+    config.validate()
+    if normalisation not in NORMALISATIONS:
+        raise UserInputError(f"--normalisation must be one of {', '.join(NORMALISATIONS)}")
+    if jobs < 1:
+        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
+    context = context or DistributedContext()
+    fleet = resume_from or Fleet(dataset_name.upper(), config, normalisation)
+    fleet.order = list(entities)
+    todo = [name for name in entities if name not in fleet.detectors and name not in fleet.skipped]
+    shared = None
+    if normalisation == "global":
+        normaliser = global_normaliser(dataset_name, data_dir, entities)
+        shared = (normaliser.mean, normaliser.std)
+    mine = todo[context.rank :: context.world_size] if context.enabled else todo
+    folder = None if data_dir is None else str(data_dir)
+    tasks = [(dataset_name, folder, entity, config.to_dict(), shared) for entity in mine]
+    bar = tqdm(total=len(todo), desc=f"{fleet.dataset} entities", disable=not (progress and context.is_main))
+    bar.update(0)
+    for entity, checkpoint, problem, seconds in _results(tasks, jobs):
+        _record(fleet, entity, checkpoint, problem, seconds)
+        bar.update(1)
+        if save is not None and not context.enabled:
+            save(fleet)
+    bar.close()
+    if context.enabled:
+        _gather(fleet, context)
+        if save is not None and context.is_main:
+            save(fleet)
+    return fleet
+
+
+def _record(fleet: Fleet, entity: str, checkpoint: dict | None, problem: str | None, seconds: float) -> None:
+    if checkpoint is None:
+        fleet.skipped[entity] = problem or "could not train"
+        return
+    fleet.detectors[entity] = Detector.from_checkpoint(checkpoint)
+    fleet.seconds[entity] = seconds
+    fleet.detectors = {name: fleet.detectors[name] for name in fleet.order if name in fleet.detectors}
+
+
+def _gather(fleet: Fleet, context: DistributedContext) -> None:
+    """Every rank's entities to every rank, in the fleet's order."""
+    import torch.distributed as dist
+
+    mine = {name: detector.to_checkpoint() for name, detector in fleet.detectors.items()}
+    gathered: list = [None] * context.world_size
+    dist.all_gather_object(gathered, (mine, fleet.skipped, fleet.seconds))
+    for checkpoints, skipped, seconds in gathered:
+        for name, checkpoint in checkpoints.items():
+            fleet.detectors.setdefault(name, Detector.from_checkpoint(checkpoint))
+        fleet.skipped.update(skipped)
+        fleet.seconds.update(seconds)
+    fleet.detectors = {name: fleet.detectors[name] for name in fleet.order if name in fleet.detectors}
+
+
+def load_detector(
+    path: str | Path, entity: str | None = None, dataset: TimeSeriesDataset | None = None, device: str = "cpu"
+) -> Detector:
+    """The Detector in a checkpoint, or an entity's Detector in a fleet bundle; with `dataset`, first
+    check that it was trained on those data."""
+    checkpoint = load_checkpoint(path, kind=None)
+    if checkpoint.get("kind") == "fleet":
+        if entity is None:
+            raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME")
+        detector = Fleet.from_bundle(checkpoint).detector(entity)
+    else:
+        detector = Detector.from_checkpoint(checkpoint)
+    if dataset is not None:
+        check_checkpoint_matches({"dataset": detector.dataset_}, dataset, Path(path))
+    return detector.to(device)
