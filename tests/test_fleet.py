@@ -1,0 +1,191 @@
+"""Fleet mode end to end on a small CUSTOM dataset of three entities: training, the bundle, resume,
+routing in detect, evaluate and inspect on a bundle."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import detect
+import evaluate
+import inspect_checkpoint
+import train
+from data_factory import load_dataset
+from data_factory.entities import entity_names
+from model import Detector, DetectorConfig
+from model.fleet import Fleet
+from tests.tiny import TINY_TRAIN_FLAGS
+
+ROWS = {"east": (400, 300), "west": (360, 280), "stub": (12, 30)}  # entity: (train rows, test rows)
+
+
+def write_fleet_data(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    trains, tests, labels, rows = [], [], [], []
+    train_at = test_at = 0
+    for index, (name, (n_train, n_test)) in enumerate(ROWS.items()):
+        phase = np.arange(n_train + n_test)[:, None] / (7 + index) + np.arange(3)
+        series = np.sin(phase) + 0.05 * rng.standard_normal(phase.shape) + index
+        test = series[n_train:].copy()
+        mark = np.zeros(n_test, dtype=np.uint8)
+        if n_test > 100:
+            test[100:120, 1] += 3.0
+            mark[100:120] = 1
+        trains.append(series[:n_train])
+        tests.append(test)
+        labels.append(mark)
+        rows.append([name, train_at, n_train, test_at, n_test])
+        train_at, test_at = train_at + n_train, test_at + n_test
+    np.save(folder / "train_data.npy", np.concatenate(trains).astype(np.float32))
+    np.save(folder / "test_data.npy", np.concatenate(tests).astype(np.float32))
+    np.save(folder / "test_labels.npy", np.concatenate(labels))
+    with open(folder / "entities.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "train_start", "train_len", "test_start", "test_len"])
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fleet_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    data = write_fleet_data(root)
+    out = root / "out"
+    code = train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "2",
+                       "--output-dir", str(out), *TINY_TRAIN_FLAGS])  # fmt: skip
+    assert code == 0
+    return {"data": data, "out": out, "bundle": out / "CUSTOM_fleet.pth"}
+
+
+def test_custom_entities_come_from_entities_csv(fleet_run):
+    assert entity_names("CUSTOM", fleet_run["data"]) == ["east", "west", "stub"]
+    east = load_dataset("CUSTOM", fleet_run["data"], "east")
+    assert east.name == "CUSTOM_east" and east.train.shape == (400, 3) and east.test_labels.sum() == 20
+
+
+def test_an_entity_that_cannot_train_is_skipped_and_the_rest_train(fleet_run):
+    fleet = Fleet.load(fleet_run["bundle"])
+    assert list(fleet.detectors) == ["east", "west"]
+    assert "fewer than the window of 20" in fleet.skipped["stub"]
+    assert fleet.complete
+    torch.load(fleet_run["bundle"], weights_only=True)
+
+
+def test_each_entity_in_the_bundle_is_that_entity_trained_alone(fleet_run):
+    fleet = Fleet.load(fleet_run["bundle"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the fleet's workers
+    try:
+        alone = Detector(fleet.config).fit(load_dataset("CUSTOM", fleet_run["data"], "west"))
+    finally:
+        torch.set_num_threads(threads)
+    for key, tensor in alone.model_.state_dict().items():
+        assert torch.equal(fleet.detectors["west"].model_.state_dict()[key], tensor), key
+    assert fleet.detectors["west"].threshold_ == alone.threshold_
+
+
+def test_the_bundle_round_trips(fleet_run, tmp_path):
+    fleet = Fleet.load(fleet_run["bundle"])
+    again = Fleet.load(fleet.save(tmp_path / "copy.pth"))
+    east = load_dataset("CUSTOM", fleet_run["data"], "east")
+    np.testing.assert_array_equal(again.detectors["east"].score(east.test), fleet.detectors["east"].score(east.test))
+    assert again.config == fleet.config and again.skipped == fleet.skipped
+
+
+def test_resume_keeps_the_entities_already_trained(fleet_run, tmp_path):
+    out = tmp_path / "out"
+    args = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity", "--jobs", "1",
+            "--output-dir", str(out), *TINY_TRAIN_FLAGS]  # fmt: skip
+    assert train.main([*args, "--entities", "east"]) == 0
+    first = Fleet.load(out / "CUSTOM_fleet.pth")
+    assert list(first.detectors) == ["east"] and first.complete  # complete for what was asked
+    assert train.main(["--resume", *args, "--epochs", "5"]) == 0  # the stored config wins over new flags
+    resumed = Fleet.load(out / "CUSTOM_fleet.pth")
+    assert list(resumed.detectors) == ["east", "west"] and "stub" in resumed.skipped
+    assert resumed.config.epochs == 1
+    kept, before = resumed.detectors["east"].model_.state_dict(), first.detectors["east"].model_.state_dict()
+    assert all(torch.equal(kept[key], before[key]) for key in before)
+    whole = Fleet.load(fleet_run["bundle"]).detectors["west"].model_.state_dict()
+    assert all(torch.equal(resumed.detectors["west"].model_.state_dict()[key], whole[key]) for key in whole)
+
+
+def test_detect_routes_each_row_to_its_entitys_model(fleet_run, tmp_path):
+    fleet = Fleet.load(fleet_run["bundle"])
+    east = load_dataset("CUSTOM", fleet_run["data"], "east").test
+    west = load_dataset("CUSTOM", fleet_run["data"], "west").test
+    rows = [("east", r) for r in east[:150]] + [("west", r) for r in west[:200]] + [("east", r) for r in east[150:]]
+    source = tmp_path / "mixed.csv"
+    with open(source, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "ch0", "ch1", "ch2"])
+        writer.writerows([name, *values.tolist()] for name, values in rows)
+    out = tmp_path / "routed.csv"
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output", str(out),
+                        "--entity-column", "entity"]) == 0  # fmt: skip
+    with open(out, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["entity"] for row in written] == [name for name, _ in rows]
+    east_scores = np.array([float(row["score"]) for row in written if row["entity"] == "east"], dtype=np.float32)
+    np.testing.assert_array_equal(east_scores, fleet.detectors["east"].score(east))
+    single = tmp_path / "west.csv"
+    west_file = tmp_path / "west_in.npy"
+    np.save(west_file, west)
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(west_file), "--output",
+                        str(single), "--entity", "west"]) == 0  # fmt: skip
+    with open(single, newline="") as handle:
+        west_scores = np.array([float(row["score"]) for row in csv.DictReader(handle)], dtype=np.float32)
+    np.testing.assert_array_equal(west_scores, fleet.detectors["west"].score(west))
+
+
+def test_an_unknown_or_skipped_entity_is_a_clear_error(fleet_run, tmp_path, capsys):
+    source = tmp_path / "x.npy"
+    np.save(source, np.zeros((50, 3), dtype=np.float32))
+    for entity, message in (("north", "unknown entity 'north'"), ("stub", "was skipped in training")):
+        assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output",
+                            str(tmp_path / "o.csv"), "--entity", entity]) == 2  # fmt: skip
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
+
+
+def test_inspect_lists_a_bundle_one_line_per_entity(fleet_run, capsys):
+    assert inspect_checkpoint.main([str(fleet_run["bundle"])]) == 0
+    text = capsys.readouterr().out
+    assert "2 entities trained, 1 skipped" in text
+    assert any(line.split()[:1] == ["east"] for line in text.splitlines())
+    assert "stub             skipped:" in text
+    assert inspect_checkpoint.main([str(fleet_run["bundle"]), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert set(described["entities"]) == {"east", "west"}
+
+
+def test_evaluate_on_a_bundle_reports_every_entity_and_the_aggregate(fleet_run, capsys):
+    out = fleet_run["out"]
+    code = evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity",
+                          "--output-dir", str(out), "--device", "cpu", "--plots", "1"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "CUSTOM_fleet_metrics.json").read_text())
+    assert set(report["entities"]) == {"east", "west"} and report["skipped"].keys() == {"stub"}
+    assert report["methods"][0] == "model" and "kmeans" in report["methods"]
+    east = report["entities"]["east"]["model"]
+    assert 0 <= east["roc_auc"] <= 1 and 0 <= east["vus_pr"] <= 1
+    mean = np.mean([report["entities"][e]["model"]["roc_auc"] for e in ("east", "west")])
+    assert report["aggregate"]["model"]["roc_auc"]["mean"] == pytest.approx(mean)
+    with open(out / "CUSTOM_fleet_entities.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 2 * len(report["methods"])
+    assert (out / "CUSTOM_fleet_worst.png").stat().st_size > 0
+    assert "per-entity protocol" in capsys.readouterr().out
+
+
+def test_evaluate_one_entity_of_a_bundle_gives_its_full_report(fleet_run, capsys):
+    out = fleet_run["out"]
+    code = evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--entity", "east",
+                          "--output-dir", str(out), "--device", "cpu", "--explain", "1"])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "CUSTOM_east_metrics.json").read_text())
+    assert metrics["dataset"] == "CUSTOM_east" and (out / "CUSTOM_east_associations.png").is_file()
+    assert (out / "CUSTOM_east_attribution.json").is_file()
+    assert DetectorConfig.from_dict(Fleet.load(fleet_run["bundle"]).config.to_dict()).win_size == 20
