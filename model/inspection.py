@@ -1,0 +1,152 @@
+"""What a checkpoint or a fleet bundle holds, as plain JSON-ready values and as readable text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model.detector import Detector
+from model.fleet import Fleet
+
+CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line per channel
+# Shown resolved on the "scoring" line (None there would only mean "the score's own default").
+SCORING_FIELDS = ("score", "temperature", "score_channels", "smooth")
+
+
+def describe(detector: Detector, path: Path) -> dict:
+    """Everything a person opening the checkpoint by hand wants, as plain JSON-ready values."""
+    history = detector.history_
+    mean = detector.normalizer_.mean.astype(np.float64)
+    std = detector.normalizer_.std.astype(np.float64)
+    return {
+        "file": str(path),
+        "file_bytes": path.stat().st_size,
+        "created": detector.created_,
+        "dataset": detector.dataset_,
+        "model_config": detector.model_.config.to_dict(),
+        "parameters": int(sum(p.numel() for p in detector.model_.parameters())),
+        "config": detector.config.to_dict(),
+        "best_epoch": detector.best_epoch_,
+        "epochs_run": len(history),
+        "wall_seconds": float(sum(record.get("seconds", 0.0) for record in history)),
+        "history": history,
+        "normalization": {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "mean_range": [float(mean.min()), float(mean.max())],
+            "std_range": [float(std.min()), float(std.max())],
+            "unit_std_channels": int(np.sum(std == 1.0)),  # includes columns that never moved in TRAIN
+        },
+        "stored_thresholds": detector.train_score_stats_,
+        "train_channel_error": detector.train_channel_error_,
+        "scoring": detector.scoring_.to_dict(),
+        "scoring_described": detector.scoring_.describe(),
+        "versions": detector.versions_,
+    }
+
+
+def _history_lines(history: list[dict], best_epoch: int | None) -> list[str]:
+    columns = ("train_rec", "val_rec", "train_loss1", "train_loss2")
+    shown = [name for name in columns if any(name in record for record in history)]
+    lines = [f"  {'epoch':>5} {'lr':>9} " + " ".join(f"{name:>12}" for name in shown) + f" {'seconds':>8}"]
+    for record in history:
+        values = " ".join(f"{record[name]:>12.5f}" if name in record else f"{'-':>12}" for name in shown)
+        epoch, lr, seconds = record.get("epoch", "?"), record.get("lr", 0.0), record.get("seconds", 0.0)
+        mark = "  best" if epoch == best_epoch else ""
+        lines.append(f"  {epoch:>5} {lr:>9.2e} {values} {seconds:>8.1f}{mark}")
+    return lines
+
+
+def format_text(described: dict) -> str:
+    dataset, model = described["dataset"], described["model_config"]
+    shown_elsewhere = {*SCORING_FIELDS, *model}  # the model and scoring lines show these
+    train = {key: value for key, value in described["config"].items() if key not in shown_elsewhere}
+    normalization = described["normalization"]
+    size = described["file_bytes"] / 2**20
+    lines = [
+        f"checkpoint   {described['file']} ({size:.2f} MiB)",
+        f"created      {described['created'] or 'not recorded (written before this field existed)'}",
+        f"dataset      {dataset.get('name')}: {dataset.get('n_channels')} channels, "
+        f"train {dataset.get('train_length')} and test {dataset.get('test_length')} steps",
+        f"fingerprint  {dataset.get('fingerprint')}",
+        "model        " + ", ".join(f"{key} {value}" for key, value in model.items()),
+        f"parameters   {described['parameters']:,}",
+        "training     " + ", ".join(f"{key} {value}" for key, value in train.items()),
+        f"history      {described['epochs_run']} epoch(s), best epoch {described['best_epoch']}, "
+        f"wall time {described['wall_seconds']:.1f} s",
+        *_history_lines(described["history"], described["best_epoch"]),
+        f"normalization  mean in [{normalization['mean_range'][0]:.4g}, {normalization['mean_range'][1]:.4g}], "
+        f"std in [{normalization['std_range'][0]:.4g}, {normalization['std_range'][1]:.4g}]; "
+        f"{normalization['unit_std_channels']} channels with std exactly 1 (e.g. constant in TRAIN)",
+    ]
+    names = dataset.get("channel_names", [])
+    if len(names) <= CHANNELS_LISTED:
+        for name, mean, std in zip(names, normalization["mean"], normalization["std"], strict=False):
+            lines.append(f"  {name:<24} mean {mean:>12.5g}  std {std:>12.5g}")
+    lines.append("scoring      " + described["scoring_described"])
+    thresholds = described["stored_thresholds"]
+    if thresholds:
+        percentiles = ", ".join(f"{float(q):g}th {value:.6g}" for q, value in thresholds.get("percentiles", {}).items())
+        mean, std = thresholds.get("mean"), thresholds.get("std")
+        lines.append(
+            f"thresholds   TRAIN scores ({thresholds.get('count')} points, scored as above): "
+            f"mean {mean:.6g}, std {std:.6g}; percentiles {percentiles}"
+        )
+    else:
+        lines.append("thresholds   none stored")
+    lines.append("versions     " + ", ".join(f"{key} {value}" for key, value in described["versions"].items()))
+    return "\n".join(lines)
+
+
+def describe_fleet(fleet: Fleet, path: Path) -> dict:
+    """A fleet bundle: the shared config, then one record per entity."""
+    entities = {}
+    for name, detector in fleet.detectors.items():
+        history = detector.history_
+        val = [record["val_rec"] for record in history if "val_rec" in record]
+        entities[name] = {
+            "train_rows": detector.dataset_.get("train_length"),
+            "epochs_run": len(history),
+            "best_val_rec": min(val) if val else None,
+            "last_train_rec": history[-1]["train_rec"] if history else None,
+            "threshold": detector.threshold_,
+            "seconds": fleet.seconds.get(name, 0.0),
+        }
+    return {
+        "file": str(path),
+        "file_bytes": path.stat().st_size,
+        "dataset": fleet.dataset,
+        "config": fleet.config.to_dict(),
+        "normalisation": fleet.normalisation,
+        "complete": fleet.complete,
+        "scoring_described": next(iter(fleet.detectors.values())).scoring_.describe() if fleet.detectors else "-",
+        "entities": entities,
+        "skipped": fleet.skipped,
+    }
+
+
+def format_fleet_text(described: dict) -> str:
+    entities = described["entities"]
+    lines = [
+        f"fleet        {described['file']} ({described['file_bytes'] / 2**20:.2f} MiB): {described['dataset']}, "
+        f"{len(entities)} entities trained, {len(described['skipped'])} skipped"
+        + ("" if described["complete"] else ", incomplete (resume with train.py --per-entity --resume)"),
+        "config       "
+        + ", ".join(f"{key} {value}" for key, value in described["config"].items() if key not in SCORING_FIELDS),
+        f"scoring      {described['scoring_described']}",
+        f"normalised   per {described['normalisation']}",
+        f"  {'entity':<16} {'rows':>7} {'epochs':>6} {'val rec':>10} {'train rec':>10} {'threshold':>11} "
+        f"{'seconds':>8}",
+    ]
+    for name, entity in entities.items():
+        val = "-" if entity["best_val_rec"] is None else f"{entity['best_val_rec']:.5f}"
+        train = "-" if entity["last_train_rec"] is None else f"{entity['last_train_rec']:.5f}"
+        lines.append(f"  {name:<16} {entity['train_rows']:>7} {entity['epochs_run']:>6} {val:>10} {train:>10} "
+                     f"{entity['threshold']:>11.5g} {entity['seconds']:>8.1f}")  # fmt: skip
+    for name, reason in described["skipped"].items():
+        lines.append(f"  {name:<16} skipped: {reason}")
+    seconds = [entity["seconds"] for entity in entities.values()]
+    if seconds:
+        lines.append(f"summary      {sum(seconds):.1f} s of training in all, {np.mean(seconds):.1f} s per entity")
+    return "\n".join(lines)
