@@ -23,84 +23,43 @@ from model.fleet import fleet_path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="evaluate.py", description="Score the test split and report the metric panel beside simple baselines."
-    )
+    about = "Score the test split and report the metric panel beside simple baselines."
+    parser = argparse.ArgumentParser(prog="evaluate.py", description=about)
     add = parser.add_argument
     add("--dataset", default="SMAP", help=f"one of {', '.join(DATASET_NAMES)}; must match training (default: SMAP)")
-    add("--entity", default=None, help="one channel or machine of the dataset; must match training")
-    add(
-        "--checkpoint",
-        default=None,
-        help="checkpoint path (default: {OUTPUT_DIR}/{DATASET}_checkpoint.pth, i.e. ./artifacts/...)",
-    )
-    add(
-        "--protocol",
-        choices=PROTOCOLS,
-        default="default",
-        help="default: threshold from TRAIN scores only; paper: the reference's train+test percentile "
-        "threshold and, unless --score is given, the paper score, to reproduce the published table "
-        "(default: default)",
-    )
-    add(
-        "--threshold",
-        choices=[rule for rule in THRESHOLD_RULES if rule != "paper"],
-        default=None,
+    add("--entity", default=None, help="one channel or machine of the dataset (of a fleet bundle too)")
+    add("--checkpoint", default=None,
+        help="checkpoint path (default: {OUTPUT_DIR}/{DATASET}_checkpoint.pth, i.e. ./artifacts/...)")
+    add("--protocol", choices=PROTOCOLS, default="default",
+        help="default: threshold from TRAIN scores only; paper: the reference's train+test percentile threshold "
+        "and, unless --score is given, the paper score, to reproduce the published table (default: default)")
+    add("--threshold", choices=[rule for rule in THRESHOLD_RULES if rule != "paper"], default=None,
         help="threshold rule of the default protocol: train, val (validation tail of TRAIN), fixed, pot "
-        "(default: train)",
-    )
-    add(
-        "--threshold-percentile",
-        type=float,
-        default=DetectorConfig.threshold_percentile,
-        help=f"percentile for the train and val rules (default: {DetectorConfig.threshold_percentile:g})",
-    )
+        "(default: train)")
+    add("--threshold-percentile", type=float, default=DetectorConfig.threshold_percentile,
+        help=f"percentile for the train and val rules (default: {DetectorConfig.threshold_percentile:g})")
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
     add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
-    add(
-        "--anomaly-ratio",
-        type=float,
-        default=None,
-        help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)",
-    )
+    add("--anomaly-ratio", type=float, default=None,
+        help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)")
     add("--baselines", default=None, help="none, all, or a list of random,pca,iforest,knn,kmeans "
-        "(default: random,pca; --per-entity: all)")  # fmt: skip
+        "(default: random,pca; --per-entity: all)")
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
     add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
     add("--device", choices=DEVICES, default="auto", help="where to score (default: auto)")
-    add(
-        "--score",
-        choices=tuple(SCORES),
-        default=None,
+    add("--score", choices=tuple(SCORES), default=None,
         help="score (default: the checkpoint's; paper under --protocol paper); another score brings its own "
-        "--score-channels/--smooth defaults",
-    )
-    add(
-        "--score-channels",
-        default=None,
-        help="all, target, or comma-separated channel names/indices whose error counts (default: the checkpoint's)",
-    )
-    add(
-        "--smooth",
-        type=int,
-        default=None,
-        help="centred moving average over N points, 0 = off (default: the checkpoint's)",
-    )
+        "--score-channels/--smooth defaults")
+    add("--score-channels", default=None,
+        help="all, target, or comma-separated channel names/indices whose error counts (default: the checkpoint's)")
+    add("--smooth", type=int, default=None,
+        help="centred moving average over N points, 0 = off (default: the checkpoint's)")
     add("--seed", type=int, default=0, help="seed of the random-score baseline (default: 0)")
-    add(
-        "--top-sensors",
-        type=int,
-        default=3,
-        help="sensors listed per flagged segment in {DATASET}_attribution.json/.csv (default: 3)",
-    )
-    add(
-        "--explain",
-        type=int,
-        default=0,
-        metavar="N",
-        help="save S, P and sigma of the N highest-scoring and N normal test windows, and a figure (default: 0, off)",
-    )
+    add("--top-sensors", type=int, default=3,
+        help="sensors listed per flagged segment in {DATASET}_attribution.json/.csv (default: 3)")
+    add("--explain", type=int, default=0, metavar="N",
+        help="save S, P and sigma of the N highest-scoring and N normal test windows, and a figure (default: 0, off)")
     add("--per-entity", action="store_true",
         help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside all baselines")
     add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
