@@ -6,16 +6,23 @@
 
 On SMD and PSM, which name no target channel, "target channels" means all channels; the paper
 protocol's anomaly ratio is the reference's (0.5 % for SMD, 1 % otherwise) unless --anomaly-ratio
-says otherwise, and the tables count the reference's 10 SMD epochs as the paper's.
+says otherwise, and the paper's recipe the tables compare against is `--preset paper` for that
+dataset (model.config.preset_values: on SMD 10 epochs on windows 100 steps apart).
 
-For each dataset and seed it trains the paper's architecture on TRAIN (train_anomaly_transformer),
-scores TRAIN and TEST once with non-overlapping windows, and derives every score variant from the
-same forward pass: `paper` (the published criterion), `reconstruction` and `discrepancy` over all
-channels, unsmoothed; then the scoring options of issue 9: the reconstruction error of the target
-channels only (SMAP/MSL: the telemetry value), the centred 50-point moving average
-(`--smooth 50`), and both together, which is train.py's default. PCA is also given the target
-channels and the same smoothing. The options were chosen on MSL alone (see the README, "Honest
-detection quality"); every row is shown, for both datasets. Two protocols grade each score:
+For each dataset and seed it fits a Detector (`Detector(DetectorConfig(...)).fit(dataset)`, the
+paper's architecture on TRAIN, scoring TRAIN with the paper score), then scores TRAIN and TEST with
+`detector.rescored(settings).score_points(...)`, the library's own non-overlapping windows, once
+per score setting. The rows: every registered score (model.scores.SCORES: `paper`, the published
+criterion, `reconstruction` and `discrepancy`) over all channels and over the target channels
+(SMAP/MSL: the telemetry value), unsmoothed; then the scoring options of issue 9: the centred
+50-point moving average of the all-channel reconstruction and discrepancy scores and of the
+target-channel paper score, and the Detector's default scoring (the reconstruction error of the
+target channels, smoothed), which is train.py's default. A smoothed row is smoothed from its
+unsmoothed pass (model.scoring.smooth_scores, bit-identical to scoring with `smooth` set), so each
+distinct unsmoothed setting costs one forward pass over TRAIN and TEST: six on SMAP and MSL, three
+on SMD and PSM, where the target channels are all of them. PCA is also given the target channels
+and the same smoothing. The options were chosen on MSL alone (see the README, "Honest detection
+quality"); every row is shown, for both datasets. Two protocols grade each score:
 
 - paper:   threshold = 99th percentile of concat(TRAIN, TEST) scores (reads test scores), then
            point adjustment (PA); precision, recall and F1 after PA, as the paper reports them.
@@ -25,27 +32,33 @@ detection quality"); every row is shown, for both datasets. Two protocols grade 
            VUS-PR and the PA%K F1 area over K = 0..100.
 
 No threshold, setting or score is chosen with the test labels; they only grade. The diagnostics
-(mean association discrepancy, sigma and reconstruction error on normal and on anomalous test
-points, how much of each window's softmax weight the paper score puts on one step) also read the
-labels, only to describe the trained model.
+(mean association discrepancy and reconstruction error on normal and on anomalous test points, and
+how much of each regular test window's softmax weight the paper score puts on one step, computed
+from the per-point discrepancy scores) also read the labels, only to describe the trained model.
+Per-step sigma is not reported: only the model's internals hold it (evaluate.py --explain saves it
+for chosen windows).
 
 Training on a 2-core CPU cannot follow the paper's schedule (3 epochs at stride 1 is about
 405,000 SMAP windows, some 10 hours here): the defaults shorten it, and every table lists each
 setting that differs from the paper. Mean and spread (sample std) are over the seeds; the PCA
 baseline is deterministic, so its spread is 0. Tables go to stdout and, as markdown and JSON, to
 --output (default artifacts/bench): quality_{DATASET}.md and quality_{DATASET}.json, plus each
-seed's per-point model scores (quality_{DATASET}_seed{S}_scores.npz) for later analysis.
+seed's per-point unsmoothed model scores (quality_{DATASET}_seed{S}_scores.npz: `{split}_{score}`
+over all channels, `{split}_{score}_target` over the target channels, split train or test) for
+later analysis.
 
-Each seed's results are also written as soon as it finishes (quality_{DATASET}_seed{S}.json), so
-a stopped run loses only the seed in progress, and seeds run in separate calls (or on another
-machine) can be tabled together with --aggregate, which trains nothing:
+Each seed's results are also written as soon as it finishes (quality_{DATASET}_seed{S}.json, with
+the seed's DetectorConfig under `config`), so a stopped run loses only the seed in progress, and
+seeds run in separate calls (or on another machine) can be tabled together with --aggregate, which
+trains nothing and refuses seeds whose settings, protocol, rows or data differ:
 
     python bench/quality.py --datasets MSL --seeds 0 --epochs 3 --train-stride 1 --batch-size 256 --device cuda
     python bench/quality.py --datasets MSL --seeds 0 1 2 --aggregate      # tables from the saved seeds
 
---device cuda trains and scores on a GPU in float32, as the paper; --amp adds bfloat16 autocast
-(a change from the paper, which the tables' training settings then show). bench/gpu_check.sh runs
-the paper's full schedule this way inside a short GPU lease.
+--device cuda trains and scores on a GPU in float32, as the paper; --amp adds bfloat16 autocast to
+training (a change from the paper, which the tables' training settings then show), while the
+scores graded stay float32 (Detector.score_points does not autocast). bench/gpu_check.sh runs the
+paper's full schedule this way inside a short GPU lease.
 """
 
 from __future__ import annotations
@@ -56,38 +69,36 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_factory.dataset import TimeSeriesDataset  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
-from data_factory.windows import WindowDataset, scoring_starts, stitch_window_values  # noqa: E402
 from evaluation.baselines import pca_baseline_scores, random_baseline_scores  # noqa: E402
 from evaluation.metrics import point_adjust, precision_recall_f1  # noqa: E402
 from evaluation.panel import metric_panel  # noqa: E402
 from evaluation.range_metrics import event_metrics  # noqa: E402
 from evaluation.report import reference_anomaly_ratio  # noqa: E402
 from evaluation.thresholds import choose_threshold  # noqa: E402
-from model.discrepancy import SCORE_VARIANTS, anomaly_score, association_discrepancy  # noqa: E402
-from model.score_settings import VARIANT_DEFAULTS  # noqa: E402
-from model.scoring import autocast_context, resolve_device, smooth_scores  # noqa: E402
-from model.solver import TrainConfig, train_anomaly_transformer  # noqa: E402
-from model.transformer import AnomalyTransformer, ModelConfig  # noqa: E402
+from model import DEFAULT_SCORE, SCORES, Detector, DetectorConfig, ScoreSettings, resolve_device  # noqa: E402
+from model.config import preset_values  # noqa: E402
+from model.score_settings import resolve_score_settings  # noqa: E402
+from model.scoring import smooth_scores  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = ("SMAP", "MSL", "SMD", "PSM")
 PAPER_F1_PA = {"SMAP": 0.9669, "MSL": 0.9359, "SMD": 0.9233, "PSM": 0.9789}  # Xu et al. 2022, Table 1
-# The reference's settings for SMAP and MSL; the reference trains on all of TRAIN (it validates on TEST).
-PAPER_MODEL = {"win_size": 100, "d_model": 512, "n_heads": 8, "e_layers": 3, "d_ff": 512, "dropout": 0.0}
-PAPER_TRAINING = {"epochs": 3, "batch_size": 256, "lr": 1e-4, "k": 3.0, "train_stride": 1, "val_ratio": 0.0}
-PAPER_EPOCHS = {"SMD": 10}  # the reference's scripts train SMD longer; the others 3 epochs
-MODEL_ROWS = {variant: f"model ({variant} score)" for variant in SCORE_VARIANTS}
+# Settings that are not part of the paper's recipe (where and how it ran, or the default protocol's).
+NOT_RECIPE = ("seed", "device", "num_workers", "deterministic", "threshold_percentile")
+ARCHITECTURE = ("win_size", "d_model", "n_heads", "e_layers", "d_ff", "dropout")
+CHANNEL_SPECS = (("all", ""), ("target", "_target"))  # the channel spec and its suffix in the saved scores
 PAPER_COLUMNS = (
     ("pa_precision", "PA precision"),
     ("pa_recall", "PA recall"),
@@ -103,44 +114,53 @@ DEFAULT_COLUMNS = (
     ("vus_pr", "VUS-PR"),
     ("pa_k_f1_auc", "PA%K F1 area"),
 )
+Resolve = Callable[[str, str | None, int | None], ScoreSettings]  # (score, channel spec, smooth) -> settings
 
 
-@torch.no_grad()
-def score_all_variants(
-    model: AnomalyTransformer,
-    series: np.ndarray,
-    batch_size: int,
-    temperature: float,
-    target: list[int] | None,
-    amp: bool = False,
-) -> dict[str, np.ndarray]:
-    """Per-point scores of every variant, plus sigma and the window weight, from one forward pass per window.
+def variant_scorer(
+    detector: Detector, train: np.ndarray, test: np.ndarray
+) -> Callable[[ScoreSettings], tuple[np.ndarray, np.ndarray]]:
+    """TRAIN and TEST scores (raw series in, per-point scores out) under any ScoreSettings.
 
-    The windows, batches and precision are score_series's, so the `paper` scores equal what the solver returns.
+    Each unsmoothed setting is one pass of detector.rescored(settings).score_points over each split;
+    its smoothed variants reuse that pass.
     """
-    win = model.config.win_size
-    loader = DataLoader(WindowDataset(series, scoring_starts(len(series), win), win), batch_size=batch_size)
-    device = next(model.parameters()).device
-    model.eval()
-    names = (*SCORE_VARIANTS, "paper_target", "reconstruction_target", "sigma", "top_weight")
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for batch in loader:
-        batch = batch.to(device)
-        with autocast_context(device, amp):
-            reconstruction, per_layer = model(batch)
-        for variant in SCORE_VARIANTS:
-            parts[variant].append(anomaly_score(batch, reconstruction, per_layer, variant, temperature).cpu().numpy())
-        for variant in ("paper", "reconstruction"):  # the error of the target channels only
-            parts[f"{variant}_target"].append(
-                anomaly_score(batch, reconstruction, per_layer, variant, temperature, target).cpu().numpy()
-            )
-        # sigma of each step, averaged over heads and layers: (B, L)
-        parts["sigma"].append(torch.stack([layer.sigma.mean(dim=1) for layer in per_layer]).mean(dim=0).cpu().numpy())
-        weights = torch.softmax(-association_discrepancy(per_layer) * temperature, dim=-1)
-        parts["top_weight"].append(weights.amax(dim=-1).cpu().numpy())  # (B,) one value per window
-    top_weight = np.concatenate(parts.pop("top_weight"))
-    values = {name: stitch_window_values(np.concatenate(parts[name]), len(series), win) for name in parts}
-    return {**values, "top_weight": top_weight}
+    passes: dict[ScoreSettings, tuple[np.ndarray, np.ndarray]] = {}
+
+    def scores(settings: ScoreSettings) -> tuple[np.ndarray, np.ndarray]:
+        unsmoothed = replace(settings, smooth=0)
+        if unsmoothed not in passes:
+            scorer = detector.rescored(unsmoothed)
+            passes[unsmoothed] = (scorer.score_points(train).scores, scorer.score_points(test).scores)
+        train_scores, test_scores = passes[unsmoothed]
+        return smooth_scores(train_scores, settings.smooth), smooth_scores(test_scores, settings.smooth)
+
+    return scores
+
+
+def model_rows(resolve: Resolve) -> tuple[dict[str, ScoreSettings], dict[str, ScoreSettings]]:
+    """The table's model rows and the scoring of each: every score over all channels, unsmoothed
+    (listed before the baselines), then the target-channel and smoothed options."""
+    span = SCORES[DEFAULT_SCORE].smooth
+    plain = {f"model ({name} score)": resolve(name, "all", 0) for name in SCORES}
+    options = {f"model ({name}, target channels)": resolve(name, "target", 0) for name in SCORES}
+    options |= {
+        f"model (reconstruction, smoothed {span})": resolve("reconstruction", "all", span),
+        f"model (discrepancy, smoothed {span})": resolve("discrepancy", "all", span),
+        f"model (paper, target channels, smoothed {span})": resolve("paper", "target", span),
+    }
+    default = resolve(DEFAULT_SCORE, None, None)  # the score's own channels and smoothing
+    channels = SCORES[DEFAULT_SCORE].channels
+    options[f"model ({DEFAULT_SCORE}, {channels} channels, smoothed {default.smooth}) = default"] = default
+    return plain, options
+
+
+def top_window_weight(discrepancy_scores: np.ndarray, win: int, temperature: float) -> float:
+    """Mean over the regular (non-overlapping) windows of the largest softmax(-AssDis x T) weight: the share
+    of a window's paper-score weight on its top step. discrepancy_scores (N,) are -AssDis per point."""
+    whole = len(discrepancy_scores) // win * win
+    logits = discrepancy_scores[:whole].reshape(-1, win).astype(np.float64) * temperature  # (windows, win)
+    return float((1 / np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)).mean())
 
 
 def reference_weighted_threshold(train_scores: np.ndarray, test_scores: np.ndarray, ratio: float, win: int) -> float:
@@ -210,66 +230,60 @@ def describe(labels: np.ndarray, values: np.ndarray) -> dict:
     return {"normal": float(values[~anomalous].mean()), "anomalous": float(values[anomalous].mean())}
 
 
-def run_seed(
-    dataset: TimeSeriesDataset, model_config: ModelConfig, train_config: TrainConfig, args: argparse.Namespace
-) -> dict:
+def run_seed(dataset: TimeSeriesDataset, config: DetectorConfig, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
-    result = train_anomaly_transformer(
-        dataset, model_config, train_config, log=lambda line: log(f"  {line}"), progress=False
-    )
+    detector = Detector(config).fit(dataset, log=lambda line: log(f"  {line}"), progress=False)
     trained = time.perf_counter()
-    train_series = result.normalizer.transform(dataset.train)
-    test_series = result.normalizer.transform(dataset.test)
-    target = dataset.target_channels
-    options = (train_config.batch_size, train_config.temperature, target, train_config.amp)
-    train_values = score_all_variants(result.model, train_series, *options)
-    test_values = score_all_variants(result.model, test_series, *options)
+    resolve = partial(
+        resolve_score_settings,
+        channel_names=dataset.channel_names,
+        target_channels=dataset.target_channels,
+        temperature=config.temperature,
+    )
+    scores_of = variant_scorer(detector, dataset.train, dataset.test)
+    unsmoothed = {name + suffix: scores_of(resolve(name, spec, 0)) for spec, suffix in CHANNEL_SPECS for name in SCORES}
+    plain, options = ({row: scores_of(settings) for row, settings in group.items()} for group in model_rows(resolve))
     scored = time.perf_counter()
-    # Same windows and batches as the solver's own scoring: a mismatch means this script scores differently.
-    if not np.allclose(train_values["paper"], result.train_scores, rtol=1e-3 if train_config.amp else 1e-5, atol=1e-12):
-        raise RuntimeError("the paper scores of this script differ from the solver's train scores")
+    # fit scored TRAIN itself (in float32 unless --amp): score_points must give the same scores.
+    fitted_scoring = scores_of(detector.scoring_)[0]
+    if not config.amp and not np.allclose(fitted_scoring, detector.train_scores_, rtol=1e-5, atol=1e-12):
+        raise RuntimeError("the TRAIN scores of score_points differ from those of Detector.fit")
 
     labels = dataset.test_labels
     np.savez_compressed(
-        args.output / f"quality_{dataset.name}_seed{train_config.seed}_scores.npz",
-        **{f"train_{name}": values for name, values in train_values.items() if name != "top_weight"},
-        **{f"test_{name}": values for name, values in test_values.items() if name != "top_weight"},
+        args.output / f"quality_{dataset.name}_seed{config.seed}_scores.npz",
+        **{f"train_{name}": pair[0] for name, pair in unsmoothed.items()},
+        **{f"test_{name}": pair[1] for name, pair in unsmoothed.items()},
     )
-    scores = {MODEL_ROWS[v]: (train_values[v], test_values[v]) for v in SCORE_VARIANTS}
-    scores["random"] = random_baseline_scores(len(train_series), len(test_series), train_config.seed)
-    scores["pca"] = pca_baseline_scores(train_series, test_series)
-    # The issue-9 variants: target channels only, and/or the centred moving average; PCA given the same.
-    span = VARIANT_DEFAULTS["reconstruction"][1]
-    for row, values, smoothed in (
-        ("model (reconstruction, target channels)", "reconstruction_target", False),
-        (f"model (reconstruction, smoothed {span})", "reconstruction", True),
-        (f"model (discrepancy, smoothed {span})", "discrepancy", True),
-        (f"model (paper, target channels, smoothed {span})", "paper_target", True),
-        (f"model (reconstruction, target channels, smoothed {span}) = default", "reconstruction_target", True),
-    ):
-        pair = (train_values[values], test_values[values])
-        scores[row] = tuple(smooth_scores(part, span) for part in pair) if smoothed else pair
-    pca_target = pca_baseline_scores(train_series, test_series, channels=target)
-    scores[f"pca (target channels, smoothed {span})"] = tuple(smooth_scores(part, span) for part in pca_target)
+    train_series = detector.normalizer_.transform(dataset.train)
+    test_series = detector.normalizer_.transform(dataset.test)
+    span = SCORES[DEFAULT_SCORE].smooth
+    pca_target = pca_baseline_scores(train_series, test_series, channels=dataset.target_channels)
+    scores = {
+        **plain,
+        "random": random_baseline_scores(len(train_series), len(test_series), config.seed),
+        "pca": pca_baseline_scores(train_series, test_series),
+        **options,
+        f"pca (target channels, smoothed {span})": tuple(smooth_scores(part, span) for part in pca_target),
+    }
     ratio = protocol_settings(args, dataset.name)["anomaly_ratio"]
     methods = {
         name: {
-            "paper": paper_protocol(labels, train_scores, test_scores, ratio, model_config.win_size),
+            "paper": paper_protocol(labels, train_scores, test_scores, ratio, config.win_size),
             "default": default_protocol(labels, train_scores, test_scores, args.threshold_percentile),
         }
         for name, (train_scores, test_scores) in scores.items()
     }
+    test_discrepancy = unsmoothed["discrepancy"][1]
     diagnostics = {
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "assdis": describe(labels, -test_values["discrepancy"]),
-        "reconstruction_mse": describe(labels, test_values["reconstruction"]),
-        "sigma": describe(labels, test_values["sigma"]),
-        "sigma_train_mean": float(train_values["sigma"].mean()),
-        "top_window_weight_mean": float(test_values["top_weight"].mean()),
+        "best_epoch": detector.best_epoch_,
+        "history": detector.history_,
+        "assdis": describe(labels, -test_discrepancy),
+        "reconstruction_mse": describe(labels, unsmoothed["reconstruction"][1]),
+        "top_window_weight_mean": top_window_weight(test_discrepancy, config.win_size, config.temperature),
     }
     seconds = {"train": trained - started, "score": scored - trained, "total": time.perf_counter() - started}
-    return {"seed": train_config.seed, "methods": methods, "diagnostics": diagnostics, "seconds": seconds}
+    return {"seed": config.seed, "methods": methods, "diagnostics": diagnostics, "seconds": seconds}
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -302,14 +316,12 @@ def markdown_table(summary: dict, protocol: str, columns: tuple[tuple[str, str],
     return lines
 
 
-def changes_from_paper(model_config: ModelConfig, train_config: TrainConfig, dataset_name: str) -> list[str]:
-    ours = {**model_config.to_dict(), **asdict(train_config)}
-    paper_training = {**PAPER_TRAINING, "epochs": PAPER_EPOCHS.get(dataset_name, PAPER_TRAINING["epochs"])}
-    return [
-        f"{key} {paper} -> {ours[key]}"
-        for key, paper in {**PAPER_MODEL, **paper_training}.items()
-        if ours[key] != paper
-    ]
+def changes_from_paper(config: DetectorConfig, dataset_name: str) -> list[str]:
+    """Each setting of the paper's recipe for this dataset (`--preset paper`) that `config` changes."""
+    paper = replace(DetectorConfig(), **preset_values("paper", dataset_name)).to_dict()
+    ours = config.to_dict()
+    changed = [key for key, value in paper.items() if key not in NOT_RECIPE and ours[key] != value]
+    return [f"{key} {paper[key]} -> {ours[key]}" for key in changed]
 
 
 def machine(device_name: str = "auto") -> dict:
@@ -365,16 +377,12 @@ def report(name: str, record: dict) -> str:
         "Diagnostics (model, mean over seeds; test labels only describe):",
         "",
     ]
-    for key, label in (
-        ("assdis", "association discrepancy"),
-        ("reconstruction_mse", "reconstruction MSE"),
-        ("sigma", "sigma"),
-    ):
+    for key, label in (("assdis", "association discrepancy"), ("reconstruction_mse", "reconstruction MSE")):
         normal = np.mean([run["diagnostics"][key]["normal"] for run in record["runs"]])
         anomalous = np.mean([run["diagnostics"][key]["anomalous"] for run in record["runs"]])
         lines.append(f"- {label}: normal points {normal:.4g}, anomalous points {anomalous:.4g}")
     top_weight = np.mean([run["diagnostics"]["top_window_weight_mean"] for run in record["runs"]])
-    lines.append(f"- paper score: on average {top_weight:.1%} of a window's softmax weight sits on one step")
+    lines.append(f"- paper score: on average {top_weight:.1%} of a test window's softmax weight sits on one step")
     for method, protocols in summary.items():
         paper = protocols["paper"]
         lines.append(
@@ -396,15 +404,16 @@ def log(line: str) -> None:
 
 def build_record(
     dataset: TimeSeriesDataset,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
+    config: DetectorConfig,
     runs: list[dict],
     host: dict,
     wall_seconds: float,
     protocol: dict,
     command: str,
 ) -> dict:
-    shown = {key: value for key, value in asdict(train_config).items() if key not in ("seed", "device")}
+    settings = config.to_dict()
+    shown_elsewhere = (*ARCHITECTURE, "seed", "device", "threshold_percentile")  # the protocol line shows the last
+    training = {key: value for key, value in settings.items() if key not in shown_elsewhere}
     return {
         "dataset": dataset.name,
         "n_train": len(dataset.train),
@@ -413,13 +422,9 @@ def build_record(
         "anomalous_share": float(dataset.test_labels.mean()),
         "target_channels": [dataset.channel_names[c] for c in dataset.target_channels or []],
         "paper_f1_pa": PAPER_F1_PA[dataset.name],
-        "comb_detector": comb_detector(dataset.test_labels, model_config.win_size),
-        "config": {
-            "model": {k: v for k, v in model_config.to_dict().items() if k != "n_channels"},
-            "training": shown,
-            **protocol,
-        },
-        "changes_from_paper": changes_from_paper(model_config, train_config, dataset.name),
+        "comb_detector": comb_detector(dataset.test_labels, config.win_size),
+        "config": {"model": {key: settings[key] for key in ARCHITECTURE}, "training": training, **protocol},
+        "changes_from_paper": changes_from_paper(config, dataset.name),
         "seeds": [run["seed"] for run in runs],
         "wall_seconds": wall_seconds,
         "machine": host,
@@ -449,7 +454,7 @@ def protocol_settings(args: argparse.Namespace, name: str) -> dict:
 def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
     """The tables of seeds trained earlier (each saved as quality_{NAME}_seed{S}.json), e.g. on another machine.
 
-    The seeds must differ only in their seed: same model, training, protocol and data.
+    The seeds must differ only in their seed: same config, protocol, table rows and data.
     """
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"error: --seeds {' '.join(map(str, args.seeds))} names a seed twice")
@@ -464,22 +469,26 @@ def aggregate_saved_runs(name: str, args: argparse.Namespace) -> dict:
         # Files written before these keys existed used the command-line defaults and the same data.
         entry.setdefault("protocol", protocol_settings(args, name))
         entry.setdefault("fingerprint", fingerprint)
+        if "config" not in entry:  # files written before the Detector kept model_config and train_config
+            entry["config"] = DetectorConfig.from_dict({**entry["model_config"], **entry["train_config"]}).to_dict()
         saved.append((path, entry))
     first = saved[0][1]
     for path, entry in saved:
-        same = {key: entry[key] == first[key] for key in ("model_config", "protocol")}
-        same["train_config"] = {**entry["train_config"], "seed": 0} == {**first["train_config"], "seed": 0}
-        same["data"] = entry["fingerprint"] == fingerprint
+        same = {
+            "config": {**entry["config"], "seed": 0} == {**first["config"], "seed": 0},
+            "protocol": entry["protocol"] == first["protocol"],
+            "methods": list(entry["run"]["methods"]) == list(first["run"]["methods"]),
+            "data": entry["fingerprint"] == fingerprint,
+        }
         differing = [key for key, equal in same.items() if not equal]
         if differing:
             raise SystemExit(f"error: {path} differs from the other seeds or the data in {', '.join(differing)}")
-    model_config = ModelConfig.from_dict(first["model_config"])
-    train_config = TrainConfig(**first["train_config"])
+    config = DetectorConfig.from_dict(first["config"])
     runs = [entry["run"] for _, entry in saved]
     wall = sum(entry["wall_seconds"] for _, entry in saved)
     commands = [entry.get("command", "not recorded") for _, entry in saved]
     command = f"{' '.join(sys.argv)} (seeds trained by: {'; '.join(dict.fromkeys(commands))})"
-    return build_record(dataset, model_config, train_config, runs, first["machine"], wall, first["protocol"], command)
+    return build_record(dataset, config, runs, first["machine"], wall, first["protocol"], command)
 
 
 def main() -> None:
@@ -527,37 +536,35 @@ def main() -> None:
             write_report(aggregate_saved_runs(name, args), args.output)
             continue
         dataset = load_dataset(name, args.data_dir)
-        model_config = ModelConfig(
-            n_channels=dataset.n_channels,
+        config = DetectorConfig(
             win_size=args.win_size,
             d_model=args.d_model,
             n_heads=args.n_heads,
             e_layers=args.e_layers,
             d_ff=args.d_ff,
+            dropout=0.0,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            k=args.k,
+            val_ratio=args.val_ratio,
+            train_stride=args.train_stride,
+            device=args.device,
+            amp=args.amp,
+            threshold_percentile=args.threshold_percentile,
+            score="paper",  # fit's own TRAIN scores then check this script's (run_seed)
         )
         host = machine(args.device)
         started = time.perf_counter()
         runs = []
         for seed in args.seeds:
-            train_config = TrainConfig(
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                k=args.k,
-                val_ratio=args.val_ratio,
-                train_stride=args.train_stride,
-                seed=seed,
-                device=args.device,
-                amp=args.amp,
-                score_variant="paper",  # the solver's TRAIN scores check this script's paper scores
-            )
+            config = replace(config, seed=seed)
             log(f"{name} seed {seed}: training")
             seed_started = time.perf_counter()
-            runs.append(run_seed(dataset, model_config, train_config, args))
+            runs.append(run_seed(dataset, config, args))
             # Each finished seed is kept on its own, so that a stopped run loses only the seed in progress.
             saved = {
-                "model_config": model_config.to_dict(),
-                "train_config": asdict(train_config),
+                "config": config.to_dict(),
                 "protocol": protocol_settings(args, name),
                 "fingerprint": dataset.fingerprint(),
                 "command": " ".join(sys.argv),
@@ -571,7 +578,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         command = " ".join(sys.argv)
         protocol = protocol_settings(args, name)
-        record = build_record(dataset, model_config, train_config, runs, host, wall, protocol, command)
+        record = build_record(dataset, config, runs, host, wall, protocol, command)
         write_report(record, args.output)
 
 

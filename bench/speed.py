@@ -8,9 +8,11 @@ What is timed, for each config (`defaults`: the original README's d_model 256, 3
 MSL training series (55 channels, z-scored on TRAIN; seeded noise of that shape when the data
 folder is absent):
 
-- ours, training: the solver's step (model.solver): a DataLoader batch of WindowDataset views,
-  forward, minimax_losses, one backward of loss1 + loss2, one Adam step.
-- ours, scoring: what score_series does per batch: a no_grad forward and the paper score.
+- ours, training: the solver's step (model.solver) on `AnomalyTransformer(DetectorConfig(...).model_config(C))`:
+  a DataLoader batch of WindowDataset views, forward, `minimax_losses(...).total.backward()` (one
+  backward of loss1 + loss2), one Adam step.
+- ours, scoring: what the Detector's scoring does per batch: a no_grad forward and the paper score,
+  `SCORES["paper"].compute(WindowOutputs(...), channels=None, temperature)`.
 - DeepOD, training: its own `AnomalyTransformer.training(dataloader)`, the loop that its `fit`
   runs per epoch (forward, loss1.backward(retain_graph=True), loss2.backward(), one AdamW step),
   on a DataLoader over `get_sub_seqs` windows as `fit` builds it. `fit` itself is not timed: it
@@ -134,19 +136,21 @@ def _finish(device: torch.device, train_s: float, score_s: float, windows: int) 
 
 
 def run_ours(series: np.ndarray, config: dict, batch: int, steps: int, device: torch.device, amp: bool) -> dict:
-    """The solver's training step and score_series's scoring step on our model (amp: as --amp does, CUDA only)."""
+    """The solver's training step and the Detector's scoring step on our model (amp: as --amp does, CUDA only)."""
     from torch.utils.data import DataLoader, Subset
 
     from data_factory.windows import WindowDataset
-    from model.discrepancy import anomaly_score, minimax_losses
+    from model import SCORES, AnomalyTransformer, DetectorConfig, minimax_losses
+    from model.scores import WindowOutputs
     from model.scoring import autocast_context
-    from model.transformer import AnomalyTransformer, ModelConfig
 
     torch.manual_seed(0)
-    model = AnomalyTransformer(ModelConfig(n_channels=series.shape[1], win_size=WIN_SIZE, **config)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    settings = DetectorConfig(win_size=WIN_SIZE, k=K, **config)
+    model = AnomalyTransformer(settings.model_config(series.shape[1])).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())  # as the solver
+    paper_score = SCORES["paper"].compute
     windows = WindowDataset(series, np.arange((steps + 1) * batch), WIN_SIZE)
     warm_up, timed = Subset(windows, range(batch)), Subset(windows, range(batch, (steps + 1) * batch))
 
@@ -156,7 +160,7 @@ def run_ours(series: np.ndarray, config: dict, batch: int, steps: int, device: t
             inputs = inputs.to(device)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, amp):
-                losses = minimax_losses(inputs, *model(inputs), K)
+                losses = minimax_losses(inputs, *model(inputs), settings.k)
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -167,7 +171,8 @@ def run_ours(series: np.ndarray, config: dict, batch: int, steps: int, device: t
         for inputs in DataLoader(part, batch_size=batch):
             inputs = inputs.to(device)
             with autocast_context(device, amp):
-                anomaly_score(inputs, *model(inputs)).float().cpu().numpy()
+                outputs = WindowOutputs(inputs, *model(inputs))
+                paper_score(outputs, None, settings.temperature).float().cpu().numpy()
 
     train(warm_up)
     train_s = _timed(lambda: train(timed), device)

@@ -174,9 +174,9 @@ class Detector:
                 save_every=save_every,
                 context=context,
             )
-            use_amp = config.amp and device.type == "cuda"
-            points = score_series(result.model, series, scoring, batch_size=config.batch_size, device=device,
-                                  amp=use_amp)  # fmt: skip
+            # In float32 even after mixed-precision training: evaluate and detect score in float32, and
+            # the thresholds must come from the same arithmetic as the scores they cut.
+            points = score_series(result.model, series, scoring, batch_size=config.batch_size, device=device)
         self.model_, self.normalizer_, self.scoring_ = result.model.eval(), normalizer, scoring
         self.train_scores_ = points.scores
         percentiles = (*SCORE_PERCENTILES, config.threshold_percentile)
