@@ -154,6 +154,15 @@ def describe_preset(name: str) -> str:
     return ", ".join(f"{_flag(key)} {value}" for key, value in values.items()) or "the defaults"
 
 
+def _shown(value: Any) -> str:
+    """A default as a person writes it: 3 not 3.0, 1e-4 not 0.0001."""
+    if not isinstance(value, float):
+        return str(value)
+    if value and abs(value) < 1e-3:
+        return f"{value:.0e}".replace("e-0", "e-")
+    return f"{value:g}"
+
+
 def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
     """One flag per config field (or per field in `names`); defaults and help come from DetectorConfig.
 
@@ -172,7 +181,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | N
             shown = "the score's own: " + ", ".join(f"{s.name} {getattr(s, spec.name.split('_')[-1])}" for s in
                                                      SCORES.values())  # fmt: skip
         else:
-            shown = default
+            shown = _shown(default)
         help_text = f"{spec.metadata['help']} (default: {shown})".replace("%", "%%")
         kind = {"int": int, "float": float}.get(str(spec.type).split(" ")[0], str)
         parser.add_argument(flag, type=kind, default=None, choices=spec.metadata.get("choices"), help=help_text)

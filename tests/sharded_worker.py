@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 
 from model.distributed import init_distributed
-from model.scoring import score_chunks, score_series_with_errors
+from model.score_settings import ScoreSettings
+from model.scoring import score_chunks, score_series
 from model.transformer import AnomalyTransformer, ModelConfig
 
 CONFIG = ModelConfig(n_channels=4, win_size=12, d_model=16, n_heads=4, e_layers=2, d_ff=32)
@@ -25,6 +26,8 @@ CASES = {
     "one_batch": (12 * 23 + 5, 32),  # one batch only: rank 0 runs it, rank 1 idles
 }
 STREAM = (12 * 31 + 7, 4, (5, 40, 1, 100, 3))  # detect.py's path: length, batch, uneven chunk sizes
+PAPER = ScoreSettings("paper", 50.0, None, 0)  # the cases' score: every channel, unsmoothed
+RECONSTRUCTION = ScoreSettings("reconstruction", 50.0, None, 0)  # the stream's
 
 
 def build_model() -> AnomalyTransformer:
@@ -49,14 +52,12 @@ def main(output: str) -> None:
     arrays = {}
     for name, (length, batch_size) in CASES.items():
         calls.clear()
-        values = score_series_with_errors(
-            model, build_series(length), batch_size=batch_size, variant="paper", context=context
-        )
+        values = score_series(model, build_series(length), PAPER, batch_size=batch_size, context=context)
         arrays[f"{name}_scores"], arrays[f"{name}_errors"] = values.scores, values.errors
         arrays[f"{name}_forward_calls"] = np.array(len(calls))  # this rank's share of the batches
     length, batch_size, sizes = STREAM
     chunks = np.split(build_series(length), np.cumsum(sizes))
-    parts = list(score_chunks(model, chunks, batch_size=batch_size, variant="reconstruction", context=context))
+    parts = list(score_chunks(model, chunks, RECONSTRUCTION, batch_size=batch_size, context=context))
     arrays["stream_scores"] = np.concatenate([part.scores for part in parts])
     arrays["stream_errors"] = np.concatenate([part.errors for part in parts])
     np.savez(rank_output(output, context.rank), **arrays)

@@ -8,11 +8,14 @@ import train
 from data_factory.registry import load_synth
 from data_factory.windows import scoring_starts
 from evaluation.association_maps import choose_windows, explain_windows, plot_association_maps, save_association_npz
-from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
+from model.detector import Detector
+from model.score_settings import ScoreSettings
 from model.scoring import score_series
 from tests.tiny import TINY_TRAIN_FLAGS
 
 TINY = [*TINY_TRAIN_FLAGS, "--e-layers", "2"]
+PAPER = ScoreSettings("paper", 50.0, None, 0)  # the reference's criterion: every channel, unsmoothed
+DISCREPANCY = ScoreSettings("discrepancy", 50.0, None, 0)
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +24,11 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("maps")
     assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY]) == 0
     data = load_synth()
-    checkpoint = load_checkpoint(out / "SYNTH_checkpoint.pth", data)
-    model = model_from_checkpoint(checkpoint)
-    test = normalizer_from_checkpoint(checkpoint).transform(data.test)
-    scores = score_series(model, test)
-    predictions = (scores > checkpoint["train_scores"]["percentiles"]["99.0"]).astype(np.uint8)
+    detector = Detector.load(out / "SYNTH_checkpoint.pth", data)
+    model = detector.model_
+    test = detector.normalizer_.transform(data.test)
+    scores = score_series(model, test, PAPER, batch_size=128).scores
+    predictions = (scores > detector.train_score_stats_["percentiles"]["99.0"]).astype(np.uint8)
     maps = explain_windows(model, test, scores, predictions, data.test_labels, 3, "SYNTH")
     save_association_npz(maps, out / "maps.npz")
     plot_association_maps(maps, out / "maps.png")
@@ -70,7 +73,8 @@ def test_saved_discrepancy_is_the_one_the_discrepancy_score_uses(run):
     for group in ("anomalous", "normal"):
         for start, values in zip(run["maps"][f"{group}_starts"], run["maps"][f"{group}_discrepancy"], strict=True):
             window = test[start : start + 20]  # scored alone: one window, so the score is that window's
-            np.testing.assert_allclose(-score_series(model, window, variant="discrepancy"), values, rtol=1e-5)
+            scores = score_series(model, window, DISCREPANCY, batch_size=128).scores
+            np.testing.assert_allclose(-scores, values, rtol=1e-5)
 
 
 def test_choose_windows_prefers_typical_quiet_windows():

@@ -20,8 +20,9 @@ from evaluation.attribution import (
     train_error_scale,
 )
 from evaluation.metrics import label_segments
-from model.checkpoint import load_checkpoint, model_from_checkpoint, normalizer_from_checkpoint
-from model.scoring import score_series_with_errors
+from model.detector import Detector
+from model.score_settings import ScoreSettings
+from model.scoring import score_series
 from tests.tiny import TINY_TRAIN_FLAGS
 
 TINY = [*TINY_TRAIN_FLAGS]
@@ -36,13 +37,16 @@ def run(tmp_path_factory):
     args = ["--dataset", "SYNTH", "--checkpoint", str(checkpoint_path), "--output-dir", str(out)]
     assert evaluate.main([*args, "--baselines", "none", "--top-sensors", "4", "--explain", "2", "--device", "cpu"]) == 0
     data = load_synth()
-    checkpoint = load_checkpoint(checkpoint_path, data)
-    model, normalizer = model_from_checkpoint(checkpoint), normalizer_from_checkpoint(checkpoint)
+    detector = Detector.load(checkpoint_path, data)
+    model, normalizer = detector.model_, detector.normalizer_
+    paper = ScoreSettings("paper", 50.0, None, 0)
+    train_errors = score_series(model, normalizer.transform(data.train), paper, batch_size=128).errors
     return {
         "dir": out,
         "data": data,
-        "train": score_series_with_errors(model, normalizer.transform(data.train)),
-        "test": score_series_with_errors(model, normalizer.transform(data.test)),
+        "detector": detector,
+        "train_channel_error": train_errors.mean(axis=0, dtype=np.float64),  # (C,) mean TRAIN error
+        "test": score_series(model, normalizer.transform(data.test), paper, batch_size=128),
     }
 
 
@@ -60,7 +64,7 @@ def test_shares_are_relative_to_each_channels_train_error():
     # as ever while channel 1's error grew tenfold: channel 1 is the one that changed.
     train_errors = np.tile([8.0, 0.25, 0.25], (100, 1))
     errors = np.tile([8.0, 2.5, 0.25], (50, 1))
-    scale = train_error_scale(train_errors)
+    scale = train_error_scale(train_errors.mean(axis=0))
     shares = segment_shares(errors, scale, 10, 19)
     assert ranking(shares).tolist() == [1, 0, 2]
     assert shares.sum() == pytest.approx(1.0) and shares[1] == pytest.approx(10 / 12)
@@ -79,7 +83,9 @@ def test_flagged_segments_take_the_union_of_the_channels_they_touch():
 
 def test_attribution_on_synth_beats_a_random_ranking(run):
     data, found = run["data"], run["test"]
-    scale = train_error_scale(run["train"].errors)
+    # The checkpoint stores the same per-channel TRAIN error that evaluate.py divides by.
+    np.testing.assert_allclose(run["detector"].train_channel_error_, run["train_channel_error"], rtol=1e-6)
+    scale = train_error_scale(run["train_channel_error"])
     rates = json.loads((run["dir"] / "SYNTH_attribution.json").read_text())["interpretation"]["labelled_segments"]
     # Measured with this fixture (d_model 16, 1 layer, window 20, 1 epoch on every 20th window,
     # seed 0, CPU): HitRate@100% 0.400 against 0.129 for a random ranking, @150% 0.400 against
@@ -136,7 +142,7 @@ def test_evaluate_writes_one_attribution_row_per_flagged_segment(run):
 def test_datasets_without_recorded_channels_get_no_hit_rates(run):
     found = run["test"]
     predictions = (found.scores > np.percentile(found.scores, 99)).astype(np.uint8)
-    plain = attribute(found.scores, predictions, found.errors, run["train"].errors, run["data"].channel_names)
+    plain = attribute(found.scores, predictions, found.errors, run["train_channel_error"], run["data"].channel_names)
     assert plain.interpretation is None and len(plain.segments) == len(label_segments(predictions))
     assert plain.to_json()["interpretation"] is None
 
@@ -157,7 +163,8 @@ def test_smd_interpretation_labels_feed_the_same_metric(run):
         for a in data.anomalies
     ]
     predictions = np.load(run["dir"] / "SYNTH_evaluation.npz")["predictions"]
-    result = attribute(found.scores, predictions, found.errors, run["train"].errors, data.channel_names, anomalies)
+    train_error = run["train_channel_error"]
+    result = attribute(found.scores, predictions, found.errors, train_error, data.channel_names, anomalies)
     synth = json.loads((run["dir"] / "SYNTH_attribution.json").read_text())["interpretation"]
     assert list(result.interpretation["labelled_by_kind"]) == ["interpretation"]
     assert result.interpretation["labelled_segments"] == pytest.approx(synth["labelled_segments"])

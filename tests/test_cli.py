@@ -9,6 +9,7 @@ import torch
 
 import evaluate
 import train
+from model.config import config_from_flags
 from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def test_train_help_lists_the_original_flags_and_defaults(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--help"])
     assert exit_info.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]  # past the usage line
     for flag, default in [
         ("--dataset", "SMAP"),
         ("--d-model", "256"),
@@ -44,7 +45,7 @@ def test_train_help_lists_the_original_flags_and_defaults(capsys):
         ("--k", "3"),
         ("--val-ratio", "0.2"),
     ]:
-        assert flag in text and f"(default: {default})" in text.split(flag, 1)[1], flag
+        assert flag in text and f"(default: {default})" in text.split(f"{flag} ", 1)[1], flag
     for flag in ("--data-dir", "--seed", "--device", "--patience", "--num-workers", "--preset", "--amp"):
         assert flag in text
     assert "anomaly_data" in text
@@ -59,17 +60,28 @@ def test_evaluate_help_lists_its_flags_and_defaults(capsys):
     assert "(default: 99" in text.split("--threshold-percentile", 1)[1]
 
 
+def train_settings(*flags: str):
+    """The DetectorConfig train.py builds from these flags."""
+    args = train.build_parser().parse_args(list(flags))
+    return config_from_flags(args, args.preset, args.dataset)
+
+
 def test_presets_set_sizes_and_explicit_flags_override_them():
-    settings = train.resolve_settings(train.build_parser().parse_args(["--preset", "paper", "--epochs", "7"]))
-    assert (settings["d_model"], settings["batch_size"], settings["epochs"]) == (512, 256, 7)
-    assert settings["score"] == "paper"  # the paper preset keeps the paper's criterion
-    own_score = ["--preset", "paper", "--score", "reconstruction"]
-    assert train.resolve_settings(train.build_parser().parse_args(own_score))["score"] == "reconstruction"
-    small = train.resolve_settings(train.build_parser().parse_args(["--preset", "small"]))
-    assert (small["d_model"], small["e_layers"], small["batch_size"]) == (128, 2, 128)
-    default = train.resolve_settings(train.build_parser().parse_args([]))
-    assert (default["d_model"], default["e_layers"], default["epochs"], default["lr"]) == (256, 3, 10, 1e-4)
-    assert default["score"] == "reconstruction"
+    settings = train_settings("--preset", "paper", "--epochs", "7")
+    assert (settings.d_model, settings.batch_size, settings.epochs) == (512, 256, 7)
+    assert settings.score == "paper"  # the paper preset keeps the paper's criterion
+    assert settings.val_ratio == 0.0  # and trains on all of TRAIN, as the reference does
+    assert train_settings("--preset", "paper", "--score", "reconstruction").score == "reconstruction"
+    assert train_settings("--preset", "paper", "--val-ratio", "0.1").val_ratio == 0.1
+    smd = train_settings("--preset", "paper", "--dataset", "SMD")
+    assert (smd.epochs, smd.train_stride, smd.d_model) == (10, 100, 512)  # the reference's SMD recipe
+    assert train_settings("--preset", "paper", "--dataset", "SMD", "--epochs", "2").epochs == 2
+    assert (train_settings("--preset", "paper", "--dataset", "MSL").epochs, settings.train_stride) == (3, 1)
+    small = train_settings("--preset", "small")
+    assert (small.d_model, small.e_layers, small.batch_size) == (128, 2, 128)
+    default = train_settings()
+    assert (default.d_model, default.e_layers, default.epochs, default.lr) == (256, 3, 10, 1e-4)
+    assert (default.score, default.val_ratio) == ("reconstruction", 0.2)
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_everything(synth_run):

@@ -1,5 +1,6 @@
 """One config: every default written once (DetectorConfig), read by the flags, layered with presets."""
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -19,12 +20,17 @@ def test_without_flags_the_config_is_the_dataclass_defaults():
 
 
 def test_every_config_field_is_a_train_flag_whose_help_shows_the_dataclass_default():
-    text = " ".join(train.build_parser().format_help().split())
+    text = " ".join(train.build_parser().format_help().split()).split("options:", 1)[1]
     for spec in fields(DetectorConfig):
         flag = "--" + spec.name.replace("_", "-")
-        assert flag in text, flag
-        if spec.default is not None and not isinstance(spec.default, bool):
-            assert f"(default: {spec.default})" in text, spec.name
+        assert f"{flag} " in text, flag
+        if spec.default is None or isinstance(spec.default, bool):
+            continue
+        shown = re.search(r"\(default: ([^)]+)\)", text.split(f"{flag} ", 1)[1]).group(1)
+        if isinstance(spec.default, int | float):
+            assert float(shown) == spec.default, spec.name
+        else:
+            assert shown == spec.default, spec.name
 
 
 def test_flags_override_the_preset_which_overrides_the_defaults():

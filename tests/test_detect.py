@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ import torch
 import detect
 import train
 from data_factory.registry import load_synth
+from evaluation.attribution import train_error_scale
 from evaluation.report import evaluate_checkpoint
-from model.checkpoint import model_from_checkpoint, scoring_from_checkpoint
-from model.scoring import score_chunks, score_series, score_series_with_errors, smooth_scores
+from model.detector import Detector, stored_scoring
+from model.score_settings import ScoreSettings
+from model.scoring import score_chunks, score_series, score_stream, smooth_scores
 from model.transformer import AnomalyTransformer, ModelConfig
 from tests.tiny import TINY_TRAIN_FLAGS
 
@@ -59,6 +62,11 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
     frame.insert(0, "timestamp", pd.date_range("2024-01-01", periods=len(frame), freq="min"))
     frame.to_parquet(parquet_path)
     threshold = run["stored"]["train_scores"]["percentiles"]["99.0"]
+    # A flagged point's top sensors: each channel's squared error over its mean TRAIN error, as shares.
+    detector = Detector.load(run["checkpoint"])
+    errors = detector.score_points(data.test).errors.astype(np.float64)
+    relative = errors / train_error_scale(run["stored"]["train_channel_error"].numpy())
+    shares = relative / relative.sum(axis=1, keepdims=True)
     for source in (run["dir"] / "test.npy", csv_path, parquet_path):
         code, output = detect_cli(run, source, tmp_path)
         assert code == 0, capsys.readouterr().err
@@ -70,6 +78,9 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         assert len(flagged) > 0 and (result.loc[result["flag"] == 0, "top_sensors"] == "").all()
         first = flagged["top_sensors"].iloc[0].split(";")
         assert len(first) == 3 and all(item.split(":")[0] in data.channel_names for item in first)
+        point = int(flagged.index[0])
+        top = np.argsort(-shares[point], kind="stable")[:3]
+        assert first == [f"{data.channel_names[c]}:{shares[point, c]:.2f}" for c in top]
         report = json.loads(output.with_suffix(".json").read_text())
         assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
         assert report["threshold"] == {"value": threshold, "source": "99th percentile of TRAIN scores"}
@@ -80,19 +91,24 @@ def test_chunked_scoring_equals_unchunked_bit_for_bit():
     torch.manual_seed(0)
     model = AnomalyTransformer(ModelConfig(n_channels=3, win_size=20, d_model=16, n_heads=2, e_layers=2, d_ff=32))
     series = np.random.default_rng(0).normal(size=(253, 3)).astype(np.float32)  # 12 windows and a 13-step tail
+    paper = ScoreSettings("paper", 50.0, None, 0)
+    smoothed = ScoreSettings("paper", 50.0, None, 7)
     for batch_size in (5, 128):  # 5: the tail window shares the last batch; 128: one batch
-        reference = score_series(model, series, batch_size=batch_size)
-        whole = score_series_with_errors(model, series, batch_size=batch_size)
-        np.testing.assert_array_equal(whole.scores, reference)
-        assert whole.errors.shape == (253, 3)
-        reconstruction = score_series(model, series, variant="reconstruction")
-        np.testing.assert_allclose(whole.errors.mean(axis=1), reconstruction, rtol=1e-5)  # float32 means
+        whole = score_series(model, series, paper, batch_size=batch_size)
+        assert whole.scores.shape == (253,) and whole.errors.shape == (253, 3)
+        reconstruction = score_series(model, series, ScoreSettings("reconstruction", 50.0, None, 0), batch_size=128)
+        np.testing.assert_allclose(whole.errors.mean(axis=1), reconstruction.scores, rtol=1e-5)  # float32 means
+        whole_smoothed = score_series(model, series, smoothed, batch_size=batch_size)
+        np.testing.assert_array_equal(whole_smoothed.scores, smooth_scores(whole.scores, 7))
+        np.testing.assert_array_equal(whole_smoothed.errors, whole.errors)  # smoothing leaves the errors alone
         for chunk in (1, 13, 20, 33, 300):
-            parts = list(
-                score_chunks(model, (series[i : i + chunk] for i in range(0, 253, chunk)), batch_size=batch_size)
-            )
-            np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), reference)
+            pieces = [series[i : i + chunk] for i in range(0, 253, chunk)]
+            parts = list(score_chunks(model, pieces, paper, batch_size=batch_size))
+            np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), whole.scores)
             np.testing.assert_array_equal(np.concatenate([p.errors for p in parts]), whole.errors)
+            streamed = list(score_stream(model, pieces, smoothed, batch_size=batch_size))
+            np.testing.assert_array_equal(np.concatenate([p.scores for p in streamed]), whole_smoothed.scores)
+            np.testing.assert_array_equal(np.concatenate([p.errors for p in streamed]), whole.errors)
 
 
 def test_small_chunks_from_stdin_in_a_real_process_give_the_same_scores(run):
@@ -111,13 +127,14 @@ def test_small_chunks_from_stdin_in_a_real_process_give_the_same_scores(run):
     lines = completed.stdout.splitlines()
     assert lines[0] == "index,score,flag,top_sensors" and len(lines) == 1001
     scores = np.array([float(line.split(",")[1]) for line in lines[1:]], dtype=np.float32)
-    model = model_from_checkpoint(run["stored"])
+    model = Detector.from_checkpoint(run["stored"]).model_
     normalised = (data.test[:1000] - run["stored"]["normalization"]["mean"].numpy()) / run["stored"]["normalization"][
         "std"
     ].numpy()
-    scoring = scoring_from_checkpoint(run["stored"])
+    scoring = stored_scoring(run["stored"])
     assert scoring.smooth > 1  # the default scoring smooths: the stream must line scores up across chunks
-    expected = score_series(model, normalised.astype(np.float32), variant=scoring.variant, channels=scoring.channels)
+    unsmoothed = replace(scoring, smooth=0)
+    expected = score_series(model, normalised.astype(np.float32), unsmoothed, batch_size=128).scores
     np.testing.assert_array_equal(scores, smooth_scores(expected, scoring.smooth))
     assert "scored 1000 rows of stdin" in completed.stderr
 

@@ -12,7 +12,7 @@ import detect
 import evaluate
 import inspect_checkpoint
 import train
-from model.checkpoint import model_from_checkpoint
+from model.detector import Detector
 from tests.tiny import TINY_TRAIN_FLAGS
 
 TINY = [*TINY_TRAIN_FLAGS, "--epochs", "2"]
@@ -33,8 +33,9 @@ def test_json_holds_what_a_person_opening_the_file_wants(checkpoint_path, capsys
         described["dataset"]["name"] == "SYNTH"
         and described["dataset"]["fingerprint"] == stored["dataset"]["fingerprint"]
     )
-    assert described["model_config"] == stored["model_config"] and described["train_config"]["epochs"] == 2
-    assert described["parameters"] == sum(p.numel() for p in model_from_checkpoint(stored).parameters())
+    assert described["model_config"] == stored["model_config"] and described["config"]["epochs"] == 2
+    assert described["config"] == stored["train_config"]  # the full DetectorConfig it was trained with
+    assert described["parameters"] == sum(p.numel() for p in Detector.from_checkpoint(stored).model_.parameters())
     assert [record["epoch"] for record in described["history"]] == [1, 2]
     assert {"train_rec", "val_rec", "lr", "seconds"} <= described["history"][0].keys()
     assert described["best_epoch"] == stored["best_epoch"] and described["epochs_run"] == 2
@@ -43,6 +44,9 @@ def test_json_holds_what_a_person_opening_the_file_wants(checkpoint_path, capsys
     assert len(described["normalization"]["std"]) == 12
     assert described["stored_thresholds"]["percentiles"] == stored["train_scores"]["percentiles"]
     assert described["scoring"] == stored["scoring"]
+    assert described["scoring_described"] == "reconstruction score, all channels, smoothed over 50 points"
+    assert described["train_channel_error"] == pytest.approx(stored["train_channel_error"].tolist())
+    assert len(described["train_channel_error"]) == 12 and min(described["train_channel_error"]) > 0
     assert described["versions"]["torch"] == str(torch.__version__)
     created = datetime.fromisoformat(described["created"])
     assert created.tzinfo is not None and abs((datetime.now(UTC) - created).total_seconds()) < 3600
@@ -66,6 +70,10 @@ def test_text_names_every_section(checkpoint_path, capsys):
         "scoring      reconstruction score, all channels, smoothed over 50 points",
     ):
         assert expected in text, expected
+    # The scoring settings appear once, resolved, on the scoring line; not again among the training settings.
+    training = next(line for line in text.splitlines() if line.startswith("training "))
+    assert "epochs 2" in training and "val_ratio 0.2" in training
+    assert not any(f"{key} " in training for key in ("score", "temperature", "score_channels", "smooth"))
 
 
 class _Trap:

@@ -3,8 +3,11 @@ import math
 import pytest
 import torch
 
+from data_factory.errors import UserInputError
 from model.attention import AnomalyAttention, prior_association, squash_sigma
-from model.discrepancy import anomaly_score, association_discrepancy, kl_per_step, symmetric_kl
+from model.discrepancy import association_discrepancy, kl_per_step, symmetric_kl
+from model.score_settings import check_variant
+from model.scores import SCORES, WindowOutputs
 from model.transformer import AnomalyTransformer, ModelConfig
 
 
@@ -80,15 +83,16 @@ def test_paper_score_is_the_window_softmax_of_minus_discrepancy_times_step_error
     model = small_model().eval()
     x = torch.randn(2, 16, 5)
     reconstruction, per_layer = model(x)
+    outputs = WindowOutputs(x, reconstruction, per_layer)
     step_error = ((reconstruction - x) ** 2).mean(-1)
     weight = torch.softmax(-association_discrepancy(per_layer) * 50.0, dim=-1)
-    torch.testing.assert_close(anomaly_score(x, reconstruction, per_layer, "paper"), weight * step_error)
-    torch.testing.assert_close(anomaly_score(x, reconstruction, per_layer, "reconstruction"), step_error)
-    torch.testing.assert_close(
-        anomaly_score(x, reconstruction, per_layer, "discrepancy"), -association_discrepancy(per_layer)
-    )
-    with pytest.raises(ValueError, match="unknown score variant"):
-        anomaly_score(x, reconstruction, per_layer, "magic")
+    torch.testing.assert_close(SCORES["paper"].compute(outputs, None, 50.0), weight * step_error)
+    torch.testing.assert_close(SCORES["reconstruction"].compute(outputs, None, 50.0), step_error)
+    torch.testing.assert_close(SCORES["discrepancy"].compute(outputs, None, 50.0), -association_discrepancy(per_layer))
+    with pytest.raises(KeyError):
+        SCORES["magic"]
+    with pytest.raises(UserInputError, match="unknown score 'magic'"):
+        check_variant("magic")
 
 
 def test_model_rejects_heads_that_do_not_divide_d_model():

@@ -9,10 +9,10 @@ import torch
 import evaluate
 import train
 from data_factory.errors import UserInputError
-from model.api import train_config_from_state
-from model.checkpoint import scoring_from_checkpoint
-from model.discrepancy import anomaly_score
+from model.api import config_from_state
+from model.detector import stored_scoring
 from model.score_settings import ScoreSettings, override_score_settings, resolve_channels, resolve_score_settings
+from model.scores import SCORES, WindowOutputs
 from model.scoring import CentredSmoother, PointValues, smooth_point_stream, smooth_scores
 from model.transformer import AnomalyTransformer, ModelConfig
 from tests.tiny import TINY_TRAIN_FLAGS
@@ -57,13 +57,14 @@ def test_score_channels_limit_the_reconstruction_error_to_those_channels():
     model = AnomalyTransformer(ModelConfig(n_channels=4, win_size=10, d_model=16, n_heads=2, e_layers=1, d_ff=16))
     x = torch.randn(3, 10, 4)
     with torch.no_grad():
-        reconstruction, per_layer = model(x)
-    only_first = anomaly_score(x, reconstruction, per_layer, "reconstruction", channels=[0])
+        outputs = WindowOutputs(x, *model(x))
+    reconstruction = outputs.reconstruction
+    only_first = SCORES["reconstruction"].compute(outputs, [0], 50.0)
     assert torch.equal(only_first, (reconstruction[..., 0] - x[..., 0]) ** 2)
-    two = anomaly_score(x, reconstruction, per_layer, "reconstruction", channels=[1, 3])
+    two = SCORES["reconstruction"].compute(outputs, [1, 3], 50.0)
     assert torch.allclose(two, ((reconstruction - x) ** 2)[..., [1, 3]].mean(-1))
-    everything = anomaly_score(x, reconstruction, per_layer, "paper")
-    assert torch.equal(everything, anomaly_score(x, reconstruction, per_layer, "paper", channels=[0, 1, 2, 3]))
+    everything = SCORES["paper"].compute(outputs, None, 50.0)
+    assert torch.equal(everything, SCORES["paper"].compute(outputs, [0, 1, 2, 3], 50.0))
 
 
 def test_channel_specs_resolve_to_indices_or_fail_clearly():
@@ -80,18 +81,23 @@ def test_channel_specs_resolve_to_indices_or_fail_clearly():
 
 
 def test_each_variant_brings_its_defaults_and_flags_override_single_fields():
-    paper = resolve_score_settings("paper", None, None, NAMES, [0])
+    paper = resolve_score_settings("paper", None, None, NAMES, [0], 50.0)
     assert (paper.channels, paper.smooth) == (None, 0)  # the reference's criterion, untouched
-    default = resolve_score_settings("reconstruction", None, None, NAMES, [0])
+    default = resolve_score_settings("reconstruction", None, None, NAMES, [0], 50.0)
     assert (default.channels, default.smooth) == ((0,), 50)
-    assert resolve_score_settings("reconstruction", "all", 0, NAMES, [0]) == ScoreSettings("reconstruction")
+    assert resolve_score_settings("reconstruction", "all", 0, NAMES, [0], 50.0) == ScoreSettings(
+        "reconstruction", 50.0, None, 0
+    )
+    assert resolve_score_settings("paper", None, None, NAMES, [0], 20.0).temperature == 20.0
     stored = ScoreSettings("reconstruction", 50.0, (0,), 50)
     assert override_score_settings(stored, None, None, None, NAMES, [0]) == stored
     assert override_score_settings(stored, None, None, 5, NAMES, [0]).smooth == 5
-    assert override_score_settings(stored, "paper", None, None, NAMES, [0]) == ScoreSettings("paper")
+    assert override_score_settings(stored, "paper", None, None, NAMES, [0]) == ScoreSettings("paper", 50.0, None, 0)
     assert override_score_settings(stored, "paper", "target", None, NAMES, [0]).channels == (0,)
     with pytest.raises(UserInputError, match="--smooth"):
-        resolve_score_settings("reconstruction", None, -1, NAMES, [0])
+        resolve_score_settings("reconstruction", None, -1, NAMES, [0], 50.0)
+    with pytest.raises(UserInputError, match="unknown score 'magic'"):
+        resolve_score_settings("magic", None, None, NAMES, [0], 50.0)
 
 
 def test_cli_stores_the_scoring_and_evaluate_applies_it_to_model_and_baselines(tmp_path, capsys):
@@ -99,7 +105,7 @@ def test_cli_stores_the_scoring_and_evaluate_applies_it_to_model_and_baselines(t
     flags = ["--dataset", "SYNTH", "--output-dir", out, *TINY_TRAIN_FLAGS]
     assert train.main([*flags, "--score-channels", "sensor_03,1", "--smooth", "7"]) == 0
     stored = torch.load(tmp_path / "SYNTH_checkpoint.pth", weights_only=True)
-    assert scoring_from_checkpoint(stored) == ScoreSettings("reconstruction", 50.0, (1, 3), 7)
+    assert stored_scoring(stored) == ScoreSettings("reconstruction", 50.0, (1, 3), 7)
 
     assert evaluate.main(["--dataset", "SYNTH", "--output-dir", out, "--device", "cpu"]) == 0
     report = json.loads((tmp_path / "SYNTH_metrics.json").read_text())
@@ -133,19 +139,23 @@ def test_checkpoints_and_runs_from_before_the_options_score_as_they_did(tmp_path
     assert evaluate.main(evaluate_args) == 0
     current = np.load(tmp_path / "SYNTH_evaluation.npz")["scores"]
     stored = torch.load(path, weights_only=True)
-    del stored["scoring"]
+    # What a checkpoint of that time held: the score named score_variant, no scoring, no TRAIN error per channel.
+    for key in ("scoring", "train_channel_error"):
+        del stored[key]
+    stored["train_config"]["score_variant"] = stored["train_config"].pop("score")
     for key in ("score_channels", "smooth"):
         del stored["train_config"][key]
     torch.save(stored, path)
-    assert scoring_from_checkpoint(stored) == ScoreSettings("reconstruction")  # not the variant's new defaults
+    assert stored_scoring(stored) == ScoreSettings("reconstruction", 50.0, None, 0)  # not the variant's new defaults
     assert evaluate.main(evaluate_args) == 0
     assert np.array_equal(np.load(tmp_path / "SYNTH_evaluation.npz")["scores"], current)
 
     last = torch.load(tmp_path / "SYNTH_last.pth", weights_only=True)
+    last["train_config"]["score_variant"] = last["train_config"].pop("score")
     for key in ("score_channels", "smooth"):
         del last["train_config"][key]
-    resumed = train_config_from_state(last)
-    assert (resumed.score_variant, resumed.score_channels, resumed.smooth) == ("reconstruction", "all", 0)
+    resumed = config_from_state(last)
+    assert (resumed.score, resumed.score_channels, resumed.smooth) == ("reconstruction", "all", 0)
 
 
 def test_a_smoothing_span_longer_than_train_is_refused_before_training(tmp_path, capsys):

@@ -13,8 +13,8 @@ import torch
 
 import train
 from data_factory.registry import load_dataset
-from model.scoring import score_chunks, score_series_with_errors
-from tests.sharded_worker import CASES, STREAM, build_model, build_series, rank_output
+from model.scoring import score_chunks, score_series
+from tests.sharded_worker import CASES, PAPER, RECONSTRUCTION, STREAM, build_model, build_series, rank_output
 from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_two_rank_sharded_scoring_is_bit_identical_to_one_process(tmp_path):
         # bits (scores up to 1e-4 relative, as the softmax at temperature 50 amplifies). Same
         # batches AND same thread count give bit-identical floats, so the reference uses 1 thread.
         with intra_op_threads(1):
-            expected = score_series_with_errors(model, build_series(length), batch_size=batch_size, variant="paper")
+            expected = score_series(model, build_series(length), PAPER, batch_size=batch_size)
         assert expected.scores.shape == (length,) and expected.errors.shape == (length, 4)
         for rank, arrays in enumerate(ranks):  # every rank holds the whole, ordered result
             assert np.array_equal(arrays[f"{name}_scores"], expected.scores), (name, rank)
@@ -61,7 +61,7 @@ def test_two_rank_sharded_scoring_is_bit_identical_to_one_process(tmp_path):
     assert [int(arrays["one_batch_forward_calls"]) for arrays in ranks] == [1, 0]
     length, batch_size, _ = STREAM
     with intra_op_threads(1):
-        parts = list(score_chunks(model, [build_series(length)], batch_size=batch_size, variant="reconstruction"))
+        parts = list(score_chunks(model, [build_series(length)], RECONSTRUCTION, batch_size=batch_size))
     for arrays in ranks:
         assert np.array_equal(arrays["stream_scores"], np.concatenate([part.scores for part in parts]))
         assert np.array_equal(arrays["stream_errors"], np.concatenate([part.errors for part in parts]))
