@@ -200,7 +200,15 @@ def evaluate_checkpoint(
     associations = None
     if explain:
         associations = explain_windows(
-            model, test, flagged.scores, flagged.predictions, dataset.test_labels, explain, dataset.name, torch_device
+            model,
+            test,
+            flagged.scores,
+            flagged.predictions,
+            dataset.test_labels,
+            explain,
+            dataset.name,
+            torch_device,
+            threshold=flagged.threshold.value,
         )
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations)
 
