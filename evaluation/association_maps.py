@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,8 +20,23 @@ from data_factory.windows import scoring_starts
 from model.discrepancy import LOG_EPSILON, association_discrepancy
 from model.transformer import AnomalyTransformer
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 CONTEXT_WINDOWS = 2  # windows shown on each side of the anomalous one in the discrepancy panel
-GROUPS = ("anomalous", "normal")
+GROUPS = ("anomalous", "normal")  # npz key prefixes: the highest-scoring windows, and quiet ones
+
+
+def window_kind(flagged: bool, labelled: bool | None) -> str:
+    """What a window is, by its flags and (where the test split has them) its labels.
+
+    A window is flagged or labelled when any of its points is; `labelled` None means no labels.
+    """
+    if labelled is None:
+        return "flagged" if flagged else "normal"
+    if labelled:
+        return "anomalous" if flagged else "anomalous, not flagged"
+    return "false positive" if flagged else "normal"
 
 
 @torch.no_grad()
@@ -70,12 +86,13 @@ def choose_windows(
 class AssociationMaps:
     dataset: str
     win_size: int
-    groups: dict[str, dict[str, np.ndarray]]  # "anomalous" and "normal" -> window_associations(...) + "scores"
+    threshold: float  # the score above which a point is flagged
+    groups: dict[str, dict[str, np.ndarray]]  # "anomalous", "normal" -> window_associations(...), "scores", "kinds"
     stretch: dict[str, np.ndarray]  # steps around the top anomalous window: start, discrepancy, scores, ...
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The flat name -> array mapping saved to the npz (see the README's Artifacts table)."""
-        flat = {"win_size": np.int64(self.win_size)}
+        flat = {"win_size": np.int64(self.win_size), "threshold": np.float64(self.threshold)}
         for group, values in self.groups.items():
             flat.update({f"{group}_{name}": array for name, array in values.items()})
         flat.update({f"stretch_{name}": array for name, array in self.stretch.items()})
@@ -91,14 +108,28 @@ def explain_windows(
     n: int,
     dataset: str,
     device: torch.device | None = None,
+    *,
+    threshold: float,
 ) -> AssociationMaps:
     """Associations of the n highest-scoring and n normal windows of a normalised series, plus the
-    per-step discrepancy of the stretch around the highest-scoring window."""
+    per-step discrepancy of the stretch around the highest-scoring window.
+
+    `predictions` are `scores > threshold`; each window's kind (window_kind) follows its flags and labels.
+    """
     win_size = model.config.win_size
     groups = {}
     for group, starts in zip(GROUPS, choose_windows(scores, win_size, n, predictions, labels), strict=True):
         values = window_associations(model, series, starts, device)
         values["scores"] = np.stack([scores[start : start + win_size] for start in starts])
+        values["kinds"] = np.array(
+            [
+                window_kind(
+                    bool(predictions[start : start + win_size].any()),
+                    None if labels is None else bool(labels[start : start + win_size].any()),
+                )
+                for start in starts
+            ]
+        )
         groups[group] = values
 
     centre = int(groups["anomalous"]["starts"][0])
@@ -115,7 +146,7 @@ def explain_windows(
         "predictions": predictions[first:stop],
         "labels": labels[first:stop] if labels is not None else np.zeros(0, dtype=np.uint8),
     }
-    return AssociationMaps(dataset, win_size, groups, stretch)
+    return AssociationMaps(dataset, win_size, float(threshold), groups, stretch)
 
 
 def save_association_npz(maps: AssociationMaps, path: Path) -> None:
@@ -138,9 +169,10 @@ def _shade(axis, time: np.ndarray, mask: np.ndarray, color: str, label: str) -> 
         )
 
 
-def plot_association_maps(maps: AssociationMaps, path: Path) -> None:
-    """Heatmaps of S and P (mean over layers and heads) for a normal and the top anomalous window, on one
-    shared log colour scale, above the discrepancy over time around the anomalous window."""
+def association_figure(maps: AssociationMaps) -> Figure:
+    """Heatmaps of S and P (mean over layers and heads) for a normal and the top-scoring window, on one
+    shared log colour scale, above the discrepancy and the anomaly score over time around the top window,
+    with the flagged points on the score and the threshold they cross. Each window is titled by its kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,24 +182,25 @@ def plot_association_maps(maps: AssociationMaps, path: Path) -> None:
 
     win = maps.win_size
     panels = []
-    for group in ("normal", "anomalous"):
+    for group, note in (("normal", ""), ("anomalous", " (highest score)")):
         start = int(maps.groups[group]["starts"][0])
+        heading = f"{maps.groups[group]['kinds'][0]} window{note}, steps {start}-{start + win - 1}"
         for kind, title in (("series", "series association S"), ("prior", "prior association P")):
-            panels.append((group, start, title, maps.groups[group][kind][0].mean(axis=(0, 1))))
+            panels.append((heading, title, maps.groups[group][kind][0].mean(axis=(0, 1))))
     # One norm for all four: colours compare across windows and between S and P. Weights under the
     # 1e-4 the discrepancy adds inside its logarithms (a far prior tail underflows to 0) show at that floor.
-    norm = LogNorm(vmin=LOG_EPSILON, vmax=max(panel[3].max() for panel in panels))
+    norm = LogNorm(vmin=LOG_EPSILON, vmax=max(panel[2].max() for panel in panels))
 
     figure = plt.figure(figsize=(12, 13.5))
     grid = figure.add_gridspec(3, 3, width_ratios=[1, 1, 0.05], height_ratios=[1, 1, 0.8])
     image = None
-    for index, (group, start, title, matrix) in enumerate(panels):
+    for index, (heading, title, matrix) in enumerate(panels):
         axis = figure.add_subplot(grid[index // 2, index % 2])
         shown = np.clip(matrix, LOG_EPSILON, None)
         image = axis.imshow(shown, norm=norm, cmap="viridis", origin="upper", interpolation="nearest")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(f"{group} window, steps {start}-{start + win - 1}:\n{title}", fontsize=10)
+        axis.set_title(f"{heading}:\n{title}", fontsize=10)
         axis.set_xlabel("key step j within the window")
         axis.set_ylabel("query step i within the window")
     colorbar = figure.colorbar(image, cax=figure.add_subplot(grid[:2, 2]))
@@ -178,22 +211,23 @@ def plot_association_maps(maps: AssociationMaps, path: Path) -> None:
     time = np.arange(first, first + len(stretch["scores"]))
     axis = figure.add_subplot(grid[2, :2])
     axis.plot(time, stretch["discrepancy"], color="tab:blue", linewidth=1.2, label="association discrepancy")
-    anomalous_start = int(maps.groups["anomalous"]["starts"][0])
-    axis.axvspan(
-        anomalous_start, anomalous_start + win - 1, color="tab:red", alpha=0.12, label="anomalous window above"
-    )
+    top_start = int(maps.groups["anomalous"]["starts"][0])
+    top_kind = maps.groups["anomalous"]["kinds"][0]
+    axis.axvspan(top_start, top_start + win - 1, color="tab:red", alpha=0.12, label=f"{top_kind} window above")
     if len(stretch["labels"]):
         _shade(axis, time, stretch["labels"], "tab:orange", "labelled anomaly")
-    flagged = np.flatnonzero(stretch["predictions"])
-    axis.scatter(time[flagged], stretch["discrepancy"][flagged], s=14, color="tab:red", zorder=3, label="flagged")
     axis.set_xlim(time[0], time[-1])
     axis.set_xlabel("time step")
     axis.set_ylabel("AssDis (sum over layers)")
     axis.set_title(
-        f"{maps.dataset}: discrepancy around the anomalous window (low = attention close to the prior)", fontsize=10
+        f"{maps.dataset}: discrepancy around the highest-scoring window (low = attention close to the prior)",
+        fontsize=10,
     )
     score_axis = axis.twinx()
     score_axis.plot(time, stretch["scores"], color="grey", linewidth=0.8, alpha=0.8, label="anomaly score")
+    score_axis.axhline(maps.threshold, color="tab:red", linestyle="--", linewidth=1, label="threshold")
+    flagged = np.flatnonzero(stretch["predictions"])
+    score_axis.scatter(time[flagged], stretch["scores"][flagged], s=14, color="tab:red", zorder=3, label="flagged")
     score_axis.set_ylabel("anomaly score", color="grey")
     handles = axis.get_legend_handles_labels()
     extra = score_axis.get_legend_handles_labels()
@@ -203,10 +237,18 @@ def plot_association_maps(maps: AssociationMaps, path: Path) -> None:
         handles[1] + extra[1],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.15),
-        ncol=5,
+        ncol=6,
         fontsize=8,
         frameon=False,
     )
     figure.tight_layout()
+    return figure
+
+
+def plot_association_maps(maps: AssociationMaps, path: Path) -> None:
+    """Save association_figure(maps) as a PNG."""
+    figure = association_figure(maps)
+    import matplotlib.pyplot as plt  # after association_figure has chosen the Agg backend
+
     figure.savefig(path, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)

@@ -11,6 +11,8 @@ from evaluation.vus import DEFAULT_MAX_BUFFER, vus
 
 # Metrics that pick their own threshold with the test labels: upper bounds, never results.
 ORACLE_METRICS = ("best_f1",)
+# Metrics that read the scores alone; every other one reads the flags (the predictions).
+THRESHOLD_FREE_METRICS = ("roc_auc", "pr_auc", "vus_roc", "vus_pr", "best_f1")
 
 
 def metric_panel(

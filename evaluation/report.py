@@ -14,6 +14,7 @@ from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import Attribution, attribute
 from evaluation.baselines import pca_baseline_scores, random_baseline_scores
+from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
@@ -65,6 +66,7 @@ class MethodResult:
     threshold: Threshold
     predictions: np.ndarray
     metrics: dict = field(default_factory=dict)  # empty without labels
+    degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
 
 
 @dataclass
@@ -118,7 +120,10 @@ def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> M
     )
     predictions = (scores > threshold.value).astype(np.uint8)
     metrics = metric_panel(labels, scores, predictions) if labels is not None else {}
-    return MethodResult(train_scores, scores, threshold, predictions, metrics)
+    reason = degenerate_reason(train_scores, scores, threshold.value)
+    if reason is not None:
+        metrics = without_threshold_metrics(metrics)
+    return MethodResult(train_scores, scores, threshold, predictions, metrics, reason)
 
 
 def evaluate_checkpoint(
@@ -205,7 +210,14 @@ def evaluate_checkpoint(
     associations = None
     if explain:
         associations = explain_windows(
-            detector.model_, test, flagged.scores, flagged.predictions, dataset.test_labels, explain, dataset.name
+            detector.model_,
+            test,
+            flagged.scores,
+            flagged.predictions,
+            dataset.test_labels,
+            explain,
+            dataset.name,
+            threshold=flagged.threshold.value,
         )
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations)
 
@@ -221,6 +233,8 @@ def summary(evaluation: Evaluation) -> dict:
             "threshold_uses_test_scores": method.threshold.uses_test_scores,
             "threshold_uses_test_labels": method.threshold.uses_test_labels,
             "n_flagged": int(method.predictions.sum()),
+            "degenerate": method.degenerate_reason is not None,
+            "degenerate_reason": method.degenerate_reason,
         }
     return {
         "dataset": evaluation.dataset,
@@ -241,14 +255,22 @@ def format_table(evaluation: Evaluation) -> str:
         f"{evaluation.dataset}, {evaluation.protocol} protocol, {evaluation.scoring.describe()}: "
         f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})"
     )
+    degenerate = [
+        f"{name} is degenerate: {method.degenerate_reason}; its threshold metrics are left out (-)"
+        for name, method in evaluation.methods.items()
+        if method.degenerate_reason is not None
+    ]
     if evaluation.labels is None:
-        return f"{header}\nno test labels: {int(model.predictions.sum())} of {len(model.predictions)} points flagged"
+        flagged = f"no test labels: {int(model.predictions.sum())} of {len(model.predictions)} points flagged"
+        return "\n".join([header, flagged, *degenerate])
     names = list(evaluation.methods)
     lines = [header, f"{'metric':<18}" + "".join(f"{name:>10}" for name in names)]
     for key, label in TABLE_ROWS:
         if key in model.metrics:
-            values = "".join(f"{evaluation.methods[name].metrics[key]:>10.4f}" for name in names)
-            lines.append(f"{label:<18}{values}")
+            values = [evaluation.methods[name].metrics[key] for name in names]
+            cells = "".join(f"{'-':>10}" if value is None else f"{value:>10.4f}" for value in values)
+            lines.append(f"{label:<18}{cells}")
+    lines.extend(degenerate)
     lines.append("PA = point-adjusted: one flagged point marks its whole labelled segment as found.")
     if "best_f1" in model.metrics:
         lines.append("best F1 (oracle) picks its threshold with the test labels: an upper bound, not a result.")

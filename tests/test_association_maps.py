@@ -1,13 +1,21 @@
 """Association maps of a real tiny model: what the npz holds, how windows are chosen, and the figure.
 (evaluate.py --explain itself runs in tests/test_attribution.py.)"""
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 import train
 from data_factory.registry import load_synth
 from data_factory.windows import scoring_starts
-from evaluation.association_maps import choose_windows, explain_windows, plot_association_maps, save_association_npz
+from evaluation.association_maps import (
+    association_figure,
+    choose_windows,
+    explain_windows,
+    plot_association_maps,
+    save_association_npz,
+    window_kind,
+)
 from model.detector import Detector
 from model.score_settings import ScoreSettings
 from model.scoring import score_series
@@ -28,8 +36,9 @@ def run(tmp_path_factory):
     model = detector.model_
     test = detector.normalizer_.transform(data.test)
     scores = score_series(model, test, PAPER, batch_size=128).scores
-    predictions = (scores > detector.train_score_stats_["percentiles"]["99.0"]).astype(np.uint8)
-    maps = explain_windows(model, test, scores, predictions, data.test_labels, 3, "SYNTH")
+    threshold = detector.train_score_stats_["percentiles"]["99.0"]
+    predictions = (scores > threshold).astype(np.uint8)
+    maps = explain_windows(model, test, scores, predictions, data.test_labels, 3, "SYNTH", threshold=threshold)
     save_association_npz(maps, out / "maps.npz")
     plot_association_maps(maps, out / "maps.png")
     return {
@@ -38,6 +47,7 @@ def run(tmp_path_factory):
         "test": test,
         "maps": dict(np.load(out / "maps.npz")),
         "scores": scores,
+        "threshold": threshold,
         "predictions": predictions,
         "labels": data.test_labels,
     }
@@ -96,3 +106,65 @@ def test_figure_is_a_readable_png(run):
     assert path.read_bytes()[:4] == b"\x89PNG"
     height, width, _ = matplotlib.image.imread(path).shape
     assert width >= 1000 and height >= 1000  # four heatmaps, a colour bar and a time panel
+
+
+def test_window_kind_names_flags_against_labels():
+    assert window_kind(flagged=True, labelled=True) == "anomalous"
+    assert window_kind(flagged=True, labelled=False) == "false positive"
+    assert window_kind(flagged=False, labelled=False) == "normal"
+    assert window_kind(flagged=False, labelled=True) == "anomalous, not flagged"
+    assert window_kind(flagged=True, labelled=None) == "flagged"
+    assert window_kind(flagged=False, labelled=None) == "normal"
+
+
+def _heatmap_headings(maps) -> list[str]:
+    """The first line of the four heatmap titles: normal S, normal P, top S, top P."""
+    figure = association_figure(maps)
+    titles = [axis.get_title().split(":")[0] for axis in figure.axes[:4]]
+    plt.close(figure)
+    return titles
+
+
+def test_windows_are_titled_by_their_labels_and_flags(run):
+    model, test, scores, predictions = run["model"], run["test"], run["scores"], run["predictions"]
+    top = int(run["maps"]["anomalous_starts"][0])
+    top_steps = slice(top, top + 20)
+    assert predictions[top_steps].any()  # the top window crosses the 99th percentile of TRAIN
+    expected = [
+        window_kind(bool(predictions[start : start + 20].any()), bool(run["labels"][start : start + 20].any()))
+        for start in run["maps"]["anomalous_starts"]
+    ]
+    assert run["maps"]["anomalous_kinds"].tolist() == expected
+    assert run["maps"]["normal_kinds"].tolist() == ["normal"] * 3
+
+    unlabelled_top = run["labels"].copy()
+    unlabelled_top[top_steps] = 0
+    labelled_top = run["labels"].copy()
+    labelled_top[top + 5] = 1
+    for labels, kind in ((unlabelled_top, "false positive"), (labelled_top, "anomalous"), (None, "flagged")):
+        maps = explain_windows(model, test, scores, predictions, labels, 3, "SYNTH", threshold=run["threshold"])
+        assert int(maps.groups["anomalous"]["starts"][0]) == top
+        headings = _heatmap_headings(maps)
+        normal = int(maps.groups["normal"]["starts"][0])
+        assert headings[:2] == [f"normal window, steps {normal}-{normal + 19}"] * 2
+        assert headings[2:] == [f"{kind} window (highest score), steps {top}-{top + 19}"] * 2
+
+
+def test_threshold_is_saved_and_the_flags_sit_on_the_score_curve_above_it(run):
+    maps = run["maps"]
+    assert float(maps["threshold"]) == pytest.approx(run["threshold"])
+    stretch_scores, stretch_flags = maps["stretch_scores"], maps["stretch_predictions"]
+    np.testing.assert_array_equal(stretch_flags, stretch_scores > run["threshold"])
+    assert stretch_flags.any() and not stretch_flags.all()
+
+    args = (run["model"], run["test"], run["scores"], run["predictions"], run["labels"], 3, "SYNTH")
+    figure = association_figure(explain_windows(*args, threshold=run["threshold"]))
+    (score_axis,) = [axis for axis in figure.axes if axis.get_ylabel() == "anomaly score"]
+    (line,) = [line for line in score_axis.get_lines() if line.get_label() == "threshold"]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), run["threshold"], rtol=1e-12)
+    (flags,) = [points for points in score_axis.collections if points.get_label() == "flagged"]
+    first = int(maps["stretch_start"])
+    np.testing.assert_allclose(flags.get_offsets()[:, 0], first + np.flatnonzero(stretch_flags))
+    np.testing.assert_allclose(flags.get_offsets()[:, 1], stretch_scores[stretch_flags.astype(bool)], rtol=1e-6)
+    assert (flags.get_offsets()[:, 1] > run["threshold"]).all()
+    plt.close(figure)

@@ -151,6 +151,8 @@ def test_evaluate_explain_writes_the_association_maps(run):
     maps = np.load(run["dir"] / "SYNTH_associations.npz")
     assert maps["anomalous_series"].shape == maps["normal_prior"].shape == (2, 1, 2, 20, 20)  # n, layer, head, L, L
     assert maps["anomalous_sigma"].shape == (2, 1, 2, 20) and maps["normal_discrepancy"].shape == (2, 20)
+    metrics = json.loads((run["dir"] / "SYNTH_metrics.json").read_text())
+    assert float(maps["threshold"]) == metrics["results"]["model"]["threshold"]  # the one the flags came from
     assert (run["dir"] / "SYNTH_associations.png").read_bytes()[:4] == b"\x89PNG"
 
 

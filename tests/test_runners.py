@@ -199,5 +199,23 @@ def test_dockerfile_installs_pinned_requirements_before_copying_the_code():
     copy_code = next(i for i, line in enumerate(lines) if line.startswith("COPY") and " . " in f"{line} ")
     assert lines.index("COPY requirements.txt /opt/requirements.txt") < install < copy_code
     assert "USER app" in lines
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".venv", "artifacts", "data"} <= set(ignored)
+
+
+def _patterns(path: Path) -> set[str]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def test_dockerignore_keeps_history_environments_caches_outputs_and_data_out_of_the_image():
+    ignored = _patterns(ROOT / ".dockerignore")
+    assert {".git", ".venv", ".bench-venvs", ".hypothesis", ".pytest_cache", ".ruff_cache"} <= ignored
+    assert {"**/__pycache__", "**/*.pyc", "*.egg-info", "build", "dist", "artifacts", "data"} <= ignored
+    # Whatever git ignores is local state (a venv, a cache, a build): the image needs none of it. A
+    # .gitignore name without a slash matches at any depth; .dockerignore needs **/ for that.
+    for pattern in _patterns(ROOT / ".gitignore"):
+        if pattern.startswith("!"):
+            continue
+        name = pattern.removesuffix("/*").removesuffix("/")
+        assert name in ignored or f"**/{name}" in ignored, f"{pattern} is in .gitignore but not in .dockerignore"
+    for name in ("__pycache__", "*.pyc"):  # they appear in every package folder, not only at the top
+        assert f"**/{name}" in ignored
