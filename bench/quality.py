@@ -11,11 +11,11 @@ says otherwise, and the tables count the reference's 10 SMD epochs as the paper'
 For each dataset and seed it trains the paper's architecture on TRAIN (train_anomaly_transformer),
 scores TRAIN and TEST once with non-overlapping windows, and derives every score variant from the
 same forward pass: `paper` (the published criterion), `reconstruction` and `discrepancy` over all
-channels, unsmoothed; then the scoring options of issue 9: the reconstruction error of the target
+channels, unsmoothed; then the scoring options: the reconstruction error of the target
 channels only (SMAP/MSL: the telemetry value), the centred 50-point moving average
 (`--smooth 50`), and both together, which is train.py's default. PCA is also given the target
-channels and the same smoothing. The options were chosen on MSL alone (see the README, "Honest
-detection quality"); every row is shown, for both datasets. Two protocols grade each score:
+channels and the same smoothing. The options were chosen on MSL alone (see docs/research-log.md);
+every row is shown, for both datasets. Two protocols grade each score:
 
 - paper:   threshold = 99th percentile of concat(TRAIN, TEST) scores (reads test scores), then
            point adjustment (PA); precision, recall and F1 after PA, as the paper reports them.
@@ -238,7 +238,7 @@ def run_seed(
     scores = {MODEL_ROWS[v]: (train_values[v], test_values[v]) for v in SCORE_VARIANTS}
     scores["random"] = random_baseline_scores(len(train_series), len(test_series), train_config.seed)
     scores["pca"] = pca_baseline_scores(train_series, test_series)
-    # The issue-9 variants: target channels only, and/or the centred moving average; PCA given the same.
+    # The scoring-option variants: target channels only, and/or the centred moving average; PCA given the same.
     span = VARIANT_DEFAULTS["reconstruction"][1]
     for row, values, smoothed in (
         ("model (reconstruction, target channels)", "reconstruction_target", False),
