@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session, prepared to run unattended inside a short lease:
+# One GPU run, prepared to go unattended inside a short lease:
 #   1. smoke: train.py on CUDA with --amp (paper preset, 1 epoch, a window every 20 steps), then
 #      evaluate.py and inspect_checkpoint.py on that checkpoint, each timed;
 #   2. speed: bench/speed.py (paper config, batch 256) with --amp;

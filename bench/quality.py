@@ -14,15 +14,15 @@ paper's architecture on TRAIN, scoring TRAIN with the paper score), then scores 
 `detector.rescored(settings).score_points(...)`, the library's own non-overlapping windows, once
 per score setting. The rows: every registered score (model.scores.SCORES: `paper`, the published
 criterion, `reconstruction` and `discrepancy`) over all channels and over the target channels
-(SMAP/MSL: the telemetry value), unsmoothed; then the scoring options of issue 9: the centred
+(SMAP/MSL: the telemetry value), unsmoothed; then the scoring options: the centred
 50-point moving average of the all-channel reconstruction and discrepancy scores and of the
 target-channel paper score, and the Detector's default scoring (the reconstruction error of the
 target channels, smoothed), which is train.py's default. A smoothed row is smoothed from its
 unsmoothed pass (model.scoring.smooth_scores, bit-identical to scoring with `smooth` set), so each
 distinct unsmoothed setting costs one forward pass over TRAIN and TEST: six on SMAP and MSL, three
 on SMD and PSM, where the target channels are all of them. PCA is also given the target channels
-and the same smoothing. The options were chosen on MSL alone (see the README, "Honest detection
-quality"); every row is shown, for both datasets. Two protocols grade each score:
+and the same smoothing. The options were chosen on MSL alone (see docs/research-log.md); every row is
+shown, for both datasets. Two protocols grade each score:
 
 - paper:   threshold = 99th percentile of concat(TRAIN, TEST) scores (reads test scores), then
            point adjustment (PA); precision, recall and F1 after PA, as the paper reports them.

@@ -1,6 +1,6 @@
-"""bench/quality.py on SMD and PSM, the datasets kept untouched for grading issue 9's remedies.
+"""bench/quality.py on SMD and PSM, the datasets kept untouched for grading the honest-quality remedies.
 
-No copy of either is on this machine, so small files in the original formats stand in; the run is
+Small files in the original formats stand in for them, so the test needs no data; the run is
 real (a tiny model trained and scored), and the test checks what changes with the dataset: the
 reference's anomaly ratio and epochs, the published F1-PA, and "target channels" meaning all of
 them when the dataset names none.
@@ -19,7 +19,7 @@ import numpy as np
 from model import SCORES
 from tests.test_smd_psm import write_psm, write_smd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--d-model", "8", "--n-heads", "2", "--e-layers", "1", "--d-ff", "8", "--win-size", "10"]
 
 

@@ -21,7 +21,7 @@ from bench.quality import model_rows, variant_scorer
 from model import SCORES, Detector, DetectorConfig
 from model.score_settings import resolve_score_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 TINY = ["--d-model", "8", "--n-heads", "2", "--e-layers", "1", "--d-ff", "8", "--train-stride", "2000"]
 
