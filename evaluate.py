@@ -89,7 +89,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     names = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
     evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
                                 batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                threshold_percentile=args.threshold_percentile)  # fmt: skip
+                                threshold_percentile=args.threshold_percentile, score_variant=args.score,
+                                score_channels=args.score_channels, smooth=args.smooth)  # fmt: skip
     paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
     print(format_fleet_table(evaluation))
     print("wrote " + ", ".join(str(path) for path in paths.values()))

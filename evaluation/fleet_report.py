@@ -26,6 +26,7 @@ from evaluation.panel import metric_panel
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import tsb_vus
 from model.fleet import Fleet
+from model.score_settings import override_score_settings
 from model.scoring import smooth_scores
 
 PER_ENTITY_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
@@ -98,8 +99,15 @@ def evaluate_fleet(
     seed: int = 0,
     threshold_percentile: float | None = None,
     whole_series: bool = True,
+    score_variant: str | None = None,
+    score_channels: str | None = None,
+    smooth: int | None = None,
 ) -> FleetEvaluation:
-    """Score every trained entity's TEST with its own model and the baselines; grade each entity."""
+    """Score every trained entity's TEST with its own model and the baselines; grade each entity.
+
+    score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
+    --score, --score-channels and --smooth do for one model.
+    """
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
@@ -111,8 +119,9 @@ def evaluate_fleet(
         data = load_dataset(dataset_name, data_dir, entity)
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
-        detector = detector.to(device)
-        scoring = detector.scoring_
+        scoring = override_score_settings(detector.scoring_, score_variant, score_channels, smooth,
+                                          data.channel_names, data.target_channels, len(data.train))  # fmt: skip
+        detector = detector.rescored(scoring).to(device)
         train_points = detector.score_points(data.train, batch_size=batch_size)
         test_points = detector.score_points(data.test, batch_size=batch_size)
         train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
