@@ -176,3 +176,21 @@ def kmeans_baseline_scores(
         return mean_over_covering_windows(distances, window)
 
     return score(train), score(test)
+
+
+def baseline_scores(
+    name: str, train: np.ndarray, test: np.ndarray, *, channels: Sequence[int] | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_scores, test_scores) of one named baseline on normalised (N, C) series, fitted on TRAIN.
+
+    PCA reads the model's score channels, for a like-for-like comparison; the window baselines
+    (iforest, knn, kmeans) read every channel, as TSB-AD runs them.
+    """
+    if name == "random":
+        return random_baseline_scores(len(train), len(test), seed)
+    if name == "pca":
+        return pca_baseline_scores(train, test, channels=channels)
+    scorers = {"iforest": iforest_baseline_scores, "knn": knn_baseline_scores, "kmeans": kmeans_baseline_scores}
+    if name not in scorers:
+        raise UserInputError(f"unknown baseline {name!r}; use one of {', '.join(BASELINE_NAMES)}")
+    return scorers[name](train, test, seed=seed)

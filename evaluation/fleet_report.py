@@ -24,7 +24,7 @@ from evaluation.baselines import baseline_scores
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
 from evaluation.thresholds import percentile_threshold
-from evaluation.tsb_vus import tsb_vus
+from evaluation.tsb_vus import dominant_period, tsb_vus
 from model.fleet import Fleet
 from model.score_settings import override_score_settings
 from model.scoring import smooth_scores
@@ -73,14 +73,15 @@ class FleetEvaluation:
         return table
 
 
-def _per_entity_metrics(labels: np.ndarray, train: np.ndarray, test: np.ndarray, percentile: float) -> dict:
+def _per_entity_metrics(
+    labels: np.ndarray, train: np.ndarray, test: np.ndarray, percentile: float, window: int
+) -> dict[str, float | None]:
     if not 0 < int(labels.sum()) < len(labels):
-        empty = dict.fromkeys(PER_ENTITY_METRICS)
-        empty["f1"] = None
-        return empty
+        return dict.fromkeys(PER_ENTITY_METRICS)
     threshold = percentile_threshold(train, percentile)
-    _, _, f1 = precision_recall_f1(labels, (test > threshold).astype(np.uint8))
-    return {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), **tsb_vus(labels, test), "f1": f1}
+    f1 = precision_recall_f1(labels, (test > threshold).astype(np.uint8))["f1"]
+    volumes = tsb_vus(labels, test, window=window)
+    return {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), **volumes, "f1": f1}
 
 
 def _z_scored(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -129,8 +130,10 @@ def evaluate_fleet(
         for name in baselines:
             pair = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
             scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+        window = dominant_period(test[:, 0])  # TSB-AD's sliding window: from the data's first channel
         for name in methods:
-            scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name], percentile)
+            scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
+                                                       percentile, window)  # fmt: skip
         results.append(scored)
     if not results:
         raise UserInputError(f"{bundle_path} holds no trained entity")

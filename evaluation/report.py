@@ -13,7 +13,7 @@ from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import Attribution, attribute
-from evaluation.baselines import pca_baseline_scores, random_baseline_scores
+from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
@@ -179,11 +179,9 @@ def evaluate_checkpoint(
         return None
     train, test = detector.normalizer_.transform(dataset.train), detector.normalizer_.transform(dataset.test)
     raw = {"model": (train_points.scores, test_points.scores)}
-    # The baselines score the same channels and are smoothed the same way, so only the detector differs.
-    if "random" in baselines:
-        raw["random"] = random_baseline_scores(len(train), len(test), seed)
-    if "pca" in baselines:
-        raw["pca"] = pca_baseline_scores(train, test, channels=scoring.channels)
+    # The baselines see the same points and are smoothed the same way, so only the detector differs.
+    for name in baselines:
+        raw[name] = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
     # The model's scores come smoothed already; the baselines are smoothed the same way.
     raw = {
         name: pair if name == "model" else tuple(smooth_scores(part, scoring.smooth) for part in pair)
