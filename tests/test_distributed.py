@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import evaluate
@@ -33,6 +34,7 @@ def test_ranks_deal_one_global_batch_between_them():
     assert epoch_batches(10, 4, 3, 3, DistributedContext()) != single
 
 
+@pytest.mark.slow
 def test_one_ddp_step_equals_a_single_process_step_on_the_global_batch(tmp_path):
     output = tmp_path / "ddp_state.pt"
     completed = torchrun("tests/ddp_worker.py", str(output))
@@ -51,6 +53,7 @@ def test_one_ddp_step_equals_a_single_process_step_on_the_global_batch(tmp_path)
         torch.testing.assert_close(distributed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_two_process_training_writes_one_checkpoint_that_evaluates(tmp_path):
     args = [
         "train.py",

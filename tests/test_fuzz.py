@@ -115,6 +115,7 @@ FLAG_VALUES = {  # flag: (valid values, invalid values)
     window_offset=st.sampled_from([-1, 0, 1]),
     threshold=st.sampled_from(["50", "99", "100", "-1"]),
 )
+@pytest.mark.slow
 def test_both_clis_end_in_success_or_a_documented_error(capsys, data, sane, window_offset, threshold):
     CASES["cli"] += 1
     case = data.draw(custom_folders(sane))

@@ -74,6 +74,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     return output / "SYNTH_checkpoint.pth"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signal_number", "extra"), [(signal.SIGTERM, ()), (signal.SIGKILL, ("--save-every", "7"))])
 def test_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(tmp_path, uninterrupted, signal_number, extra):
     output = tmp_path / "run"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import train
@@ -36,6 +37,7 @@ def intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@pytest.mark.slow
 def test_two_rank_sharded_scoring_is_bit_identical_to_one_process(tmp_path):
     output = tmp_path / "sharded.npz"
     started = time.perf_counter()
@@ -72,6 +74,7 @@ def run_single(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_evaluate_and_detect_under_torchrun_equal_one_process(tmp_path):
     assert train.main(["--dataset", "SYNTH", *TINY_TRAIN_FLAGS, "--output-dir", str(tmp_path)]) == 0
     checkpoint = tmp_path / "SYNTH_checkpoint.pth"
@@ -94,6 +97,7 @@ def test_evaluate_and_detect_under_torchrun_equal_one_process(tmp_path):
     assert (tmp_path / "one" / "det.csv").read_text() == (tmp_path / "two" / "det.csv").read_text()
 
 
+@pytest.mark.slow
 def test_detect_under_torchrun_stops_every_rank_with_one_line(tmp_path):
     assert train.main(["--dataset", "SYNTH", *TINY_TRAIN_FLAGS, "--output-dir", str(tmp_path)]) == 0
     source = tmp_path / "test.npy"
