@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threshold", choices=[rule for rule in THRESHOLD_RULES if rule != "paper"], default=None,
         help="threshold rule of the default protocol: train, val (validation tail of TRAIN), fixed, pot "
         "(default: train)")
-    add("--threshold-percentile", type=float, default=DetectorConfig.threshold_percentile,
-        help=f"percentile for the train and val rules (default: {DetectorConfig.threshold_percentile:g})")
+    add("--threshold-percentile", type=float, default=None,
+        help="percentile for the train and val rules (default: the checkpoint's, "
+        f"{DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
     add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
     add("--anomaly-ratio", type=float, default=None,

@@ -21,6 +21,7 @@ from data_factory.atomic import atomic_path, ensure_writable_dir, write_json
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.baselines import baseline_scores
+from evaluation.degenerate import degenerate_reason
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
 from evaluation.thresholds import percentile_threshold
@@ -79,7 +80,9 @@ def _per_entity_metrics(
     if not 0 < int(labels.sum()) < len(labels):
         return dict.fromkeys(PER_ENTITY_METRICS)
     threshold = percentile_threshold(train, percentile)
-    f1 = precision_recall_f1(labels, (test > threshold).astype(np.uint8))["f1"]
+    # A degenerate method's flags mean nothing (evaluation/degenerate.py): its F1 is left out.
+    degenerate = degenerate_reason(train, test, threshold) is not None
+    f1 = None if degenerate else precision_recall_f1(labels, (test > threshold).astype(np.uint8))["f1"]
     volumes = tsb_vus(labels, test, window=window)
     return {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), **volumes, "f1": f1}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,6 @@ from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
-from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.fleet import load_detector
 from model.score_settings import ScoreSettings, override_score_settings
@@ -53,7 +53,7 @@ class ThresholdSettings:
     """How to turn scores into flags; `rule` None means: the protocol's rule."""
 
     rule: str | None = None
-    percentile: float = DetectorConfig.threshold_percentile
+    percentile: float | None = None  # None: the percentile the checkpoint was trained with
     value: float | None = None
     pot_risk: float = 1e-3
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
@@ -152,7 +152,8 @@ def evaluate_checkpoint(
     the ranks share the forward passes; rank 0 gets the Evaluation, the others None.
     """
     settings = threshold or ThresholdSettings()
-    percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
+    if settings.percentile is not None:
+        percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
     if top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
     if explain < 0:
@@ -172,6 +173,8 @@ def evaluate_checkpoint(
         train_length=len(dataset.train),
     )
     detector = detector.rescored(scoring)
+    if settings.percentile is None:
+        settings = dataclasses.replace(settings, percentile=detector.config.threshold_percentile)
     # One pass each gives the scores and the per-channel errors that the attribution needs.
     train_points = detector.score_points(dataset.train, batch_size=batch_size, context=context)
     test_points = detector.score_points(dataset.test, batch_size=batch_size, context=context)
