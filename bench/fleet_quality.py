@@ -8,7 +8,8 @@ bundle, every baseline beside the model on the same points with the same smoothi
 DATA_DIR/SMD (the OmniAnomaly layout). Each run's metrics JSON is kept under --output-dir; the
 table gives, per method and metric, the mean over entities averaged over seeds, ± the standard
 deviation of that mean across seeds, and [the mean over seeds of the std across entities].
-With --rescore, existing bundles are evaluated again without training (to compare scorings).
+With --rescore, existing bundles are evaluated again without training (to compare scorings);
+with --aggregate, the metrics files already in --output-dir are tabulated without any run.
 """
 
 from __future__ import annotations
@@ -97,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", default=None, help="evaluate with this score instead of the bundle's")
     parser.add_argument("--score-channels", default=None)
     parser.add_argument("--smooth", type=int, default=None)
+    parser.add_argument("--aggregate", action="store_true", help="tabulate the metrics files of earlier runs")
     args = parser.parse_args(argv)
     for name in args.datasets:
-        runs = [run(args, name, seed) for seed in args.seeds]
+        if args.aggregate:
+            stem = f"{name}_fleet_metrics{args.tag}.json"
+            runs = [json.loads((args.output_dir / f"{name}_seed{seed}" / stem).read_text()) for seed in args.seeds]
+        else:
+            runs = [run(args, name, seed) for seed in args.seeds]
         print(table(name, runs), flush=True)
     return 0
 
