@@ -189,3 +189,19 @@ def test_evaluate_one_entity_of_a_bundle_gives_its_full_report(fleet_run, capsys
     assert metrics["dataset"] == "CUSTOM_east" and (out / "CUSTOM_east_associations.png").is_file()
     assert (out / "CUSTOM_east_attribution.json").is_file()
     assert DetectorConfig.from_dict(Fleet.load(fleet_run["bundle"]).config.to_dict()).win_size == 20
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_split_the_entities_into_one_bundle(fleet_run, tmp_path):
+    from tests.test_distributed import torchrun
+
+    out = tmp_path / "out"
+    completed = torchrun("train.py", "--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity",
+                         "--jobs", "1", "--output-dir", str(out), *TINY_TRAIN_FLAGS)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("saved ") == 1  # rank 0 alone writes
+    split, whole = Fleet.load(out / "CUSTOM_fleet.pth"), Fleet.load(fleet_run["bundle"])
+    assert list(split.detectors) == ["east", "west"] and split.skipped.keys() == {"stub"}
+    for name in ("east", "west"):  # each rank trained its entities on one thread, as the workers do
+        mine, theirs = split.detectors[name].model_.state_dict(), whole.detectors[name].model_.state_dict()
+        assert all(torch.equal(mine[key], theirs[key]) for key in theirs), name
