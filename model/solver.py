@@ -41,7 +41,10 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signal_number: int, epoch: int, step: int) -> None:
         self.signal_number, self.epoch, self.step = signal_number, epoch, step
-        super().__init__(f"{signal.Signals(signal_number).name} at epoch {epoch}, step {step}")
+        super().__init__(signal_number, epoch, step)  # all three, so the exception pickles across processes
+
+    def __str__(self) -> str:
+        return f"{signal.Signals(self.signal_number).name} at epoch {self.epoch}, step {self.step}"
 
 
 def seed_everything(seed: int) -> None:
