@@ -77,8 +77,18 @@ def default_checkpoint(args: argparse.Namespace) -> str:
     return str(bundle if args.per_entity or (args.entity and not single.is_file() and bundle.is_file()) else single)
 
 
+# Flags of the single-model report that a per-entity evaluation has no use for, with their defaults.
+SINGLE_MODEL_FLAGS = {"protocol": "default", "threshold": None, "threshold_value": None, "anomaly_ratio": None,
+                      "entity": None, "explain": 0}  # fmt: skip
+
+
 def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     """Per-entity evaluation of a fleet bundle: one line per method, the JSON, the CSV and the plots."""
+    given = [name for name, default in SINGLE_MODEL_FLAGS.items() if getattr(args, name) != default]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UserInputError(f"--per-entity does not take {flag} (it uses TRAIN percentiles per entity); "
+                             "for one entity's full report use --entity NAME without --per-entity")  # fmt: skip
     from evaluation.fleet_report import (
         DEFAULT_FLEET_BASELINES,
         evaluate_fleet,

@@ -20,6 +20,7 @@ FLEET_KEYS = ("format_version", "kind", "dataset", "config", "entities")
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     """Write atomically: an interrupted save never replaces a good checkpoint with a broken one."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
         torch.save(checkpoint, temp)
     return path

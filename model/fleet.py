@@ -293,6 +293,8 @@ def load_detector(
         if entity is None:
             raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME")
         detector = Fleet.from_bundle(checkpoint).detector(entity)
+    elif entity is not None and dataset is None:
+        raise UserInputError(f"{path} holds one model, not a fleet bundle; drop --entity or pass the bundle")
     else:
         detector = Detector.from_checkpoint(checkpoint)
     if dataset is not None:
