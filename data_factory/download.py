@@ -211,14 +211,9 @@ def data_lock(folder: str | os.PathLike, name: str) -> Iterator[None]:
 def manual_instructions(
     what: str, folder: Path, reason: str, urls: list[str], commands: list[str], layout: list[str]
 ) -> str:
-    """One message for a failed download: what went wrong, the URLs, the commands to run by hand, the layout."""
-    lines = [
-        f"{what} is not in {folder}; {reason}",
-        "  URLs (override with the environment variables or flags shown in README 'Real datasets'):",
-        *(f"    {url}" for url in urls),
-        "  on a machine with internet, fetch the files by hand:",
-        *(f"    {command}" for command in commands),
-        f"  then copy them so that {folder} holds:",
-        *(f"    {entry}" for entry in layout),
-    ]
-    return "\n".join(lines)
+    """One line for a failed download: what went wrong, the commands to run by hand, the layout, the URLs."""
+    return (
+        f"{what} is not in {folder}; {reason}. On a machine with internet run: {' ; '.join(commands)}; "
+        f"then copy the files so that {folder} holds {', '.join(layout)}. Mirrors: set {', '.join(urls)} "
+        "or the flags of python -m data_factory prepare (docs/datasets.md)"
+    )
