@@ -5,6 +5,7 @@ processes and real signals, a real loopback server, a real full disk (a small tm
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,11 @@ import pytest
 import detect
 import train
 from data_factory import __main__ as prepare_cli
-from data_factory.download import RetryPolicy
+from data_factory.download import DownloadFailed, RetryPolicy, fetch
 from data_factory.errors import UserInputError
 from data_factory.registry import load_synth
 from data_factory.telemanom import ARRAY_FILES, INDEX_COLUMNS, INDEX_FILE, write_cache
-from tests.local_http import refused_url
+from tests.local_http import LocalServer, refused_url
 from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,37 @@ def custom_folder(folder: Path, train_rows: int = 2000, test_rows: int = 600, sp
     np.save(folder / "test_data.npy", test)
     np.save(folder / "test_labels.npy", labels)
     return folder
+
+
+# ---- 4. downloads: a deadline and a minimum rate ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    local = LocalServer()
+    yield local
+    local.close()
+
+
+@pytest.mark.slow
+def test_a_server_dripping_one_byte_every_5_s_fails_in_bounded_time_and_leaves_nothing(server, tmp_path):
+    url = server.serve("/drip.bin", b"x" * 4096, drip_every_s=5.0)
+    policy = RetryPolicy(attempts=2, backoff_s=0.01, connect_timeout_s=5, read_timeout_s=30, min_rate_bytes_s=100,
+                         rate_window_s=4, deadline_s=120)  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(DownloadFailed, match=r"under the minimum of 100 bytes/s.*\(after 2 attempts\)"):
+        fetch(url, tmp_path / "drip.bin", max_bytes=1 << 20, policy=policy)
+    assert time.monotonic() - started < 30  # two attempts of about 5 s each, not for ever
+    assert server.hits["/drip.bin"] == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_a_download_past_its_overall_deadline_is_given_up_without_a_retry(server, tmp_path):
+    url = server.serve("/slow.bin", b"x" * 4096, drip_every_s=0.2)
+    policy = RetryPolicy(attempts=3, backoff_s=0.01, connect_timeout_s=5, read_timeout_s=10, min_rate_bytes_s=0,
+                         deadline_s=1.5)  # fmt: skip
+    with pytest.raises(DownloadFailed, match=r"did not finish within the 1.5 s deadline"):
+        fetch(url, tmp_path / "slow.bin", max_bytes=1 << 20, policy=policy)
+    assert server.hits["/slow.bin"] == 1 and list(tmp_path.iterdir()) == []
 
 
 # ---- 9. small ones -----------------------------------------------------------------------------------------
