@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_path, ensure_writable_dir, write_json
+from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.baselines import baseline_scores
@@ -237,8 +237,20 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
         "worst": folder / f"{stem}_worst.png",
         "best": folder / f"{stem}_best.png",
     }
-    write_json(fleet_summary(evaluation), paths["json"])
-    with atomic_path(paths["csv"]) as temp, open(temp, "w", newline="") as handle:
+    # Every file is written to its temp first and all are renamed at the end: replaced together or not at all.
+    with atomic_paths(paths.values()) as temps:
+        staged = dict(zip(paths, temps, strict=True))
+        staged["json"].write_text(json_text(fleet_summary(evaluation)))
+        _write_entities_csv(evaluation, staged["csv"])
+        worst, best = ranked_entities(evaluation, k)
+        for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
+            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key],
+                          evaluation.threshold_percentile)  # fmt: skip
+    return paths
+
+
+def _write_entities_csv(evaluation: FleetEvaluation, path: Path) -> None:
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["entity", "n_test", "n_anomalous", "method", *PER_ENTITY_METRICS])
         for entity in evaluation.entities:
@@ -246,9 +258,3 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
                 values = [entity.metrics[method][m] for m in PER_ENTITY_METRICS]
                 shown = ["" if value is None else f"{value:.6g}" for value in values]
                 writer.writerow([entity.entity, len(entity.labels), int(entity.labels.sum()), method, *shown])
-    worst, best = ranked_entities(evaluation, k)
-    for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
-        with atomic_path(paths[key]) as temp:
-            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", temp,
-                          evaluation.threshold_percentile)  # fmt: skip
-    return paths

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_path, ensure_writable_dir, json_ready, write_json
+from data_factory.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
@@ -276,14 +276,24 @@ def format_table(evaluation: Evaluation) -> str:
 
 
 def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str, Path]:
-    """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png atomically, plus
-    {DATASET}_attribution.json/.csv and, with associations, {DATASET}_associations.npz/.png."""
+    """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png, plus
+    {DATASET}_attribution.json/.csv and, with associations, {DATASET}_associations.npz/.png.
+
+    All of them are written to temp files first and renamed at the end, so a run's artifacts
+    replace the previous run's together or not at all (a full disk leaves the old set intact).
+    """
     folder = ensure_writable_dir(output_dir)
     paths = {
         "npz": folder / f"{evaluation.dataset}_evaluation.npz",
         "json": folder / f"{evaluation.dataset}_metrics.json",
         "plot": folder / f"{evaluation.dataset}_scores.png",
     }
+    if evaluation.attribution is not None:
+        paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
+        paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
+    if evaluation.associations is not None:
+        paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
+        paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
     report = summary(evaluation)
     model = evaluation.model
     arrays = {
@@ -298,24 +308,18 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         if name != "model":
             arrays[f"{name}_scores"] = method.scores
             arrays[f"{name}_predictions"] = method.predictions
-    with atomic_path(paths["npz"]) as temp, open(temp, "wb") as handle:
-        np.savez(handle, **arrays)
-    write_json(report, paths["json"])
-    with atomic_path(paths["plot"]) as temp:
-        plot_scores(evaluation, temp)
-    if evaluation.attribution is not None:
-        paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
-        paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
-        document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
-        document |= evaluation.attribution.to_json()
-        write_json(document, paths["attribution_json"])
-        with atomic_path(paths["attribution_csv"]) as temp:
-            evaluation.attribution.write_csv(temp)
-    if evaluation.associations is not None:
-        paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
-        paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
-        with atomic_path(paths["associations_npz"]) as temp:
-            save_association_npz(evaluation.associations, temp)
-        with atomic_path(paths["associations_plot"]) as temp:
-            plot_association_maps(evaluation.associations, temp)
+    with atomic_paths(paths.values()) as temps:
+        staged = dict(zip(paths, temps, strict=True))
+        with open(staged["npz"], "wb") as handle:
+            np.savez(handle, **arrays)
+        staged["json"].write_text(json_text(report))
+        plot_scores(evaluation, staged["plot"])
+        if evaluation.attribution is not None:
+            document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
+            document |= evaluation.attribution.to_json()
+            staged["attribution_json"].write_text(json_text(document))
+            evaluation.attribution.write_csv(staged["attribution_csv"])
+        if evaluation.associations is not None:
+            save_association_npz(evaluation.associations, staged["associations_npz"])
+            plot_association_maps(evaluation.associations, staged["associations_plot"])
     return paths

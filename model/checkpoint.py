@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -18,10 +19,14 @@ FLEET_KEYS = ("format_version", "kind", "dataset", "config", "entities")
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
-    """Write atomically: an interrupted save never replaces a good checkpoint with a broken one."""
+    """Write atomically: an interrupted or failed save (a full disk) never replaces a good checkpoint with a
+    broken one. Serialised in memory first, so a write error is a plain OSError (torch's own writer would
+    report it as an opaque RuntimeError) and becomes one clear line."""
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     with atomic_path(path) as temp:
-        torch.save(checkpoint, temp)
+        temp.write_bytes(buffer.getbuffer())
     return path
 
 

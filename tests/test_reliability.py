@@ -5,6 +5,8 @@ processes and real signals, a real loopback server, a real full disk (a small tm
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,8 +15,10 @@ import pandas as pd
 import pytest
 
 import detect
+import evaluate
 import train
 from data_factory import __main__ as prepare_cli
+from data_factory.atomic import atomic_path
 from data_factory.download import DownloadFailed, RetryPolicy, fetch
 from data_factory.errors import UserInputError
 from data_factory.registry import load_synth
@@ -94,6 +98,44 @@ def test_a_download_past_its_overall_deadline_is_given_up_without_a_retry(server
     assert server.hits["/slow.bin"] == 1 and list(tmp_path.iterdir()) == []
 
 
+# ---- 5. a full disk: the artifacts of a run are replaced together or not at all -------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (we run as root in CI); skipped, with the reason, where mount is not allowed."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'}); the full-disk "
+                    "tests need one")  # fmt: skip
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def fill(folder: Path, leave_bytes: int) -> None:
+    """Fill the disk holding `folder` until about `leave_bytes` are free."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with open(folder / "filler", "wb") as handle:
+        handle.write(b"\0" * max(free - leave_bytes, 0))
+
+
+def test_evaluate_on_a_full_disk_keeps_the_earlier_results_whole(synth, small_disk, capsys):
+    args = ["--dataset", "SYNTH", "--checkpoint", str(synth / "SYNTH_checkpoint.pth"), "--output-dir",
+            str(small_disk), "--device", "cpu", "--top-sensors", "2"]  # fmt: skip
+    assert evaluate.main(args) == 0
+    capsys.readouterr()
+    before = files_in(small_disk)
+    fill(small_disk, 60_000)
+    assert evaluate.main([*args[:-1], "3"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left on device [ENOSPC]" in line and "unchanged" in line
+    after = files_in(small_disk)
+    after.pop("filler")
+    assert after == before  # every earlier artifact, byte for byte; no temp file beside them
+
+
 # ---- 9. small ones -----------------------------------------------------------------------------------------
 
 
@@ -151,6 +193,21 @@ def test_a_detect_csv_value_beyond_float32_is_called_so(synth, tmp_path, capsys)
     code = detect.main(["--checkpoint", str(synth / "SYNTH_checkpoint.pth"), "--input", str(tmp_path / "day.csv"),
                         "--output", str(tmp_path / "out.csv")])  # fmt: skip
     assert code == 2 and "beyond the float32 range" in one_error_line(capsys.readouterr().err)
+
+
+def test_temp_files_of_dead_writers_are_removed_before_the_next_write_and_a_live_ones_kept(tmp_path):
+    target = tmp_path / "SYNTH_checkpoint.pth"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".{target.name}.{dead.stdout.strip()}.k2j4h1.tmp"  # a writer killed mid-save
+    older = tmp_path / f".{target.name}.x8w2a9qz.tmp"  # named as earlier versions named them
+    alive = tmp_path / f".{target.name}.{os.getppid()}.a1b2c3.tmp"  # a writer still at work
+    other = tmp_path / ".SYNTH_last.pth.x8w2a9qz.tmp"  # another target's: not ours to judge now
+    for temp in (killed, older, alive, other):
+        temp.write_bytes(b"half a checkpoint")
+    with atomic_path(target) as temp:
+        temp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([target.name, alive.name, other.name])
 
 
 def test_the_offline_download_message_is_one_line(tmp_path, capsys, monkeypatch):
