@@ -93,12 +93,11 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
 
 
 def load_last_state(path: Path) -> dict:
-    """The resumable state of an unfinished run, or a clear error saying why it cannot resume."""
+    """The resumable state of a run (a finished one too: its end, the final TRAIN scoring, can be redone),
+    or a clear error saying why it cannot resume."""
     if not path.is_file():
         raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
     state = _safe_load(path, "start without --resume")
     if not isinstance(state, dict) or state.get("kind") != "last":
         raise UserInputError(f"{path} is not a resumable state of this tool; start without --resume")
-    if state["finished"]:
-        raise UserInputError(f"the run in {path} already finished; start a new run without --resume")
     return state

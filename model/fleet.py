@@ -154,9 +154,13 @@ def _results(
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending: set[Future] = {pool.submit(train_entity, *task) for task in tasks}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (future.result() for future in done)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        except BaseException:  # a signal or an error: start no further entity, let the running ones end
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def train_fleet(

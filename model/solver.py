@@ -37,11 +37,18 @@ class TrainingFailed(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; the current step finished and the resumable state was saved."""
+    """SIGINT or SIGTERM arrived; the current step finished and the resumable state was saved.
 
-    def __init__(self, signal_number: int, epoch: int, step: int) -> None:
-        self.signal_number, self.epoch, self.step = signal_number, epoch, step
-        super().__init__(f"{signal.Signals(signal_number).name} at epoch {epoch}, step {step}")
+    after_training: the signal came after the last epoch (a second one, during the final TRAIN
+    scoring or the save); the saved state is marked finished, and --resume redoes only that end.
+    """
+
+    def __init__(self, signal_number: int, epoch: int, step: int, after_training: bool = False) -> None:
+        self.signal_number, self.epoch, self.step, self.after_training = signal_number, epoch, step, after_training
+        name = signal.Signals(signal_number).name
+        where = "after the last epoch, before the checkpoint was written" if after_training else (
+            f"at epoch {epoch}, step {step}")  # fmt: skip
+        super().__init__(f"{name} {where}")
 
 
 def seed_everything(seed: int) -> None:
@@ -78,24 +85,44 @@ def training_device(name: str, context: DistributedContext) -> torch.device:
 
 
 class StopOnSignal:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step, so no step is cut in half."""
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step, so no step is cut in half.
 
-    def __init__(self) -> None:
+    Nested inside another StopOnSignal, a signal sets the outer one's flag too, so a signal that
+    lands after the inner block (the training loop) has ended is still seen by the outer one.
+    second_stops: once an inner block has ended normally (training is over), a second signal
+    raises TrainingInterrupted(after_training=True) at once: the end of a run (the final TRAIN
+    scoring, the save) goes on after one signal, and stops at the next.
+    """
+
+    def __init__(self, second_stops: bool = False) -> None:
         self.signal_number: int | None = None
+        self.second_stops = second_stops
+        self.inner_finished = False
         self._previous: dict[int, object] = {}
+        self._outer: StopOnSignal | None = None
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
                 self._previous[number] = signal.signal(number, self._handle)
+            outer = getattr(self._previous[signal.SIGTERM], "__self__", None)
+            if isinstance(outer, StopOnSignal):
+                self._outer = outer
+                self.signal_number = outer.signal_number
         return self
 
     def _handle(self, number: int, _frame: object) -> None:
+        if self.second_stops and self.inner_finished and self.signal_number is not None:
+            raise TrainingInterrupted(number, 0, 0, after_training=True)
         self.signal_number = number
+        if self._outer is not None:
+            self._outer.signal_number = number
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *_exc: object) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+        if self._outer is not None and exc_type is None:
+            self._outer.inner_finished = True
 
 
 def split_validation(series: np.ndarray, config: DetectorConfig, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -335,9 +362,13 @@ def fit_model(
     # Loss scaling only matters for float16; bfloat16 and float32 run unscaled.
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     state = Progress()
+    finished = resume is not None and resume["finished"]
     if resume is not None:
         state = restore_state(resume, model, optimizer, scaler)
-        log(f"resuming at epoch {state.epoch}, step {state.step}")
+        if finished:
+            log(f"the run finished its epochs; keeping epoch {state.best_epoch} and scoring TRAIN again")
+        else:
+            log(f"resuming at epoch {state.epoch}, step {state.step}")
     stopping = EarlyStopping(config.patience, state)
 
     def save(epoch: int, step: int, sums: list[float], seconds: float, finished: bool = False) -> None:
@@ -348,7 +379,7 @@ def fit_model(
     with StopOnSignal() as stop:
         run = EpochRun(trained, windows, optimizer, scaler, config, device, use_amp, context, stop, save, save_every,
                        progress)  # fmt: skip
-        for epoch in range(start_epoch, config.epochs + 1):
+        for epoch in range(start_epoch, start_epoch if finished else config.epochs + 1):
             resumed = epoch == start_epoch
             seconds_before = state.seconds if resumed else 0.0
             started = time.perf_counter()

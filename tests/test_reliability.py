@@ -5,6 +5,7 @@ processes and real signals, a real loopback server, a real full disk (a small tm
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import detect
 import evaluate
+import inspect_checkpoint
 import train
 from data_factory import __main__ as prepare_cli
-from data_factory.atomic import atomic_path
+from data_factory.atomic import LOCK_FILE, atomic_path, folder_lock
 from data_factory.download import DownloadFailed, RetryPolicy, fetch
 from data_factory.errors import UserInputError
 from data_factory.registry import load_synth
@@ -65,6 +68,170 @@ def custom_folder(folder: Path, train_rows: int = 2000, test_rows: int = 600, sp
     np.save(folder / "test_data.npy", test)
     np.save(folder / "test_labels.npy", labels)
     return folder
+
+
+# ---- 1. no run lost at the end ----------------------------------------------------------------------------
+
+# A long TRAIN, trained on a few windows (stride 40000) but scored whole at the end: the final TRAIN
+# scoring takes seconds, so a signal sent when the epoch line appears lands inside it.
+LONG_RUN = ["--d-model", "8", "--n-heads", "1", "--e-layers", "1", "--d-ff", "8", "--win-size", "20",
+            "--epochs", "1", "--train-stride", "40000", "--val-ratio", "0", "--batch-size", "256",
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def long_train(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(0)
+    np.save(folder / "train_data.npy", rng.normal(size=(2_000_000, 1)).astype(np.float32))
+    np.save(folder / "test_data.npy", rng.normal(size=(200, 1)).astype(np.float32))
+    return folder
+
+
+def start_long_run(data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "train.py", "--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out)]
+    return subprocess.Popen([*command, *LONG_RUN, *extra], cwd=ROOT, env=CHILD_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def signal_after_last_epoch(process: subprocess.Popen, signals: int) -> str:
+    """Wait for the last epoch's line, then send SIGTERM `signals` times (0.3 s apart); return the whole log."""
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1/1"):
+            break
+    for number in range(signals):
+        time.sleep(0.3 if number else 0.05)
+        process.send_signal(signal.SIGTERM)
+    seen.append(process.stdout.read())
+    process.wait(timeout=300)
+    return "".join(seen)
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_final_train_scoring_finishes_the_scoring_and_saves_the_checkpoint(long_train, tmp_path):
+    out = tmp_path / "run"
+    process = start_long_run(long_train, out)
+    log = signal_after_last_epoch(process, signals=1)
+    assert process.returncode == 0, log
+    assert "SIGTERM arrived after the last epoch: finished the final TRAIN scoring first and saved" in log, log
+    assert (out / "CUSTOM_checkpoint.pth").is_file() and not (out / LOCK_FILE).exists()
+    assert inspect_checkpoint.main([str(out / "CUSTOM_checkpoint.pth")]) == 0
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_in_the_final_scoring_leaves_a_state_that_resume_finishes(long_train, tmp_path):
+    out = tmp_path / "run"
+    process = start_long_run(long_train, out)
+    log = signal_after_last_epoch(process, signals=2)
+    assert process.returncode == 128 + signal.SIGTERM, log
+    assert "stopped by SIGTERM after the last epoch, before the checkpoint was written" in log, log
+    assert "resume with: python train.py --resume" in log
+    assert not (out / "CUSTOM_checkpoint.pth").exists() and not (out / LOCK_FILE).exists()
+    assert not list(out.glob(".*.tmp"))
+    assert torch.load(out / "CUSTOM_last.pth", weights_only=True)["finished"] is True
+
+    resumed = subprocess.run(
+        [sys.executable, "train.py", "--resume", "--dataset", "CUSTOM", "--data-dir", str(long_train),
+         "--output-dir", str(out), "--no-progress"],
+        cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "the run finished its epochs; keeping epoch 1 and scoring TRAIN again" in resumed.stdout
+    assert (out / "CUSTOM_checkpoint.pth").is_file()
+
+
+def test_resume_of_a_finished_run_whose_checkpoint_is_missing_writes_the_same_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    best = out / "SYNTH_checkpoint.pth"
+    original = torch.load(best, weights_only=True)
+    best.unlink()  # as if the process had been killed during the final scoring
+    assert train.main(["--resume", "--dataset", "SYNTH", "--output-dir", str(out), "--no-progress"]) == 0
+    again = torch.load(best, weights_only=True)
+    for name, tensor in original["model_state"].items():
+        assert torch.equal(tensor, again["model_state"][name]), name
+    assert again["train_scores"] == original["train_scores"]
+    assert train.main(["--resume", "--dataset", "SYNTH", "--output-dir", str(out)]) == 2
+    assert "already finished" in one_error_line(capsys.readouterr().err)
+
+
+# ---- 3. one run per output folder -------------------------------------------------------------------------
+
+
+def hold_lock_in_child(folder: Path) -> subprocess.Popen:
+    """A real process holding the folder's lock until it is signalled (SIGTERM raises, so it cleans up)."""
+    script = (
+        "import sys, time\n"
+        "from data_factory.atomic import folder_lock, signals_raise, Interrupted\n"
+        "with signals_raise():\n"
+        "    try:\n"
+        f"        with folder_lock({str(folder)!r}):\n"
+        "            print('held', flush=True)\n"
+        "            time.sleep(120)\n"
+        "    except Interrupted:\n"
+        "        sys.exit(143)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_run_into_a_folder_in_use_stops_naming_the_pid_and_the_lock_goes_on_sigterm(synth, tmp_path, capsys):
+    out = tmp_path / "shared"
+    out.mkdir()
+    holder = hold_lock_in_child(out)
+    try:
+        assert f"pid {holder.pid}" in (out / LOCK_FILE).read_text()
+        assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"is in use by another run (pid {holder.pid}: python" in line and "choose another --output-dir" in line
+        checkpoint = str(synth / "SYNTH_checkpoint.pth")
+        assert evaluate.main(["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(out)]) == 2
+        assert f"pid {holder.pid}" in one_error_line(capsys.readouterr().err)
+        assert sorted(path.name for path in out.iterdir()) == [LOCK_FILE]
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(timeout=30) == 143
+    assert not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_evaluate_removes_its_lock_and_keeps_the_earlier_results(synth, tmp_path):
+    out = tmp_path / "eval"
+    args = [sys.executable, "evaluate.py", "--dataset", "SYNTH", "--checkpoint", str(synth / "SYNTH_checkpoint.pth"),
+            "--output-dir", str(out), "--device", "cpu"]  # fmt: skip
+    assert subprocess.run(args, cwd=ROOT, env=CHILD_ENV, capture_output=True, timeout=300).returncode == 0
+    before = files_in(out)
+    process = subprocess.Popen(args, cwd=ROOT, env=CHILD_ENV, stderr=subprocess.PIPE, text=True)
+    while not (out / LOCK_FILE).exists() and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.2)  # into the scoring
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM; no result was written" in one_error_line(err)
+    assert files_in(out) == before  # no lock, no temp file, every earlier artifact as it was
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_removed_at_the_end(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(f"pid {dead.stdout.strip()}\ncommand python train.py (killed)\n")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    assert (out / "SYNTH_checkpoint.pth").is_file() and not (out / LOCK_FILE).exists()
+
+
+def test_the_lock_is_removed_after_an_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(tmp_path / "none"), "--output-dir", str(out),
+                       *TINY_TRAIN_FLAGS]) == 2  # fmt: skip
+    one_error_line(capsys.readouterr().err)
+    assert not (out / LOCK_FILE).exists()
+    with folder_lock(out):  # free again
+        assert (out / LOCK_FILE).exists()
 
 
 # ---- 4. downloads: a deadline and a minimum rate ---------------------------------------------------------
@@ -134,6 +301,25 @@ def test_evaluate_on_a_full_disk_keeps_the_earlier_results_whole(synth, small_di
     after = files_in(small_disk)
     after.pop("filler")
     assert after == before  # every earlier artifact, byte for byte; no temp file beside them
+
+
+@pytest.mark.slow
+def test_a_save_every_save_on_a_full_disk_is_one_error_and_the_last_state_stays_loadable(small_disk):
+    out = small_disk / "out"
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS,
+         "--train-stride", "1", "--batch-size", "8", "--save-every", "20"],
+        cwd=ROOT, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    process.stdout.readline()  # the line printed once the free-space check passed, before training
+    while not (out / "SYNTH_last.pth").exists() and process.poll() is None:
+        time.sleep(0.01)  # the first --save-every save
+    fill(small_disk, 30_000)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stdout + stderr
+    assert "could not write" in one_error_line(stderr) and "No space left on device" in stderr
+    state = torch.load(out / "SYNTH_last.pth", weights_only=True)  # the earlier save, whole
+    assert state["kind"] == "last" and not list(out.glob(".*.tmp")) and not (out / LOCK_FILE).exists()
 
 
 # ---- 9. small ones -----------------------------------------------------------------------------------------
