@@ -16,7 +16,7 @@ from pathlib import Path
 from data_factory import UserInputError
 from data_factory.atomic import atomic_path, ensure_writable_dir, write_json
 from data_factory.missing import NAN_POLICIES
-from evaluation.detection import detect, summary_lines
+from evaluation.detection import check_detect_flags, detect, summary_lines
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
 from model.distributed import init_distributed, shutdown_distributed
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError(
                 "under torchrun every rank reads --input and rank 0 writes --output: give files, not -"
             )
+        check_detect_flags(args.chunk_rows, args.batch_size, args.top_sensors, args.nan, args.device, args.threshold)
         # Every rank checks the folders, so a bad one stops them all before any scoring.
         for path in (None if to_stdout else Path(args.output), report_path):
             if path is not None:

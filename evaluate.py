@@ -17,6 +17,7 @@ from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import parse_baselines
+from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.config import DEVICES
@@ -89,6 +90,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
 
     if args.plots < 0:
         raise UserInputError(f"--plots must be 0 or a number of entities, got {args.plots}")
+    check_scoring_flags(args.batch_size, args.seed, args.device)
     names = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
     ensure_writable_dir(args.output_dir)
     with folder_lock(args.output_dir):
@@ -130,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     )
     context = init_distributed(args.device)  # under torchrun the ranks share the scoring
     try:
+        check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
+                                  args.top_sensors, args.explain)  # fmt: skip
         with contextlib.ExitStack() as stack:
             if context.is_main:
                 ensure_writable_dir(args.output_dir)

@@ -24,7 +24,7 @@ from evaluation.thresholds import stored_threshold
 from model.detector import Detector
 from model.distributed import DistributedContext
 from model.fleet import Fleet, load_detector
-from model.scoring import PointValues
+from model.scoring import PointValues, resolve_device
 
 
 def _take(queue: deque, n: int) -> np.ndarray:
@@ -53,6 +53,19 @@ def _write_points(writer, index: np.ndarray, part: PointValues, threshold: float
     return int(flags.sum())
 
 
+def check_detect_flags(
+    chunk_rows: int, batch_size: int, top_sensors: int, nan_policy: str, device: str, threshold: float | None
+) -> None:
+    """detect's flags, refused before the checkpoint or the input is read and before anything is written."""
+    if chunk_rows <= 0 or batch_size <= 0 or top_sensors <= 0:
+        raise UserInputError("--chunk-rows, --batch-size and --top-sensors must be positive")
+    if nan_policy not in NAN_POLICIES:
+        raise UserInputError(f"--nan must be one of {', '.join(NAN_POLICIES)}")
+    if threshold is not None and not np.isfinite(threshold):
+        raise UserInputError(f"--threshold must be a finite number, got {threshold}")
+    resolve_device(device)
+
+
 def detect(
     checkpoint_path: str | Path,
     source: str,
@@ -78,10 +91,7 @@ def detect(
     Under torchrun (`context`) every rank reads the same input and runs its share of the batches;
     each gets every score, so only rank 0 needs to keep the output.
     """
-    if chunk_rows <= 0 or batch_size <= 0 or top_sensors <= 0:
-        raise UserInputError("--chunk-rows, --batch-size and --top-sensors must be positive")
-    if nan_policy not in NAN_POLICIES:
-        raise UserInputError(f"--nan must be one of {', '.join(NAN_POLICIES)}")
+    check_detect_flags(chunk_rows, batch_size, top_sensors, nan_policy, device, threshold)
     options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "top_sensors": top_sensors,
                "nan_policy": nan_policy, "batch_size": batch_size}  # fmt: skip
     if entity_column is not None:

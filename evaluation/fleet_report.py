@@ -23,6 +23,7 @@ from data_factory.registry import load_dataset
 from evaluation.baselines import baseline_scores
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
+from evaluation.report import check_scoring_flags
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period, tsb_vus
 from model.fleet import Fleet
@@ -109,6 +110,7 @@ def evaluate_fleet(
     score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
     --score, --score-channels and --smooth do for one model.
     """
+    check_scoring_flags(batch_size, seed, device)
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")

@@ -17,12 +17,12 @@ from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
-from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
+from evaluation.thresholds import Threshold, choose_threshold
 from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.fleet import load_detector
 from model.score_settings import ScoreSettings, override_score_settings
-from model.scoring import smooth_scores
+from model.scoring import resolve_device, smooth_scores
 
 PROTOCOLS = ("default", "paper")
 TABLE_ROWS = (
@@ -126,6 +126,38 @@ def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> M
     return MethodResult(train_scores, scores, threshold, predictions, metrics, reason)
 
 
+def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
+    """The flags every evaluation shares, refused before any data or checkpoint is read."""
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be positive, got {batch_size}")
+    if not 0 <= seed < 2**32:
+        raise UserInputError(f"--seed must be in [0, 2**32), got {seed}")
+    resolve_device(device)
+
+
+def check_evaluation_settings(
+    protocol: str,
+    settings: ThresholdSettings,
+    dataset_name: str,
+    batch_size: int,
+    seed: int,
+    device: str,
+    top_sensors: int = 3,
+    explain: int = 0,
+) -> None:
+    """Every flag of an evaluation, checked before any data or checkpoint is read (the threshold settings
+    on stand-in scores)."""
+    check_scoring_flags(batch_size, seed, device)
+    rule, ratio = resolve_rule(protocol, settings, dataset_name.upper())
+    stand_in = np.zeros(4)
+    choose_threshold(rule, stand_in, stand_in, percentile=settings.percentile, val_ratio=0.5, value=settings.value,
+                     pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+    if top_sensors < 1:
+        raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
+    if explain < 0:
+        raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
+
+
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
     dataset_name: str,
@@ -152,11 +184,7 @@ def evaluate_checkpoint(
     the ranks share the forward passes; rank 0 gets the Evaluation, the others None.
     """
     settings = threshold or ThresholdSettings()
-    percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
-    if top_sensors < 1:
-        raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
-    if explain < 0:
-        raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
+    check_evaluation_settings(protocol, settings, dataset_name, batch_size, seed, device, top_sensors, explain)
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
     detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model

@@ -28,7 +28,7 @@ from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings, resolve_score_settings
 from model.scoring import PointValues, resolve_device, score_series, score_stream
-from model.solver import deterministic_kernels, fit_model, seed_everything, training_device
+from model.solver import deterministic_kernels, fit_model, seed_everything, split_validation, training_device
 from model.transformer import AnomalyTransformer, ModelConfig
 
 # TRAIN-score percentiles kept in the checkpoint, so detect can threshold without the TRAIN data.
@@ -156,6 +156,7 @@ class Detector:
             device = training_device(config.device, context)
             normalizer = self.normalizer_ or Normalizer.fit(data.train)
             series = normalizer.transform(data.train)
+            split_validation(series, config, data.name)  # a window longer than the data fails before the model
             model = self.model_ or AnomalyTransformer(config.model_config(series.shape[1]))
             if model.config.n_channels != series.shape[1]:
                 raise UserInputError(

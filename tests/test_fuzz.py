@@ -1,12 +1,13 @@
 """Property-based bad input: random shapes, dtypes, NaN patterns, lengths around the window, channel
-mismatches and flag combinations. Every case must end in success or in a documented one-line error,
-never in an unhandled traceback."""
+mismatches and flag combinations of train, evaluate and detect. Every case must end in success or
+in a documented one-line error, never in an unhandled traceback."""
 
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,10 @@ FLAG_VALUES = {  # flag: (valid values, invalid values)
     "--score": (["paper", "reconstruction", "discrepancy"], ["bogus"]),
     "--score-channels": (["all", "target", "0"], ["nope", "0,0", "999"]),
     "--smooth": (["0", "3", "500"], ["-1", "x"]),  # 500: longer than some series
+    "--seed": (["0", "7"], ["-1", str(2**32)]),
+    "--num-workers": (["0"], ["-1"]),
+    "--temperature": (["50", "1"], ["0", "-1", "nan", "inf"]),
+    "--k": (["3", "0"], ["-1", "nan"]),
 }
 
 
@@ -171,3 +176,79 @@ def report_case_counts():
         f"\nfuzz cases run: {CASES['loader']} loader, {CASES['cli']} CLI "
         f"({CASES['trained']} trained, {CASES['evaluated']} also evaluated)"
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.tiny import TINY_TRAIN_FLAGS
+
+    out = tmp_path_factory.mktemp("tiny")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    np.save(out / "day.npy", load_dataset("SYNTH").test[:300])
+    return out
+
+
+# ---- flag values of evaluate and detect ---------------------------------------------------------------------
+
+DETECT_FLAGS = {  # flag: (valid values, invalid values)
+    "--batch-size": (["16", "128"], ["0", "-3"]),
+    "--chunk-rows": (["50", "100000"], ["0"]),
+    "--top-sensors": (["1", "3"], ["0"]),
+    "--threshold-percentile": (["99", "95"], ["97", "nan", "-5"]),
+    "--threshold": ([], ["nan", "inf"]),  # without one: the stored percentile
+    "--device": (["cpu"], [] if torch.cuda.is_available() else ["cuda"]),
+}
+EVALUATE_FLAGS = {
+    "--batch-size": (["64"], ["0"]),
+    "--seed": (["0", "9"], ["-1"]),
+    "--threshold-percentile": (["99"], ["0", "100", "nan"]),
+    "--top-sensors": (["2"], ["0"]),
+    "--explain": (["0"], ["-1"]),
+    "--smooth": (["0", "5"], ["-1"]),
+    "--score-channels": (["all", "0"], ["99", "nope"]),
+    "--device": (["cpu"], [] if torch.cuda.is_available() else ["cuda"]),
+}
+
+
+def draw_flags(draw, table: dict, sane: bool) -> list[str]:
+    chosen = []
+    for flag, (valid, invalid) in table.items():
+        values = valid if sane else valid + invalid
+        if values and draw(st.booleans()):
+            chosen += [flag, draw(st.sampled_from(values))]
+    return chosen
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), sane=st.booleans())
+def test_detect_flags_end_in_success_or_one_line_before_writing(tiny_run, tmp_path, capsys, data, sane):
+    import detect
+
+    flags = draw_flags(data.draw, DETECT_FLAGS, sane)
+    output = Path(tempfile.mkdtemp(dir=tmp_path)) / "d.csv"  # a fresh folder for every example
+    args = ["--checkpoint", str(tiny_run / "SYNTH_checkpoint.pth"), "--input", str(tiny_run / "day.npy"),
+            "--output", str(output), *flags]  # fmt: skip
+    code = run_cli(detect.main, args)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.strip().splitlines()[-1].startswith(("error:", "detect.py: error:")), err
+        assert not output.exists()
+    elif sane:
+        assert output.exists()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), sane=st.booleans())
+@pytest.mark.slow
+def test_evaluate_flags_end_in_success_or_one_line_before_writing(tiny_run, tmp_path, capsys, data, sane):
+    flags = draw_flags(data.draw, EVALUATE_FLAGS, sane)
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "out"
+    args = ["--dataset", "SYNTH", "--checkpoint", str(tiny_run / "SYNTH_checkpoint.pth"), "--output-dir", str(out),
+            "--baselines", "random", *flags]  # fmt: skip
+    code = run_cli(evaluate.main, args)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.strip().splitlines()[-1].startswith(("error:", "evaluate.py: error:")), err
+        assert not out.exists() or not list(out.glob("SYNTH_*"))

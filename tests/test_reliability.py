@@ -322,6 +322,67 @@ def test_a_save_every_save_on_a_full_disk_is_one_error_and_the_last_state_stays_
     assert state["kind"] == "last" and not list(out.glob(".*.tmp")) and not (out / LOCK_FILE).exists()
 
 
+# ---- 8. flags checked before any work ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "--seed must be in [0, 2**32), got -1"),
+        (["--num-workers", "-1"], "--num-workers must be 0"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--temperature", "-1"], "--temperature must be positive"),
+        (["--temperature", "nan"], "--temperature must be a finite number"),
+        (["--k", "-1"], "--k must be 0 or positive"),
+        (["--k", "inf"], "--k must be a finite number"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--win-size", "100000"], "fewer than the window of 100000"),
+    ],
+)
+def test_bad_train_flags_stop_before_any_work(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS, *flags]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+    assert not out.exists() or sorted(out.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("tool", ["train", "evaluate", "detect"])
+def test_device_cuda_without_a_gpu_is_a_clear_error(synth, tmp_path, capsys, tool):
+    np.save(tmp_path / "day.npy", load_synth().test[:100])
+    args = {
+        "train": (train, ["--dataset", "SYNTH", "--output-dir", str(tmp_path / "o"), *TINY_TRAIN_FLAGS[:-2]]),
+        "evaluate": (evaluate, ["--dataset", "SYNTH", "--checkpoint", str(synth / "SYNTH_checkpoint.pth"),
+                                "--output-dir", str(tmp_path / "o")]),
+        "detect": (detect, ["--checkpoint", str(synth / "SYNTH_checkpoint.pth"), "--input",
+                            str(tmp_path / "day.npy"), "--output", str(tmp_path / "o" / "d.csv")]),
+    }  # fmt: skip
+    module, given = args[tool]
+    assert module.main([*given, "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU; use --device cpu or auto" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+        (["--threshold", "fixed"], "--threshold fixed needs --threshold-value"),
+        (["--threshold", "fixed", "--threshold-value", "nan"], "--threshold fixed needs --threshold-value"),
+        (["--pot-risk", "nan", "--threshold", "pot"], "--pot-risk must be in"),
+        (["--protocol", "paper", "--anomaly-ratio", "nan"], "--anomaly-ratio must be in (0, 100)"),
+        (["--threshold-percentile", "nan"], "--threshold-percentile must be between 0 and 100"),
+    ],
+)
+def test_bad_evaluate_flags_stop_before_any_work(synth, tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    checkpoint = str(synth / "SYNTH_checkpoint.pth")
+    assert evaluate.main(["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(out), *flags]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 # ---- 9. small ones -----------------------------------------------------------------------------------------
 
 
