@@ -305,7 +305,13 @@ class Detector:
     def from_checkpoint(cls, checkpoint: dict) -> Detector:
         config = DetectorConfig.from_dict({**checkpoint["model_config"], **checkpoint.get("train_config", {})})
         model = AnomalyTransformer(ModelConfig.from_dict(checkpoint["model_config"]))
-        model.load_state_dict(checkpoint["model_state"])
+        try:
+            model.load_state_dict(checkpoint["model_state"])
+        except RuntimeError as error:  # load_checkpoint's schema check catches this first for files
+            reason = str(error).strip().splitlines()[-1].strip()
+            raise UserInputError(
+                f"the checkpoint's weights do not fit its model_config ({reason}); retrain it"
+            ) from None
         stats = checkpoint["normalization"]
         detector = cls(config, model=model.eval(), normalizer=Normalizer(stats["mean"].numpy(), stats["std"].numpy()))
         detector.scoring_ = stored_scoring(checkpoint)

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data_factory.errors import UserInputError
 from data_factory.windows import WindowDataset, check_long_enough, scoring_starts, training_starts
 from model.config import DetectorConfig
 from model.discrepancy import minimax_losses
@@ -219,11 +220,33 @@ def capture_state(model, optimizer, scaler, progress: Progress, epoch, step, sum
 
 
 def restore_state(state: dict, model, optimizer, scaler) -> Progress:
-    model.load_state_dict(state["model_state"])
-    optimizer.load_state_dict(state["optimizer_state"])
-    scaler.load_state_dict(state["scaler_state"])
-    restore_rng_state(state["rng"])
+    try:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        scaler.load_state_dict(state["scaler_state"])
+        restore_rng_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(
+            f"the resumable state does not fit the model it describes ({reason}); start without --resume"
+        ) from None
     return Progress(**{key: state[key] for key in Progress.KEYS})
+
+
+def check_resume_position(state: dict, n_windows: int, config: DetectorConfig, context: DistributedContext) -> None:
+    """A resumable state's epoch and step must lie inside the run it claims to continue."""
+    epoch, step = state["epoch"], state["step"]
+    if not 1 <= epoch <= config.epochs + 1:
+        raise UserInputError(
+            f"the resumable state is at epoch {epoch}, outside this run's epochs 1..{config.epochs}; "
+            "start without --resume"
+        )
+    batches = len(epoch_batches(n_windows, config.batch_size, config.seed, epoch, context))
+    if step > batches or (epoch == config.epochs + 1 and step):
+        raise UserInputError(
+            f"the resumable state is at step {step} of epoch {epoch}, which has {batches} batches; "
+            "start without --resume"
+        )
 
 
 def _out_of_memory_advice(config: DetectorConfig) -> str:
@@ -364,6 +387,7 @@ def fit_model(
     state = Progress()
     finished = resume is not None and resume["finished"]
     if resume is not None:
+        check_resume_position(resume, len(windows), config, context)
         state = restore_state(resume, model, optimizer, scaler)
         if finished:
             log(f"the run finished its epochs; keeping epoch {state.best_epoch} and scoring TRAIN again")

@@ -1,6 +1,7 @@
 """Property-based bad input: random shapes, dtypes, NaN patterns, lengths around the window, channel
-mismatches and flag combinations of train, evaluate and detect. Every case must end in success or
-in a documented one-line error, never in an unhandled traceback."""
+mismatches, flag combinations of train, evaluate and detect, and checkpoints and resumable states
+edited by hand. Every case must end in success or in a documented one-line error, never in an
+unhandled traceback."""
 
 import tempfile
 from pathlib import Path
@@ -178,6 +179,67 @@ def report_case_counts():
     )
 
 
+# ---- edited checkpoints: each edit is refused with one line that names the key ---------------------------
+
+
+def _set(path: tuple, value):
+    def edit(record: dict) -> None:
+        for key in path[:-1]:
+            record = record[key]
+        record[path[-1]] = value
+
+    return edit
+
+
+def _drop(path: tuple):
+    def edit(record: dict) -> None:
+        for key in path[:-1]:
+            record = record[key]
+        del record[path[-1]]
+
+    return edit
+
+
+def _reshape(name: str):
+    def edit(record: dict) -> None:
+        record["model_state"][name] = torch.zeros(3, 3)
+
+    return edit
+
+
+CHECKPOINT_EDITS = {  # edit: (change, what the error says)
+    "dataset name deleted": (_drop(("dataset", "name")), "dataset['name'] is missing"),
+    "normalization std deleted": (_drop(("normalization", "std")), "normalization['std'] is missing"),
+    "a weight deleted": (_drop(("model_state", "projection.bias")), "model_state['projection.bias'] is missing"),
+    "win_size as text": (_set(("model_config", "win_size"), "20"), "model_config['win_size'] is str '20'"),
+    "win_size 20 edited to 30": (_set(("model_config", "win_size"), 30),
+                                 "train_config['win_size'] is 20 but model_config['win_size'] is 30"),
+    "d_model of other weights": (_set(("model_config", "d_model"), 32),
+                                 "train_config['d_model'] is 16 but model_config['d_model'] is 32: they disagree"),
+    "d_model of other weights, both edited": (lambda c: (c["model_config"].update(d_model=32),
+                                                         c["train_config"].update(d_model=32)),
+                                              "model_state['embedding.token.weight'] has shape (16, 12, 3), not "
+                                              "(32, 12, 3)"),
+    "a weight of another shape": (_reshape("projection.weight"), "model_state['projection.weight'] has shape (3, 3)"),
+    "a NaN weight": (_set(("model_state", "projection.bias"), torch.full((12,), float("nan"))), "NaN or infinite"),
+    "score channel 99": (_set(("scoring", "channels"), [99]), "scoring['channels'] names channel 99, outside 0..11"),
+    "temperature NaN": (_set(("scoring", "temperature"), float("nan")), "scoring['temperature'] is nan"),
+    "NaN threshold": (_set(("train_scores", "percentiles", "99.0"), float("nan")), "not a finite number"),
+    "std of 5 channels": (_set(("normalization", "std"), torch.ones(5)), "normalization['std'] has shape (5,)"),
+    "format_version 99": (_set(("format_version",), 99), "has format_version 99, but this tool reads version 1"),
+    "n_heads as a float": (_set(("model_config", "n_heads"), 2.0), "model_config['n_heads'] is float 2.0"),
+}  # fmt: skip
+LAST_EDITS = {
+    "resume step 10**6": (_set(("step",), 10**6), "at step 1000000 of epoch 1, which has"),
+    "finished deleted": (_drop(("finished",)), "'finished' is missing"),
+    "finished as text": (_set(("finished",), "yes"), "'finished' is str 'yes', not bool"),
+    "epoch 0": (_set(("epoch",), 0), "'epoch' is 0, not an epoch of this run (1 to 2"),
+    "a best weight of another shape": (lambda state: state["best_state"].__setitem__("projection.bias", torch.ones(2)),
+                                       "best_state['projection.bias'] has shape (2,)"),
+    "format_version 99": (_set(("format_version",), 99), "has format_version 99"),
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from tests.tiny import TINY_TRAIN_FLAGS
@@ -186,6 +248,48 @@ def tiny_run(tmp_path_factory):
     assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
     np.save(out / "day.npy", load_dataset("SYNTH").test[:300])
     return out
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("edit", list(CHECKPOINT_EDITS))
+def test_an_edited_checkpoint_is_refused_by_every_cli_naming_the_key(tiny_run, tmp_path, capsys, edit):
+    import detect
+    import inspect_checkpoint
+
+    change, message = CHECKPOINT_EDITS[edit]
+    checkpoint = torch.load(tiny_run / "SYNTH_checkpoint.pth", weights_only=True)
+    change(checkpoint)
+    edited = tmp_path / "edited.pth"
+    torch.save(checkpoint, edited)
+    runs = [
+        (evaluate, ["--dataset", "SYNTH", "--checkpoint", str(edited), "--output-dir", str(tmp_path / "eval")]),
+        (detect, ["--checkpoint", str(edited), "--input", str(tiny_run / "day.npy"), "--output",
+                  str(tmp_path / "d.csv")]),
+        (inspect_checkpoint, [str(edited)]),
+    ]  # fmt: skip
+    for module, args in runs:
+        assert run_cli(module.main, args) == 2, module.__name__
+        assert message in one_line(capsys.readouterr().err), module.__name__
+    assert not (tmp_path / "d.csv").exists() and not list((tmp_path / "eval").glob("SYNTH_*"))
+
+
+@pytest.mark.parametrize("edit", list(LAST_EDITS))
+def test_an_edited_resumable_state_is_refused_naming_the_field(tiny_run, tmp_path, capsys, edit):
+    change, message = LAST_EDITS[edit]
+    state = torch.load(tiny_run / "SYNTH_last.pth", weights_only=True)
+    state.update(finished=False, epoch=1, step=0)  # an unfinished run, then the edit
+    state["train_config"]["epochs"] = 2
+    change(state)
+    torch.save(state, tmp_path / "SYNTH_last.pth")
+    before = (tmp_path / "SYNTH_last.pth").read_bytes()
+    assert run_cli(train.main, ["--resume", "--dataset", "SYNTH", "--output-dir", str(tmp_path), "--no-progress"]) == 2
+    assert message in one_line(capsys.readouterr().err)
+    assert (tmp_path / "SYNTH_last.pth").read_bytes() == before and not (tmp_path / "SYNTH_checkpoint.pth").exists()
 
 
 # ---- flag values of evaluate and detect ---------------------------------------------------------------------
