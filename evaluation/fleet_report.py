@@ -23,7 +23,7 @@ from data_factory.registry import load_dataset
 from evaluation.baselines import baseline_scores
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
-from evaluation.report import check_scoring_flags
+from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period, tsb_vus
 from model.fleet import Fleet
@@ -41,6 +41,7 @@ class EntityScores:
     train: dict[str, np.ndarray]  # method -> TRAIN scores
     test: dict[str, np.ndarray]  # method -> TEST scores
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
+    non_finite: dict[str, int] = field(default_factory=dict)  # method -> NaN/Inf TEST scores, ranked most anomalous
 
     @property
     def graded(self) -> bool:
@@ -134,6 +135,10 @@ def evaluate_fleet(
             scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
         window = dominant_period(test[:, 0])  # TSB-AD's sliding window: from the data's first channel
         for name in methods:
+            check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
+                                      scored.train[name])  # fmt: skip
+            scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
+        for name in methods:
             scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
                                                        percentile, window)  # fmt: skip
         results.append(scored)
@@ -189,7 +194,8 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
         "methods": evaluation.methods,
         "aggregate": evaluation.aggregate(),
         "entities": {
-            entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics}
+            entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics,
+                            "non_finite_scores": entity.non_finite}
             for entity in evaluation.entities
         },
         "skipped": evaluation.skipped,

@@ -67,6 +67,7 @@ class MethodResult:
     predictions: np.ndarray
     metrics: dict = field(default_factory=dict)  # empty without labels
     degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
+    non_finite: int = 0  # TEST scores that were NaN/Inf: ranked as the most anomalous (see rank_non_finite)
 
 
 @dataclass
@@ -107,7 +108,30 @@ def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) 
     return settings.rule or "train", ratio
 
 
-def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> MethodResult:
+def rank_non_finite(scores: np.ndarray, train_scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """The scores with each NaN/Inf replaced by a value above every finite TRAIN and TEST score, so that it
+    ranks as the most anomalous point and is flagged by any TRAIN threshold, instead of breaking the metrics
+    or passing as normal; and how many there were."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores, 0
+    finite = np.concatenate([scores[~bad], train_scores[np.isfinite(train_scores)]]).astype(np.float64)
+    top = float(finite.max()) if finite.size else 0.0
+    return np.where(bad, top + max(abs(top), 1.0), scores).astype(scores.dtype), int(bad.sum())
+
+
+def check_train_scores_finite(name: str, train_scores: np.ndarray) -> None:
+    bad = ~np.isfinite(train_scores)
+    if bad.any():
+        raise UserInputError(
+            f"{name} gives {int(bad.sum())} TRAIN points a non-finite score (first at row {int(np.argmax(bad))}), "
+            "so no threshold can be read from them; the checkpoint's weights or statistics are broken: retrain it"
+        )
+
+
+def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio, name="model") -> MethodResult:
+    check_train_scores_finite("the checkpoint" if name == "model" else f"the {name} baseline", train_scores)
+    scores, non_finite = rank_non_finite(scores, train_scores)
     threshold = choose_threshold(
         rule,
         train_scores,
@@ -123,7 +147,7 @@ def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> M
     reason = degenerate_reason(train_scores, scores, threshold.value)
     if reason is not None:
         metrics = without_threshold_metrics(metrics)
-    return MethodResult(train_scores, scores, threshold, predictions, metrics, reason)
+    return MethodResult(train_scores, scores, threshold, predictions, metrics, reason, non_finite)
 
 
 def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
@@ -217,7 +241,7 @@ def evaluate_checkpoint(
     }
     val_ratio = detector.config.val_ratio
     methods = {
-        name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio)
+        name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio, name)
         for name, (train_scores, scores) in raw.items()
     }
     flagged = methods["model"]
@@ -261,6 +285,7 @@ def summary(evaluation: Evaluation) -> dict:
             "n_flagged": int(method.predictions.sum()),
             "degenerate": method.degenerate_reason is not None,
             "degenerate_reason": method.degenerate_reason,
+            "non_finite_scores": method.non_finite,
         }
     return {
         "dataset": evaluation.dataset,
@@ -285,6 +310,12 @@ def format_table(evaluation: Evaluation) -> str:
         f"{name} is degenerate: {method.degenerate_reason}; its threshold metrics are left out (-)"
         for name, method in evaluation.methods.items()
         if method.degenerate_reason is not None
+    ]
+    degenerate += [
+        f"{name}: {method.non_finite} TEST points have a non-finite score (NaN/Inf, e.g. from extreme input "
+        "values); they rank as the most anomalous and are flagged"
+        for name, method in evaluation.methods.items()
+        if method.non_finite
     ]
     if evaluation.labels is None:
         flagged = f"no test labels: {int(model.predictions.sum())} of {len(model.predictions)} points flagged"

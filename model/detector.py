@@ -28,7 +28,14 @@ from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings, resolve_score_settings
 from model.scoring import PointValues, resolve_device, score_series, score_stream
-from model.solver import deterministic_kernels, fit_model, seed_everything, split_validation, training_device
+from model.solver import (
+    TrainingFailed,
+    deterministic_kernels,
+    fit_model,
+    seed_everything,
+    split_validation,
+    training_device,
+)
 from model.transformer import AnomalyTransformer, ModelConfig
 
 # TRAIN-score percentiles kept in the checkpoint, so detect can threshold without the TRAIN data.
@@ -178,6 +185,13 @@ class Detector:
             # In float32 even after mixed-precision training: evaluate and detect score in float32, and
             # the thresholds must come from the same arithmetic as the scores they cut.
             points = score_series(result.model, series, scoring, batch_size=config.batch_size, device=device)
+        bad = ~np.isfinite(points.scores)
+        if bad.any():  # thresholds read from these would be NaN, and nothing would ever be flagged
+            raise TrainingFailed(
+                f"the trained model gives {int(bad.sum())} of the {len(bad)} TRAIN points a non-finite score "
+                f"(first at row {int(np.argmax(bad))}); lower --lr or --temperature, or check {data.name} for "
+                "extreme values (the checkpoints already on disk are kept)"
+            )
         self.model_, self.normalizer_, self.scoring_ = result.model.eval(), normalizer, scoring
         self.train_scores_ = points.scores
         percentiles = (*SCORE_PERCENTILES, config.threshold_percentile)

@@ -4,6 +4,7 @@ processes and real signals, a real loopback server, a real full disk (a small tm
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,17 @@ def custom_folder(folder: Path, train_rows: int = 2000, test_rows: int = 600, sp
     np.save(folder / "test_data.npy", test)
     np.save(folder / "test_labels.npy", labels)
     return folder
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory):
+    """A CUSTOM folder whose TEST holds a finite float32 value of 1e38, and a tiny model trained on it."""
+    root = tmp_path_factory.mktemp("custom")
+    data = custom_folder(root / "data", spike=1e38)
+    out = root / "out"
+    args = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), *TINY_TRAIN_FLAGS]
+    assert train.main(args) == 0
+    return {"data": data, "out": out, "checkpoint": out / "CUSTOM_checkpoint.pth"}
 
 
 # ---- 1. no run lost at the end ----------------------------------------------------------------------------
@@ -155,6 +167,46 @@ def test_resume_of_a_finished_run_whose_checkpoint_is_missing_writes_the_same_ch
     assert again["train_scores"] == original["train_scores"]
     assert train.main(["--resume", "--dataset", "SYNTH", "--output-dir", str(out)]) == 2
     assert "already finished" in one_error_line(capsys.readouterr().err)
+
+
+# ---- 2. NaN scores are never silently normal ---------------------------------------------------------------
+
+
+def test_detect_flags_and_counts_points_whose_score_is_not_finite(custom, tmp_path, capsys):
+    source = tmp_path / "day.csv"
+    test = np.load(custom["data"] / "test_data.npy")
+    pd.DataFrame(test, columns=["ch0", "ch1"]).to_csv(source, index=False, float_format="%.9g")
+    output = tmp_path / "day_detections.csv"
+    code = detect.main(["--checkpoint", str(custom["checkpoint"]), "--input", str(source), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    result = pd.read_csv(output)
+    non_finite = ~np.isfinite(result["score"].to_numpy())
+    assert non_finite[450]  # the spike itself
+    assert (result["flag"][non_finite] == 1).all()
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["non_finite_scores"] == int(non_finite.sum()) > 0
+    assert f"warning: {int(non_finite.sum())} points have a non-finite score" in err
+
+
+def test_evaluate_ranks_non_finite_test_scores_as_most_anomalous_and_says_how_many(custom, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(custom["data"]), "--checkpoint",
+                          str(custom["checkpoint"]), "--output-dir", str(out), "--device", "cpu"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    metrics = json.loads((out / "CUSTOM_metrics.json").read_text())["results"]["model"]
+    assert metrics["non_finite_scores"] > 0 and metrics["roc_auc"] is not None
+    assert f"model: {metrics['non_finite_scores']} TEST points have a non-finite score" in printed.out
+    arrays = np.load(out / "CUSTOM_evaluation.npz")
+    assert np.isfinite(arrays["scores"]).all() and arrays["predictions"][450] == 1
+
+
+def test_a_temperature_that_makes_train_scores_non_finite_stops_training_with_exit_1(tmp_path, capsys):
+    args = ["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY_TRAIN_FLAGS, "--score", "paper"]
+    assert train.main([*args, "--temperature", "1e38"]) == 1
+    assert "TRAIN points a non-finite score" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "SYNTH_checkpoint.pth").exists()
 
 
 # ---- 3. one run per output folder -------------------------------------------------------------------------
