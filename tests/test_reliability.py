@@ -355,6 +355,22 @@ def test_evaluate_on_a_full_disk_keeps_the_earlier_results_whole(synth, small_di
     assert after == before  # every earlier artifact, byte for byte; no temp file beside them
 
 
+def test_detect_on_a_full_disk_keeps_the_earlier_output_and_report(synth, small_disk, capsys):
+    np.save(small_disk / "day.npy", load_synth().test[:3000])
+    output = small_disk / "detections.csv"
+    args = ["--checkpoint", str(synth / "SYNTH_checkpoint.pth"), "--input", str(small_disk / "day.npy"),
+            "--output", str(output), "--device", "cpu"]  # fmt: skip
+    assert detect.main(args) == 0
+    capsys.readouterr()
+    before = files_in(small_disk)
+    fill(small_disk, 20_000)
+    assert detect.main([*args, "--top-sensors", "1"]) == 2
+    assert "No space left on device" in one_error_line(capsys.readouterr().err)
+    after = files_in(small_disk)
+    after.pop("filler")
+    assert after == before
+
+
 @pytest.mark.slow
 def test_a_save_every_save_on_a_full_disk_is_one_error_and_the_last_state_stays_loadable(small_disk):
     out = small_disk / "out"
@@ -372,6 +388,36 @@ def test_a_save_every_save_on_a_full_disk_is_one_error_and_the_last_state_stays_
     assert "could not write" in one_error_line(stderr) and "No space left on device" in stderr
     state = torch.load(out / "SYNTH_last.pth", weights_only=True)  # the earlier save, whole
     assert state["kind"] == "last" and not list(out.glob(".*.tmp")) and not (out / LOCK_FILE).exists()
+
+
+# ---- 6. output over input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "report"])
+def test_detect_refuses_to_write_over_its_input_before_anything_is_written(synth, tmp_path, capsys, monkeypatch, how):
+    source = tmp_path / "day.csv"
+    pd.DataFrame(load_synth().test[:500]).to_csv(source, index=False, header=[f"sensor_{i:02d}" for i in range(12)])
+    original = source.read_bytes()
+    output = {"same path": str(source), "relative path": "sub/../day.csv", "symlink": str(tmp_path / "link.csv"),
+              "report": str(tmp_path / "out.csv")}[how]  # fmt: skip
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.csv").symlink_to(source)
+    monkeypatch.chdir(tmp_path)
+    extra = ["--report", str(source)] if how == "report" else []
+    code = detect.main(["--checkpoint", str(synth / "SYNTH_checkpoint.pth"), "--input", str(source),
+                        "--output", output, *extra])  # fmt: skip
+    assert code == 2
+    assert "is the same file as --input" in one_error_line(capsys.readouterr().err)
+    assert source.read_bytes() == original
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["day.csv", "link.csv", "sub"]
+
+
+def test_detect_refuses_an_output_that_is_a_folder_before_scoring(synth, tmp_path, capsys):
+    np.save(tmp_path / "day.npy", load_synth().test[:500])
+    code = detect.main(["--checkpoint", str(synth / "SYNTH_checkpoint.pth"), "--input", str(tmp_path / "day.npy"),
+                        "--output", str(tmp_path)])  # fmt: skip
+    assert code == 2 and "is a folder; give a file name" in one_error_line(capsys.readouterr().err)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["day.npy"]
 
 
 # ---- 8. flags checked before any work ----------------------------------------------------------------------
