@@ -20,6 +20,7 @@ from evaluation.baselines import parse_baselines
 from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
+from model.api import own_output_folder
 from model.config import DEVICES
 from model.distributed import init_distributed, shutdown_distributed
 from model.fleet import fleet_path
@@ -135,9 +136,7 @@ def run(args: argparse.Namespace) -> int:
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
                                   args.top_sensors, args.explain)  # fmt: skip
         with contextlib.ExitStack() as stack:
-            if context.is_main:
-                ensure_writable_dir(args.output_dir)
-                stack.enter_context(folder_lock(args.output_dir))  # one run at a time writes this folder
+            own_output_folder(Path(args.output_dir).expanduser(), context, stack)  # one run at a time writes it
             evaluation = evaluate_checkpoint(
                 checkpoint,
                 args.dataset,

@@ -46,6 +46,20 @@ def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -
         )
 
 
+def own_output_folder(folder: Path, context: DistributedContext, stack: contextlib.ExitStack) -> None:
+    """Rank 0 creates the folder and takes its lock for the rest of `stack`; every rank learns whether that
+    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0."""
+    failure = None
+    if context.is_main:
+        try:
+            ensure_writable_dir(folder)
+            stack.enter_context(folder_lock(folder))  # one run per folder: its files are this run's alone
+        except UserInputError as error:
+            failure = error
+    if context.sum([float(failure is not None)])[0]:
+        raise failure or UserInputError(f"rank 0 could not take the output folder {folder}; see its error")
+
+
 def _dataset_record(dataset: TimeSeriesDataset) -> dict:
     return {"name": dataset.name, "n_channels": dataset.n_channels, "fingerprint": dataset.fingerprint()}
 
@@ -84,9 +98,7 @@ def train_to_checkpoint(
         label = dataset_label(dataset_name, entity)
         folder = Path(output_dir).expanduser()
         with contextlib.ExitStack() as stack:
-            if context.is_main:
-                ensure_writable_dir(folder)
-                stack.enter_context(folder_lock(folder))  # one run per folder: _last.pth is this run's alone
+            own_output_folder(folder, context, stack)
             return _train_locked(dataset_name, data_dir, config, folder, label, log, progress, entity, resume,
                                  save_every, context)  # fmt: skip
     finally:
@@ -190,9 +202,7 @@ def train_fleet_to_bundle(
     try:
         folder = Path(output_dir).expanduser()
         with contextlib.ExitStack() as stack:
-            if context.is_main:
-                ensure_writable_dir(folder)
-                stack.enter_context(folder_lock(folder))
+            own_output_folder(folder, context, stack)
             return _train_fleet_locked(dataset_name, data_dir, config, folder, entities, jobs, normalisation, resume,
                                        log, progress, context)  # fmt: skip
     finally:
