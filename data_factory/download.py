@@ -106,7 +106,7 @@ class _RateWatch:
         rate = self.bytes / elapsed
         if rate < self.policy.min_rate_bytes_s:
             raise _Retryable(
-                f"the transfer ran at {rate:.0f} bytes/s over {elapsed:.0f} s, under the minimum of "
+                f"the transfer ran at {rate:.2g} bytes/s over {elapsed:.0f} s, under the minimum of "
                 f"{self.policy.min_rate_bytes_s:g} bytes/s ({received:,} bytes received)"
             )
         self.started, self.bytes = time.monotonic(), 0
