@@ -15,12 +15,13 @@ from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
 from data_factory.errors import UserInputError
 from data_factory.registry import dataset_label, load_dataset
+from data_factory.windows import training_starts
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector
 from model.distributed import DistributedContext, init_distributed, shutdown_distributed
 from model.fleet import Fleet, fleet_path, train_fleet
-from model.solver import StopOnSignal, split_validation
+from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import AnomalyTransformer, ModelConfig
 
 
@@ -130,10 +131,13 @@ def _train_locked(
         config = config_from_state(state)
     config.validate()
     dataset = load_dataset(dataset_name, data_dir, entity)
-    split_validation(dataset.train, config, dataset.name)  # a window longer than the data fails before any model
+    fit_part, _ = split_validation(dataset.train, config, dataset.name)  # a window too long fails before any model
     model_config = config.model_config(dataset.n_channels)
     if state is not None and state["dataset"] != _dataset_record(dataset):
         raise UserInputError(f"{last_path} was trained on other data than {dataset.name} here; resume is impossible")
+    if state is not None:
+        windows = len(training_starts(len(fit_part), config.win_size, config.train_stride))
+        check_resume_position(state, windows, config, context, f"resumable state {last_path}")
     if context.is_main:
         check_free_space(folder, model_config)
         log(

@@ -233,19 +233,19 @@ def restore_state(state: dict, model, optimizer, scaler) -> Progress:
     return Progress(**{key: state[key] for key in Progress.KEYS})
 
 
-def check_resume_position(state: dict, n_windows: int, config: DetectorConfig, context: DistributedContext) -> None:
-    """A resumable state's epoch and step must lie inside the run it claims to continue."""
+def check_resume_position(
+    state: dict, n_windows: int, config: DetectorConfig, context: DistributedContext, name: str = "the resumable state"
+) -> None:
+    """A resumable state's epoch and step must lie inside the run it claims to continue (`name`: for the message)."""
     epoch, step = state["epoch"], state["step"]
     if not 1 <= epoch <= config.epochs + 1:
         raise UserInputError(
-            f"the resumable state is at epoch {epoch}, outside this run's epochs 1..{config.epochs}; "
-            "start without --resume"
+            f"{name} is at epoch {epoch}, outside this run's epochs 1..{config.epochs}; start without --resume"
         )
     batches = len(epoch_batches(n_windows, config.batch_size, config.seed, epoch, context))
     if step > batches or (epoch == config.epochs + 1 and step):
         raise UserInputError(
-            f"the resumable state is at step {step} of epoch {epoch}, which has {batches} batches; "
-            "start without --resume"
+            f"{name} is at step {step} of epoch {epoch}, which has {batches} batches; start without --resume"
         )
 
 
