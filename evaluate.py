@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threshold", choices=[rule for rule in THRESHOLD_RULES if rule != "paper"], default=None,
         help="threshold rule of the default protocol: train, val (validation tail of TRAIN), fixed, pot "
         "(default: train)")
-    add("--threshold-percentile", type=float, default=DetectorConfig.threshold_percentile,
-        help=f"percentile for the train and val rules (default: {DetectorConfig.threshold_percentile:g})")
+    add("--threshold-percentile", type=float, default=None,
+        help="percentile for the train and val rules (default: the checkpoint's, "
+        f"{DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
     add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
     add("--anomaly-ratio", type=float, default=None,
@@ -80,8 +81,18 @@ def default_checkpoint(args: argparse.Namespace) -> str:
     return str(bundle if args.per_entity or (args.entity and not single.is_file() and bundle.is_file()) else single)
 
 
+# Flags of the single-model report that a per-entity evaluation has no use for, with their defaults.
+SINGLE_MODEL_FLAGS = {"protocol": "default", "threshold": None, "threshold_value": None, "anomaly_ratio": None,
+                      "entity": None, "explain": 0}  # fmt: skip
+
+
 def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     """Per-entity evaluation of a fleet bundle: one line per method, the JSON, the CSV and the plots."""
+    given = [name for name, default in SINGLE_MODEL_FLAGS.items() if getattr(args, name) != default]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UserInputError(f"--per-entity does not take {flag} (it uses TRAIN percentiles per entity); "
+                             "for one entity's full report use --entity NAME without --per-entity")  # fmt: skip
     from evaluation.fleet_report import (
         DEFAULT_FLEET_BASELINES,
         evaluate_fleet,

@@ -14,7 +14,7 @@ from data_factory.registry import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
 from model.api import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from model.config import add_config_flags, config_from_flags, describe_preset
-from model.fleet import NORMALISATIONS, fleet_path
+from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(parser)
     add("--output-dir", default="./artifacts", help="where {DATASET}_checkpoint.pth goes (default: ./artifacts)")
     add("--resume", action="store_true",
-        help="continue the run whose {DATASET}_last.pth is in --output-dir, with its stored settings")  # fmt: skip
+        help="continue the run whose {DATASET}_last.pth (with --per-entity: {DATASET}_fleet.pth) is in "
+        "--output-dir, with its stored settings")  # fmt: skip
     add("--save-every", type=int, default=0, help="also write {DATASET}_last.pth every N steps "
         "(default: 0, at epoch ends and on SIGINT/SIGTERM only)")  # fmt: skip
     add("--no-progress", action="store_true", help="hide the per-batch progress bars")
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--per-entity", action="store_true",
                        help="train one Detector per entity into {DATASET}_fleet.pth (see --preset fleet)")
     fleet.add_argument("--entities", default=None, help="comma-separated entities to train (default: all)")
-    fleet.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+    fleet.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                        help="entities trained at once, each in its own process on one thread (default: the cores)")
     fleet.add_argument("--normalisation", choices=NORMALISATIONS, default="entity",
                        help="entity: z-score each entity with its own TRAIN; global: with the whole dataset's "
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resume_command(args: argparse.Namespace) -> str:
-    again = ["python train.py --resume", f"--dataset {args.dataset}", f"--output-dir {args.output_dir}"]
+    again = ["python train.py --resume", *(["--per-entity"] if args.per_entity else []), f"--dataset {args.dataset}",
+             f"--output-dir {args.output_dir}"]  # fmt: skip
     again += [f"--data-dir {args.data_dir}"] if args.data_dir else []
     again += [f"--entity {args.entity}"] if args.entity else []
     return " ".join(again)
@@ -100,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingFailed as error:
         print(error_line(error), file=sys.stderr)
         return 1
+    except FleetInterrupted as stopped:
+        print(f"stopped by {stopped}; the finished ones are saved in {fleet_path(args.output_dir, args.dataset)}; "
+              f"resume with: {resume_command(args)}", file=sys.stderr)  # fmt: skip
+        return 128 + stopped.signal_number
     except TrainingInterrupted as stopped:
         last = last_checkpoint_path(args.output_dir, dataset_label(args.dataset, args.entity))
         print(f"stopped by {stopped}; the state is saved in {last}; resume with: {resume_command(args)}",

@@ -8,7 +8,8 @@ bundle, every baseline beside the model on the same points with the same smoothi
 DATA_DIR/SMD (the OmniAnomaly layout). Each run's metrics JSON is kept under --output-dir; the
 table gives, per method and metric, the mean over entities averaged over seeds, ± the standard
 deviation of that mean across seeds, and [the mean over seeds of the std across entities].
-With --rescore, existing bundles are evaluated again without training (to compare scorings).
+With --rescore, existing bundles are evaluated again without training (to compare scorings);
+with --aggregate, the metrics files already in --output-dir are tabulated without any run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data_factory.atomic import write_json  # noqa: E402
 from evaluation.fleet_report import DEFAULT_FLEET_BASELINES, evaluate_fleet, fleet_summary  # noqa: E402
 from model.api import train_fleet_to_bundle  # noqa: E402
 from model.config import DetectorConfig, preset_values  # noqa: E402
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace, name: str, seed: int) -> dict:
     summary = fleet_summary(evaluation)
     summary["seconds"] = {"train": trained, "evaluate": time.perf_counter() - started - trained}
     summary["config"] = config.to_dict()
-    (folder / f"{name}_fleet_metrics{args.tag}.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    write_json(summary, folder / f"{name}_fleet_metrics{args.tag}.json")
     print(f"  {name} seed {seed}: trained in {trained:.0f} s, evaluated in {summary['seconds']['evaluate']:.0f} s",
           flush=True)  # fmt: skip
     return summary
@@ -73,7 +75,8 @@ def table(name: str, runs: list[dict]) -> str:
         for metric in HEADLINE:
             means = np.array([r["aggregate"][method][metric]["mean"] for r in runs], dtype=float)
             spreads = np.array([r["aggregate"][method][metric]["std"] for r in runs], dtype=float)
-            cells.append(f"{means.mean():.3f} ± {means.std():.3f} [{spreads.mean():.3f}]")
+            across_seeds = means.std(ddof=1) if len(means) > 1 else 0.0  # sample std, as bench/quality.py
+            cells.append(f"{means.mean():.3f} ± {across_seeds:.3f} [{spreads.mean():.3f}]")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     seconds = [r["seconds"]["train"] for r in runs]
     lines += ["", f"training wall time per seed: {np.mean(seconds):.0f} s (all entities)"]
@@ -97,9 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", default=None, help="evaluate with this score instead of the bundle's")
     parser.add_argument("--score-channels", default=None)
     parser.add_argument("--smooth", type=int, default=None)
+    parser.add_argument("--aggregate", action="store_true", help="tabulate the metrics files of earlier runs")
     args = parser.parse_args(argv)
     for name in args.datasets:
-        runs = [run(args, name, seed) for seed in args.seeds]
+        if args.aggregate:
+            stem = f"{name}_fleet_metrics{args.tag}.json"
+            runs = [json.loads((args.output_dir / f"{name}_seed{seed}" / stem).read_text()) for seed in args.seeds]
+        else:
+            runs = [run(args, name, seed) for seed in args.seeds]
         print(table(name, runs), flush=True)
     return 0
 

@@ -105,6 +105,8 @@ def detect(
     options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "top_sensors": top_sensors,
                "nan_policy": nan_policy, "batch_size": batch_size}  # fmt: skip
     if entity_column is not None:
+        if entity is not None:
+            raise UserInputError("--entity and --entity-column both choose the model; give one of them")
         table = open_input(source, chunk_rows, timestamp_column, stdin, entity_column)
         return detect_by_entity(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device, **options)
     detector = load_detector(checkpoint_path, entity, device=device)

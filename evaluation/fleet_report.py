@@ -21,11 +21,13 @@ from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.baselines import baseline_scores
+from evaluation.degenerate import degenerate_reason
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
 from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period, tsb_vus
+from model.checkpoint import check_checkpoint_matches
 from model.fleet import Fleet
 from model.score_settings import override_score_settings
 from model.scoring import smooth_scores
@@ -42,6 +44,7 @@ class EntityScores:
     test: dict[str, np.ndarray]  # method -> TEST scores
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
     non_finite: dict[str, int] = field(default_factory=dict)  # method -> NaN/Inf TEST scores, ranked most anomalous
+    failed: dict[str, str] = field(default_factory=dict)  # method -> why it could not run on this entity
 
     @property
     def graded(self) -> bool:
@@ -57,6 +60,7 @@ class FleetEvaluation:
     skipped: dict[str, str]
     whole_series: dict[str, dict]  # method -> metric panel of the concatenated, TRAIN-z-scored scores
     threshold_percentile: float
+    complete: bool = True  # False: the bundle's training stopped before every entity was done
 
     def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
         """method -> metric -> {mean, std, n} over the graded entities."""
@@ -81,7 +85,9 @@ def _per_entity_metrics(
     if not 0 < int(labels.sum()) < len(labels):
         return dict.fromkeys(PER_ENTITY_METRICS)
     threshold = percentile_threshold(train, percentile)
-    f1 = precision_recall_f1(labels, (test > threshold).astype(np.uint8))["f1"]
+    # A degenerate method's flags mean nothing (evaluation/degenerate.py): its F1 is left out.
+    degenerate = degenerate_reason(train, test, threshold) is not None
+    f1 = None if degenerate else precision_recall_f1(labels, (test > threshold).astype(np.uint8))["f1"]
     volumes = tsb_vus(labels, test, window=window)
     return {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), **volumes, "f1": f1}
 
@@ -121,6 +127,7 @@ def evaluate_fleet(
     results = []
     for entity, detector in fleet.detectors.items():
         data = load_dataset(dataset_name, data_dir, entity)
+        check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(bundle_path))
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
         scoring = override_score_settings(detector.scoring_, score_variant, score_channels, smooth,
@@ -130,33 +137,42 @@ def evaluate_fleet(
         test_points = detector.score_points(data.test, batch_size=batch_size)
         train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
         scored = EntityScores(entity, data.test_labels, {"model": train_points.scores}, {"model": test_points.scores})
-        for name in baselines:
-            pair = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
-            scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
         window = dominant_period(test[:, 0])  # TSB-AD's sliding window: from the data's first channel
-        for name in methods:
+        for name in baselines:
+            try:
+                pair = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
+            except UserInputError as error:  # e.g. a TEST shorter than the baseline's window
+                scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), str(error)
+                continue
+            scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+        for name in (m for m in methods if m not in scored.failed):
             check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
                                       scored.train[name])  # fmt: skip
             scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
         for name in methods:
-            scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
-                                                       percentile, window)  # fmt: skip
+            if name not in scored.failed:
+                scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
+                                                           percentile, window)  # fmt: skip
         results.append(scored)
     if not results:
         raise UserInputError(f"{bundle_path} holds no trained entity")
     panels = {}
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])
-        for name in methods:
+        for name in (m for m in methods if not any(m in entity.failed for entity in results)):
             joined = np.concatenate([_z_scored(entity.train[name], entity.test[name]) for entity in results])
             z_train = np.concatenate([_z_scored(entity.train[name], entity.train[name]) for entity in results])
             threshold = percentile_threshold(z_train, percentile)
             panels[name] = metric_panel(labels, joined, (joined > threshold).astype(np.uint8))
-    return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, percentile)
+    return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, percentile, fleet.complete)
 
 
-def _cell(summary: dict) -> str:
-    return "-" if summary["mean"] is None else f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+def _cell(summary: dict, graded: int) -> str:
+    """mean ± std over entities; (n) when fewer than the graded entities count, e.g. a degenerate F1."""
+    if summary["mean"] is None:
+        return "-"
+    fewer = f" ({summary['n']})" if summary["n"] < graded else ""
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f}{fewer}"
 
 
 def format_fleet_table(evaluation: FleetEvaluation) -> str:
@@ -164,18 +180,21 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
     table = evaluation.aggregate()
     graded = sum(entity.graded for entity in evaluation.entities)
     lines = [
-        f"{evaluation.dataset} fleet: {len(evaluation.entities)} entities scored by their own model "
+        f"{evaluation.dataset} fleet{'' if evaluation.complete else ' (incomplete bundle)'}: "
+        f"{len(evaluation.entities)} entities scored by their own model "
         f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} skipped in training",
         f"per-entity protocol: mean ± std over entities; F1 at the {evaluation.threshold_percentile:g}th "
         "percentile of each entity's TRAIN scores",
         f"{'method':<10}" + "".join(f"{metric:>17}" for metric in PER_ENTITY_METRICS),
     ]
     for method in evaluation.methods:
-        lines.append(f"{method:<10}" + "".join(f"{_cell(table[method][m]):>17}" for m in PER_ENTITY_METRICS))
+        lines.append(f"{method:<10}" + "".join(f"{_cell(table[method][m], graded):>17}" for m in PER_ENTITY_METRICS))
     if evaluation.whole_series:
-        lines.append("whole-series protocol: entities concatenated, each z-scored by its own TRAIN scores")
+        lines.append("whole-series protocol: entities concatenated, each z-scored by its own TRAIN scores; "
+                     "vus_pr* is the all-thresholds VUS of the single-model panel, not TSB-AD's")  # fmt: skip
         headline = ("roc_auc", "pr_auc", "vus_pr", "f1", "pa_f1")
-        lines.append(f"{'method':<10}" + "".join(f"{metric:>10}" for metric in headline))
+        lines.append(f"{'method':<10}" + "".join(f"{metric + ('*' if metric == 'vus_pr' else ''):>10}"
+                                                 for metric in headline))  # fmt: skip
         for method, panel in evaluation.whole_series.items():
             lines.append(f"{method:<10}" + "".join(f"{panel[m]:>10.3f}" for m in headline))
     return "\n".join(lines)
@@ -187,7 +206,8 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
         "dataset": evaluation.dataset,
         "protocols": {
             "per_entity": "each entity its own series; mean and std over entities with both classes in TEST",
-            "whole_series": "entities concatenated, each method's scores z-scored by that entity's TRAIN scores",
+            "whole_series": "entities concatenated, each method's scores z-scored by that entity's TRAIN scores; "
+            "its vus_pr / vus_roc are the single-model panel's (evaluation/vus.py), not TSB-AD's",
         },
         "vus": "TSB-AD 1.5 VUS (evaluation/tsb_vus.py)",
         "threshold_percentile": evaluation.threshold_percentile,
@@ -195,7 +215,7 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
         "aggregate": evaluation.aggregate(),
         "entities": {
             entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics,
-                            "non_finite_scores": entity.non_finite}
+                            "non_finite_scores": entity.non_finite, "failed": entity.failed}
             for entity in evaluation.entities
         },
         "skipped": evaluation.skipped,

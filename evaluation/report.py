@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ class ThresholdSettings:
     """How to turn scores into flags; `rule` None means: the protocol's rule."""
 
     rule: str | None = None
-    percentile: float = DetectorConfig.threshold_percentile
+    percentile: float | None = None  # None: the percentile the checkpoint was trained with
     value: float | None = None
     pot_risk: float = 1e-3
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
@@ -174,7 +175,8 @@ def check_evaluation_settings(
     check_scoring_flags(batch_size, seed, device)
     rule, ratio = resolve_rule(protocol, settings, dataset_name.upper())
     stand_in = np.zeros(4)
-    choose_threshold(rule, stand_in, stand_in, percentile=settings.percentile, val_ratio=0.5, value=settings.value,
+    percentile = DetectorConfig.threshold_percentile if settings.percentile is None else settings.percentile
+    choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
                      pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
     if top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
@@ -224,6 +226,8 @@ def evaluate_checkpoint(
         train_length=len(dataset.train),
     )
     detector = detector.rescored(scoring)
+    if settings.percentile is None:
+        settings = dataclasses.replace(settings, percentile=detector.config.threshold_percentile)
     # One pass each gives the scores and the per-channel errors that the attribution needs.
     train_points = detector.score_points(dataset.train, batch_size=batch_size, context=context)
     test_points = detector.score_points(dataset.test, batch_size=batch_size, context=context)

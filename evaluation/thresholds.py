@@ -117,4 +117,11 @@ def stored_threshold(detector: Detector, percentile: float | None, value: float 
             raise UserInputError(f"--threshold must be a finite number, got {value}")
         return float(value), "--threshold value"
     percentile = detector.config.threshold_percentile if percentile is None else percentile
+    stored = (detector.train_score_stats_ or {}).get("percentiles", {})
+    if str(float(percentile)) not in stored:  # the Detector's own message speaks to API users, not to flags
+        choices = ", ".join(f"{float(key):g}" for key in stored) or "none"
+        raise UserInputError(
+            f"--threshold-percentile {percentile:g} is not stored in the checkpoint; choose one of {choices} "
+            "or pass --threshold VALUE"
+        )
     return detector.threshold(percentile), f"{float(percentile):g}th percentile of TRAIN scores"

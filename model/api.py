@@ -243,7 +243,8 @@ def _train_fleet_locked(
             )
         names = [name for name in names if name in entities]
     if context.is_main:
-        check_free_space(folder, config.model_config(1), copies=len(names))
+        widest = max(load_dataset(dataset_name, data_dir, names[0]).n_channels, 1) if names else 1
+        check_free_space(folder, config.model_config(widest), copies=len(names))
         kept = 0 if previous is None else len(previous.detectors) + len(previous.skipped)
         log(
             f"{dataset_name.upper()}: {len(names)} entities, {kept} already done; d_model {config.d_model}, "

@@ -24,6 +24,7 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     broken one. Serialised in memory first, so a write error is a plain OSError (torch's own writer would
     report it as an opaque RuntimeError) and becomes one clear line."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     with atomic_path(path) as temp:

@@ -163,7 +163,7 @@ def preset_values(preset: str | None, dataset_name: str = "") -> dict[str, Any]:
         return {}
     if preset not in PRESETS:
         raise UserInputError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
-    family = dataset_name.split("/")[0].split("-")[0]  # SMD entities (SMD/machine-1-1) follow SMD
+    family = dataset_name.upper().split("_")[0]  # an entity (SMD_machine-1-1) follows its dataset
     return {**PRESETS[preset], **DATASET_PRESETS.get((preset, family), {})}
 
 

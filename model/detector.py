@@ -117,6 +117,8 @@ class Detector:
         normalizer: Normalizer | None = None,
     ) -> None:
         self.config = config or DetectorConfig()
+        # What fit starts from each time: the given model (trained further) and normaliser, or fresh ones.
+        self._initial_model, self._initial_normalizer = model, normalizer
         self.model_ = model
         self.normalizer_ = normalizer
         self.scoring_: ScoreSettings | None = None  # how TRAIN was scored; score() scores the same way
@@ -161,10 +163,10 @@ class Detector:
         with deterministic_kernels(config.deterministic):
             seed_everything(config.seed)
             device = training_device(config.device, context)
-            normalizer = self.normalizer_ or Normalizer.fit(data.train)
+            normalizer = self._initial_normalizer or Normalizer.fit(data.train)
             series = normalizer.transform(data.train)
             split_validation(series, config, data.name)  # a window longer than the data fails before the model
-            model = self.model_ or AnomalyTransformer(config.model_config(series.shape[1]))
+            model = self._initial_model or AnomalyTransformer(config.model_config(series.shape[1]))
             if model.config.n_channels != series.shape[1]:
                 raise UserInputError(
                     f"the model given has {model.config.n_channels} input channels but {data.name} has "
@@ -261,11 +263,11 @@ class Detector:
         stored = (self.train_score_stats_ or {}).get("percentiles", {})
         key = str(float(percentile))
         if not stored:
-            raise UserInputError("the checkpoint stores no TRAIN-score percentiles; pass --threshold VALUE")
+            raise UserInputError("this detector stores no TRAIN-score percentiles; give a threshold value instead")
         if key not in stored:
             raise UserInputError(
-                f"--threshold-percentile {percentile:g} is not stored in the checkpoint; choose one of "
-                f"{', '.join(f'{float(k):g}' for k in stored)} or pass --threshold VALUE"
+                f"the TRAIN-score percentile {percentile:g} is not stored; choose one of "
+                f"{', '.join(f'{float(k):g}' for k in stored)} or give a threshold value"
             )
         return float(stored[key])
 

@@ -9,7 +9,9 @@ every finished entity, and so lets `--resume` keep the entities already done.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from data_factory.dataset import TimeSeriesDataset
+from data_factory.entities import entity_names
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from data_factory.windows import Normalizer
@@ -29,7 +32,7 @@ from model.checkpoint import FORMAT_VERSION, check_checkpoint_matches, load_chec
 from model.config import DetectorConfig
 from model.detector import Detector, package_versions
 from model.distributed import DistributedContext
-from model.solver import TrainingFailed
+from model.solver import StopOnSignal, TrainingFailed, TrainingInterrupted
 
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")
@@ -43,6 +46,7 @@ class Fleet:
     dataset: str
     config: DetectorConfig
     normalisation: str = "entity"  # entity: each entity's own TRAIN statistics; global: the whole dataset's
+    shared_normaliser: Normalizer | None = None  # global: fitted once on every entity's TRAIN, kept for resume
     detectors: dict[str, Detector] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # entity -> why it could not train
     order: list[str] = field(default_factory=list)  # every entity asked for, in order
@@ -71,6 +75,7 @@ class Fleet:
             "dataset": self.dataset,
             "config": self.config.to_dict(),
             "normalisation": self.normalisation,
+            "shared_normalization": _normaliser_record(self.shared_normaliser),
             "order": list(self.order),
             "entities": entities,
             "skipped": dict(self.skipped),
@@ -86,6 +91,9 @@ class Fleet:
     def from_bundle(cls, bundle: dict) -> Fleet:
         config = DetectorConfig.from_dict(bundle["config"])
         fleet = cls(bundle["dataset"], config, bundle.get("normalisation", "entity"))
+        shared = bundle.get("shared_normalization")
+        if shared is not None:
+            fleet.shared_normaliser = Normalizer(shared["mean"].numpy(), shared["std"].numpy())
         for name, record in bundle["entities"].items():
             fleet.detectors[name] = Detector.from_checkpoint({**record, "train_config": bundle["config"]})
             fleet.detectors[name].versions_ = dict(bundle.get("versions", {}))
@@ -99,13 +107,19 @@ class Fleet:
         return cls.from_bundle(load_checkpoint(path, kind="fleet"))
 
 
+def _normaliser_record(normaliser: Normalizer | None) -> dict | None:
+    if normaliser is None:
+        return None
+    return {"mean": torch.from_numpy(normaliser.mean.copy()), "std": torch.from_numpy(normaliser.std.copy())}
+
+
 def fleet_path(output_dir: str | Path, dataset_name: str) -> Path:
     return Path(output_dir).expanduser() / f"{dataset_name.upper()}_fleet.pth"
 
 
-def global_normaliser(dataset_name: str, data_dir: str | Path | None, entities: list[str]) -> Normalizer:
-    """One z-score over the TRAIN rows of all the entities, as one shared model would see them."""
-    parts = [load_dataset(dataset_name, data_dir, entity).train for entity in entities]
+def global_normaliser(dataset_name: str, data_dir: str | Path | None) -> Normalizer:
+    """One z-score over the TRAIN rows of every entity of the dataset, as one shared model would see them."""
+    parts = [load_dataset(dataset_name, data_dir, entity).train for entity in entity_names(dataset_name, data_dir)]
     return Normalizer.fit(np.concatenate(parts))
 
 
@@ -140,27 +154,51 @@ def train_entity(
     return entity, detector.to_checkpoint(), None, time.perf_counter() - started
 
 
+class FleetInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a fleet; the bundle holds every entity finished before it."""
+
+    def __init__(self, signal_number: int, done: int, total: int) -> None:
+        self.signal_number, self.done, self.total = signal_number, done, total
+        super().__init__(signal_number, done, total)
+
+    def __str__(self) -> str:
+        return f"{signal.Signals(self.signal_number).name} after {self.done} of {self.total} entities"
+
+
+def _ignore_signals() -> None:
+    """Workers leave SIGINT and SIGTERM to the parent, which finishes the running entities and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _results(
-    tasks: list[tuple], jobs: int
+    tasks: list[tuple], jobs: int, stop: StopOnSignal
 ) -> Iterator[tuple[str, dict | None, str | None, float]]:
-    """train_entity over the tasks: in this process for jobs == 1, else in `jobs` spawned workers."""
+    """train_entity over the tasks: in this process for jobs == 1, else in `jobs` spawned workers.
+
+    After a signal no new entity starts; the ones running finish and are yielded.
+    """
     if jobs == 1:
         threads = torch.get_num_threads()
         try:
-            yield from (train_entity(*task) for task in tasks)
+            for task in tasks:
+                if stop.signal_number is not None:
+                    return
+                yield train_entity(*task)
         finally:
             torch.set_num_threads(threads)
         return
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending: set[Future] = {pool.submit(train_entity, *task) for task in tasks}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
-        except BaseException:  # a signal or an error: start no further entity, let the running ones end
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_signals) as pool:
+        queued = iter(tasks)
+        # At most `jobs` entities in flight, so that after a signal only the running ones finish.
+        pending: set[Future] = {pool.submit(train_entity, *task) for task in itertools.islice(queued, jobs)}
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+            if stop.signal_number is None:
+                pending |= {pool.submit(train_entity, *task) for task in itertools.islice(queued, len(done))}
 
 
 def train_fleet(
@@ -188,23 +226,32 @@ def train_fleet(
         raise UserInputError(f"--jobs must be at least 1, got {jobs}")
     context = context or DistributedContext()
     fleet = resume_from or Fleet(dataset_name.upper(), config, normalisation)
-    fleet.order = list(entities)
+    # A resumed fleet keeps every entity it holds; the new ones join in the dataset's order.
+    known = set(fleet.order)
+    fleet.order = [*fleet.order, *(name for name in entities if name not in known)]
     todo = [name for name in entities if name not in fleet.detectors and name not in fleet.skipped]
-    shared = None
-    if normalisation == "global":
-        normaliser = global_normaliser(dataset_name, data_dir, entities)
-        shared = (normaliser.mean, normaliser.std)
+    if normalisation == "global" and fleet.shared_normaliser is None:
+        fleet.shared_normaliser = global_normaliser(dataset_name, data_dir)
+    shared = None if fleet.shared_normaliser is None else (fleet.shared_normaliser.mean, fleet.shared_normaliser.std)
     mine = todo[context.rank :: context.world_size] if context.enabled else todo
     folder = None if data_dir is None else str(data_dir)
     tasks = [(dataset_name, folder, entity, config.to_dict(), shared) for entity in mine]
     bar = tqdm(total=len(todo), desc=f"{fleet.dataset} entities", disable=not (progress and context.is_main))
     bar.update(0)
-    for entity, checkpoint, problem, seconds in _results(tasks, jobs):
-        _record(fleet, entity, checkpoint, problem, seconds)
-        bar.update(1)
-        if save is not None and not context.enabled:
-            save(fleet)
-    bar.close()
+    with StopOnSignal() as stop:
+        try:
+            for entity, checkpoint, problem, seconds in _results(tasks, jobs, stop):
+                _record(fleet, entity, checkpoint, problem, seconds)
+                bar.update(1)
+                if save is not None and not context.enabled:
+                    save(fleet)
+        except TrainingInterrupted as interrupted:  # jobs == 1: the signal reached the entity's own training
+            stop.signal_number = interrupted.signal_number
+        bar.close()
+        if stop.signal_number is not None and not context.enabled:
+            if save is not None:
+                save(fleet)
+            raise FleetInterrupted(stop.signal_number, len(fleet.detectors) + len(fleet.skipped), len(fleet.order))
     if context.enabled:
         _gather(fleet, context)
         if save is not None and context.is_main:
@@ -246,6 +293,8 @@ def load_detector(
         if entity is None:
             raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME")
         detector = Fleet.from_bundle(checkpoint).detector(entity)
+    elif entity is not None and dataset is None:
+        raise UserInputError(f"{path} holds one model, not a fleet bundle; drop --entity or pass the bundle")
     else:
         detector = Detector.from_checkpoint(checkpoint)
     if dataset is not None:

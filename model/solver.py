@@ -46,10 +46,13 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signal_number: int, epoch: int, step: int, after_training: bool = False) -> None:
         self.signal_number, self.epoch, self.step, self.after_training = signal_number, epoch, step, after_training
-        name = signal.Signals(signal_number).name
-        where = "after the last epoch, before the checkpoint was written" if after_training else (
-            f"at epoch {epoch}, step {step}")  # fmt: skip
-        super().__init__(f"{name} {where}")
+        super().__init__(signal_number, epoch, step, after_training)  # all of them, so it pickles across processes
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signal_number).name
+        if self.after_training:
+            return f"{name} after the last epoch, before the checkpoint was written"
+        return f"{name} at epoch {self.epoch}, step {self.step}"
 
 
 def seed_everything(seed: int) -> None:

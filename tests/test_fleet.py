@@ -189,3 +189,90 @@ def test_evaluate_one_entity_of_a_bundle_gives_its_full_report(fleet_run, capsys
     assert metrics["dataset"] == "CUSTOM_east" and (out / "CUSTOM_east_associations.png").is_file()
     assert (out / "CUSTOM_east_attribution.json").is_file()
     assert DetectorConfig.from_dict(Fleet.load(fleet_run["bundle"]).config.to_dict()).win_size == 20
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_split_the_entities_into_one_bundle(fleet_run, tmp_path):
+    from tests.test_distributed import torchrun
+
+    out = tmp_path / "out"
+    completed = torchrun("train.py", "--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity",
+                         "--jobs", "1", "--output-dir", str(out), *TINY_TRAIN_FLAGS)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("saved ") == 1  # rank 0 alone writes
+    split, whole = Fleet.load(out / "CUSTOM_fleet.pth"), Fleet.load(fleet_run["bundle"])
+    assert list(split.detectors) == ["east", "west"] and split.skipped.keys() == {"stub"}
+    for name in ("east", "west"):  # each rank trained its entities on one thread, as the workers do
+        mine, theirs = split.detectors[name].model_.state_dict(), whole.detectors[name].model_.state_dict()
+        assert all(torch.equal(mine[key], theirs[key]) for key in theirs), name
+
+
+def test_resuming_with_other_entities_keeps_the_ones_already_trained(fleet_run, tmp_path):
+    out = tmp_path / "out"
+    args = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity", "--jobs", "1",
+            "--output-dir", str(out), *TINY_TRAIN_FLAGS]  # fmt: skip
+    assert train.main([*args, "--entities", "west"]) == 0
+    assert train.main(["--resume", *args, "--entities", "east"]) == 0
+    fleet = Fleet.load(out / "CUSTOM_fleet.pth")
+    assert set(fleet.detectors) == {"west", "east"} and fleet.order == ["west", "east"]
+
+
+def test_global_normalisation_uses_every_entitys_train_and_survives_resume(fleet_run, tmp_path):
+    out = tmp_path / "out"
+    args = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity", "--jobs", "1",
+            "--normalisation", "global", "--output-dir", str(out), *TINY_TRAIN_FLAGS]  # fmt: skip
+    assert train.main([*args, "--entities", "east"]) == 0
+    whole = np.load(fleet_run["data"] / "train_data.npy")
+    first = Fleet.load(out / "CUSTOM_fleet.pth")
+    np.testing.assert_allclose(first.shared_normaliser.mean, whole.mean(axis=0), rtol=1e-5)
+    assert first.detectors["east"].normalizer_.mean.tolist() == first.shared_normaliser.mean.tolist()
+    assert train.main(["--resume", *args, "--entities", "west"]) == 0
+    resumed = Fleet.load(out / "CUSTOM_fleet.pth")
+    assert resumed.normalisation == "global"
+    assert resumed.detectors["west"].normalizer_.std.tolist() == first.shared_normaliser.std.tolist()
+
+
+def write_slow_fleet(folder: Path, entities: int = 6) -> Path:
+    """Entities long enough that training one takes a few seconds on one thread."""
+    rng = np.random.default_rng(1)
+    n = 1500
+    series = np.sin(np.arange(entities * n)[:, None] / 9 + np.arange(3)) + 0.05 * rng.standard_normal((entities * n, 3))
+    np.save(folder / "train_data.npy", series.astype(np.float32))
+    np.save(folder / "test_data.npy", series.astype(np.float32))
+    with open(folder / "entities.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "train_start", "train_len", "test_start", "test_len"])
+        writer.writerows([f"e{i}", i * n, n, i * n, n] for i in range(entities))
+    return folder
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_fleet_with_the_finished_entities_saved_and_resume_completes_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_slow_fleet(tmp_path)
+    out = tmp_path / "out"
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "2", "--output-dir", str(out),
+             "--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32", "--win-size", "20",
+             "--epochs", "3", "--no-progress", "--device", "cpu"]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "train.py", *flags], cwd=root, env=env, stderr=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    bundle = out / "CUSTOM_fleet.pth"
+    deadline = time.time() + 240
+    while not bundle.exists() and time.time() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=240)
+    assert child.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    message = stderr.strip().splitlines()[-1]
+    assert "stopped by SIGTERM after" in message and "--per-entity" in message and str(bundle) in message
+    stopped = Fleet.load(bundle)
+    assert 1 <= len(stopped.detectors) < 6 and not stopped.complete
+    assert train.main(["--resume", *flags]) == 0
+    assert len(Fleet.load(bundle).detectors) == 6
