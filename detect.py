@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from data_factory import UserInputError
-from data_factory.atomic import atomic_path, ensure_writable_dir, write_json
+from data_factory.atomic import Interrupted, atomic_paths, ensure_writable_dir, json_text, signals_raise
+from data_factory.errors import error_line
 from data_factory.missing import NAN_POLICIES
-from evaluation.detection import detect, summary_lines
+from evaluation.detection import check_detect_flags, detect, summary_lines
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
 from model.distributed import init_distributed, shutdown_distributed
@@ -52,10 +53,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _same_file(first: Path, second: Path) -> bool:
+    """One file under two names: the same resolved path (symlinks, relative parts) or the same inode (hard links)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_outputs(args: argparse.Namespace, outputs: dict[str, Path]) -> None:
+    """Refuse, before anything is read or written, an output that is a folder or that would overwrite the
+    input, the checkpoint or the other output."""
+    sources = {"--input": args.input, "--checkpoint": args.checkpoint}
+    for flag, path in outputs.items():
+        if path.is_dir():
+            raise UserInputError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'detections.csv'}")
+        for source_flag, source in sources.items():
+            if source != "-" and _same_file(path, Path(source).expanduser()):
+                raise UserInputError(
+                    f"{flag} {path} is the same file as {source_flag} {source}, which writing it would destroy; "
+                    f"choose another {flag}"
+                )
+    if len(outputs) == 2 and _same_file(*outputs.values()):
+        raise UserInputError(f"--output and --report are the same file ({outputs['--output']}); give them two names")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with signals_raise():
+        try:
+            return run(args)
+        except Interrupted as stopped:
+            print(f"error: stopped by {stopped}; nothing was written (files already there are unchanged)",
+                  file=sys.stderr)  # fmt: skip
+            return 128 + stopped.signal_number
+
+
+def run(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     report_path = Path(args.report) if args.report else (None if to_stdout else Path(args.output).with_suffix(".json"))
+    outputs = {flag: path.expanduser() for flag, path in
+               (("--output", None if to_stdout else Path(args.output)), ("--report", report_path)) if path is not None}
     options = {
         "threshold_percentile": args.threshold_percentile,
         "threshold": args.threshold,
@@ -74,26 +114,26 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError(
                 "under torchrun every rank reads --input and rank 0 writes --output: give files, not -"
             )
+        check_detect_flags(args.chunk_rows, args.batch_size, args.top_sensors, args.nan, args.device, args.threshold)
+        check_outputs(args, outputs)
         # Every rank checks the folders, so a bad one stops them all before any scoring.
-        for path in (None if to_stdout else Path(args.output), report_path):
-            if path is not None:
-                ensure_writable_dir(path.parent)
+        for path in outputs.values():
+            ensure_writable_dir(path.parent)
         if not context.is_main:  # score its share of the batches; rank 0 writes everything
             with open(os.devnull, "w") as sink:
                 detect(args.checkpoint, args.input, sink, **options, context=context)
             return 0
-        with contextlib.ExitStack() as stack:
-            if to_stdout:
-                output = sys.stdout
-            else:
-                temp = stack.enter_context(atomic_path(args.output))  # renamed into place only on success
-                output = stack.enter_context(open(temp, "w", newline=""))
-            report = detect(args.checkpoint, args.input, output, **options, context=context)
-        if report_path is not None:
-            write_json(report, report_path)
+        # The CSV and the report go to temp files, renamed together at the end: replaced together or not at all.
+        with atomic_paths(outputs.values()) as temps:
+            staged = dict(zip(outputs, temps, strict=True))
+            with contextlib.ExitStack() as stack:
+                output = sys.stdout if to_stdout else stack.enter_context(open(staged["--output"], "w", newline=""))
+                report = detect(args.checkpoint, args.input, output, **options, context=context)
+            if "--report" in staged:
+                staged["--report"].write_text(json_text(report))
     except UserInputError as error:
         if context.is_main:  # the other ranks meet the same error; one line is enough
-            print(f"error: {error}", file=sys.stderr)
+            print(error_line(error), file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of --output - (e.g. head) stopped early: end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -106,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_distributed()
     for line in summary_lines(report):
         print(line, file=sys.stderr)
-    written = [p for p in (None if to_stdout else args.output, report_path) if p is not None]
-    if written:
-        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    if outputs:
+        print("wrote " + ", ".join(str(p) for p in outputs.values()), file=sys.stderr)
     return 0
 
 

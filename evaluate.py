@@ -6,17 +6,21 @@ Under torchrun (torchrun --nproc_per_node N evaluate.py ...) the ranks share the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
-from data_factory.atomic import ensure_writable_dir
+from data_factory.atomic import Interrupted, ensure_writable_dir, folder_lock, signals_raise
+from data_factory.errors import error_line
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import parse_baselines
+from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
+from model.api import own_output_folder
 from model.config import DEVICES
 from model.distributed import init_distributed, shutdown_distributed
 from model.fleet import fleet_path
@@ -96,13 +100,17 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
         write_fleet_artifacts,
     )
 
-    ensure_writable_dir(args.output_dir)
+    if args.plots < 0:
+        raise UserInputError(f"--plots must be 0 or a number of entities, got {args.plots}")
+    check_scoring_flags(args.batch_size, args.seed, args.device)
     names = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
-    evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
-                                batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                threshold_percentile=args.threshold_percentile, score_variant=args.score,
-                                score_channels=args.score_channels, smooth=args.smooth)  # fmt: skip
-    paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
+    ensure_writable_dir(args.output_dir)
+    with folder_lock(args.output_dir):
+        evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
+                                    batch_size=args.batch_size, device=args.device, seed=args.seed,
+                                    threshold_percentile=args.threshold_percentile, score_variant=args.score,
+                                    score_channels=args.score_channels, smooth=args.smooth)  # fmt: skip
+        paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
     print(format_fleet_table(evaluation))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
@@ -110,12 +118,22 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with signals_raise():
+        try:
+            return run(args)
+        except Interrupted as stopped:
+            print(f"error: stopped by {stopped}; no result was written (the files already there are unchanged)",
+                  file=sys.stderr)  # fmt: skip
+            return 128 + stopped.signal_number
+
+
+def run(args: argparse.Namespace) -> int:
     checkpoint = default_checkpoint(args)
     if args.per_entity:
         try:
             return run_fleet(args, checkpoint)
         except UserInputError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(error_line(error), file=sys.stderr)
             return 2
     threshold = ThresholdSettings(
         rule=args.threshold,
@@ -126,31 +144,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     context = init_distributed(args.device)  # under torchrun the ranks share the scoring
     try:
-        ensure_writable_dir(args.output_dir)
-        evaluation = evaluate_checkpoint(
-            checkpoint,
-            args.dataset,
-            args.data_dir,
-            protocol=args.protocol,
-            threshold=threshold,
-            baselines=parse_baselines(args.baselines or "random,pca"),
-            batch_size=args.batch_size,
-            device=args.device,
-            seed=args.seed,
-            score_variant=args.score,
-            score_channels=args.score_channels,
-            smooth=args.smooth,
-            entity=args.entity,
-            top_sensors=args.top_sensors,
-            explain=args.explain,
-            context=context,
-        )
-        if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
-            return 0
-        paths = write_artifacts(evaluation, args.output_dir)
+        check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
+                                  args.top_sensors, args.explain)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            own_output_folder(Path(args.output_dir).expanduser(), context, stack)  # one run at a time writes it
+            evaluation = evaluate_checkpoint(
+                checkpoint,
+                args.dataset,
+                args.data_dir,
+                protocol=args.protocol,
+                threshold=threshold,
+                baselines=parse_baselines(args.baselines or "random,pca"),
+                batch_size=args.batch_size,
+                device=args.device,
+                seed=args.seed,
+                score_variant=args.score,
+                score_channels=args.score_channels,
+                smooth=args.smooth,
+                entity=args.entity,
+                top_sensors=args.top_sensors,
+                explain=args.explain,
+                context=context,
+            )
+            if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
+                return 0
+            paths = write_artifacts(evaluation, args.output_dir)
     except UserInputError as error:
         if context.is_main:
-            print(f"error: {error}", file=sys.stderr)
+            print(error_line(error), file=sys.stderr)
         return 2
     finally:
         shutdown_distributed()

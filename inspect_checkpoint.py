@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data_factory import UserInputError
 from data_factory.atomic import json_text
+from data_factory.errors import error_line
 from model.checkpoint import load_checkpoint
 from model.detector import Detector
 from model.fleet import Fleet
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             described, text = describe(Detector.from_checkpoint(checkpoint), path), format_text
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 2
     print(json_text(described).rstrip("\n") if args.json else text(described))
     return 0

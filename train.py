@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
+from data_factory.atomic import Interrupted, signals_raise
+from data_factory.errors import error_line
 from data_factory.registry import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
-from model.api import last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
+from model.api import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from model.config import add_config_flags, config_from_flags, describe_preset
 from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path
 
@@ -53,6 +56,26 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    started = time.time()
+    with signals_raise():  # before training starts and in a fleet's parent process; the epoch loop has its own
+        try:
+            return run(args)
+        except Interrupted as stopped:
+            label = dataset_label(args.dataset, args.entity)
+            best = fleet_path(args.output_dir, args.dataset) if args.per_entity else (
+                best_checkpoint_path(args.output_dir, label))  # fmt: skip
+            if not args.per_entity and best.is_file() and best.stat().st_mtime >= started:
+                print(f"stopped by {stopped} after the run finished; {best} is saved", file=sys.stderr)
+            elif args.per_entity and best.is_file():
+                print(f"stopped by {stopped}; the entities finished so far are in {best}; resume with: "
+                      f"{resume_command(args)} --per-entity", file=sys.stderr)  # fmt: skip
+            else:
+                print(f"stopped by {stopped} before training began; nothing was saved (files already there are "
+                      "unchanged); run the command again", file=sys.stderr)  # fmt: skip
+            return 128 + stopped.signal_number
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_flags(args, args.preset, args.dataset)
         if args.per_entity:
@@ -74,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             save_every=args.save_every,
         )
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 2
     except TrainingFailed as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 1
     except FleetInterrupted as stopped:
         print(f"stopped by {stopped}; the finished ones are saved in {fleet_path(args.output_dir, args.dataset)}; "

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from data_factory import psm, smd, telemanom
-from data_factory.errors import UserInputError
+from data_factory.atomic import Interrupted, signals_raise
+from data_factory.errors import UserInputError, error_line
 from data_factory.local_files import data_folder, find_reference_arrays
 from data_factory.registry import DEFAULT_DATA_DIR
 
@@ -52,10 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {env_var: getattr(args, env_var) for env_var in URL_FLAGS.values()}
     folder = data_folder(args.data_dir)
     try:
-        dataset = LOADERS[args.dataset](folder, args.entity, urls=overrides)
+        with signals_raise():  # a stopped download still removes its temp files
+            dataset = LOADERS[args.dataset](folder, args.entity, urls=overrides)
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 2
+    except Interrupted as stopped:
+        print(f"error: stopped by {stopped}; nothing was kept (run the command again)", file=sys.stderr)
+        return 128 + stopped.signal_number
     summary = f"{dataset.name} ready: train {dataset.train.shape}, test {dataset.test.shape}"
     if dataset.test_labels is not None:
         anomalous = int(dataset.test_labels.sum())

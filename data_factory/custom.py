@@ -14,7 +14,7 @@ import numpy as np
 
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.errors import UserInputError
-from data_factory.readers import read_table
+from data_factory.readers import load_npy, missing_file_reason, read_table
 
 
 def _find(folder: Path, stem: str, required: bool) -> Path | None:
@@ -22,6 +22,8 @@ def _find(folder: Path, stem: str, required: bool) -> Path | None:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
+        if candidate.is_symlink() or candidate.exists():  # there, but not a readable file: say what it is
+            raise UserInputError(f"{candidate} {missing_file_reason(candidate)}; replace it with the {stem} file")
     if required:
         raise UserInputError(f"{folder} has no {stem}.npy or {stem}.csv; CUSTOM needs train_data and test_data there")
     return None
@@ -31,12 +33,7 @@ def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """Load a .npy or .csv file; return the array and the CSV header names, if any."""
     if path.suffix == ".csv":
         return read_table(path)  # the one CSV reader, shared with detect.py
-    try:
-        return np.load(path, allow_pickle=False), None
-    except (OSError, ValueError) as error:
-        raise UserInputError(
-            f"cannot read {path}: {error}; save it with numpy.save or as a comma-separated file"
-        ) from None
+    return load_npy(path), None
 
 
 ENTITIES_FILE = "entities.csv"
@@ -92,7 +89,10 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         raise UserInputError("--dataset CUSTOM needs --data-dir PATH, a folder with train_data.npy and test_data.npy")
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-        raise UserInputError(f"--data-dir {folder} does not exist; point it at the folder with train_data.npy")
+        raise UserInputError(
+            f"--data-dir {folder} {'is a file, not a folder' if folder.is_file() else missing_file_reason(folder)}; "
+            "point it at the folder with train_data.npy"
+        )
     train_path = _find(folder, "train_data", required=True)
     test_path = _find(folder, "test_data", required=True)
     label_path = _find(folder, "test_labels", required=False)

@@ -37,6 +37,28 @@ class TimeSeriesDataset:
         return digest.hexdigest()
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32(array: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
+    """`array` as float32; a finite value beyond the float32 range is an error, never a silent infinity.
+
+    first_row: the row number of array[0] in the file, for the message.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        with np.errstate(invalid="ignore"):
+            beyond = np.isfinite(array) & (np.abs(array) > FLOAT32_MAX)
+        if beyond.any():
+            where = np.argwhere(beyond)[0]
+            place = f"row {first_row + where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
+            raise UserInputError(
+                f"{what} has {int(beyond.sum())} values beyond the float32 range (|x| > 3.4e38), the first "
+                f"{float(array[tuple(where)]):.3g} at {place}; rescale that channel (e.g. to other units)"
+            )
+    return array.astype(np.float32, copy=False)
+
+
 def check_series(array: np.ndarray, what: str, n_channels: int | None = None) -> np.ndarray:
     """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it."""
     array = np.asarray(array)
@@ -52,7 +74,7 @@ def check_series(array: np.ndarray, what: str, n_channels: int | None = None) ->
         raise UserInputError(
             f"{what} has {array.shape[1]} channels but {n_channels} were expected; every split needs the same columns"
         )
-    array = array.astype(np.float32, copy=False)
+    array = as_float32(array, what)
     bad = ~np.isfinite(array)
     if bad.any():
         rows, columns = np.nonzero(bad)

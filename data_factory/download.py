@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from data_factory.atomic import atomic_path
@@ -52,6 +53,9 @@ class RetryPolicy:
     backoff_s: float = 1.0  # wait before the first retry; doubles after each one
     connect_timeout_s: float = 15.0
     read_timeout_s: float = 60.0  # longest silence between two chunks of the body
+    min_rate_bytes_s: float = 1024.0  # an attempt slower than this over a rate window is given up (and retried)
+    rate_window_s: float = 30.0
+    deadline_s: float = 3600.0  # the whole download, every attempt and wait included
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -73,14 +77,49 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _stream_once(url: str, handle, max_bytes: int, policy: RetryPolicy) -> None:
+class _Deadline:
+    """The end of the overall deadline of one download."""
+
+    def __init__(self, url: str, policy: RetryPolicy) -> None:
+        self.url, self.seconds = url, policy.deadline_s
+        self.end = time.monotonic() + policy.deadline_s
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DownloadFailed(self.url, f"it did not finish within the {self.seconds:g} s deadline")
+        return left
+
+
+class _RateWatch:
+    """Gives up an attempt whose transfer rate, over each window of rate_window_s, falls under min_rate_bytes_s."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.started, self.bytes = time.monotonic(), 0
+
+    def add(self, count: int, received: int) -> None:
+        self.bytes += count
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.policy.rate_window_s:
+            return
+        rate = self.bytes / elapsed
+        if rate < self.policy.min_rate_bytes_s:
+            raise _Retryable(
+                f"the transfer ran at {rate:.2g} bytes/s over {elapsed:.0f} s, under the minimum of "
+                f"{self.policy.min_rate_bytes_s:g} bytes/s ({received:,} bytes received)"
+            )
+        self.started, self.bytes = time.monotonic(), 0
+
+
+def _stream_once(url: str, handle, max_bytes: int, policy: RetryPolicy, deadline: _Deadline) -> None:
     """One attempt: stream the body into `handle`; raise _Retryable or DownloadFailed on failure."""
     try:
         # identity encoding: the byte count must match Content-Length and the checksum the raw file.
         response = requests.get(
             url,
             stream=True,
-            timeout=(policy.connect_timeout_s, policy.read_timeout_s),
+            timeout=(min(policy.connect_timeout_s, deadline.left()), min(policy.read_timeout_s, deadline.left())),
             headers={"Accept-Encoding": "identity"},
         )
     except (requests.ConnectionError, requests.Timeout) as error:
@@ -99,16 +138,24 @@ def _stream_once(url: str, handle, max_bytes: int, policy: RetryPolicy) -> None:
         handle.truncate()
         received = 0
         name = Path(urlsplit(url).path).name or url
+        rate = _RateWatch(policy)
         # disable=None: the bar shows on a terminal and stays out of logs and captured output.
         with tqdm(total=declared, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=None) as bar:
             try:
-                for chunk in response.iter_content(CHUNK_BYTES):
+                while True:
+                    # read1: whatever has arrived (up to a chunk), so a server that drips bytes is seen
+                    # to be slow instead of holding one read open for ever.
+                    chunk = response.raw.read1(CHUNK_BYTES)
+                    if not chunk:
+                        break
                     received += len(chunk)
                     if received > max_bytes:
                         raise DownloadFailed(url, f"the response passed the {max_bytes:,}-byte cap; refusing it")
                     handle.write(chunk)
                     bar.update(len(chunk))
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+                    deadline.left()
+                    rate.add(len(chunk), received)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
                 raise _Retryable(f"the connection broke after {received:,} bytes ({_short(error)})") from None
         if declared is not None and received != declared:
             raise _Retryable(f"received {received:,} of {declared:,} bytes")
@@ -134,10 +181,12 @@ def downloaded(
 ) -> Iterator[Path]:
     """Download `url` into a temp file `.{name}.*.part` inside `folder`, yield its path, delete it afterwards.
 
-    Retries dropped connections, timeouts, 5xx and 429 with exponential backoff; refuses a body
-    over `max_bytes`. Raises DownloadFailed once the attempts are spent.
+    Retries dropped connections, timeouts, 5xx, 429 and transfers under the policy's minimum rate,
+    with exponential backoff; refuses a body over `max_bytes`. Raises DownloadFailed once the
+    attempts are spent or the overall deadline has passed.
     """
     policy = policy or DEFAULT_POLICY
+    deadline = _Deadline(url, policy)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", suffix=".part", delete=False)
@@ -147,14 +196,14 @@ def downloaded(
             print(f"downloading {url}", file=sys.stderr)
             for attempt in range(1, policy.attempts + 1):
                 try:
-                    _stream_once(url, handle, max_bytes, policy)
+                    _stream_once(url, handle, max_bytes, policy, deadline)
                     break
                 except _Retryable as error:
                     if attempt == policy.attempts:
                         raise DownloadFailed(url, f"{error} (after {attempt} attempts)") from None
                     wait = policy.backoff_s * 2 ** (attempt - 1)
                     print(f"  attempt {attempt} failed ({error}); retrying in {wait:g} s", file=sys.stderr)
-                    time.sleep(wait)
+                    time.sleep(min(wait, deadline.left()))
         yield temp
     finally:
         temp.unlink(missing_ok=True)
@@ -211,14 +260,9 @@ def data_lock(folder: str | os.PathLike, name: str) -> Iterator[None]:
 def manual_instructions(
     what: str, folder: Path, reason: str, urls: list[str], commands: list[str], layout: list[str]
 ) -> str:
-    """One message for a failed download: what went wrong, the URLs, the commands to run by hand, the layout."""
-    lines = [
-        f"{what} is not in {folder}; {reason}",
-        "  URLs (override with the environment variables or flags shown in README 'Real datasets'):",
-        *(f"    {url}" for url in urls),
-        "  on a machine with internet, fetch the files by hand:",
-        *(f"    {command}" for command in commands),
-        f"  then copy them so that {folder} holds:",
-        *(f"    {entry}" for entry in layout),
-    ]
-    return "\n".join(lines)
+    """One line for a failed download: what went wrong, the commands to run by hand, the layout, the URLs."""
+    return (
+        f"{what} is not in {folder}; {reason}. On a machine with internet run: {' ; '.join(commands)}; "
+        f"then copy the files so that {folder} holds {', '.join(layout)}. Mirrors: set {', '.join(urls)} "
+        "or the flags of python -m data_factory prepare (docs/datasets.md)"
+    )

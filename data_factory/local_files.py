@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 # Imported as a module: registry imports the loaders that import this file, so its names are read at call time.
 from data_factory import registry
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.errors import UserInputError
+from data_factory.readers import load_npy
 
 REFERENCE_PARTS = ("train", "test", "test_label")
 
@@ -50,9 +49,9 @@ def load_reference_arrays(name: str, paths: list[Path], channel_names: list[str]
     arrays = []
     for path in paths:
         try:
-            arrays.append(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as error:
-            raise UserInputError(f"cannot read {path}: {error}; replace it or remove the {name}_*.npy set") from None
+            arrays.append(load_npy(path))
+        except UserInputError as error:
+            raise UserInputError(f"{error}; replace it or remove the {name}_*.npy set") from None
     train = check_series(arrays[0], str(paths[0]))
     test = check_series(arrays[1], str(paths[1]), n_channels=train.shape[1])
     names = channel_names if len(channel_names) == train.shape[1] else [f"ch{i}" for i in range(train.shape[1])]

@@ -8,6 +8,8 @@ when named and present, is kept apart from the sensor values.
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
+from data_factory.dataset import as_float32
 from data_factory.errors import UserInputError
 
 
@@ -81,7 +84,7 @@ def _frame_chunk(
             f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric "
             "sensor columns (detect.py also takes a timestamp column named by --timestamp-column)"
         )
-    return Chunk(frame.to_numpy(dtype=np.float32), stamps, entities)
+    return Chunk(as_float32(frame.to_numpy(dtype=np.float64), name, first_row), stamps, entities)
 
 
 def _csv_table(
@@ -118,16 +121,71 @@ def _csv_table(
     return InputTable(name, columns, stamp, chunks())
 
 
+def missing_file_reason(path: Path) -> str:
+    """Why `path` is not a readable file, as the end of a sentence: 'does not exist', 'is a symbolic link loop', ..."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"is a broken symbolic link (to {os.readlink(path)})"
+        return "does not exist"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link loop (it points back at itself)"
+        return f"cannot be read ({error.strerror})"
+    if path.is_dir():
+        return "is a folder, not a file"
+    return "is not a regular file"
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def npy_problem(path: Path) -> str | None:
+    """Why `path` cannot be a .npy array file, judged from its first bytes; None when it may be one."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not head:
+        return "is empty (0 bytes)"
+    if head != NPY_MAGIC:
+        return "is not a .npy file (it does not start with the .npy header); save it with numpy.save"
+    return None
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """A whole .npy array (pickled objects refused), or a UserInputError naming what is wrong with the file."""
+    problem = npy_problem(path)
+    if problem is not None:
+        raise UserInputError(f"{path} {problem}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise UserInputError(f"{path} holds pickled Python objects, which are refused; save numbers") from None
+        raise UserInputError(f"cannot read {path} as .npy: {str(error).splitlines()[0]}") from None
+    except EOFError:
+        raise UserInputError(f"{path} is truncated: it ends inside its .npy header; save it again") from None
+    except OSError as error:
+        raise UserInputError(f"cannot read {path}: {error.strerror or error}; save it again") from None
+
+
 def _npy_table(path: Path, chunk_rows: int) -> InputTable:
     """Reads rows straight from the file (no memory map, whose touched pages would all stay resident)."""
+    problem = npy_problem(path)
+    if problem is not None:
+        raise UserInputError(f"{path} {problem}")
     handle = open(path, "rb")  # closed by the chunk generator below
     try:
         version = np.lib.format.read_magic(handle)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(handle)
-    except ValueError as error:
+    except (ValueError, EOFError) as error:
         handle.close()
-        raise UserInputError(f"cannot read {path} as .npy: {error}") from None
+        reason = str(error).splitlines()[0] if str(error) else "its header is cut short"
+        raise UserInputError(f"cannot read {path} as .npy: {reason}") from None
     if len(shape) not in (1, 2) or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         handle.close()
         raise UserInputError(f"{path} must hold a real (time, channels) array, got shape {shape} of {dtype}")
@@ -149,7 +207,7 @@ def _npy_table(path: Path, chunk_rows: int) -> InputTable:
                 else:
                     handle.seek(offset + start * width * dtype.itemsize)
                     block = np.fromfile(handle, dtype=dtype, count=n * width).reshape(n, width)
-                yield Chunk(block.astype(np.float32), None)
+                yield Chunk(as_float32(block, str(path), start), None)
 
     return InputTable(str(path), None, None, chunks())
 
@@ -196,7 +254,7 @@ def open_input(
         return _csv_table(stdin or sys.stdin, "stdin", chunk_rows, stamp_column, False, entity_column)
     path = Path(source).expanduser()
     if not path.is_file():
-        raise UserInputError(f"input {path} does not exist")
+        raise UserInputError(f"input {path} {missing_file_reason(path)}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if entity_column is not None:

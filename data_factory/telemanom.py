@@ -48,6 +48,7 @@ from data_factory.download import (
 )
 from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder, find_reference_arrays, load_reference_arrays
+from data_factory.readers import missing_file_reason, npy_problem
 
 SPACECRAFT = ("SMAP", "MSL")
 DATA_URL_VAR = "TELEMANOM_DATA_URL"
@@ -156,20 +157,48 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], index: list[dict]) 
 
 
 def read_index(folder: Path) -> list[dict] | None:
-    """The channel index of a complete cache whose arrays have the shapes it promises, else None."""
+    """The channel index of a complete cache, or None when there is no complete cache (no index file).
+
+    An index beside arrays that are missing, unreadable, truncated or of other shapes than it
+    promises is a damaged cache: a UserInputError names the bad file (downloading again would hide it).
+    """
+    index_path = folder / INDEX_FILE
+    if not index_path.is_file():
+        return None
+
+    def damaged(path: Path, reason: str) -> UserInputError:
+        return UserInputError(
+            f"the {folder.name} cache file {path} {reason}; delete the folder {folder} to rebuild it from the download"
+        )
+
     try:
-        with open(folder / INDEX_FILE, newline="") as handle:
+        with open(index_path, newline="") as handle:
             index = [
                 {key: value if key == "chan_id" else int(value) for key, value in record.items()}
                 for record in csv.DictReader(handle)
             ]
-        shapes = [np.load(folder / file, mmap_mode="r", allow_pickle=False).shape for file in ARRAY_FILES]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
+        raise damaged(index_path, "cannot be read as the channel index") from None
+    if not index or any(set(row) != set(INDEX_COLUMNS) for row in index):
+        raise damaged(index_path, "is not a channel index")
+    shapes = []
+    for file in ARRAY_FILES:
+        path = folder / file
+        if not path.is_file():
+            raise damaged(path, missing_file_reason(path))
+        problem = npy_problem(path)
+        try:
+            if problem is None:
+                shapes.append(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        except (OSError, ValueError, EOFError):
+            problem = "is truncated or not a .npy array"
+        if problem is not None:
+            raise damaged(path, problem)
     n_train = sum(row["train_len"] for row in index)
     n_test = sum(row["test_len"] for row in index)
-    if not index or shapes[0][:1] != (n_train,) or shapes[1][:1] != (n_test,) or shapes[2] != (n_test,):
-        return None
+    for file, shape, rows in zip(ARRAY_FILES, shapes, (n_train, n_test, n_test), strict=True):
+        if shape[:1] != (rows,) or (file == "test_label.npy" and len(shape) != 1):
+            raise damaged(folder / file, f"has shape {shape}, but {INDEX_FILE} promises {rows} rows")
     return index
 
 

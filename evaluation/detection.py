@@ -24,7 +24,7 @@ from evaluation.thresholds import stored_threshold
 from model.detector import Detector
 from model.distributed import DistributedContext
 from model.fleet import Fleet, load_detector
-from model.scoring import PointValues
+from model.scoring import PointValues, resolve_device
 
 
 def _take(queue: deque, n: int) -> np.ndarray:
@@ -42,15 +42,38 @@ def _take(queue: deque, n: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _write_points(writer, index: np.ndarray, part: PointValues, threshold: float, names, scale, k: int) -> int:
-    """One CSV row per point: index or timestamp, score, flag, top sensors of flagged points. Returns the flag count."""
-    flags = part.scores > threshold
+def flag_points(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(flags, non_finite): a point is flagged above the threshold, and also when its score is NaN/Inf (the
+    model met values it cannot score, e.g. far outside TRAIN's range): such a point is never silently normal."""
+    non_finite = ~np.isfinite(scores)
+    return (scores > threshold) | non_finite, non_finite
+
+
+def _write_points(writer, index: np.ndarray, part: PointValues, threshold: float, names, scale, k: int) -> tuple:
+    """One CSV row per point: index or timestamp, score, flag, top sensors of flagged points (none for a
+    non-finite score). Returns the flag count, the non-finite count and the index of the first non-finite point."""
+    flags, non_finite = flag_points(part.scores, threshold)
     tops = np.full(len(flags), "", dtype=object)
-    if flags.any():
-        tops[flags] = top_sensor_text(part.errors[flags], scale, names, min(k, len(names)))
+    ranked = flags & ~non_finite
+    if ranked.any():
+        tops[ranked] = top_sensor_text(part.errors[ranked], scale, names, min(k, len(names)))
     scores = np.char.mod("%.9g", part.scores)  # 9 digits: a float32 score reads back exactly
     writer.writerows(zip(index.tolist(), scores.tolist(), flags.astype(int).tolist(), tops.tolist(), strict=True))
-    return int(flags.sum())
+    first = index[np.argmax(non_finite)].item() if non_finite.any() else None
+    return int(flags.sum()), int(non_finite.sum()), first
+
+
+def check_detect_flags(
+    chunk_rows: int, batch_size: int, top_sensors: int, nan_policy: str, device: str, threshold: float | None
+) -> None:
+    """detect's flags, refused before the checkpoint or the input is read and before anything is written."""
+    if chunk_rows <= 0 or batch_size <= 0 or top_sensors <= 0:
+        raise UserInputError("--chunk-rows, --batch-size and --top-sensors must be positive")
+    if nan_policy not in NAN_POLICIES:
+        raise UserInputError(f"--nan must be one of {', '.join(NAN_POLICIES)}")
+    if threshold is not None and not np.isfinite(threshold):
+        raise UserInputError(f"--threshold must be a finite number, got {threshold}")
+    resolve_device(device)
 
 
 def detect(
@@ -78,10 +101,7 @@ def detect(
     Under torchrun (`context`) every rank reads the same input and runs its share of the batches;
     each gets every score, so only rank 0 needs to keep the output.
     """
-    if chunk_rows <= 0 or batch_size <= 0 or top_sensors <= 0:
-        raise UserInputError("--chunk-rows, --batch-size and --top-sensors must be positive")
-    if nan_policy not in NAN_POLICIES:
-        raise UserInputError(f"--nan must be one of {', '.join(NAN_POLICIES)}")
+    check_detect_flags(chunk_rows, batch_size, top_sensors, nan_policy, device, threshold)
     options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "top_sensors": top_sensors,
                "nan_policy": nan_policy, "batch_size": batch_size}  # fmt: skip
     if entity_column is not None:
@@ -120,12 +140,14 @@ def detect(
             )
 
     writer = csv.writer(output, lineterminator="\n")
-    n_flagged = 0
+    n_flagged, n_non_finite, first_non_finite = 0, 0, None
     for number, part in enumerate(detector.stream(raw_chunks(), batch_size=batch_size, context=context)):
         if number == 0:  # the header waits until the first chunk passed its checks
             writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
         index = _take(stamps, len(part.scores))
-        n_flagged += _write_points(writer, index, part, threshold_value, names, scale, top_sensors)
+        flagged, non_finite, first = _write_points(writer, index, part, threshold_value, names, scale, top_sensors)
+        n_flagged, n_non_finite = n_flagged + flagged, n_non_finite + non_finite
+        first_non_finite = first if first_non_finite is None else first_non_finite
 
     return {
         "checkpoint": str(checkpoint_path),
@@ -137,6 +159,8 @@ def detect(
         "threshold": {"value": threshold_value, "source": threshold_source},
         "n_flagged": n_flagged,
         "flagged_share": n_flagged / rows,
+        "non_finite_scores": n_non_finite,  # flagged too; see flag_points
+        "first_non_finite": first_non_finite,
         "columns": columns,
         "nan_policy": nan_policy,
         "filled_values": missing.filled,
@@ -197,15 +221,17 @@ def detect_by_entity(
         series = missing.apply(values[rows], 0)
         points = detector.score_points(series, batch_size=batch_size)
         value, source = stored_threshold(detector, threshold_percentile, threshold)
-        flagged = points.scores > value
+        flagged, non_finite = flag_points(points.scores, value)
         scores[rows], flags[rows] = points.scores, flagged
-        if flagged.any():
-            tops[rows[flagged]] = top_sensor_text(points.errors[flagged], _sensor_scale(detector), names,
-                                                  min(top_sensors, len(names)))  # fmt: skip
+        ranked = flagged & ~non_finite
+        if ranked.any():
+            tops[rows[ranked]] = top_sensor_text(points.errors[ranked], _sensor_scale(detector), names,
+                                                 min(top_sensors, len(names)))  # fmt: skip
         moments = ChannelMoments(len(names))
         moments.update(detector.normalizer_.transform(series))
         report_entities[name] = {"rows": len(rows), "threshold": {"value": value, "source": source},
-                                 "n_flagged": int(flagged.sum()), "filled_values": missing.filled,
+                                 "n_flagged": int(flagged.sum()), "non_finite_scores": int(non_finite.sum()),
+                                 "filled_values": missing.filled,
                                  "drift": drift_report(moments, detector.normalizer_.std, names)}  # fmt: skip
     writer = csv.writer(output, lineterminator="\n")
     writer.writerow([table.stamp_column or "index", "entity", "score", "flag", "top_sensors"])
@@ -213,6 +239,7 @@ def detect_by_entity(
     writer.writerows(zip(stamps.tolist(), labels.tolist(), shown.tolist(), flags.tolist(), tops.tolist(), strict=True))
     n_flagged = int(flags.sum())
     return {
+        "non_finite_scores": sum(part["non_finite_scores"] for part in report_entities.values()),
         "checkpoint": checkpoint_name,
         "dataset": fleet.dataset,
         "input": table.name,
@@ -226,6 +253,14 @@ def detect_by_entity(
     }
 
 
+def non_finite_line(count: int, first: object) -> str:
+    where = f" (the first at {first})" if first is not None else ""
+    return (
+        f"warning: {count} points have a non-finite score{where}: the input holds values the model cannot score "
+        "(far outside TRAIN's range); they are flagged, with an empty top_sensors"
+    )
+
+
 def summary_lines(report: dict) -> list[str]:
     """What detect.py prints after a run."""
     if "entities" in report:  # routed by an entity column
@@ -235,6 +270,8 @@ def summary_lines(report: dict) -> list[str]:
         for name, part in report["entities"].items():
             lines.append(f"  {name}: {part['rows']} rows, threshold {part['threshold']['value']:.6g}, "
                          f"{part['n_flagged']} flagged")  # fmt: skip
+            if part["non_finite_scores"]:
+                lines.append(f"  {name}: {non_finite_line(part['non_finite_scores'], None)}")
             warning = drift_warning(part["drift"])
             if warning:
                 lines.append(f"  {name}: {warning}")
@@ -244,6 +281,8 @@ def summary_lines(report: dict) -> list[str]:
         f"({report['score_variant']} score); threshold {report['threshold']['value']:.6g} = "
         f"{report['threshold']['source']}; {report['n_flagged']} points flagged ({report['flagged_share']:.2%})"
     ]
+    if report["non_finite_scores"]:
+        lines.append(non_finite_line(report["non_finite_scores"], report["first_non_finite"]))
     if report["filled_values"]:
         lines.append(f"filled {report['filled_values']} NaN/Inf values (--nan fill)")
     warning = drift_warning(report["drift"])

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_path, ensure_writable_dir, write_json
+from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
+from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period, tsb_vus
 from model.checkpoint import check_checkpoint_matches
@@ -42,6 +43,7 @@ class EntityScores:
     train: dict[str, np.ndarray]  # method -> TRAIN scores
     test: dict[str, np.ndarray]  # method -> TEST scores
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
+    non_finite: dict[str, int] = field(default_factory=dict)  # method -> NaN/Inf TEST scores, ranked most anomalous
     failed: dict[str, str] = field(default_factory=dict)  # method -> why it could not run on this entity
 
     @property
@@ -115,6 +117,7 @@ def evaluate_fleet(
     score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
     --score, --score-channels and --smooth do for one model.
     """
+    check_scoring_flags(batch_size, seed, device)
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
@@ -142,6 +145,10 @@ def evaluate_fleet(
                 scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), str(error)
                 continue
             scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+        for name in (m for m in methods if m not in scored.failed):
+            check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
+                                      scored.train[name])  # fmt: skip
+            scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
         for name in methods:
             if name not in scored.failed:
                 scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
@@ -208,7 +215,7 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
         "aggregate": evaluation.aggregate(),
         "entities": {
             entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics,
-                            "failed": entity.failed}
+                            "non_finite_scores": entity.non_finite, "failed": entity.failed}
             for entity in evaluation.entities
         },
         "skipped": evaluation.skipped,
@@ -258,8 +265,20 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
         "worst": folder / f"{stem}_worst.png",
         "best": folder / f"{stem}_best.png",
     }
-    write_json(fleet_summary(evaluation), paths["json"])
-    with atomic_path(paths["csv"]) as temp, open(temp, "w", newline="") as handle:
+    # Every file is written to its temp first and all are renamed at the end: replaced together or not at all.
+    with atomic_paths(paths.values()) as temps:
+        staged = dict(zip(paths, temps, strict=True))
+        staged["json"].write_text(json_text(fleet_summary(evaluation)))
+        _write_entities_csv(evaluation, staged["csv"])
+        worst, best = ranked_entities(evaluation, k)
+        for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
+            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key],
+                          evaluation.threshold_percentile)  # fmt: skip
+    return paths
+
+
+def _write_entities_csv(evaluation: FleetEvaluation, path: Path) -> None:
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["entity", "n_test", "n_anomalous", "method", *PER_ENTITY_METRICS])
         for entity in evaluation.entities:
@@ -267,9 +286,3 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
                 values = [entity.metrics[method][m] for m in PER_ENTITY_METRICS]
                 shown = ["" if value is None else f"{value:.6g}" for value in values]
                 writer.writerow([entity.entity, len(entity.labels), int(entity.labels.sum()), method, *shown])
-    worst, best = ranked_entities(evaluation, k)
-    for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
-        with atomic_path(paths[key]) as temp:
-            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", temp,
-                          evaluation.threshold_percentile)  # fmt: skip
-    return paths

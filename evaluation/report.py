@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_path, ensure_writable_dir, json_ready, write_json
+from data_factory.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
@@ -18,11 +18,12 @@ from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
-from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
+from evaluation.thresholds import Threshold, choose_threshold
+from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.fleet import load_detector
 from model.score_settings import ScoreSettings, override_score_settings
-from model.scoring import smooth_scores
+from model.scoring import resolve_device, smooth_scores
 
 PROTOCOLS = ("default", "paper")
 TABLE_ROWS = (
@@ -67,6 +68,7 @@ class MethodResult:
     predictions: np.ndarray
     metrics: dict = field(default_factory=dict)  # empty without labels
     degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
+    non_finite: int = 0  # TEST scores that were NaN/Inf: ranked as the most anomalous (see rank_non_finite)
 
 
 @dataclass
@@ -107,7 +109,30 @@ def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) 
     return settings.rule or "train", ratio
 
 
-def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> MethodResult:
+def rank_non_finite(scores: np.ndarray, train_scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """The scores with each NaN/Inf replaced by a value above every finite TRAIN and TEST score, so that it
+    ranks as the most anomalous point and is flagged by any TRAIN threshold, instead of breaking the metrics
+    or passing as normal; and how many there were."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores, 0
+    finite = np.concatenate([scores[~bad], train_scores[np.isfinite(train_scores)]]).astype(np.float64)
+    top = float(finite.max()) if finite.size else 0.0
+    return np.where(bad, top + max(abs(top), 1.0), scores).astype(scores.dtype), int(bad.sum())
+
+
+def check_train_scores_finite(name: str, train_scores: np.ndarray) -> None:
+    bad = ~np.isfinite(train_scores)
+    if bad.any():
+        raise UserInputError(
+            f"{name} gives {int(bad.sum())} TRAIN points a non-finite score (first at row {int(np.argmax(bad))}), "
+            "so no threshold can be read from them; the checkpoint's weights or statistics are broken: retrain it"
+        )
+
+
+def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio, name="model") -> MethodResult:
+    check_train_scores_finite("the checkpoint" if name == "model" else f"the {name} baseline", train_scores)
+    scores, non_finite = rank_non_finite(scores, train_scores)
     threshold = choose_threshold(
         rule,
         train_scores,
@@ -123,7 +148,40 @@ def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio) -> M
     reason = degenerate_reason(train_scores, scores, threshold.value)
     if reason is not None:
         metrics = without_threshold_metrics(metrics)
-    return MethodResult(train_scores, scores, threshold, predictions, metrics, reason)
+    return MethodResult(train_scores, scores, threshold, predictions, metrics, reason, non_finite)
+
+
+def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
+    """The flags every evaluation shares, refused before any data or checkpoint is read."""
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be positive, got {batch_size}")
+    if not 0 <= seed < 2**32:
+        raise UserInputError(f"--seed must be in [0, 2**32), got {seed}")
+    resolve_device(device)
+
+
+def check_evaluation_settings(
+    protocol: str,
+    settings: ThresholdSettings,
+    dataset_name: str,
+    batch_size: int,
+    seed: int,
+    device: str,
+    top_sensors: int = 3,
+    explain: int = 0,
+) -> None:
+    """Every flag of an evaluation, checked before any data or checkpoint is read (the threshold settings
+    on stand-in scores)."""
+    check_scoring_flags(batch_size, seed, device)
+    rule, ratio = resolve_rule(protocol, settings, dataset_name.upper())
+    stand_in = np.zeros(4)
+    percentile = DetectorConfig.threshold_percentile if settings.percentile is None else settings.percentile
+    choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
+                     pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+    if top_sensors < 1:
+        raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
+    if explain < 0:
+        raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
 
 
 def evaluate_checkpoint(
@@ -152,12 +210,7 @@ def evaluate_checkpoint(
     the ranks share the forward passes; rank 0 gets the Evaluation, the others None.
     """
     settings = threshold or ThresholdSettings()
-    if settings.percentile is not None:
-        percentile_threshold(np.zeros(1), settings.percentile)  # reject a bad percentile before any work
-    if top_sensors < 1:
-        raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
-    if explain < 0:
-        raise UserInputError(f"--explain must be 0 (off) or a number of windows, got {explain}")
+    check_evaluation_settings(protocol, settings, dataset_name, batch_size, seed, device, top_sensors, explain)
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
     detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model
@@ -192,7 +245,7 @@ def evaluate_checkpoint(
     }
     val_ratio = detector.config.val_ratio
     methods = {
-        name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio)
+        name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio, name)
         for name, (train_scores, scores) in raw.items()
     }
     flagged = methods["model"]
@@ -236,6 +289,7 @@ def summary(evaluation: Evaluation) -> dict:
             "n_flagged": int(method.predictions.sum()),
             "degenerate": method.degenerate_reason is not None,
             "degenerate_reason": method.degenerate_reason,
+            "non_finite_scores": method.non_finite,
         }
     return {
         "dataset": evaluation.dataset,
@@ -261,6 +315,12 @@ def format_table(evaluation: Evaluation) -> str:
         for name, method in evaluation.methods.items()
         if method.degenerate_reason is not None
     ]
+    degenerate += [
+        f"{name}: {method.non_finite} TEST points have a non-finite score (NaN/Inf, e.g. from extreme input "
+        "values); they rank as the most anomalous and are flagged"
+        for name, method in evaluation.methods.items()
+        if method.non_finite
+    ]
     if evaluation.labels is None:
         flagged = f"no test labels: {int(model.predictions.sum())} of {len(model.predictions)} points flagged"
         return "\n".join([header, flagged, *degenerate])
@@ -279,14 +339,24 @@ def format_table(evaluation: Evaluation) -> str:
 
 
 def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str, Path]:
-    """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png atomically, plus
-    {DATASET}_attribution.json/.csv and, with associations, {DATASET}_associations.npz/.png."""
+    """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png, plus
+    {DATASET}_attribution.json/.csv and, with associations, {DATASET}_associations.npz/.png.
+
+    All of them are written to temp files first and renamed at the end, so a run's artifacts
+    replace the previous run's together or not at all (a full disk leaves the old set intact).
+    """
     folder = ensure_writable_dir(output_dir)
     paths = {
         "npz": folder / f"{evaluation.dataset}_evaluation.npz",
         "json": folder / f"{evaluation.dataset}_metrics.json",
         "plot": folder / f"{evaluation.dataset}_scores.png",
     }
+    if evaluation.attribution is not None:
+        paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
+        paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
+    if evaluation.associations is not None:
+        paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
+        paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
     report = summary(evaluation)
     model = evaluation.model
     arrays = {
@@ -301,24 +371,18 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         if name != "model":
             arrays[f"{name}_scores"] = method.scores
             arrays[f"{name}_predictions"] = method.predictions
-    with atomic_path(paths["npz"]) as temp, open(temp, "wb") as handle:
-        np.savez(handle, **arrays)
-    write_json(report, paths["json"])
-    with atomic_path(paths["plot"]) as temp:
-        plot_scores(evaluation, temp)
-    if evaluation.attribution is not None:
-        paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
-        paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
-        document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
-        document |= evaluation.attribution.to_json()
-        write_json(document, paths["attribution_json"])
-        with atomic_path(paths["attribution_csv"]) as temp:
-            evaluation.attribution.write_csv(temp)
-    if evaluation.associations is not None:
-        paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
-        paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
-        with atomic_path(paths["associations_npz"]) as temp:
-            save_association_npz(evaluation.associations, temp)
-        with atomic_path(paths["associations_plot"]) as temp:
-            plot_association_maps(evaluation.associations, temp)
+    with atomic_paths(paths.values()) as temps:
+        staged = dict(zip(paths, temps, strict=True))
+        with open(staged["npz"], "wb") as handle:
+            np.savez(handle, **arrays)
+        staged["json"].write_text(json_text(report))
+        plot_scores(evaluation, staged["plot"])
+        if evaluation.attribution is not None:
+            document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
+            document |= evaluation.attribution.to_json()
+            staged["attribution_json"].write_text(json_text(document))
+            evaluation.attribution.write_csv(staged["attribution_csv"])
+        if evaluation.associations is not None:
+            save_association_npz(evaluation.associations, staged["associations_npz"])
+            plot_association_maps(evaluation.associations, staged["associations_plot"])
     return paths

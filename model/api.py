@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from data_factory.atomic import ensure_writable_dir
+import torch
+
+from data_factory.atomic import ensure_writable_dir, folder_lock
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
 from data_factory.errors import UserInputError
 from data_factory.registry import dataset_label, load_dataset
+from data_factory.windows import training_starts
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector
-from model.distributed import init_distributed, shutdown_distributed
+from model.distributed import DistributedContext, init_distributed, shutdown_distributed
 from model.fleet import Fleet, fleet_path, train_fleet
+from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import AnomalyTransformer, ModelConfig
 
 
@@ -29,7 +35,8 @@ def last_checkpoint_path(output_dir: str | Path, label: str) -> Path:
 
 def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -> None:
     """Fail before training if the disk cannot hold the checkpoints it will write (`copies` models)."""
-    parameters = sum(p.numel() for p in AnomalyTransformer(model_config).parameters())
+    with torch.device("meta"):  # shapes only: counting the parameters allocates nothing
+        parameters = sum(p.numel() for p in AnomalyTransformer(model_config).parameters())
     # _last.pth: weights, best weights, two Adam moments; the best checkpoint: weights; a temp copy of each.
     needed = copies * 2 * (5 * 4 * parameters) + 2**20
     free = shutil.disk_usage(folder).free
@@ -38,6 +45,20 @@ def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -
             f"{folder} has {free / 2**20:.1f} MiB free but the checkpoints need about {needed / 2**20:.1f} MiB; "
             "free some space or choose another --output-dir"
         )
+
+
+def own_output_folder(folder: Path, context: DistributedContext, stack: contextlib.ExitStack) -> None:
+    """Rank 0 creates the folder and takes its lock for the rest of `stack`; every rank learns whether that
+    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0."""
+    failure = None
+    if context.is_main:
+        try:
+            ensure_writable_dir(folder)
+            stack.enter_context(folder_lock(folder))  # one run per folder: its files are this run's alone
+        except UserInputError as error:
+            failure = error
+    if context.sum([float(failure is not None)])[0]:
+        raise failure or UserInputError(f"rank 0 could not take the output folder {folder}; see its error")
 
 
 def _dataset_record(dataset: TimeSeriesDataset) -> dict:
@@ -71,42 +92,74 @@ def train_to_checkpoint(
     """
     if save_every < 0:
         raise UserInputError(f"--save-every must be 0 or positive, got {save_every}")
+    if not resume:
+        config.validate()  # before anything is created on disk
     context = init_distributed(config.device)
     try:
         label = dataset_label(dataset_name, entity)
         folder = Path(output_dir).expanduser()
-        if context.is_main:
-            ensure_writable_dir(folder)
-        last_path = last_checkpoint_path(folder, label)
-        state = None
-        if resume:
-            state = load_last_state(last_path)
-            config = config_from_state(state)
-        config.validate()
-        dataset = load_dataset(dataset_name, data_dir, entity)
-        model_config = config.model_config(dataset.n_channels)
-        if state is not None and state["dataset"] != _dataset_record(dataset):
+        with contextlib.ExitStack() as stack:
+            own_output_folder(folder, context, stack)
+            return _train_locked(dataset_name, data_dir, config, folder, label, log, progress, entity, resume,
+                                 save_every, context)  # fmt: skip
+    finally:
+        shutdown_distributed()
+
+
+def _train_locked(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    config: DetectorConfig,
+    folder: Path,
+    label: str,
+    log: Callable[[str], None],
+    progress: bool,
+    entity: str | None,
+    resume: bool,
+    save_every: int,
+    context: DistributedContext,
+) -> Path:
+    last_path = last_checkpoint_path(folder, label)
+    best_path = best_checkpoint_path(folder, label)
+    state = None
+    if resume:
+        state = load_last_state(last_path)
+        if state["finished"] and best_path.is_file():
             raise UserInputError(
-                f"{last_path} was trained on other data than {dataset.name} here; resume is impossible"
+                f"the run in {last_path} already finished and wrote {best_path}; start a new run without --resume"
             )
-        if context.is_main:
-            check_free_space(folder, model_config)
-            log(
-                f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}; "
-                f"d_model {model_config.d_model}, heads {model_config.n_heads}, layers {model_config.e_layers}, "
-                f"window {model_config.win_size}" + (f"; {context.world_size} processes" if context.enabled else "")
-            )
-        metadata = {
-            "format_version": FORMAT_VERSION,
-            "kind": "last",
-            "model_config": model_config.to_dict(),
-            "train_config": config.to_dict(),
-            "dataset": _dataset_record(dataset),
-        }
+        config = config_from_state(state)
+    config.validate()
+    dataset = load_dataset(dataset_name, data_dir, entity)
+    fit_part, _ = split_validation(dataset.train, config, dataset.name)  # a window too long fails before any model
+    model_config = config.model_config(dataset.n_channels)
+    if state is not None and state["dataset"] != _dataset_record(dataset):
+        raise UserInputError(f"{last_path} was trained on other data than {dataset.name} here; resume is impossible")
+    if state is not None:
+        windows = len(training_starts(len(fit_part), config.win_size, config.train_stride))
+        check_resume_position(state, windows, config, context, f"resumable state {last_path}")
+    if context.is_main:
+        check_free_space(folder, model_config)
+        log(
+            f"{dataset.name}: train {dataset.train.shape}, test {dataset.test.shape}; "
+            f"d_model {model_config.d_model}, heads {model_config.n_heads}, layers {model_config.e_layers}, "
+            f"window {model_config.win_size}" + (f"; {context.world_size} processes" if context.enabled else "")
+        )
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "kind": "last",
+        "model_config": model_config.to_dict(),
+        "train_config": config.to_dict(),
+        "dataset": _dataset_record(dataset),
+    }
 
-        def save_last(training_state: dict) -> None:
-            save_checkpoint({**metadata, **training_state}, last_path)
+    def save_last(training_state: dict) -> None:
+        save_checkpoint({**metadata, **training_state}, last_path)
 
+    # From here to the saved checkpoint a first SIGINT/SIGTERM never loses the run: inside the epoch
+    # loop it stops after the step with a resumable state; after the last epoch the final TRAIN
+    # scoring and the save go on, and a second signal stops them, leaving _last.pth marked finished.
+    with StopOnSignal(second_stops=True) as stop:
         detector = Detector(config).fit(
             dataset,
             log=log,
@@ -116,14 +169,16 @@ def train_to_checkpoint(
             save_every=save_every,
             context=context,
         )
-        best_path = best_checkpoint_path(folder, label)
         if context.is_main:
             detector.save(best_path)
-            log(f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}")
-        context.barrier()
-        return best_path
-    finally:
-        shutdown_distributed()
+    if context.is_main:
+        saved = f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}"
+        if stop.signal_number is not None:
+            saved = (f"{signal.Signals(stop.signal_number).name} arrived after the last epoch: finished the final "
+                     f"TRAIN scoring first and {saved}; the run is complete")  # fmt: skip
+        log(saved)
+    context.barrier()
+    return best_path
 
 
 def train_fleet_to_bundle(
@@ -143,44 +198,65 @@ def train_fleet_to_bundle(
 
     With resume=True the bundle's config and finished entities are kept and the rest trained.
     """
+    if not resume:
+        config.validate()
+    if jobs < 1:
+        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
     context = init_distributed(config.device)
     try:
         folder = Path(output_dir).expanduser()
-        if context.is_main:
-            ensure_writable_dir(folder)
-        path = fleet_path(folder, dataset_name)
-        previous = None
-        if resume:
-            if not path.is_file():
-                raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
-            previous = Fleet.load(path)
-            config, normalisation = previous.config, previous.normalisation
-        config.validate()
-        names = entity_names(dataset_name, data_dir)
-        if entities:
-            unknown = [name for name in entities if name not in names]
-            if unknown:
-                raise UserInputError(
-                    f"{dataset_name} has no entity {unknown[0]!r}; it has {', '.join(names[:8])}, ..."
-                )
-            names = [name for name in names if name in entities]
-        if context.is_main:
-            widest = max(load_dataset(dataset_name, data_dir, names[0]).n_channels, 1) if names else 1
-            check_free_space(folder, config.model_config(widest), copies=len(names))
-            kept = 0 if previous is None else len(previous.detectors) + len(previous.skipped)
-            log(
-                f"{dataset_name.upper()}: {len(names)} entities, {kept} already done; d_model {config.d_model}, "
-                f"layers {config.e_layers}, window {config.win_size}; {jobs} worker(s); {normalisation} normalisation"
-            )
-        fleet = train_fleet(
-            dataset_name, data_dir, names, config, jobs=jobs, normalisation=normalisation, resume_from=previous,
-            save=lambda current: current.save(path), progress=progress, context=context,
-        )  # fmt: skip
-        if context.is_main:
-            for entity, reason in fleet.skipped.items():
-                log(f"skipped {entity}: {reason}")
-            log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
-        context.barrier()
-        return path
+        with contextlib.ExitStack() as stack:
+            own_output_folder(folder, context, stack)
+            return _train_fleet_locked(dataset_name, data_dir, config, folder, entities, jobs, normalisation, resume,
+                                       log, progress, context)  # fmt: skip
     finally:
         shutdown_distributed()
+
+
+def _train_fleet_locked(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    config: DetectorConfig,
+    folder: Path,
+    entities: list[str] | None,
+    jobs: int,
+    normalisation: str,
+    resume: bool,
+    log: Callable[[str], None],
+    progress: bool,
+    context: DistributedContext,
+) -> Path:
+    path = fleet_path(folder, dataset_name)
+    previous = None
+    if resume:
+        if not path.is_file():
+            raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
+        previous = Fleet.load(path)
+        config, normalisation = previous.config, previous.normalisation
+    config.validate()
+    names = entity_names(dataset_name, data_dir)
+    if entities:
+        unknown = [name for name in entities if name not in names]
+        if unknown:
+            raise UserInputError(
+                f"{dataset_name} has no entity {unknown[0]!r}; it has {', '.join(names[:8])}, ..."
+            )
+        names = [name for name in names if name in entities]
+    if context.is_main:
+        widest = max(load_dataset(dataset_name, data_dir, names[0]).n_channels, 1) if names else 1
+        check_free_space(folder, config.model_config(widest), copies=len(names))
+        kept = 0 if previous is None else len(previous.detectors) + len(previous.skipped)
+        log(
+            f"{dataset_name.upper()}: {len(names)} entities, {kept} already done; d_model {config.d_model}, "
+            f"layers {config.e_layers}, window {config.win_size}; {jobs} worker(s); {normalisation} normalisation"
+        )
+    fleet = train_fleet(
+        dataset_name, data_dir, names, config, jobs=jobs, normalisation=normalisation, resume_from=previous,
+        save=lambda current: current.save(path), progress=progress, context=context,
+    )  # fmt: skip
+    if context.is_main:
+        for entity, reason in fleet.skipped.items():
+            log(f"skipped {entity}: {reason}")
+        log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
+    context.barrier()
+    return path

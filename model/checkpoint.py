@@ -1,7 +1,9 @@
-"""Checkpoints as plain tensors, numbers, strings, lists and dicts: safe to open with weights_only=True."""
+"""Checkpoints as plain tensors, numbers, strings, lists and dicts: safe to open with weights_only=True,
+and checked against their schema (model/schema.py) before anything is built from them."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -11,38 +13,49 @@ import torch
 from data_factory.atomic import atomic_path
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.errors import UserInputError
+from data_factory.readers import missing_file_reason
+from model.schema import FORMAT_VERSION, check_checkpoint, check_fleet_bundle, check_last_state
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "model_state", "model_config", "dataset", "normalization")
-FLEET_KEYS = ("format_version", "kind", "dataset", "config", "entities")
+__all__ = ["FORMAT_VERSION", "check_checkpoint_matches", "load_checkpoint", "load_last_state", "save_checkpoint"]
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
-    """Write atomically: an interrupted save never replaces a good checkpoint with a broken one."""
+    """Write atomically: an interrupted or failed save (a full disk) never replaces a good checkpoint with a
+    broken one. Serialised in memory first, so a write error is a plain OSError (torch's own writer would
+    report it as an opaque RuntimeError) and becomes one clear line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     with atomic_path(path) as temp:
-        torch.save(checkpoint, temp)
+        temp.write_bytes(buffer.getbuffer())
     return path
 
 
 def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, kind: str | None = "detector") -> dict:
-    """Load with weights_only=True and check it against the dataset it will score, if given.
+    """Load with weights_only=True, check it against its schema, and against the dataset it will score, if given.
 
     kind: "detector" (one model), "fleet" (a {DATASET}_fleet.pth bundle) or None (either).
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserInputError(f"checkpoint {path} does not exist; train first (./train.sh) or pass --checkpoint PATH")
+        raise UserInputError(
+            f"checkpoint {path} {missing_file_reason(path)}; train first (./train.sh) or pass --checkpoint PATH"
+        )
     checkpoint = _safe_load(path, "retrain it")
-    is_fleet = isinstance(checkpoint, dict) and checkpoint.get("kind") == "fleet"
-    needed = FLEET_KEYS if is_fleet else REQUIRED_KEYS
-    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in needed):
+    if not isinstance(checkpoint, dict) or not ({"format_version", "model_state", "entities"} & set(checkpoint)):
         raise UserInputError(f"checkpoint {path} is not an Anomaly Transformer checkpoint of this tool; retrain it")
+    is_fleet = checkpoint.get("kind") == "fleet"
     if kind == "detector" and is_fleet:
         raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one model")
     if kind == "fleet" and not is_fleet:
         raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity")
+    if checkpoint.get("kind") == "last":
+        raise UserInputError(
+            f"{path} is a resumable training state, not a checkpoint; pass the {{DATASET}}_checkpoint.pth beside it, "
+            "or finish the run with train.py --resume"
+        )
+    (check_fleet_bundle if is_fleet else check_checkpoint)(checkpoint, path)
     if dataset is not None:
         check_checkpoint_matches(checkpoint, dataset, path)
     return checkpoint
@@ -89,12 +102,14 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
 
 
 def load_last_state(path: Path) -> dict:
-    """The resumable state of an unfinished run, or a clear error saying why it cannot resume."""
+    """The resumable state of a run (a finished one too: its end, the final TRAIN scoring, can be redone),
+    checked against its schema, or a clear error saying why it cannot resume."""
     if not path.is_file():
-        raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
+        raise UserInputError(
+            f"{path} {missing_file_reason(path)}, so there is nothing to resume; start without --resume"
+        )
     state = _safe_load(path, "start without --resume")
     if not isinstance(state, dict) or state.get("kind") != "last":
         raise UserInputError(f"{path} is not a resumable state of this tool; start without --resume")
-    if state["finished"]:
-        raise UserInputError(f"the run in {path} already finished; start a new run without --resume")
+    check_last_state(state, path)
     return state

@@ -8,8 +8,11 @@ turns the fields into argparse flags whose defaults and help come from here, and
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
+
+import torch
 
 from data_factory.errors import UserInputError
 from model.scores import DEFAULT_SCORE, SCORES
@@ -72,8 +75,15 @@ class DetectorConfig:
             dropout=self.dropout,
         )
 
-    def validate(self) -> DetectorConfig:
-        """Raise UserInputError naming the first setting out of range; return self."""
+    def validate(self, check_device: bool = True) -> DetectorConfig:
+        """Raise UserInputError naming the first setting of the wrong type or out of range; return self.
+
+        check_device: also refuse a --device this machine does not have (cuda without a GPU, mps off a Mac).
+        """
+        for spec in fields(self):
+            problem = type_problem(spec.type, getattr(self, spec.name))
+            if problem:
+                raise UserInputError(f"--{_flag(spec.name)} must be {problem}, got {getattr(self, spec.name)!r}")
         for name in ("win_size", "d_model", "n_heads", "e_layers", "d_ff", "epochs", "batch_size", "patience"):
             if getattr(self, name) <= 0:
                 raise UserInputError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
@@ -87,14 +97,26 @@ class DetectorConfig:
             raise UserInputError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not self.lr > 0:
             raise UserInputError(f"--lr must be positive, got {self.lr}")
+        if not self.k >= 0:
+            raise UserInputError(f"--k must be 0 or positive, got {self.k}")
+        if not self.temperature > 0:
+            raise UserInputError(f"--temperature must be positive, got {self.temperature}")
         if not 0 <= self.val_ratio < 1:
             raise UserInputError(f"--val-ratio must be in [0, 1), got {self.val_ratio}")
+        if not 0 <= self.seed < 2**32:
+            raise UserInputError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if self.num_workers < 0:
+            raise UserInputError(f"--num-workers must be 0 (load in this process) or positive, got {self.num_workers}")
         if self.score not in SCORES:
             raise UserInputError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
+        if self.device not in DEVICES:
+            raise UserInputError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.smooth is not None and self.smooth < 0:
             raise UserInputError(f"--smooth must be 0 (off) or a number of points, got {self.smooth}")
         if not 0 < self.threshold_percentile < 100:
             raise UserInputError(f"--threshold-percentile must be in (0, 100), got {self.threshold_percentile}")
+        if check_device:
+            check_device_available(self.device)
         return self
 
     def to_dict(self) -> dict:
@@ -143,6 +165,34 @@ def preset_values(preset: str | None, dataset_name: str = "") -> dict[str, Any]:
         raise UserInputError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     family = dataset_name.upper().split("_")[0]  # an entity (SMD_machine-1-1) follows its dataset
     return {**PRESETS[preset], **DATASET_PRESETS.get((preset, family), {})}
+
+
+def type_problem(annotation: str, value: Any) -> str | None:
+    """What a value of a field annotated `annotation` ("int", "float", "str | None", ...) should be, when
+    it is not; None when it fits. Floats must be finite; a bool is not a number."""
+    kinds = [kind.strip() for kind in str(annotation).split("|")]
+    if value is None:
+        return None if "None" in kinds else "given"
+    if isinstance(value, bool):
+        return None if "bool" in kinds else ("true or false" if kinds == ["bool"] else f"a {kinds[0]}, not a bool")
+    if "int" in kinds and isinstance(value, int):
+        return None
+    if "float" in kinds and isinstance(value, int | float):
+        return None if math.isfinite(value) else "a finite number"
+    if "str" in kinds and isinstance(value, str):
+        return None
+    wanted = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
+    return " or ".join(wanted.get(kind, kind) for kind in kinds if kind != "None")
+
+
+def check_device_available(name: str) -> None:
+    """Refuse a device this torch build cannot use, before any work (torch would fail later with an assert)."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(
+            f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu or auto"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
 
 
 def _flag(name: str) -> str:

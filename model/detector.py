@@ -28,7 +28,14 @@ from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings, resolve_score_settings
 from model.scoring import PointValues, resolve_device, score_series, score_stream
-from model.solver import deterministic_kernels, fit_model, seed_everything, training_device
+from model.solver import (
+    TrainingFailed,
+    deterministic_kernels,
+    fit_model,
+    seed_everything,
+    split_validation,
+    training_device,
+)
 from model.transformer import AnomalyTransformer, ModelConfig
 
 # TRAIN-score percentiles kept in the checkpoint, so detect can threshold without the TRAIN data.
@@ -158,6 +165,7 @@ class Detector:
             device = training_device(config.device, context)
             normalizer = self._initial_normalizer or Normalizer.fit(data.train)
             series = normalizer.transform(data.train)
+            split_validation(series, config, data.name)  # a window longer than the data fails before the model
             model = self._initial_model or AnomalyTransformer(config.model_config(series.shape[1]))
             if model.config.n_channels != series.shape[1]:
                 raise UserInputError(
@@ -179,6 +187,13 @@ class Detector:
             # In float32 even after mixed-precision training: evaluate and detect score in float32, and
             # the thresholds must come from the same arithmetic as the scores they cut.
             points = score_series(result.model, series, scoring, batch_size=config.batch_size, device=device)
+        bad = ~np.isfinite(points.scores)
+        if bad.any():  # thresholds read from these would be NaN, and nothing would ever be flagged
+            raise TrainingFailed(
+                f"the trained model gives {int(bad.sum())} of the {len(bad)} TRAIN points a non-finite score "
+                f"(first at row {int(np.argmax(bad))}); lower --lr or --temperature, or check {data.name} for "
+                "extreme values (the checkpoints already on disk are kept)"
+            )
         self.model_, self.normalizer_, self.scoring_ = result.model.eval(), normalizer, scoring
         self.train_scores_ = points.scores
         percentiles = (*SCORE_PERCENTILES, config.threshold_percentile)
@@ -306,7 +321,13 @@ class Detector:
     def from_checkpoint(cls, checkpoint: dict) -> Detector:
         config = DetectorConfig.from_dict({**checkpoint["model_config"], **checkpoint.get("train_config", {})})
         model = AnomalyTransformer(ModelConfig.from_dict(checkpoint["model_config"]))
-        model.load_state_dict(checkpoint["model_state"])
+        try:
+            model.load_state_dict(checkpoint["model_state"])
+        except RuntimeError as error:  # load_checkpoint's schema check catches this first for files
+            reason = str(error).strip().splitlines()[-1].strip()
+            raise UserInputError(
+                f"the checkpoint's weights do not fit its model_config ({reason}); retrain it"
+            ) from None
         stats = checkpoint["normalization"]
         detector = cls(config, model=model.eval(), normalizer=Normalizer(stats["mean"].numpy(), stats["std"].numpy()))
         detector.scoring_ = stored_scoring(checkpoint)

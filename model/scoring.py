@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from data_factory.errors import UserInputError
 from data_factory.windows import check_long_enough
+from model.config import check_device_available
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings
 from model.scores import SCORES, WindowOutputs
@@ -22,14 +24,18 @@ from model.transformer import AnomalyTransformer
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """auto picks CUDA, then Apple MPS, then CPU."""
+    """auto picks CUDA, then Apple MPS, then CPU; a device this machine lacks is a UserInputError."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    check_device_available(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device {name!r} is not a device; use auto, cpu, cuda or mps") from None
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data_factory.errors import UserInputError
 from data_factory.windows import WindowDataset, check_long_enough, scoring_starts, training_starts
 from model.config import DetectorConfig
 from model.discrepancy import minimax_losses
@@ -37,14 +38,21 @@ class TrainingFailed(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; the current step finished and the resumable state was saved."""
+    """SIGINT or SIGTERM arrived; the current step finished and the resumable state was saved.
 
-    def __init__(self, signal_number: int, epoch: int, step: int) -> None:
-        self.signal_number, self.epoch, self.step = signal_number, epoch, step
-        super().__init__(signal_number, epoch, step)  # all three, so the exception pickles across processes
+    after_training: the signal came after the last epoch (a second one, during the final TRAIN
+    scoring or the save); the saved state is marked finished, and --resume redoes only that end.
+    """
+
+    def __init__(self, signal_number: int, epoch: int, step: int, after_training: bool = False) -> None:
+        self.signal_number, self.epoch, self.step, self.after_training = signal_number, epoch, step, after_training
+        super().__init__(signal_number, epoch, step, after_training)  # all of them, so it pickles across processes
 
     def __str__(self) -> str:
-        return f"{signal.Signals(self.signal_number).name} at epoch {self.epoch}, step {self.step}"
+        name = signal.Signals(self.signal_number).name
+        if self.after_training:
+            return f"{name} after the last epoch, before the checkpoint was written"
+        return f"{name} at epoch {self.epoch}, step {self.step}"
 
 
 def seed_everything(seed: int) -> None:
@@ -81,24 +89,44 @@ def training_device(name: str, context: DistributedContext) -> torch.device:
 
 
 class StopOnSignal:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step, so no step is cut in half."""
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step, so no step is cut in half.
 
-    def __init__(self) -> None:
+    Nested inside another StopOnSignal, a signal sets the outer one's flag too, so a signal that
+    lands after the inner block (the training loop) has ended is still seen by the outer one.
+    second_stops: once an inner block has ended normally (training is over), a second signal
+    raises TrainingInterrupted(after_training=True) at once: the end of a run (the final TRAIN
+    scoring, the save) goes on after one signal, and stops at the next.
+    """
+
+    def __init__(self, second_stops: bool = False) -> None:
         self.signal_number: int | None = None
+        self.second_stops = second_stops
+        self.inner_finished = False
         self._previous: dict[int, object] = {}
+        self._outer: StopOnSignal | None = None
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
                 self._previous[number] = signal.signal(number, self._handle)
+            outer = getattr(self._previous[signal.SIGTERM], "__self__", None)
+            if isinstance(outer, StopOnSignal):
+                self._outer = outer
+                self.signal_number = outer.signal_number
         return self
 
     def _handle(self, number: int, _frame: object) -> None:
+        if self.second_stops and self.inner_finished and self.signal_number is not None:
+            raise TrainingInterrupted(number, 0, 0, after_training=True)
         self.signal_number = number
+        if self._outer is not None:
+            self._outer.signal_number = number
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *_exc: object) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+        if self._outer is not None and exc_type is None:
+            self._outer.inner_finished = True
 
 
 def split_validation(series: np.ndarray, config: DetectorConfig, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -195,11 +223,33 @@ def capture_state(model, optimizer, scaler, progress: Progress, epoch, step, sum
 
 
 def restore_state(state: dict, model, optimizer, scaler) -> Progress:
-    model.load_state_dict(state["model_state"])
-    optimizer.load_state_dict(state["optimizer_state"])
-    scaler.load_state_dict(state["scaler_state"])
-    restore_rng_state(state["rng"])
+    try:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        scaler.load_state_dict(state["scaler_state"])
+        restore_rng_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(
+            f"the resumable state does not fit the model it describes ({reason}); start without --resume"
+        ) from None
     return Progress(**{key: state[key] for key in Progress.KEYS})
+
+
+def check_resume_position(
+    state: dict, n_windows: int, config: DetectorConfig, context: DistributedContext, name: str = "the resumable state"
+) -> None:
+    """A resumable state's epoch and step must lie inside the run it claims to continue (`name`: for the message)."""
+    epoch, step = state["epoch"], state["step"]
+    if not 1 <= epoch <= config.epochs + 1:
+        raise UserInputError(
+            f"{name} is at epoch {epoch}, outside this run's epochs 1..{config.epochs}; start without --resume"
+        )
+    batches = len(epoch_batches(n_windows, config.batch_size, config.seed, epoch, context))
+    if step > batches or (epoch == config.epochs + 1 and step):
+        raise UserInputError(
+            f"{name} is at step {step} of epoch {epoch}, which has {batches} batches; start without --resume"
+        )
 
 
 def _out_of_memory_advice(config: DetectorConfig) -> str:
@@ -338,9 +388,14 @@ def fit_model(
     # Loss scaling only matters for float16; bfloat16 and float32 run unscaled.
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     state = Progress()
+    finished = resume is not None and resume["finished"]
     if resume is not None:
+        check_resume_position(resume, len(windows), config, context)
         state = restore_state(resume, model, optimizer, scaler)
-        log(f"resuming at epoch {state.epoch}, step {state.step}")
+        if finished:
+            log(f"the run finished its epochs; keeping epoch {state.best_epoch} and scoring TRAIN again")
+        else:
+            log(f"resuming at epoch {state.epoch}, step {state.step}")
     stopping = EarlyStopping(config.patience, state)
 
     def save(epoch: int, step: int, sums: list[float], seconds: float, finished: bool = False) -> None:
@@ -351,7 +406,7 @@ def fit_model(
     with StopOnSignal() as stop:
         run = EpochRun(trained, windows, optimizer, scaler, config, device, use_amp, context, stop, save, save_every,
                        progress)  # fmt: skip
-        for epoch in range(start_epoch, config.epochs + 1):
+        for epoch in range(start_epoch, start_epoch if finished else config.epochs + 1):
             resumed = epoch == start_epoch
             seconds_before = state.seconds if resumed else 0.0
             started = time.perf_counter()

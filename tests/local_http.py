@@ -1,9 +1,11 @@
-"""A real HTTP server on 127.0.0.1 for the download tests: serves payloads, counts requests, scripts failures."""
+"""A real HTTP server on 127.0.0.1 for the download tests: serves payloads, counts requests, scripts failures
+and slow drips."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ class Route:
     cut_after: int | None = None  # announce the full length, send only this many bytes, close
     gate: threading.Event | None = None  # hold the response until the test sets it
     announce_length: bool = True  # without Content-Length the body ends when the connection closes
+    drip_every_s: float | None = None  # send the body one byte at a time, this long apart
 
 
 class LocalServer:
@@ -66,7 +69,13 @@ class LocalServer:
                     self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
                 try:
-                    self.wfile.write(body)
+                    if route.drip_every_s is None:
+                        self.wfile.write(body)
+                        return
+                    for index in range(len(body)):
+                        self.wfile.write(body[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(route.drip_every_s)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -57,7 +57,7 @@ def test_evaluate_help_lists_its_flags_and_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag in ("--dataset", "--checkpoint", "--threshold-percentile", "--output-dir", "--data-dir"):
         assert flag in text
-    assert "(default: 99" in text.split("--threshold-percentile", 1)[1]
+    assert "(default: the checkpoint's, 99 unless trained otherwise)" in text.split("--threshold-percentile ", 1)[1]
 
 
 def train_settings(*flags: str):

@@ -1,12 +1,14 @@
 """Property-based bad input: random shapes, dtypes, NaN patterns, lengths around the window, channel
-mismatches and flag combinations. Every case must end in success or in a documented one-line error,
-never in an unhandled traceback."""
+mismatches, flag combinations of train, evaluate and detect, and checkpoints and resumable states
+edited by hand. Every case must end in success or in a documented one-line error, never in an
+unhandled traceback."""
 
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +102,10 @@ FLAG_VALUES = {  # flag: (valid values, invalid values)
     "--score": (["paper", "reconstruction", "discrepancy"], ["bogus"]),
     "--score-channels": (["all", "target", "0"], ["nope", "0,0", "999"]),
     "--smooth": (["0", "3", "500"], ["-1", "x"]),  # 500: longer than some series
+    "--seed": (["0", "7"], ["-1", str(2**32)]),
+    "--num-workers": (["0"], ["-1"]),
+    "--temperature": (["50", "1"], ["0", "-1", "nan", "inf"]),
+    "--k": (["3", "0"], ["-1", "nan"]),
 }
 
 
@@ -171,3 +177,182 @@ def report_case_counts():
         f"\nfuzz cases run: {CASES['loader']} loader, {CASES['cli']} CLI "
         f"({CASES['trained']} trained, {CASES['evaluated']} also evaluated)"
     )
+
+
+# ---- edited checkpoints: each edit is refused with one line that names the key ---------------------------
+
+
+def _set(path: tuple, value):
+    def edit(record: dict) -> None:
+        for key in path[:-1]:
+            record = record[key]
+        record[path[-1]] = value
+
+    return edit
+
+
+def _drop(path: tuple):
+    def edit(record: dict) -> None:
+        for key in path[:-1]:
+            record = record[key]
+        del record[path[-1]]
+
+    return edit
+
+
+def _reshape(name: str):
+    def edit(record: dict) -> None:
+        record["model_state"][name] = torch.zeros(3, 3)
+
+    return edit
+
+
+CHECKPOINT_EDITS = {  # edit: (change, what the error says)
+    "dataset name deleted": (_drop(("dataset", "name")), "dataset['name'] is missing"),
+    "normalization std deleted": (_drop(("normalization", "std")), "normalization['std'] is missing"),
+    "a weight deleted": (_drop(("model_state", "projection.bias")), "model_state['projection.bias'] is missing"),
+    "win_size as text": (_set(("model_config", "win_size"), "20"), "model_config['win_size'] is str '20'"),
+    "win_size 20 edited to 30": (_set(("model_config", "win_size"), 30),
+                                 "train_config['win_size'] is 20 but model_config['win_size'] is 30"),
+    "d_model of other weights": (_set(("model_config", "d_model"), 32),
+                                 "train_config['d_model'] is 16 but model_config['d_model'] is 32: they disagree"),
+    "d_model of other weights, both edited": (lambda c: (c["model_config"].update(d_model=32),
+                                                         c["train_config"].update(d_model=32)),
+                                              "model_state['embedding.token.weight'] has shape (16, 12, 3), not "
+                                              "(32, 12, 3)"),
+    "a weight of another shape": (_reshape("projection.weight"), "model_state['projection.weight'] has shape (3, 3)"),
+    "a NaN weight": (_set(("model_state", "projection.bias"), torch.full((12,), float("nan"))), "NaN or infinite"),
+    "score channel 99": (_set(("scoring", "channels"), [99]), "scoring['channels'] names channel 99, outside 0..11"),
+    "temperature NaN": (_set(("scoring", "temperature"), float("nan")), "scoring['temperature'] is nan"),
+    "NaN threshold": (_set(("train_scores", "percentiles", "99.0"), float("nan")), "not a finite number"),
+    "std of 5 channels": (_set(("normalization", "std"), torch.ones(5)), "normalization['std'] has shape (5,)"),
+    "format_version 99": (_set(("format_version",), 99), "has format_version 99, but this tool reads version 1"),
+    "n_heads as a float": (_set(("model_config", "n_heads"), 2.0), "model_config['n_heads'] is float 2.0"),
+}  # fmt: skip
+LAST_EDITS = {
+    "resume step 10**6": (_set(("step",), 10**6), "at step 1000000 of epoch 1, which has"),
+    "finished deleted": (_drop(("finished",)), "'finished' is missing"),
+    "finished as text": (_set(("finished",), "yes"), "'finished' is str 'yes', not bool"),
+    "epoch 0": (_set(("epoch",), 0), "'epoch' is 0, not an epoch of this run (1 to 2"),
+    "a best weight of another shape": (lambda state: state["best_state"].__setitem__("projection.bias", torch.ones(2)),
+                                       "best_state['projection.bias'] has shape (2,)"),
+    "format_version 99": (_set(("format_version",), 99), "has format_version 99"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.tiny import TINY_TRAIN_FLAGS
+
+    out = tmp_path_factory.mktemp("tiny")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    np.save(out / "day.npy", load_dataset("SYNTH").test[:300])
+    return out
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("edit", list(CHECKPOINT_EDITS))
+def test_an_edited_checkpoint_is_refused_by_every_cli_naming_the_key(tiny_run, tmp_path, capsys, edit):
+    import detect
+    import inspect_checkpoint
+
+    change, message = CHECKPOINT_EDITS[edit]
+    checkpoint = torch.load(tiny_run / "SYNTH_checkpoint.pth", weights_only=True)
+    change(checkpoint)
+    edited = tmp_path / "edited.pth"
+    torch.save(checkpoint, edited)
+    runs = [
+        (evaluate, ["--dataset", "SYNTH", "--checkpoint", str(edited), "--output-dir", str(tmp_path / "eval")]),
+        (detect, ["--checkpoint", str(edited), "--input", str(tiny_run / "day.npy"), "--output",
+                  str(tmp_path / "d.csv")]),
+        (inspect_checkpoint, [str(edited)]),
+    ]  # fmt: skip
+    for module, args in runs:
+        assert run_cli(module.main, args) == 2, module.__name__
+        assert message in one_line(capsys.readouterr().err), module.__name__
+    assert not (tmp_path / "d.csv").exists() and not list((tmp_path / "eval").glob("SYNTH_*"))
+
+
+@pytest.mark.parametrize("edit", list(LAST_EDITS))
+def test_an_edited_resumable_state_is_refused_naming_the_field(tiny_run, tmp_path, capsys, edit):
+    change, message = LAST_EDITS[edit]
+    state = torch.load(tiny_run / "SYNTH_last.pth", weights_only=True)
+    state.update(finished=False, epoch=1, step=0)  # an unfinished run, then the edit
+    state["train_config"]["epochs"] = 2
+    change(state)
+    torch.save(state, tmp_path / "SYNTH_last.pth")
+    before = (tmp_path / "SYNTH_last.pth").read_bytes()
+    assert run_cli(train.main, ["--resume", "--dataset", "SYNTH", "--output-dir", str(tmp_path), "--no-progress"]) == 2
+    assert message in one_line(capsys.readouterr().err)
+    assert (tmp_path / "SYNTH_last.pth").read_bytes() == before and not (tmp_path / "SYNTH_checkpoint.pth").exists()
+
+
+# ---- flag values of evaluate and detect ---------------------------------------------------------------------
+
+DETECT_FLAGS = {  # flag: (valid values, invalid values)
+    "--batch-size": (["16", "128"], ["0", "-3"]),
+    "--chunk-rows": (["50", "100000"], ["0"]),
+    "--top-sensors": (["1", "3"], ["0"]),
+    "--threshold-percentile": (["99", "95"], ["97", "nan", "-5"]),
+    "--threshold": ([], ["nan", "inf"]),  # without one: the stored percentile
+    "--device": (["cpu"], [] if torch.cuda.is_available() else ["cuda"]),
+}
+EVALUATE_FLAGS = {
+    "--batch-size": (["64"], ["0"]),
+    "--seed": (["0", "9"], ["-1"]),
+    "--threshold-percentile": (["99"], ["0", "100", "nan"]),
+    "--top-sensors": (["2"], ["0"]),
+    "--explain": (["0"], ["-1"]),
+    "--smooth": (["0", "5"], ["-1"]),
+    "--score-channels": (["all", "0"], ["99", "nope"]),
+    "--device": (["cpu"], [] if torch.cuda.is_available() else ["cuda"]),
+}
+
+
+def draw_flags(draw, table: dict, sane: bool) -> list[str]:
+    chosen = []
+    for flag, (valid, invalid) in table.items():
+        values = valid if sane else valid + invalid
+        if values and draw(st.booleans()):
+            chosen += [flag, draw(st.sampled_from(values))]
+    return chosen
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), sane=st.booleans())
+def test_detect_flags_end_in_success_or_one_line_before_writing(tiny_run, tmp_path, capsys, data, sane):
+    import detect
+
+    flags = draw_flags(data.draw, DETECT_FLAGS, sane)
+    output = Path(tempfile.mkdtemp(dir=tmp_path)) / "d.csv"  # a fresh folder for every example
+    args = ["--checkpoint", str(tiny_run / "SYNTH_checkpoint.pth"), "--input", str(tiny_run / "day.npy"),
+            "--output", str(output), *flags]  # fmt: skip
+    code = run_cli(detect.main, args)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.strip().splitlines()[-1].startswith(("error:", "detect.py: error:")), err
+        assert not output.exists()
+    elif sane:
+        assert output.exists()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), sane=st.booleans())
+@pytest.mark.slow
+def test_evaluate_flags_end_in_success_or_one_line_before_writing(tiny_run, tmp_path, capsys, data, sane):
+    flags = draw_flags(data.draw, EVALUATE_FLAGS, sane)
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "out"
+    args = ["--dataset", "SYNTH", "--checkpoint", str(tiny_run / "SYNTH_checkpoint.pth"), "--output-dir", str(out),
+            "--baselines", "random", *flags]  # fmt: skip
+    code = run_cli(evaluate.main, args)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.strip().splitlines()[-1].startswith(("error:", "evaluate.py: error:")), err
+        assert not out.exists() or not list(out.glob("SYNTH_*"))
