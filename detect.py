@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from data_factory import UserInputError
-from data_factory.atomic import Interrupted, atomic_paths, ensure_writable_dir, json_text, signals_raise
+from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text, run_stoppably
 from data_factory.errors import error_line
 from data_factory.missing import NAN_POLICIES
 from evaluation.detection import check_detect_flags, detect, summary_lines
@@ -82,13 +82,7 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with signals_raise():
-        try:
-            return run(args)
-        except Interrupted as stopped:
-            print(f"error: stopped by {stopped}; nothing was written (files already there are unchanged)",
-                  file=sys.stderr)  # fmt: skip
-            return 128 + stopped.signal_number
+    return run_stoppably(lambda: run(args), "nothing")
 
 
 def run(args: argparse.Namespace) -> int:

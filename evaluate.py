@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
-from data_factory.atomic import Interrupted, ensure_writable_dir, folder_lock, signals_raise
+from data_factory.atomic import ensure_writable_dir, folder_lock, run_stoppably
 from data_factory.errors import error_line
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
@@ -118,13 +118,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with signals_raise():
-        try:
-            return run(args)
-        except Interrupted as stopped:
-            print(f"error: stopped by {stopped}; no result was written (the files already there are unchanged)",
-                  file=sys.stderr)  # fmt: skip
-            return 128 + stopped.signal_number
+    return run_stoppably(lambda: run(args), "no result")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from data_factory.errors import UserInputError
@@ -226,3 +226,15 @@ def write_json(value: object, path: str | os.PathLike) -> Path:
     with atomic_path(path) as temp:
         temp.write_text(json_text(value))
     return Path(path)
+
+
+def run_stoppably(run: Callable[[], int], what: str) -> int:
+    """A CLI's work under signals_raise: SIGINT/SIGTERM end it with one line saying nothing was
+    written (`what` names the output, e.g. "no result"), exit 128 + the signal."""
+    with signals_raise():
+        try:
+            return run()
+        except Interrupted as stopped:
+            print(f"error: stopped by {stopped}; {what} was written (the files already there are unchanged)",
+                  file=sys.stderr)  # fmt: skip
+            return 128 + stopped.signal_number
