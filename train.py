@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-progress", action="store_true", help="hide the per-batch progress bars")
     fleet = parser.add_argument_group("one model per entity (SMAP/MSL channel, SMD machine, CUSTOM entities.csv)")
     fleet.add_argument("--per-entity", action="store_true",
-                       help="train one Detector per entity into {DATASET}_fleet.pth (see --preset fleet)")
+                       help="train one Detector per entity into {DATASET}_fleet.pth; without --preset, "
+                       "--preset fleet")
     fleet.add_argument("--entities", default=None, help="comma-separated entities to train (default: all)")
     fleet.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                        help="entities trained at once, each in its own process on one thread (default: the cores)")
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = config_from_flags(args, args.preset, args.dataset)
+        # Fleet mode's own default is the small per-entity model it was measured with (docs/results.md).
+        preset = args.preset or ("fleet" if args.per_entity else None)
+        config = config_from_flags(args, preset, args.dataset)
         if args.per_entity:
             if args.entity:
                 raise UserInputError("--per-entity trains every entity; use --entities A,B to choose some")

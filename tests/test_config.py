@@ -68,3 +68,18 @@ def test_settings_stored_by_older_checkpoints_are_read():
 def test_an_out_of_range_setting_is_named_in_the_error(changes, flag):
     with pytest.raises(UserInputError, match=flag):
         DetectorConfig(**changes).validate()
+
+
+def test_per_entity_training_takes_the_fleet_preset_unless_another_is_given(tmp_path):
+    from model.fleet import Fleet
+    from tests.test_fleet import write_fleet_data
+
+    data = write_fleet_data(tmp_path)
+    base = ["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1", "--no-progress",
+            "--device", "cpu", "--entities", "east", "--win-size", "20"]  # fmt: skip
+    assert train.main([*base, "--output-dir", str(tmp_path / "a"), "--epochs", "1"]) == 0
+    config = Fleet.load(tmp_path / "a" / "CUSTOM_fleet.pth").config
+    assert (config.d_model, config.e_layers, config.lr, config.train_stride) == (64, 2, 1e-3, 5)
+    small = ["--preset", "small", "--epochs", "1", "--train-stride", "20", "--output-dir", str(tmp_path / "b")]
+    assert train.main([*base, *small]) == 0
+    assert Fleet.load(tmp_path / "b" / "CUSTOM_fleet.pth").config.d_model == 128
