@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--timestamp-column", default="timestamp",
         help="CSV/parquet column echoed as the first output column (default: timestamp)")
     add("--chunk-rows", type=int, default=100_000, help="rows read and scored at a time (default: 100000)")
-    add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
-    add("--device", choices=DEVICES, default="auto", help="where to score (default: auto)")
+    defaults = DetectorConfig()  # the scoring defaults are the training ones, written once there
+    add("--batch-size", type=int, default=defaults.batch_size,
+        help=f"scoring batch size (default: {defaults.batch_size})")
+    add("--device", choices=DEVICES, default=defaults.device, help=f"where to score (default: {defaults.device})")
     add("--entity", default=None, help="a fleet bundle: score every row with this entity's model")
     add("--entity-column", default=None,
         help="a fleet bundle: route each row to the model of the entity named in this column")

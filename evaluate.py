@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: random,pca; --per-entity: all)")
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
-    add("--batch-size", type=int, default=128, help="scoring batch size (default: 128)")
-    add("--device", choices=DEVICES, default="auto", help="where to score (default: auto)")
+    defaults = DetectorConfig()  # the scoring defaults are the training ones, written once there
+    add("--batch-size", type=int, default=defaults.batch_size,
+        help=f"scoring batch size (default: {defaults.batch_size})")
+    add("--device", choices=DEVICES, default=defaults.device, help=f"where to score (default: {defaults.device})")
     add("--score", choices=tuple(SCORES), default=None,
         help="score (default: the checkpoint's; paper under --protocol paper); another score brings its own "
         "--score-channels/--smooth defaults")
