@@ -17,6 +17,7 @@ from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import parse_baselines
+from evaluation.fleet_report import DEFAULT_FLEET_BASELINES, evaluate_fleet, format_fleet_table, write_fleet_artifacts
 from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
@@ -95,13 +96,6 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
         flag = "--" + given[0].replace("_", "-")
         raise UserInputError(f"--per-entity does not take {flag} (it uses TRAIN percentiles per entity); "
                              "for one entity's full report use --entity NAME without --per-entity")  # fmt: skip
-    from evaluation.fleet_report import (
-        DEFAULT_FLEET_BASELINES,
-        evaluate_fleet,
-        format_fleet_table,
-        write_fleet_artifacts,
-    )
-
     if args.plots < 0:
         raise UserInputError(f"--plots must be 0 or a number of entities, got {args.plots}")
     check_scoring_flags(args.batch_size, args.seed, args.device)
@@ -131,13 +125,8 @@ def run(args: argparse.Namespace) -> int:
         except UserInputError as error:
             print(error_line(error), file=sys.stderr)
             return 2
-    threshold = ThresholdSettings(
-        rule=args.threshold,
-        percentile=args.threshold_percentile,
-        value=args.threshold_value,
-        pot_risk=args.pot_risk,
-        anomaly_ratio=args.anomaly_ratio,
-    )
+    threshold = ThresholdSettings(rule=args.threshold, percentile=args.threshold_percentile, value=args.threshold_value,
+                                  pot_risk=args.pot_risk, anomaly_ratio=args.anomaly_ratio)  # fmt: skip
     context = init_distributed(args.device)  # under torchrun the ranks share the scoring
     try:
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
@@ -145,23 +134,12 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             own_output_folder(Path(args.output_dir).expanduser(), context, stack)  # one run at a time writes it
             evaluation = evaluate_checkpoint(
-                checkpoint,
-                args.dataset,
-                args.data_dir,
-                protocol=args.protocol,
-                threshold=threshold,
-                baselines=parse_baselines(args.baselines or "random,pca"),
-                batch_size=args.batch_size,
-                device=args.device,
-                seed=args.seed,
-                score_variant=args.score,
-                score_channels=args.score_channels,
-                smooth=args.smooth,
-                entity=args.entity,
-                top_sensors=args.top_sensors,
-                explain=args.explain,
+                checkpoint, args.dataset, args.data_dir, protocol=args.protocol, threshold=threshold,
+                baselines=parse_baselines(args.baselines or "random,pca"), batch_size=args.batch_size,
+                device=args.device, seed=args.seed, score_variant=args.score, score_channels=args.score_channels,
+                smooth=args.smooth, entity=args.entity, top_sensors=args.top_sensors, explain=args.explain,
                 context=context,
-            )
+            )  # fmt: skip
             if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
                 return 0
             paths = write_artifacts(evaluation, args.output_dir)
