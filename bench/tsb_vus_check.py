@@ -4,12 +4,12 @@ TSB-AD pins numpy<2, so it lives in its own virtual environment, never in ours. 
 (lean: TSB-AD's metric and baseline modules need only these; `pip install tsb-ad==1.5` with all its
 dependencies works too, and is several GB):
 
-    python3 -m venv /tmp/tsbad-venv && /tmp/tsbad-venv/bin/pip install "numpy<2" scikit-learn==1.9.1 \
+    python3 -m venv .bench-venvs/tsb-ad && .bench-venvs/tsb-ad/bin/pip install "numpy<2" scikit-learn==1.9.1 \
         scipy statsmodels pandas hurst torch requests tqdm matplotlib && \
-        /tmp/tsbad-venv/bin/pip install --no-deps tsb-ad==1.5
+        .bench-venvs/tsb-ad/bin/pip install --no-deps tsb-ad==1.5
 
 Then, from the repository root (the script re-runs itself under --tsb-python, default
-$TSB_AD_PYTHON or /tmp/tsbad-venv/bin/python, when TSB_AD is not importable here):
+$TSB_AD_PYTHON or .bench-venvs/tsb-ad/bin/python, when TSB_AD is not importable here):
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/tsb_vus_check.py > bench/results/tsb_vus_check.md
 
@@ -44,7 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-DEFAULT_TSB_PYTHON = os.environ.get("TSB_AD_PYTHON", "/tmp/tsbad-venv/bin/python")
+DEFAULT_TSB_PYTHON = os.environ.get("TSB_AD_PYTHON", str(ROOT / ".bench-venvs" / "tsb-ad" / "bin" / "python"))
 TELEMANOM_CHANNELS = {"MSL": ("C-1", "D-14", "F-7", "T-12"), "SMAP": ("A-1", "E-1", "G-1", "P-3")}
 SMD_MACHINES = ("machine-1-3", "machine-2-1")
 BASELINE_SERIES = (("MSL", "C-1"), ("SMAP", "A-1"))
