@@ -122,14 +122,15 @@ def detect(
     stamps: deque = deque()
     rows, columns = 0, ""
 
-    def raw_chunks() -> Iterator[np.ndarray]:
+    def normalised_chunks() -> Iterator[np.ndarray]:
         nonlocal rows, columns
         order = None
         for index, chunk in enumerate(table.chunks):
             if index == 0:
                 order, columns = column_order(table, chunk.values.shape[1], names)
-            values = missing.apply(chunk.values if order is None else chunk.values[:, order], rows)
-            moments.update(normalizer.transform(values))
+            values = chunk.values if order is None else chunk.values[:, order]
+            values = normalizer.transform(missing.apply(values, rows))
+            moments.update(values)  # the drift check and the model read the same normalised values
             stamps.append(chunk.stamps if chunk.stamps is not None else np.arange(rows, rows + len(values)))
             rows += len(values)
             yield values
@@ -141,7 +142,8 @@ def detect(
 
     writer = csv.writer(output, lineterminator="\n")
     n_flagged, n_non_finite, first_non_finite = 0, 0, None
-    for number, part in enumerate(detector.stream(raw_chunks(), batch_size=batch_size, context=context)):
+    points = detector.stream(normalised_chunks(), batch_size=batch_size, context=context, normalised=True)
+    for number, part in enumerate(points):
         if number == 0:  # the header waits until the first chunk passed its checks
             writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
         index = _take(stamps, len(part.scores))

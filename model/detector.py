@@ -248,12 +248,15 @@ class Detector:
         *,
         batch_size: int | None = None,
         context: DistributedContext | None = None,
+        normalised: bool = False,
     ) -> Iterator[PointValues]:
         """score_points over a raw series arriving in consecutive chunks, yielding as soon as points are
-        scored; bit-identical to scoring the whole series at once."""
+        scored; bit-identical to scoring the whole series at once. normalised=True: the chunks are
+        already z-scored with normalizer_ (a caller that needs them so itself normalises only once)."""
         self._check_fitted()
-        normalised = (self.normalizer_.transform(np.asarray(chunk, dtype=np.float32)) for chunk in chunks)
-        return score_stream(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
+        if not normalised:
+            chunks = (self.normalizer_.transform(np.asarray(chunk, dtype=np.float32)) for chunk in chunks)
+        return score_stream(self.model_, chunks, self.scoring_, batch_size=batch_size or self.config.batch_size,
                             device=self._device(), context=context)  # fmt: skip
 
     def threshold(self, percentile: float | None = None) -> float:

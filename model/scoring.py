@@ -61,7 +61,6 @@ def score_chunks(
     *,
     batch_size: int,
     device: torch.device | None = None,
-    amp: bool = False,
     context: DistributedContext | None = None,
 ) -> Iterator[PointValues]:
     """Score a normalised series that arrives as consecutive (n_i, C) chunks; yield unsmoothed PointValues in order.
@@ -89,10 +88,9 @@ def score_chunks(
 
     def run(windows: list[np.ndarray], keep_last: int | None = None) -> PointValues:
         inputs = torch.from_numpy(np.stack(windows)).to(device)
-        with autocast_context(device, amp):
-            reconstruction, per_layer = model(inputs)
-            outputs = WindowOutputs(inputs, reconstruction, per_layer)
-            scores = score.compute(outputs, settings.channels, settings.temperature)
+        reconstruction, per_layer = model(inputs)  # float32: the stored thresholds were made the same way
+        outputs = WindowOutputs(inputs, reconstruction, per_layer)
+        scores = score.compute(outputs, settings.channels, settings.temperature)
         errors = ((reconstruction.float() - inputs.float()) ** 2).cpu().numpy()
         scores = scores.float().cpu().numpy()
         if keep_last is None:
@@ -216,11 +214,10 @@ def score_stream(
     *,
     batch_size: int,
     device: torch.device | None = None,
-    amp: bool = False,
     context: DistributedContext | None = None,
 ) -> Iterator[PointValues]:
     """score_chunks's PointValues with the scores smoothed as `settings` say."""
-    points = score_chunks(model, chunks, settings, batch_size=batch_size, device=device, amp=amp, context=context)
+    points = score_chunks(model, chunks, settings, batch_size=batch_size, device=device, context=context)
     return smooth_point_stream(points, settings.smooth)
 
 
@@ -231,12 +228,11 @@ def score_series(
     *,
     batch_size: int,
     device: torch.device | None = None,
-    amp: bool = False,
     context: DistributedContext | None = None,
 ) -> PointValues:
     """Scores (N,), smoothed as `settings` say, and per-channel squared errors (N, C) of a normalised series;
     with a torchrun `context` the forward passes are shared out over the ranks (see score_chunks)."""
     parts = list(
-        score_stream(model, [series], settings, batch_size=batch_size, device=device, amp=amp, context=context)
+        score_stream(model, [series], settings, batch_size=batch_size, device=device, context=context)
     )
     return PointValues(np.concatenate([p.scores for p in parts]), np.concatenate([p.errors for p in parts]))
