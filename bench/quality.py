@@ -522,7 +522,7 @@ def main() -> None:
     )
     add("--threshold-percentile", type=float, default=99.0, help="default protocol: percentile of TRAIN scores")
     add("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train and score (default: auto)")
-    add("--amp", action="store_true", help="mixed precision on CUDA for training; scores are made in float32 (the paper: none)")
+    add("--amp", action="store_true", help="CUDA mixed precision for training; scores stay float32")
     add(
         "--aggregate",
         action="store_true",
