@@ -1,11 +1,14 @@
 """Wall time and peak memory of training a whole fleet on CPU, and the speed-up from --jobs.
 
     python bench/fleet_speed.py --data-dir ../shared/data --dataset MSL --jobs 1 2
+    python bench/fleet_speed.py --data-dir ../shared/data --dataset MSL --jobs 1 2 --before   # and the old code
 
 Each run trains every entity of the dataset with `--preset fleet` (or --preset) into a fresh
 folder, in a child process of its own (so that peak memory is that run's alone), and prints one
 row per --jobs value: wall seconds, entities per minute, the speed-up over the first row, and the
-peak resident memory of the largest process (the parent or one worker).
+peak resident memory of the largest process (the parent or one worker). With --before, the code
+before the speed work (bench/before.py) trains the same fleets, alternating with this code, and each
+row says which code ran.
 """
 
 from __future__ import annotations
@@ -37,31 +40,53 @@ print(json.dumps({{"seconds": seconds, "peak_kib": max(own, workers)}}))
 """
 
 
-def measure(dataset: str, data: Path, preset: str, jobs: int) -> dict:
+def measure(dataset: str, data: Path, preset: str, jobs: int, root: Path = ROOT) -> dict:
+    """One fleet training in a child process, with the code of `root` (this tree, or bench/before.py's)."""
     with tempfile.TemporaryDirectory() as out:
-        code = CHILD.format(root=str(ROOT), preset=preset, dataset=dataset, data=str(data), out=out, jobs=jobs)
+        code = CHILD.format(root=str(root), preset=preset, dataset=dataset, data=str(data), out=out, jobs=jobs)
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def fleet_rows(dataset: str, data: Path, preset: str, jobs: list[int], before: Path | None) -> list[dict]:
+    """For each --jobs value: the before code's run (when `before` is given), then this code's."""
+    rows = []
+    for count in jobs:
+        for code, root in (("before", before), ("ours", ROOT)):
+            if root is not None:
+                rows.append({"code": code, "jobs": count, **measure(dataset, data, preset, count, root)})
+    return rows
+
+
+def fleet_table(rows: list[dict], n_entities: int) -> list[str]:
+    lines = ["| code | --jobs | wall s | entities / min | speed-up over the first row | peak RSS MiB |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    first = rows[0]["seconds"] if rows else 1.0
+    for row in rows:
+        seconds = row["seconds"]
+        lines.append(f"| {row['code']} | {row['jobs']} | {seconds:.0f} | {60 * n_entities / seconds:.1f} | "
+                     f"{first / seconds:.2f} | {row['peak_kib'] / 1024:.0f} |")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench.before import before_tree
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--dataset", default="MSL")
     parser.add_argument("--preset", default="fleet")
     parser.add_argument("--jobs", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--before", action="store_true", help="also time the code before the speed work")
     args = parser.parse_args(argv)
     data = args.data_dir / "SMD" if args.dataset == "SMD" else args.data_dir
     n_entities = len(entity_names(args.dataset, data))
-    print(f"{args.dataset}: {n_entities} entities, --preset {args.preset}, CPU")
-    print("| --jobs | wall s | entities / min | speed-up | peak RSS MiB |")
-    print("|---|---|---|---|---|")
-    first = None
-    for jobs in args.jobs:
-        result = measure(args.dataset, data, args.preset, jobs)
-        first = first or result["seconds"]
-        print(f"| {jobs} | {result['seconds']:.0f} | {60 * n_entities / result['seconds']:.1f} | "
-              f"{first / result['seconds']:.2f} | {result['peak_kib'] / 1024:.0f} |", flush=True)  # fmt: skip
+    print(f"{args.dataset}: {n_entities} entities, --preset {args.preset}, CPU", flush=True)
+    with before_tree() as (tree, note):
+        if args.before:
+            print(note, flush=True)
+        rows = fleet_rows(args.dataset, data, args.preset, args.jobs, tree if args.before else None)
+    print("\n".join(fleet_table(rows, n_entities)))
     return 0
 
 

@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 
 class Associations(NamedTuple):
@@ -22,15 +24,41 @@ def squash_sigma(raw: torch.Tensor) -> torch.Tensor:
     return torch.pow(3.0, torch.sigmoid(5.0 * raw) + 1e-5) - 1.0
 
 
+class _PriorAssociation(torch.autograd.Function):
+    """softmax_j(-d_ij^2 / (2 sigma_i^2)) with its gradient to sigma written out.
+
+    Backward, with A = P * grad:
+    d/d sigma_i = (sum_j A_ij d_ij^2 - sum_j A_ij * sum_j P_ij d_ij^2) / sigma_i^3,
+    four passes over (B, H, L, L) where autograd would take about ten and keep the exponent.
+    """
+
+    @staticmethod
+    def forward(ctx, sigma: torch.Tensor, square_distance: torch.Tensor) -> torch.Tensor:
+        scale = sigma.square().reciprocal_().mul_(-0.5).unsqueeze(-1)  # -1 / (2 sigma^2), (B, H, L, 1)
+        # softmax's vectorised exp, not exp_: the exponents reach -1e10, where a plain exp slows down tenfold
+        prior = torch.softmax(torch.mul(square_distance, scale), dim=-1)
+        ctx.save_for_backward(sigma, square_distance, prior)
+        return prior
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        sigma, square_distance, prior = ctx.saved_tensors
+        weighted = prior * grad
+        row = weighted.sum(dim=-1)
+        spread = weighted.mul_(square_distance).sum(dim=-1)
+        mean_square = (prior * square_distance).sum(dim=-1)
+        return (spread - row * mean_square) / sigma.pow(3), None
+
+
 def prior_association(sigma: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
     """Row-normalised Gaussian kernel over |i - j| with a per-row scale.
 
-    sigma: (B, H, L); distance: (L, L) -> (B, H, L, L).
+    sigma: (B, H, L); distance: (L, L) of |i - j| -> (B, H, L, L).
     The Gaussian's 1 / (sqrt(2 pi) sigma) factor is constant along a row, so normalising the row
     cancels it; a softmax of the exponent is that same normalisation, computed without underflow.
     """
-    exponent = -distance.square() / (2.0 * sigma.unsqueeze(-1).square())  # (B, H, L, L)
-    return torch.softmax(exponent, dim=-1)
+    return _PriorAssociation.apply(sigma, distance.square())
 
 
 class AnomalyAttention(nn.Module):
@@ -49,20 +77,31 @@ class AnomalyAttention(nn.Module):
         # |i - j| once per module; broadcast against sigma, never repeated per batch or head.
         self.register_buffer("distance", (positions[:, None] - positions[None, :]).abs(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Associations]:
+    def _joint_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q (with the 1/sqrt(head_dim) of the scores folded in), K, V and sigma as one matrix: one product."""
+        scale = 1.0 / math.sqrt(self.query.out_features // self.n_heads)
+        parts = (self.key, self.value, self.sigma_projection)
+        weight = torch.cat([self.query.weight * scale, *(part.weight for part in parts)])
+        bias = torch.cat([self.query.bias * scale, *(part.bias for part in parts)])
+        return weight, bias
+
+    def forward(self, x: torch.Tensor, associations: bool = True) -> tuple[torch.Tensor, Associations | None]:
+        """associations=False leaves out sigma and the prior, which only the losses and some scores read."""
         batch, length, d_model = x.shape
         heads, head_dim = self.n_heads, d_model // self.n_heads
-        q = self.query(x).view(batch, length, heads, head_dim)
-        k = self.key(x).view(batch, length, heads, head_dim)
-        v = self.value(x).view(batch, length, heads, head_dim)
+        projected = F.linear(x, *self._joint_projection())  # (B, L, 3 d_model + H)
+        q, k, v = (
+            projected[..., index * d_model : (index + 1) * d_model].view(batch, length, heads, head_dim).transpose(1, 2)
+            for index in range(3)
+        )  # (B, H, L, E) each
 
-        scores = torch.einsum("blhe,bshe->bhls", q, k) / math.sqrt(head_dim)  # (B, H, L, L)
-        series = torch.softmax(scores.float(), dim=-1)
-        context = torch.einsum("bhls,bshe->blhe", self.dropout(series).to(v.dtype), v)
+        series = torch.softmax((q @ k.transpose(-1, -2)).float(), dim=-1)  # (B, H, L, L)
+        context = (self.dropout(series).to(v.dtype) @ v).transpose(1, 2).reshape(batch, length, d_model)
+        output = self.out(context)
+        if not associations:
+            return output, None
 
         # sigma in float32: under fp16 autocast 3^x - 1 near zero loses every digit.
-        sigma = squash_sigma(self.sigma_projection(x).float().transpose(1, 2))  # (B, H, L)
+        sigma = squash_sigma(projected[..., 3 * d_model :].float().transpose(1, 2))  # (B, H, L)
         prior = prior_association(sigma, self.distance[:length, :length])
-
-        output = self.out(context.reshape(batch, length, d_model))
         return output, Associations(series=series, prior=prior, sigma=sigma)

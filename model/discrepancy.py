@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from model.attention import Associations
 
@@ -26,17 +27,74 @@ def symmetric_kl(
 ) -> torch.Tensor:
     """KL(p || q) + KL(q || p) per time step: (B, H, L, L) -> (B, L).
 
-    Written as sum (p - q)(log p - log q), one pass instead of two; callers that already hold
-    the logs pass them in, so each layer takes two logarithms in all.
+    Written as sum (p - q)(log p - log q), one pass instead of two. This is the definition, with
+    autograd's gradients; the training loss and the scores use `paired_discrepancy`, which gives the
+    same values and gradients with fewer passes over the (B, H, L, L) tensors.
     """
     log_p = log_association(p) if log_p is None else log_p
     log_q = log_association(q) if log_q is None else log_q
     return ((p - q) * (log_p - log_q)).sum(dim=-1).mean(dim=1)
 
 
+def _log_ratio(series: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """log(S + eps) - log(P + eps), in one new tensor."""
+    ratio = torch.add(series, LOG_EPSILON).log_()
+    return ratio.sub_(torch.add(prior, LOG_EPSILON).log_())
+
+
+def _discrepancy_value(series: torch.Tensor, prior: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
+    # sum_j (S - P)(log S - log P) equals symmetric_kl(P, S) bit for bit: both factors change sign.
+    return ((series - prior) * log_ratio).sum(dim=-1).mean(dim=1)
+
+
+class _PairedDiscrepancy(torch.autograd.Function):
+    """The discrepancy of (S, P) per step, computed once and returned twice: the first copy's gradient
+    reaches S only (P held fixed), the second's P only (S held fixed), which are the minimax's two
+    stop-gradient terms. The gradients are written out, so autograd keeps three tensors per layer
+    (S, P, the log ratio) instead of every intermediate of two symmetric KLs.
+
+    d/dS_j = log_ratio_j + (S_j - P_j) / (S_j + eps);  d/dP_j = -log_ratio_j - (S_j - P_j) / (P_j + eps).
+    """
+
+    @staticmethod
+    def forward(ctx, series: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_ratio = _log_ratio(series, prior)
+        value = _discrepancy_value(series, prior, log_ratio)
+        ctx.save_for_backward(series, prior, log_ratio)
+        ctx.set_materialize_grads(False)  # an unused side arrives as None and costs nothing
+        return value, value.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_series_side: torch.Tensor | None, grad_prior_side: torch.Tensor | None):
+        series, prior, log_ratio = ctx.saved_tensors
+        heads = series.shape[1]
+        difference = series - prior
+        grads = []
+        for tensor, grad, sign, wanted in (
+            (series, grad_series_side, 1.0, ctx.needs_input_grad[0]),
+            (prior, grad_prior_side, -1.0, ctx.needs_input_grad[1]),
+        ):
+            if grad is None or not wanted:
+                grads.append(None)
+                continue
+            part = torch.add(tensor, LOG_EPSILON)
+            torch.div(difference, part, out=part)
+            part.add_(log_ratio).mul_((grad * (sign / heads))[:, None, :, None])  # the mean over heads, per step
+            grads.append(part)
+        return tuple(grads)
+
+
+def paired_discrepancy(series: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(symmetric_kl(S, sg(P)), symmetric_kl(P, sg(S))) per step, (B, L) each, from one pass."""
+    return _PairedDiscrepancy.apply(series, prior)
+
+
 def association_discrepancy(per_layer: list[Associations]) -> torch.Tensor:
     """AssDis(P, S; X) per time step, summed over layers: (B, L). No gradient is stopped here."""
-    return sum(symmetric_kl(layer.prior, layer.series) for layer in per_layer)
+    if torch.is_grad_enabled():
+        return sum(symmetric_kl(layer.prior, layer.series) for layer in per_layer)
+    return sum(_discrepancy_value(s, p, _log_ratio(s, p)) for s, p in ((x.series, x.prior) for x in per_layer))
 
 
 class MinimaxLosses(NamedTuple):
@@ -57,10 +115,9 @@ def minimax_losses(
     rec = torch.mean((reconstruction.float() - x.float()) ** 2)
     series_side, prior_side = 0.0, 0.0
     for layer in per_layer:
-        series, prior = layer.series, layer.prior
-        log_series, log_prior = log_association(series), log_association(prior)
-        series_side = series_side + symmetric_kl(series, prior.detach(), log_series, log_prior.detach()).mean()
-        prior_side = prior_side + symmetric_kl(prior, series.detach(), log_prior, log_series.detach()).mean()
+        to_series, to_prior = paired_discrepancy(layer.series, layer.prior)
+        series_side = series_side + to_series.mean()
+        prior_side = prior_side + to_prior.mean()
     n_layers = len(per_layer)
     return MinimaxLosses(
         reconstruction=rec,

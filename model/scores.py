@@ -56,13 +56,15 @@ class Score:
     channels: str  # default channel spec: all, target, or names/indices
     smooth: int  # default centred moving-average span; 0: none
     summary: str
+    needs_associations: bool = True  # False: the model may skip sigma and the prior, which it leaves unread
 
 
 SCORES: dict[str, Score] = {
     score.name: score
     for score in (
         Score("paper", paper_score, "all", 0, "softmax(-AssDis x T) x reconstruction error (the paper's criterion)"),
-        Score("reconstruction", reconstruction_score, "target", 50, "reconstruction error of the target channels"),
+        Score("reconstruction", reconstruction_score, "target", 50, "reconstruction error of the target channels",
+              needs_associations=False),
         Score("discrepancy", discrepancy_score, "target", 50, "minus the association discrepancy"),
     )
 }

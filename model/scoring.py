@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from data_factory.errors import UserInputError
 from data_factory.windows import check_long_enough
+from model.allocator import keep_freed_memory
 from model.config import check_device_available
 from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings
@@ -75,6 +76,7 @@ def score_chunks(
     bit-identical to one process (the kernels' reduction order depends on the batch shape and the
     threads), while each rank runs 1/N of the forward passes.
     """
+    keep_freed_memory()  # each batch's tensors reuse the last batch's pages (model/allocator.py)
     device = device or next(model.parameters()).device
     context = context or DistributedContext()
     score = SCORES[settings.variant]
@@ -88,7 +90,8 @@ def score_chunks(
 
     def run(windows: list[np.ndarray], keep_last: int | None = None) -> PointValues:
         inputs = torch.from_numpy(np.stack(windows)).to(device)
-        reconstruction, per_layer = model(inputs)  # float32: the stored thresholds were made the same way
+        # float32: the stored thresholds were made the same way
+        reconstruction, per_layer = model(inputs, associations=score.needs_associations)
         outputs = WindowOutputs(inputs, reconstruction, per_layer)
         scores = score.compute(outputs, settings.channels, settings.temperature)
         errors = ((reconstruction.float() - inputs.float()) ** 2).cpu().numpy()

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from model.attention import AnomalyAttention, Associations
 
@@ -69,11 +70,15 @@ class EncoderLayer(nn.Module):
         self.norm_feed_forward = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Associations]:
-        attended, associations = self.attention(x)
+    def forward(self, x: torch.Tensor, associations: bool = True) -> tuple[torch.Tensor, Associations | None]:
+        attended, found = self.attention(x, associations)
         x = self.norm_attention(x + self.dropout(attended))
-        y = self.feed_forward(x.transpose(1, 2)).transpose(1, 2)
-        return self.norm_feed_forward(x + y), associations
+        expand, activation, dropout, contract, last_dropout = self.feed_forward
+        # The kernel-1 convolutions are position-wise linear maps: applied as such to (B, L, d), with no
+        # transposes and a plain matrix product instead of a convolution kernel (the weights are the same).
+        y = dropout(activation(F.linear(x, expand.weight.squeeze(-1), expand.bias)))
+        y = last_dropout(F.linear(y, contract.weight.squeeze(-1), contract.bias))
+        return self.norm_feed_forward(x + y), found
 
 
 class AnomalyTransformer(nn.Module):
@@ -89,11 +94,13 @@ class AnomalyTransformer(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.projection = nn.Linear(config.d_model, config.n_channels)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[Associations]]:
+    def forward(self, x: torch.Tensor, associations: bool = True) -> tuple[torch.Tensor, list[Associations]]:
+        """associations=False returns no associations (an empty list) and skips the work that only they need."""
         hidden = self.embedding(x)  # (B, L, d_model)
         per_layer = []
         for layer in self.layers:
-            hidden, associations = layer(hidden)
-            per_layer.append(associations)
+            hidden, found = layer(hidden, associations)
+            if found is not None:
+                per_layer.append(found)
         reconstruction = self.projection(self.norm(hidden))  # (B, L, C)
         return reconstruction, per_layer

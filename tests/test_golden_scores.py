@@ -5,7 +5,9 @@ tests/fixtures/score_reference_{SYNTH,MSL}.pth are tiny models trained by that c
 d_model 16, 1 layer, 1 epoch, train stride 20, batch 32, one thread); the .npz beside each holds
 that code's TRAIN and TEST scores for every score x channels (all, target) x smoothing (0, 50)
 (x temperature 50 and 5 for the paper score), its per-channel errors (SYNTH) and its fit's TRAIN
-scores. The comparison is exact: same torch, same thread count, same float32 kernels.
+scores. The scoring and training kernels have been rewritten for speed since (a joint Q/K/V/sigma
+product, position-wise linear maps, written-out gradients for the prior and the discrepancy), so
+the comparison is to float32 rounding: the same arithmetic in another order.
 """
 
 from pathlib import Path
@@ -19,6 +21,18 @@ from data_factory.registry import load_dataset
 from model import Detector, DetectorConfig
 from model.score_settings import resolve_score_settings
 
+
+def score_tolerance(variant: str, temperature: float, expected: np.ndarray) -> dict:
+    """float32 rounding of reordered sums, relative to the score's scale (a squared error near zero has
+    no relative precision). The paper score is softmax(-AssDis x T), which multiplies the rounding of
+    AssDis by T (50 or 5)."""
+    rtol = 2e-5 * temperature if variant == "paper" else 1e-5
+    return {"rtol": rtol, "atol": 1e-6 * float(np.abs(expected).max())}
+
+
+# Adam moves every weight by about lr (1e-4) per step whatever its gradient's size, so a weight whose
+# gradient is near zero moves by the sign of a rounding difference: a few lr over the fit's steps.
+WEIGHT_TOLERANCE = {"rtol": 0.0, "atol": 1e-3}
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAINED_WITH = DetectorConfig(win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32, epochs=1, train_stride=20,
@@ -47,7 +61,7 @@ def one_thread():
 
 
 @pytest.mark.parametrize("name", ["SYNTH", "MSL"])
-def test_every_score_is_bit_identical_to_the_code_before_the_detector(name, one_thread):
+def test_every_score_equals_the_code_before_the_detector(name, one_thread):
     data = reference_data(name)
     expected = np.load(FIXTURES / f"score_reference_{name}.npz")
     detector = Detector.load(FIXTURES / f"score_reference_{name}.pth", data)
@@ -59,9 +73,12 @@ def test_every_score_is_bit_identical_to_the_code_before_the_detector(name, one_
                                           float(temperature))  # fmt: skip
         for split, series in (("train", data.train), ("test", data.test)):
             points = detector.rescored(settings).score_points(series, batch_size=32)
-            np.testing.assert_array_equal(points.scores, expected[f"{key}_{split}"], err_msg=f"{key} {split}")
+            before = expected[f"{key}_{split}"]
+            np.testing.assert_allclose(points.scores, before, **score_tolerance(variant, float(temperature), before),
+                                       err_msg=f"{key} {split}")  # fmt: skip
             if f"errors_{split}" in expected.files:
-                np.testing.assert_array_equal(points.errors, expected[f"errors_{split}"])
+                errors_before = expected[f"errors_{split}"]
+                np.testing.assert_allclose(points.errors, errors_before, **score_tolerance("", 0, errors_before))
 
 
 @pytest.mark.parametrize("name", ["SYNTH", "MSL"])
@@ -70,6 +87,6 @@ def test_a_fit_gives_the_weights_and_train_scores_of_the_code_before_the_detecto
     before = Detector.load(FIXTURES / f"score_reference_{name}.pth")
     fitted = Detector(TRAINED_WITH).fit(data)
     for key, tensor in before.model_.state_dict().items():
-        assert torch.equal(fitted.model_.state_dict()[key], tensor), key
+        torch.testing.assert_close(fitted.model_.state_dict()[key], tensor, **WEIGHT_TOLERANCE, msg=key)
     expected = np.load(FIXTURES / f"score_reference_{name}.npz")["fit_train_scores"]
-    np.testing.assert_array_equal(fitted.train_scores_, expected)
+    np.testing.assert_allclose(fitted.train_scores_, expected, **score_tolerance("reconstruction", 0, expected))
