@@ -89,11 +89,10 @@ class AnomalyAttention(nn.Module):
         """associations=False leaves out sigma and the prior, which only the losses and some scores read."""
         batch, length, d_model = x.shape
         heads, head_dim = self.n_heads, d_model // self.n_heads
-        projected = F.linear(x, *self._joint_projection())  # (B, L, 3 d_model + H)
-        q, k, v = (
-            projected[..., index * d_model : (index + 1) * d_model].view(batch, length, heads, head_dim).transpose(1, 2)
-            for index in range(3)
-        )  # (B, H, L, E) each
+        # split, not slicing: a slice's backward fills a zero tensor of the whole product for each part
+        qkv, raw_sigma = F.linear(x, *self._joint_projection()).split([3 * d_model, heads], dim=-1)
+        # One copy into (3, B, H, L, E), so that both products below are plain batched matrix products.
+        q, k, v = qkv.reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
 
         series = torch.softmax((q @ k.transpose(-1, -2)).float(), dim=-1)  # (B, H, L, L)
         context = (self.dropout(series).to(v.dtype) @ v).transpose(1, 2).reshape(batch, length, d_model)
@@ -102,6 +101,6 @@ class AnomalyAttention(nn.Module):
             return output, None
 
         # sigma in float32: under fp16 autocast 3^x - 1 near zero loses every digit.
-        sigma = squash_sigma(projected[..., 3 * d_model :].float().transpose(1, 2))  # (B, H, L)
+        sigma = squash_sigma(raw_sigma.float().transpose(1, 2))  # (B, H, L)
         prior = prior_association(sigma, self.distance[:length, :length])
         return output, Associations(series=series, prior=prior, sigma=sigma)
