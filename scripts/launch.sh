@@ -52,7 +52,8 @@ fi
 if [ -n "${CVL_CONTAINER_NAME:-}" ]; then
   options+=(--name "$CVL_CONTAINER_NAME")
 fi
-for variable in CUDA_VISIBLE_DEVICES TELEMANOM_DATA_URL TELEMANOM_LABELS_URL SMD_BASE_URL PSM_BASE_URL; do
+for variable in CUDA_VISIBLE_DEVICES TELEMANOM_DATA_URL TELEMANOM_LABELS_URL SMD_BASE_URL PSM_BASE_URL \
+    ANOMALY_TRANSFORMER_MALLOC; do
   if [ -n "${!variable:-}" ]; then
     options+=(-e "$variable=${!variable}")
   fi
