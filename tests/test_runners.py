@@ -59,7 +59,8 @@ def fake_docker(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name in ("CVL_IMAGE", "CVL_NO_DOCKER", "CVL_CONTAINER_NAME", "CVL_CACHE_DIR", "CUDA_VISIBLE_DEVICES"):
+    for name in ("CVL_IMAGE", "CVL_NO_DOCKER", "CVL_CONTAINER_NAME", "CVL_CACHE_DIR", "CUDA_VISIBLE_DEVICES",
+                 "ANOMALY_TRANSFORMER_MALLOC"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
     def calls() -> list[dict]:
@@ -79,6 +80,13 @@ def test_build_builds_the_tag_from_the_project_folder_wherever_it_is_called(fake
     monkeypatch.setenv("CVL_IMAGE", "registry.example/at:1")
     assert run("build.sh", "--no-cache").returncode == 0
     assert fake_docker()[-1]["argv"] == ["build", "-t", "registry.example/at:1", "--no-cache", "."]
+
+
+def test_the_allocator_setting_is_forwarded_into_the_container(fake_docker, monkeypatch):
+    monkeypatch.setenv("ANOMALY_TRANSFORMER_MALLOC", "default")
+    assert run("train.sh", "--", "--dataset", "SYNTH").returncode == 0
+    argv = fake_docker()[-1]["argv"]
+    assert argv[argv.index("ANOMALY_TRANSFORMER_MALLOC=default") - 1] == "-e"
 
 
 def test_build_without_an_engine_says_so_in_one_line(fake_docker, monkeypatch):
