@@ -60,7 +60,7 @@ timed "inspect the checkpoint" "$python" inspect_checkpoint.py "$run/MSL_checkpo
 speed="$work/speed"
 # float32 training throughput can be read off the quality runs below (every window, 3 epochs, timed).
 timed "speed with --amp" "$python" bench/speed.py --data-dir "$data" --configs paper --batch-sizes 256 --steps 20 \
-    --max-windows 5120 --device "$device" --no-peer --output "$speed" --amp
+    --max-windows 5120 --device "$device" --no-peer --no-fleet --repeats 1 --output "$speed" --amp
 
 quality="$work/quality"
 declare -A took=()
