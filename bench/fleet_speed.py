@@ -71,6 +71,7 @@ def fleet_table(rows: list[dict], n_entities: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.before import before_tree
+    from bench.fleet_quality import dataset_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--before", action="store_true", help="also time the code before the speed work")
     args = parser.parse_args(argv)
-    data = args.data_dir / "SMD" if args.dataset == "SMD" else args.data_dir
+    data = dataset_dir(args.data_dir, args.dataset)
     n_entities = len(entity_names(args.dataset, data))
     print(f"{args.dataset}: {n_entities} entities, --preset {args.preset}, CPU", flush=True)
     with before_tree() as (tree, note):

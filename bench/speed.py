@@ -316,10 +316,11 @@ def row_line(row: dict) -> str:
 
 
 def fleet_lines(data_dir: Path, dataset: str, jobs: list[int], before: Path | None) -> list[str]:
+    from bench.fleet_quality import dataset_dir
     from bench.fleet_speed import fleet_rows, fleet_table
     from data_factory.entities import entity_names
 
-    folder = data_dir / "SMD" if dataset == "SMD" else data_dir
+    folder = dataset_dir(data_dir, dataset)
     try:
         n_entities = len(entity_names(dataset, folder))
     except Exception as error:  # noqa: BLE001 - any reason the data cannot be listed skips the fleet rows

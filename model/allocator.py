@@ -3,8 +3,8 @@
 glibc's malloc serves a block above its mmap threshold (128 KiB, rising to at most 32 MiB as blocks
 are freed) with fresh pages from the kernel and returns them on free. A training step allocates and
 frees dozens of (B, H, L, L) association tensors, 82 MiB each at the paper's size and batch 256, so
-every step page-faults and zeroes those gigabytes anew: about 14 million page faults in ten steps,
-measured. Served from malloc's heap and never trimmed, the pages are faulted once and reused.
+every step page-faults and zeroes those gigabytes anew: 14 million page faults in a loop of a few
+steps, measured. Served from malloc's heap and never trimmed, the pages are faulted once and reused.
 
 The cost: the process keeps its peak heap until it exits, and the heap can hold more than the live
 tensors. Set ANOMALY_TRANSFORMER_MALLOC=default to leave malloc as it is.

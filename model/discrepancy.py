@@ -22,18 +22,14 @@ def kl_per_step(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (p * (log_association(p) - log_association(q))).sum(dim=-1).mean(dim=1)
 
 
-def symmetric_kl(
-    p: torch.Tensor, q: torch.Tensor, log_p: torch.Tensor | None = None, log_q: torch.Tensor | None = None
-) -> torch.Tensor:
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) + KL(q || p) per time step: (B, H, L, L) -> (B, L).
 
     Written as sum (p - q)(log p - log q), one pass instead of two. This is the definition, with
     autograd's gradients; the training loss and the scores use `paired_discrepancy`, which gives the
     same values and gradients with fewer passes over the (B, H, L, L) tensors.
     """
-    log_p = log_association(p) if log_p is None else log_p
-    log_q = log_association(q) if log_q is None else log_q
-    return ((p - q) * (log_p - log_q)).sum(dim=-1).mean(dim=1)
+    return ((p - q) * (log_association(p) - log_association(q))).sum(dim=-1).mean(dim=1)
 
 
 def _log_ratio(series: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -94,7 +90,8 @@ def association_discrepancy(per_layer: list[Associations]) -> torch.Tensor:
     """AssDis(P, S; X) per time step, summed over layers: (B, L). No gradient is stopped here."""
     if torch.is_grad_enabled():
         return sum(symmetric_kl(layer.prior, layer.series) for layer in per_layer)
-    return sum(_discrepancy_value(s, p, _log_ratio(s, p)) for s, p in ((x.series, x.prior) for x in per_layer))
+    return sum(_discrepancy_value(layer.series, layer.prior, _log_ratio(layer.series, layer.prior))
+               for layer in per_layer)  # fmt: skip
 
 
 class MinimaxLosses(NamedTuple):
