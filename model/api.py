@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from data_factory.atomic import ensure_writable_dir, folder_lock
 from data_factory.dataset import TimeSeriesDataset
@@ -21,8 +21,9 @@ from model.config import DetectorConfig
 from model.detector import Detector
 from model.distributed import DistributedContext, init_distributed, shutdown_distributed
 from model.fleet import Fleet, fleet_path, train_fleet
+from model.schema import expected_shapes
 from model.solver import StopOnSignal, check_resume_position, split_validation
-from model.transformer import AnomalyTransformer, ModelConfig
+from model.transformer import ModelConfig
 
 
 def best_checkpoint_path(output_dir: str | Path, label: str) -> Path:
@@ -35,8 +36,7 @@ def last_checkpoint_path(output_dir: str | Path, label: str) -> Path:
 
 def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -> None:
     """Fail before training if the disk cannot hold the checkpoints it will write (`copies` models)."""
-    with torch.device("meta"):  # shapes only: counting the parameters allocates nothing
-        parameters = sum(p.numel() for p in AnomalyTransformer(model_config).parameters())
+    parameters = sum(int(np.prod(shape)) for shape in expected_shapes(model_config).values())
     # _last.pth: weights, best weights, two Adam moments; the best checkpoint: weights; a temp copy of each.
     needed = copies * 2 * (5 * 4 * parameters) + 2**20
     free = shutil.disk_usage(folder).free
