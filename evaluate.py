@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--per-entity", action="store_true",
         help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside all baselines")
     add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
+    add("--jobs", type=int, default=None,
+        help="--per-entity: entities evaluated at once, each in its own process on one thread "
+        "(default: the cores; 1 on a GPU)")
     return parser  # fmt: skip
 
 
@@ -105,7 +108,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
         evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
                                     batch_size=args.batch_size, device=args.device, seed=args.seed,
                                     threshold_percentile=args.threshold_percentile, score_variant=args.score,
-                                    score_channels=args.score_channels, smooth=args.smooth)  # fmt: skip
+                                    score_channels=args.score_channels, smooth=args.smooth,
+                                    jobs=args.jobs)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
     print(format_fleet_table(evaluation))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
@@ -129,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
                                   pot_risk=args.pot_risk, anomaly_ratio=args.anomaly_ratio)  # fmt: skip
     context = init_distributed(args.device)  # under torchrun the ranks share the scoring
     try:
+        if args.jobs is not None:
+            raise UserInputError("--jobs is for --per-entity (one process per entity); one model scores in one")
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
                                   args.top_sensors, args.explain)  # fmt: skip
         with contextlib.ExitStack() as stack:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -15,6 +14,7 @@ from model import PRESETS, TrainingFailed, TrainingInterrupted
 from model.api import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from model.config import add_config_flags, config_from_flags, describe_preset
 from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path
+from model.workers import default_jobs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train one Detector per entity into {DATASET}_fleet.pth; without --preset, "
                        "--preset fleet")
     fleet.add_argument("--entities", default=None, help="comma-separated entities to train (default: all)")
-    fleet.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+    fleet.add_argument("--jobs", type=int, default=default_jobs(),
                        help="entities trained at once, each in its own process on one thread (default: the cores)")
     fleet.add_argument("--normalisation", choices=NORMALISATIONS, default="entity",
                        help="entity: z-score each entity with its own TRAIN; global: with the whole dataset's "

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, name: str, seed: int) -> dict:
     evaluation = evaluate_fleet(fleet_path(folder, name), name, data, baselines=DEFAULT_FLEET_BASELINES,
                                 device=args.device, seed=seed, whole_series=not args.no_whole_series,
                                 score_variant=args.score, score_channels=args.score_channels,
-                                smooth=args.smooth)  # fmt: skip
+                                smooth=args.smooth, jobs=args.jobs)  # fmt: skip
     summary = fleet_summary(evaluation)
     summary["seconds"] = {"train": trained, "evaluate": time.perf_counter() - started - trained}
     summary["config"] = config.to_dict()
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="fleet")
     parser.add_argument("--set", default=None, help='JSON of config fields to override, e.g. \'{"d_model": 128}\'')
     parser.add_argument("--normalisation", default="entity")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="entities trained and evaluated at once")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output-dir", type=Path, default=Path("artifacts/fleet_quality"))
     parser.add_argument("--rescore", action="store_true", help="evaluate the bundles already in --output-dir")

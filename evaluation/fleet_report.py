@@ -28,9 +28,11 @@ from evaluation.report import check_scoring_flags, check_train_scores_finite, ra
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period, tsb_vus
 from model.checkpoint import check_checkpoint_matches
+from model.detector import Detector
 from model.fleet import Fleet
 from model.score_settings import override_score_settings
-from model.scoring import smooth_scores
+from model.scoring import resolve_device, smooth_scores
+from model.workers import default_jobs, one_thread, spawn_pool
 
 PER_ENTITY_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
 DEFAULT_FLEET_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")
@@ -97,6 +99,75 @@ def _z_scored(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return (test - float(train.mean())) / (std if std > 0 else 1.0)
 
 
+@dataclass(frozen=True)
+class EntityRun:
+    """What evaluating an entity needs besides its model, in plain values that a worker process can take."""
+
+    bundle_path: str
+    dataset_name: str
+    data_dir: str | None
+    baselines: tuple[str, ...]
+    batch_size: int
+    device: str
+    seed: int
+    percentile: float
+    score_variant: str | None
+    score_channels: str | None
+    smooth: int | None
+
+
+def evaluate_entity(run: EntityRun, entity: str, detector: Detector) -> EntityScores:
+    """One entity's TRAIN and TEST scored by its own model and the baselines, and graded; on one thread
+    (model.workers), so that the result is the same for any --jobs."""
+    with one_thread():
+        data = load_dataset(run.dataset_name, run.data_dir, entity)
+        check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
+        if data.test_labels is None:
+            raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
+        scoring = override_score_settings(detector.scoring_, run.score_variant, run.score_channels, run.smooth,
+                                          data.channel_names, data.target_channels, len(data.train))  # fmt: skip
+        detector = detector.rescored(scoring).to(run.device)
+        train_points = detector.score_points(data.train, batch_size=run.batch_size)
+        test_points = detector.score_points(data.test, batch_size=run.batch_size)
+        train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
+        scored = EntityScores(entity, data.test_labels, {"model": train_points.scores}, {"model": test_points.scores})
+        window = dominant_period(test[:, 0])  # TSB-AD's sliding window: from the data's first channel
+        for name in run.baselines:
+            try:
+                pair = baseline_scores(name, train, test, channels=scoring.channels, seed=run.seed)
+            except UserInputError as error:  # e.g. a TEST shorter than the baseline's window
+                scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), str(error)
+                continue
+            scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+        methods = ["model", *run.baselines]
+        for name in (m for m in methods if m not in scored.failed):
+            check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
+                                      scored.train[name])  # fmt: skip
+            scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
+        for name in methods:
+            if name not in scored.failed:
+                scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
+                                                           run.percentile, window)  # fmt: skip
+    return scored
+
+
+def _evaluate_entity_in_worker(run: EntityRun, entity: str, checkpoint: dict) -> EntityScores:
+    return evaluate_entity(run, entity, Detector.from_checkpoint(checkpoint))
+
+
+def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> list[EntityScores]:
+    """evaluate_entity over the fleet's entities in order: in this process for jobs == 1, else in workers."""
+    if jobs == 1:
+        return [evaluate_entity(run, entity, detector) for entity, detector in fleet.detectors.items()]
+    pool = spawn_pool(min(jobs, len(fleet.detectors)))
+    try:
+        futures = [pool.submit(_evaluate_entity_in_worker, run, entity, detector.to_checkpoint())
+                   for entity, detector in fleet.detectors.items()]  # fmt: skip
+        return [future.result() for future in futures]
+    finally:  # after an error or a signal, the entities not started yet are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def evaluate_fleet(
     bundle_path: str | Path,
     dataset_name: str,
@@ -111,51 +182,30 @@ def evaluate_fleet(
     score_variant: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
+    jobs: int | None = None,
 ) -> FleetEvaluation:
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
     score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
-    --score, --score-channels and --smooth do for one model.
+    --score, --score-channels and --smooth do for one model. jobs: entities evaluated at once, each in
+    its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
     """
     check_scoring_flags(batch_size, seed, device)
+    if jobs is None:
+        jobs = default_jobs() if resolve_device(device).type == "cpu" else 1
+    if jobs < 1:
+        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
     percentile = fleet.config.threshold_percentile if threshold_percentile is None else threshold_percentile
     percentile_threshold(np.zeros(1), percentile)  # a bad percentile fails before any work
-    methods = ["model", *baselines]
-    results = []
-    for entity, detector in fleet.detectors.items():
-        data = load_dataset(dataset_name, data_dir, entity)
-        check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(bundle_path))
-        if data.test_labels is None:
-            raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
-        scoring = override_score_settings(detector.scoring_, score_variant, score_channels, smooth,
-                                          data.channel_names, data.target_channels, len(data.train))  # fmt: skip
-        detector = detector.rescored(scoring).to(device)
-        train_points = detector.score_points(data.train, batch_size=batch_size)
-        test_points = detector.score_points(data.test, batch_size=batch_size)
-        train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
-        scored = EntityScores(entity, data.test_labels, {"model": train_points.scores}, {"model": test_points.scores})
-        window = dominant_period(test[:, 0])  # TSB-AD's sliding window: from the data's first channel
-        for name in baselines:
-            try:
-                pair = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
-            except UserInputError as error:  # e.g. a TEST shorter than the baseline's window
-                scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), str(error)
-                continue
-            scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
-        for name in (m for m in methods if m not in scored.failed):
-            check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
-                                      scored.train[name])  # fmt: skip
-            scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
-        for name in methods:
-            if name not in scored.failed:
-                scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
-                                                           percentile, window)  # fmt: skip
-        results.append(scored)
-    if not results:
+    if not fleet.detectors:
         raise UserInputError(f"{bundle_path} holds no trained entity")
+    methods = ["model", *baselines]
+    run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
+                    batch_size, device, seed, percentile, score_variant, score_channels, smooth)  # fmt: skip
+    results = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])

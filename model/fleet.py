@@ -10,11 +10,10 @@ every finished entity, and so lets `--resume` keep the entities already done.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from model.config import DetectorConfig
 from model.detector import Detector, package_versions
 from model.distributed import DistributedContext
 from model.solver import StopOnSignal, TrainingFailed, TrainingInterrupted
+from model.workers import spawn_pool
 
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")
@@ -165,12 +165,6 @@ class FleetInterrupted(Exception):
         return f"{signal.Signals(self.signal_number).name} after {self.done} of {self.total} entities"
 
 
-def _ignore_signals() -> None:
-    """Workers leave SIGINT and SIGTERM to the parent, which finishes the running entities and saves."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def _results(
     tasks: list[tuple], jobs: int, stop: StopOnSignal
 ) -> Iterator[tuple[str, dict | None, str | None, float]]:
@@ -188,9 +182,7 @@ def _results(
         finally:
             torch.set_num_threads(threads)
         return
-    # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_signals) as pool:
+    with spawn_pool(jobs) as pool:  # the parent finishes the running entities and saves after a signal
         queued = iter(tasks)
         # At most `jobs` entities in flight, so that after a signal only the running ones finish.
         pending: set[Future] = {pool.submit(train_entity, *task) for task in itertools.islice(queued, jobs)}

@@ -15,6 +15,7 @@ import inspect_checkpoint
 import train
 from data_factory import load_dataset
 from data_factory.entities import entity_names
+from evaluation.fleet_report import evaluate_fleet
 from model import Detector, DetectorConfig
 from model.fleet import Fleet
 from tests.tiny import TINY_TRAIN_FLAGS
@@ -178,6 +179,29 @@ def test_evaluate_on_a_bundle_reports_every_entity_and_the_aggregate(fleet_run, 
     assert len(table) == 2 * len(report["methods"])
     assert (out / "CUSTOM_fleet_worst.png").stat().st_size > 0
     assert "per-entity protocol" in capsys.readouterr().out
+
+
+def test_evaluating_entities_in_parallel_gives_exactly_the_serial_result(fleet_run):
+    # Each entity is evaluated on one thread wherever it runs, so workers change the time, not the numbers.
+    serial, parallel = (evaluate_fleet(fleet_run["bundle"], "CUSTOM", fleet_run["data"], device="cpu", jobs=jobs)
+                        for jobs in (1, 2))  # fmt: skip
+    assert [entity.entity for entity in parallel.entities] == ["east", "west"]
+    for one, other in zip(serial.entities, parallel.entities, strict=True):
+        np.testing.assert_equal(one.metrics, other.metrics)  # assert_equal: a NaN equals a NaN
+        assert one.failed == other.failed
+        for method in serial.methods:
+            np.testing.assert_array_equal(one.test[method], other.test[method])
+            np.testing.assert_array_equal(one.train[method], other.train[method])
+    np.testing.assert_equal(serial.whole_series, parallel.whole_series)
+
+
+def test_jobs_is_a_per_entity_flag(fleet_run, capsys):
+    args = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--output-dir", str(fleet_run["out"]),
+            "--entity", "east", "--device", "cpu", "--jobs", "2"]  # fmt: skip
+    assert evaluate.main(args) == 2
+    assert "--jobs is for --per-entity" in capsys.readouterr().err
+    assert evaluate.main([*args[:6], "--per-entity", "--device", "cpu", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_evaluate_one_entity_of_a_bundle_gives_its_full_report(fleet_run, capsys):
