@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
     add("--jobs", type=int, default=None,
         help="--per-entity: entities evaluated at once, each in its own process on one thread "
-        "(default: the cores; 1 on a GPU)")
+        "(default: the cores, at most one per 2 GB of memory; 1 on a GPU)")
     return parser  # fmt: skip
 
 

@@ -11,7 +11,9 @@ Two protocols, always labelled as such:
 
 from __future__ import annotations
 
+import contextlib
 import csv
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +34,12 @@ from model.detector import Detector
 from model.fleet import Fleet
 from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
-from model.workers import default_jobs, one_thread, spawn_pool
+from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 PER_ENTITY_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
 DEFAULT_FLEET_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")
+# The default --jobs leaves each worker this much memory: an SMD machine's baselines peak at about 1.5 GB.
+EVALUATION_MEMORY_PER_JOB = 2 * 2**30
 
 
 @dataclass
@@ -116,10 +120,10 @@ class EntityRun:
     smooth: int | None
 
 
-def evaluate_entity(run: EntityRun, entity: str, detector: Detector) -> EntityScores:
+def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thread: bool = True) -> EntityScores:
     """One entity's TRAIN and TEST scored by its own model and the baselines, and graded; on one thread
-    (model.workers), so that the result is the same for any --jobs."""
-    with one_thread():
+    (model.workers) unless single_thread is False, so that the result is the same for any --jobs."""
+    with one_thread() if single_thread else contextlib.nullcontext():
         data = load_dataset(run.dataset_name, run.data_dir, entity)
         check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
         if data.test_labels is None:
@@ -156,16 +160,25 @@ def _evaluate_entity_in_worker(run: EntityRun, entity: str, checkpoint: dict) ->
 
 
 def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> list[EntityScores]:
-    """evaluate_entity over the fleet's entities in order: in this process for jobs == 1, else in workers."""
-    if jobs == 1:
-        return [evaluate_entity(run, entity, detector) for entity, detector in fleet.detectors.items()]
-    pool = spawn_pool(min(jobs, len(fleet.detectors)))
+    """evaluate_entity over the fleet's entities in order: in this process for one job, else in workers."""
+    entities = list(fleet.detectors.items())
+    jobs = min(jobs, len(entities))
+    if jobs == 1:  # on a GPU, the baselines may use every core
+        on_cpu = resolve_device(run.device).type == "cpu"
+        return [evaluate_entity(run, entity, detector, single_thread=on_cpu) for entity, detector in entities]
+    pool = spawn_pool(jobs, initializer=ignore_interrupt)
     try:
         futures = [pool.submit(_evaluate_entity_in_worker, run, entity, detector.to_checkpoint())
-                   for entity, detector in fleet.detectors.items()]  # fmt: skip
-        return [future.result() for future in futures]
-    finally:  # after an error or a signal, the entities not started yet are dropped
-        pool.shutdown(wait=True, cancel_futures=True)
+                   for entity, detector in entities]  # fmt: skip
+        results = [future.result() for future in futures]
+    except BaseException as error:  # an entity's error, or a signal: nothing is kept, so nothing is waited for
+        stop_now(pool)
+        if isinstance(error, BrokenProcessPool):
+            raise UserInputError(f"a worker process died while evaluating the {fleet.dataset} fleet (out of "
+                                 f"memory?); lower --jobs (it was {jobs})") from None  # fmt: skip
+        raise
+    pool.shutdown()
+    return results
 
 
 def evaluate_fleet(
@@ -192,7 +205,7 @@ def evaluate_fleet(
     """
     check_scoring_flags(batch_size, seed, device)
     if jobs is None:
-        jobs = default_jobs() if resolve_device(device).type == "cpu" else 1
+        jobs = default_jobs(EVALUATION_MEMORY_PER_JOB) if resolve_device(device).type == "cpu" else 1
     if jobs < 1:
         raise UserInputError(f"--jobs must be at least 1, got {jobs}")
     fleet = Fleet.load(bundle_path)

@@ -107,9 +107,21 @@ def check_model_config(check: Checker, record: dict, key: str = "model_config") 
     return ModelConfig.from_dict(values)
 
 
+def _least_build_size(config: ModelConfig) -> int:
+    """Floats that building a model of `config` allocates at the least: each layer's four d_model x d_model
+    projections, two feed-forward maps and |i - j| table."""
+    d_model = config.d_model
+    return config.e_layers * (4 * d_model * d_model + 2 * d_model * config.d_ff + config.win_size**2)
+
+
 def check_weights(check: Checker, record: dict, key: str, config: ModelConfig) -> None:
     """Every tensor the model needs, of the shape its config gives it, finite, and nothing else."""
     weights = check.get(record, key, "", dict)
+    stored = sum(value.numel() for value in weights.values() if isinstance(value, torch.Tensor))
+    least = _least_build_size(config)
+    if least > 8 * stored + 2**20:  # the shapes come from a built model: a damaged config must not build a huge one
+        check.fail(key, f"holds {stored:,} values, far fewer than a model of this model_config ({least:,} at the "
+                        "least): the config or the weights are damaged")  # fmt: skip
     expected = expected_shapes(config)
     for name, shape in expected.items():
         check.tensor(weights, name, key, shape)

@@ -1,7 +1,7 @@
 """Worker processes for per-entity work (training a fleet, evaluating one), one thread each.
 
 Each entity's work runs on one thread wherever it runs, so its result does not depend on how many
-workers share the machine: --jobs 1 and --jobs 8 give the same numbers.
+workers share the machine: --jobs 1 and --jobs 8 give the same numbers on a CPU.
 """
 
 from __future__ import annotations
@@ -10,28 +10,49 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from threadpoolctl import threadpool_limits
 
 
-def default_jobs() -> int:
-    """The cores this process may run on: one entity per core."""
-    return len(os.sched_getaffinity(0))
+def default_jobs(memory_per_job: int = 0) -> int:
+    """One worker per core this process may run on, and no more than the memory holds at
+    `memory_per_job` bytes each."""
+    cores = len(os.sched_getaffinity(0))
+    if memory_per_job <= 0:
+        return cores
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(cores, memory // memory_per_job))
 
 
 def ignore_signals() -> None:
-    """Workers leave SIGINT and SIGTERM to the parent, which decides what finishes and what is saved."""
+    """Training workers leave SIGINT and SIGTERM to the parent, which lets the running entities
+    finish and saves them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def spawn_pool(jobs: int) -> ProcessPoolExecutor:
+def ignore_interrupt() -> None:
+    """Evaluation workers leave Ctrl-C to the parent, which stops them (stop_now): nothing they do is kept."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def spawn_pool(jobs: int, initializer: Callable[[], None] = ignore_signals) -> ProcessPoolExecutor:
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
     context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=ignore_signals)
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=initializer)
+
+
+def stop_now(pool: ProcessPoolExecutor) -> None:
+    """End the pool at once: queued work dropped, running workers terminated (SIGTERM), not waited for.
+
+    The executor has no public way to end running work before Python 3.14, hence its _processes.
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager

@@ -220,6 +220,9 @@ CHECKPOINT_EDITS = {  # edit: (change, what the error says)
                                                          c["train_config"].update(d_model=32)),
                                               "model_state['embedding.token.weight'] has shape (16, 12, 3), not "
                                               "(32, 12, 3)"),
+    "d_model 2**20, both edited": (lambda c: (c["model_config"].update(d_model=2**20),
+                                              c["train_config"].update(d_model=2**20)),
+                                   "far fewer than a model of this model_config"),
     "a weight of another shape": (_reshape("projection.weight"), "model_state['projection.weight'] has shape (3, 3)"),
     "a NaN weight": (_set(("model_state", "projection.bias"), torch.full((12,), float("nan"))), "NaN or infinite"),
     "score channel 99": (_set(("scoring", "channels"), [99]), "scoring['channels'] names channel 99, outside 0..11"),
