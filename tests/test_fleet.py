@@ -204,6 +204,47 @@ def test_jobs_is_a_per_entity_flag(fleet_run, capsys):
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
 
+def spawned_children(parent: int) -> list[int]:
+    """The multiprocessing spawn workers whose parent is `parent`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_text(errors="replace")
+        except (OSError, ValueError, IndexError):  # the process ended while being read
+            continue
+        if ppid == parent and "spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_worker_killed_mid_evaluation_is_a_one_line_error_naming_jobs(fleet_run, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--per-entity", "--checkpoint",
+             str(fleet_run["bundle"]), "--output-dir", str(tmp_path), "--device", "cpu", "--jobs", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    child = subprocess.Popen([sys.executable, "evaluate.py", *flags], cwd=root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    killed, deadline = None, time.time() + 120
+    while killed is None and time.time() < deadline and child.poll() is None:
+        for pid in spawned_children(child.pid):  # a worker spends seconds importing torch before it scores: kill it
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+            break
+        time.sleep(0.02)
+    _, stderr = child.communicate(timeout=120)
+    assert killed is not None and child.returncode == 2, stderr[-2000:]
+    line = stderr.strip().splitlines()[-1]
+    assert "a worker process died while evaluating the CUSTOM fleet" in line and "lower --jobs (it was 2)" in line
+    assert not (tmp_path / "CUSTOM_fleet_metrics.json").exists()
+
+
 def test_evaluate_one_entity_of_a_bundle_gives_its_full_report(fleet_run, capsys):
     out = fleet_run["out"]
     code = evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--entity", "east",
