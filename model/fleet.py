@@ -32,7 +32,7 @@ from model.config import DetectorConfig
 from model.detector import Detector, package_versions
 from model.distributed import DistributedContext
 from model.solver import StopOnSignal, TrainingFailed, TrainingInterrupted
-from model.workers import spawn_pool
+from model.workers import one_thread, spawn_pool
 
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")
@@ -139,16 +139,16 @@ def train_entity(
 
     Runs in a worker process, so it takes and returns plain values.
     """
-    torch.set_num_threads(1)
     started = time.perf_counter()
     settings = DetectorConfig.from_dict(config)
     try:
-        data = load_dataset(dataset_name, data_dir, entity)
-        problem = entity_problem(data, settings)
-        if problem is not None:
-            return entity, None, problem, 0.0
-        given = None if normalizer is None else Normalizer(*normalizer)
-        detector = Detector(settings, normalizer=given).fit(data)
+        with one_thread():
+            data = load_dataset(dataset_name, data_dir, entity)
+            problem = entity_problem(data, settings)
+            if problem is not None:
+                return entity, None, problem, 0.0
+            given = None if normalizer is None else Normalizer(*normalizer)
+            detector = Detector(settings, normalizer=given).fit(data)
     except (UserInputError, TrainingFailed) as error:
         return entity, None, str(error), time.perf_counter() - started
     return entity, detector.to_checkpoint(), None, time.perf_counter() - started
@@ -173,14 +173,10 @@ def _results(
     After a signal no new entity starts; the ones running finish and are yielded.
     """
     if jobs == 1:
-        threads = torch.get_num_threads()
-        try:
-            for task in tasks:
-                if stop.signal_number is not None:
-                    return
-                yield train_entity(*task)
-        finally:
-            torch.set_num_threads(threads)
+        for task in tasks:
+            if stop.signal_number is not None:
+                return
+            yield train_entity(*task)
         return
     with spawn_pool(jobs) as pool:  # the parent finishes the running entities and saves after a signal
         queued = iter(tasks)
