@@ -2,7 +2,7 @@
 
 The input (.csv, .npy, .parquet, or - for CSV on stdin) is read in chunks of --chunk-rows rows,
 normalised with the checkpoint's TRAIN statistics and scored exactly as evaluate.py scores a
-test split; points above a threshold stored in the checkpoint are flagged (evaluation/detection.py).
+test split; points are flagged by the decision rule stored in the checkpoint (evaluation/detection.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text, ru
 from data_factory.errors import error_line
 from data_factory.missing import NAN_POLICIES
 from evaluation.detection import check_detect_flags, detect, summary_lines
+from model.alarm_rule import ALARM_RULES
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
 from model.distributed import init_distributed, shutdown_distributed
@@ -37,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threshold-percentile", type=float, default=None,
         help=f"stored percentile of TRAIN scores to flag above: {stored} or the one trained with "
         f"(default: the checkpoint's, {DetectorConfig.threshold_percentile:g} unless trained otherwise)")
-    add("--threshold", type=float, default=None, help="flag above this score instead of a stored percentile")
+    add("--threshold", type=float, default=None, help="flag above this score instead of the stored decision rule")
+    add("--alarm-rule", choices=ALARM_RULES, default=None,
+        help="level (the TRAIN percentile, raised with the median of the recent scores) or train (the TRAIN "
+        "percentile alone) (default: the checkpoint's)")
+    add("--alarm-window", type=int, default=None,
+        help="recent scores the level rule reads; at most the checkpoint's (default: the checkpoint's)")
     add("--top-sensors", type=int, default=3, help="sensors listed for each flagged point (default: 3)")
     add("--nan", choices=NAN_POLICIES, default="fail",
         help="fail: stop at the first NaN/Inf; fill: carry each channel's last value forward, "
@@ -95,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     options = {
         "threshold_percentile": args.threshold_percentile,
         "threshold": args.threshold,
+        "alarm_rule": args.alarm_rule,
+        "alarm_window": args.alarm_window,
         "top_sensors": args.top_sensors,
         "nan_policy": args.nan,
         "timestamp_column": args.timestamp_column,

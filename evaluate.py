@@ -21,6 +21,7 @@ from evaluation.fleet_report import DEFAULT_FLEET_BASELINES, evaluate_fleet, for
 from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
+from model.alarm_rule import ALARM_RULES
 from model.api import own_output_folder
 from model.config import DEVICES
 from model.distributed import init_distributed, shutdown_distributed
@@ -39,10 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: threshold from TRAIN scores only; paper: the reference's train+test percentile threshold "
         "and, unless --score is given, the paper score, to reproduce the published table (default: default)")
     add("--threshold", choices=[rule for rule in THRESHOLD_RULES if rule != "paper"], default=None,
-        help="threshold rule of the default protocol: train, val (validation tail of TRAIN), fixed, pot "
-        "(default: train)")
+        help="a fixed threshold rule instead of the decision rule: train (TRAIN percentile), val (validation tail "
+        "of TRAIN), fixed, pot (default: none, the decision rule of --alarm-rule)")
+    add("--alarm-rule", choices=ALARM_RULES, default=None,
+        help="the decision rule of the default protocol: level (the TRAIN percentile, raised with the median of "
+        "the recent scores) or train (default: the checkpoint's, "
+        f"{DetectorConfig.alarm_rule} unless trained otherwise)")
+    add("--alarm-window", type=int, default=None,
+        help=f"recent scores the level rule reads (default: the checkpoint's, {DetectorConfig.alarm_window})")
     add("--threshold-percentile", type=float, default=None,
-        help="percentile for the train and val rules (default: the checkpoint's, "
+        help="TRAIN percentile of the decision rule and of the train and val rules (default: the checkpoint's, "
         f"{DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
     add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
@@ -97,7 +104,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     given = [name for name, default in SINGLE_MODEL_FLAGS.items() if getattr(args, name) != default]
     if given:
         flag = "--" + given[0].replace("_", "-")
-        raise UserInputError(f"--per-entity does not take {flag} (it uses TRAIN percentiles per entity); "
+        raise UserInputError(f"--per-entity does not take {flag} (it uses the decision rule per entity); "
                              "for one entity's full report use --entity NAME without --per-entity")  # fmt: skip
     if args.plots < 0:
         raise UserInputError(f"--plots must be 0 or a number of entities, got {args.plots}")
@@ -107,7 +114,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     with folder_lock(args.output_dir):
         evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
                                     batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                    threshold_percentile=args.threshold_percentile, score_variant=args.score,
+                                    threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
+                                    alarm_window=args.alarm_window, score_variant=args.score,
                                     score_channels=args.score_channels, smooth=args.smooth,
                                     jobs=args.jobs)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
@@ -130,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
             print(error_line(error), file=sys.stderr)
             return 2
     threshold = ThresholdSettings(rule=args.threshold, percentile=args.threshold_percentile, value=args.threshold_value,
-                                  pot_risk=args.pot_risk, anomaly_ratio=args.anomaly_ratio)  # fmt: skip
+                                  pot_risk=args.pot_risk, anomaly_ratio=args.anomaly_ratio,
+                                  alarm_rule=args.alarm_rule, alarm_window=args.alarm_window)  # fmt: skip
     context = init_distributed(args.device)  # under torchrun the ranks share the scoring
     try:
         if args.jobs is not None:

@@ -103,9 +103,9 @@ PAPER_COLUMNS = (
     ("pa_precision", "PA precision"),
     ("pa_recall", "PA recall"),
     ("pa_f1", "PA F1"),
-    ("predicted_ratio", "test share flagged"),
+    ("flagged_share", "test share flagged"),
     ("pa_ref_f1", "PA F1, ref. weighting"),
-    ("ref_predicted_ratio", "test share flagged, ref. weighting"),
+    ("ref_flagged_share", "test share flagged, ref. weighting"),
 )
 DEFAULT_COLUMNS = (
     ("f1", "point F1"),
@@ -187,7 +187,7 @@ def windows_flagged(predictions: np.ndarray, win: int) -> float:
 def comb_detector(labels: np.ndarray, win: int) -> dict:
     """PA scores of a detector with no model: one flagged point in the middle of every window (1 / win of points)."""
     predictions = np.arange(len(labels)) % win == win // 2
-    return {**pa_scores(labels, predictions, "pa_"), "predicted_ratio": float(predictions.mean())}
+    return {**pa_scores(labels, predictions, "pa_"), "flagged_share": float(predictions.mean())}
 
 
 def pa_scores(labels: np.ndarray, predictions: np.ndarray, prefix: str) -> dict:
@@ -210,10 +210,10 @@ def paper_protocol(
         "point_f1": precision_recall_f1(labels, predictions)["f1"],
         "segments_hit": event_metrics(labels, predictions)["event_recall"],
         "windows_flagged": windows_flagged(predictions, win),
-        "predicted_ratio": float(predictions.mean()),
+        "flagged_share": float(predictions.mean()),
         "threshold": threshold.value,
         **pa_scores(labels, reference, "pa_ref_"),
-        "ref_predicted_ratio": float(reference.mean()),
+        "ref_flagged_share": float(reference.mean()),
     }
 
 
@@ -392,7 +392,7 @@ def report(name: str, record: dict) -> str:
         )
     comb = record["comb_detector"]
     lines.append(
-        f"- no model, one flagged point mid-window in every window ({comb['predicted_ratio']:.1%} of points): "
+        f"- no model, one flagged point mid-window in every window ({comb['flagged_share']:.1%} of points): "
         f"PA precision {comb['pa_precision']:.4f}, PA recall {comb['pa_recall']:.4f}, PA F1 {comb['pa_f1']:.4f}"
     )
     return "\n".join(lines)

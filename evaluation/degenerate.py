@@ -42,5 +42,5 @@ def degenerate_reason(train_scores: np.ndarray, test_scores: np.ndarray, thresho
 def without_threshold_metrics(metrics: dict) -> dict:
     """The metric panel with every metric that reads the flags set to None; the flagged share is kept,
     as it shows the degeneracy."""
-    kept = (*THRESHOLD_FREE_METRICS, "predicted_ratio")
+    kept = (*THRESHOLD_FREE_METRICS, "flagged_share")
     return {key: value if key in kept else None for key, value in metrics.items()}

@@ -20,7 +20,7 @@ from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
 from evaluation.attribution import top_sensor_text, train_error_scale
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
-from evaluation.thresholds import stored_threshold
+from evaluation.thresholds import detection_rule
 from model.detector import Detector
 from model.distributed import DistributedContext
 from model.fleet import Fleet, load_detector
@@ -42,14 +42,15 @@ def _take(queue: deque, n: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def flag_points(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(flags, non_finite): a point is flagged above the threshold, and also when its score is NaN/Inf (the
+def flag_points(scores: np.ndarray, thresholds: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(flags, non_finite): a point is flagged above its threshold, and also when its score is NaN/Inf (the
     model met values it cannot score, e.g. far outside TRAIN's range): such a point is never silently normal."""
     non_finite = ~np.isfinite(scores)
-    return (scores > threshold) | non_finite, non_finite
+    with np.errstate(invalid="ignore"):
+        return (scores > thresholds) | non_finite, non_finite
 
 
-def _write_points(writer, index: np.ndarray, part: PointValues, threshold: float, names, scale, k: int) -> tuple:
+def _write_points(writer, index: np.ndarray, part: PointValues, threshold: np.ndarray, names, scale, k: int) -> tuple:
     """One CSV row per point: index or timestamp, score, flag, top sensors of flagged points (none for a
     non-finite score). Returns the flag count, the non-finite count and the index of the first non-finite point."""
     flags, non_finite = flag_points(part.scores, threshold)
@@ -83,6 +84,8 @@ def detect(
     *,
     threshold_percentile: float | None = None,
     threshold: float | None = None,
+    alarm_rule: str | None = None,
+    alarm_window: int | None = None,
     top_sensors: int = 3,
     nan_policy: str = "fail",
     timestamp_column: str = "timestamp",
@@ -102,15 +105,17 @@ def detect(
     each gets every score, so only rank 0 needs to keep the output.
     """
     check_detect_flags(chunk_rows, batch_size, top_sensors, nan_policy, device, threshold)
-    options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "top_sensors": top_sensors,
-               "nan_policy": nan_policy, "batch_size": batch_size}  # fmt: skip
+    options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "alarm_rule": alarm_rule,
+               "alarm_window": alarm_window, "top_sensors": top_sensors, "nan_policy": nan_policy,
+               "batch_size": batch_size}  # fmt: skip
     if entity_column is not None:
         if entity is not None:
             raise UserInputError("--entity and --entity-column both choose the model; give one of them")
         table = open_input(source, chunk_rows, timestamp_column, stdin, entity_column)
         return detect_by_entity(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device, **options)
     detector = load_detector(checkpoint_path, entity, device=device)
-    threshold_value, threshold_source = stored_threshold(detector, threshold_percentile, threshold)
+    rule = detection_rule(detector, threshold_percentile, threshold, alarm_rule, alarm_window)
+    state = rule.start()
     names = detector.channel_names
     table = open_input(source, chunk_rows, timestamp_column, stdin)
     if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
@@ -147,7 +152,8 @@ def detect(
         if number == 0:  # the header waits until the first chunk passed its checks
             writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
         index = _take(stamps, len(part.scores))
-        flagged, non_finite, first = _write_points(writer, index, part, threshold_value, names, scale, top_sensors)
+        _, thresholds, state = rule.flags(part.scores, state)  # the rule carries its recent scores across chunks
+        flagged, non_finite, first = _write_points(writer, index, part, thresholds, names, scale, top_sensors)
         n_flagged, n_non_finite = n_flagged + flagged, n_non_finite + non_finite
         first_non_finite = first if first_non_finite is None else first_non_finite
 
@@ -158,7 +164,7 @@ def detect(
         "rows": rows,
         "score_variant": detector.scoring_.variant,
         "scoring": detector.scoring_.to_dict(),
-        "threshold": {"value": threshold_value, "source": threshold_source},
+        "threshold": {"value": rule.threshold, "source": rule.describe(), "rule": rule.kind},
         "n_flagged": n_flagged,
         "flagged_share": n_flagged / rows,
         "non_finite_scores": n_non_finite,  # flagged too; see flag_points
@@ -185,6 +191,8 @@ def detect_by_entity(
     *,
     threshold_percentile: float | None,
     threshold: float | None,
+    alarm_rule: str | None,
+    alarm_window: int | None,
     top_sensors: int,
     nan_policy: str,
     batch_size: int,
@@ -222,8 +230,8 @@ def detect_by_entity(
         missing = MissingValues(nan_policy, detector.normalizer_.mean, f"{table.name} ({name})", names)
         series = missing.apply(values[rows], 0)
         points = detector.score_points(series, batch_size=batch_size)
-        value, source = stored_threshold(detector, threshold_percentile, threshold)
-        flagged, non_finite = flag_points(points.scores, value)
+        rule = detection_rule(detector, threshold_percentile, threshold, alarm_rule, alarm_window)
+        flagged, non_finite = flag_points(points.scores, rule.flags(points.scores)[1])
         scores[rows], flags[rows] = points.scores, flagged
         ranked = flagged & ~non_finite
         if ranked.any():
@@ -231,7 +239,8 @@ def detect_by_entity(
                                                  min(top_sensors, len(names)))  # fmt: skip
         moments = ChannelMoments(len(names))
         moments.update(detector.normalizer_.transform(series))
-        report_entities[name] = {"rows": len(rows), "threshold": {"value": value, "source": source},
+        report_entities[name] = {"rows": len(rows),
+                                 "threshold": {"value": rule.threshold, "source": rule.describe(), "rule": rule.kind},
                                  "n_flagged": int(flagged.sum()), "non_finite_scores": int(non_finite.sum()),
                                  "filled_values": missing.filled,
                                  "drift": drift_report(moments, detector.normalizer_.std, names)}  # fmt: skip

@@ -22,13 +22,15 @@ import numpy as np
 from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
+from evaluation.alarm_metrics import ALARM_METRICS, alarm_metrics, within_alarm_budget
 from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason
-from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
+from evaluation.metrics import best_f1, pr_auc, roc_auc
 from evaluation.panel import metric_panel
 from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period, tsb_vus
+from model.alarm_rule import AlarmSettings, check_alarm_settings
 from model.checkpoint import check_checkpoint_matches
 from model.detector import Detector
 from model.fleet import Fleet
@@ -36,7 +38,12 @@ from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
 from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
-PER_ENTITY_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
+# Threshold-free, on entities with both classes in TEST; best_f1 is the oracle (it picks its threshold
+# with the labels), shown beside the F1 at the rule so that the rule's loss is visible.
+RANKING_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "tsb_vus_roc", "best_f1")
+# At the decision rule; within_flag_bound is 1 where the flagged share is at most twice the anomaly
+# share plus one percentage point, so its mean is the share of entities that do not flood.
+PER_ENTITY_METRICS = (*RANKING_METRICS, *ALARM_METRICS, "within_flag_bound")
 DEFAULT_FLEET_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")
 # The default --jobs leaves each worker this much memory: an SMD machine's baselines peak at about 1.5 GB.
 EVALUATION_MEMORY_PER_JOB = 2 * 2**30
@@ -65,17 +72,17 @@ class FleetEvaluation:
     entities: list[EntityScores]
     skipped: dict[str, str]
     whole_series: dict[str, dict]  # method -> metric panel of the concatenated, TRAIN-z-scored scores
-    threshold_percentile: float
+    alarm: AlarmSettings  # the decision rule every method's flags come from, each fitted on its own TRAIN scores
     complete: bool = True  # False: the bundle's training stopped before every entity was done
 
     def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
-        """method -> metric -> {mean, std, n} over the graded entities."""
-        graded = [entity for entity in self.entities if entity.graded]
+        """method -> metric -> {mean, std, n} over the entities where the metric is defined: the ranking
+        metrics over those with both classes in TEST, the alarm metrics over every entity they apply to."""
         table: dict[str, dict[str, dict[str, float]]] = {}
         for method in self.methods:
             table[method] = {}
             for metric in PER_ENTITY_METRICS:
-                values = [e.metrics[method][metric] for e in graded if e.metrics[method][metric] is not None]
+                values = [e.metrics[method][metric] for e in self.entities if e.metrics[method][metric] is not None]
                 values = np.asarray(values, dtype=np.float64)
                 table[method][metric] = {
                     "mean": float(values.mean()) if len(values) else None,
@@ -86,16 +93,23 @@ class FleetEvaluation:
 
 
 def _per_entity_metrics(
-    labels: np.ndarray, train: np.ndarray, test: np.ndarray, percentile: float, window: int
+    labels: np.ndarray, train: np.ndarray, test: np.ndarray, alarm: AlarmSettings, window: int
 ) -> dict[str, float | None]:
+    """The ranking metrics (entities with both classes in TEST) and the alarm metrics at the decision
+    rule (every entity: false alarms on an entity without anomalies count too)."""
+    flags, thresholds, _ = alarm.fit(train).flags(test)
+    # A degenerate method's flags mean nothing (evaluation/degenerate.py): its alarm metrics are left out.
+    degenerate = degenerate_reason(train, test, thresholds) is not None
+    alarms = dict.fromkeys(ALARM_METRICS) if degenerate else alarm_metrics(labels, flags)
+    alarms["within_flag_bound"] = None if degenerate else float(
+        within_alarm_budget(alarms["flagged_share"], alarms["anomaly_share"])
+    )
     if not 0 < int(labels.sum()) < len(labels):
-        return dict.fromkeys(PER_ENTITY_METRICS)
-    threshold = percentile_threshold(train, percentile)
-    # A degenerate method's flags mean nothing (evaluation/degenerate.py): its F1 is left out.
-    degenerate = degenerate_reason(train, test, threshold) is not None
-    f1 = None if degenerate else precision_recall_f1(labels, (test > threshold).astype(np.uint8))["f1"]
+        return {**dict.fromkeys(RANKING_METRICS), **alarms}
     volumes = tsb_vus(labels, test, window=window)
-    return {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), **volumes, "f1": f1}
+    ranking = {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), "tsb_vus_pr": volumes["vus_pr"],
+               "tsb_vus_roc": volumes["vus_roc"], "best_f1": best_f1(labels, test)}  # fmt: skip
+    return {**ranking, **alarms}
 
 
 def _z_scored(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -114,7 +128,7 @@ class EntityRun:
     batch_size: int
     device: str
     seed: int
-    percentile: float
+    alarm: AlarmSettings
     score_variant: str | None
     score_channels: str | None
     smooth: int | None
@@ -151,7 +165,7 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         for name in methods:
             if name not in scored.failed:
                 scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
-                                                           run.percentile, window)  # fmt: skip
+                                                           run.alarm, window)  # fmt: skip
     return scored
 
 
@@ -191,6 +205,8 @@ def evaluate_fleet(
     device: str = "auto",
     seed: int = 0,
     threshold_percentile: float | None = None,
+    alarm_rule: str | None = None,
+    alarm_window: int | None = None,
     whole_series: bool = True,
     score_variant: str | None = None,
     score_channels: str | None = None,
@@ -200,7 +216,8 @@ def evaluate_fleet(
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
     score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
-    --score, --score-channels and --smooth do for one model. jobs: entities evaluated at once, each in
+    --score, --score-channels and --smooth do for one model. threshold_percentile / alarm_rule / alarm_window:
+    another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated at once, each in
     its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
     """
     check_scoring_flags(batch_size, seed, device)
@@ -211,55 +228,89 @@ def evaluate_fleet(
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
-    percentile = fleet.config.threshold_percentile if threshold_percentile is None else threshold_percentile
-    percentile_threshold(np.zeros(1), percentile)  # a bad percentile fails before any work
+    alarm = AlarmSettings(
+        fleet.config.alarm_rule if alarm_rule is None else alarm_rule,
+        fleet.config.threshold_percentile if threshold_percentile is None else threshold_percentile,
+        fleet.config.alarm_window if alarm_window is None else alarm_window,
+    )
+    percentile_threshold(np.zeros(1), alarm.percentile)  # a bad percentile fails before any work
+    check_alarm_settings(alarm.kind, alarm.window)
     if not fleet.detectors:
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
-                    batch_size, device, seed, percentile, score_variant, score_channels, smooth)  # fmt: skip
+                    batch_size, device, seed, alarm, score_variant, score_channels, smooth)  # fmt: skip
     results = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])
         for name in (m for m in methods if not any(m in entity.failed for entity in results)):
             joined = np.concatenate([_z_scored(entity.train[name], entity.test[name]) for entity in results])
-            z_train = np.concatenate([_z_scored(entity.train[name], entity.train[name]) for entity in results])
-            threshold = percentile_threshold(z_train, percentile)
-            panels[name] = metric_panel(labels, joined, (joined > threshold).astype(np.uint8))
-    return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, percentile, fleet.complete)
+            # Each entity is watched on its own: its flags are its own rule's, fitted on its own TRAIN scores.
+            flags = np.concatenate([alarm.fit(entity.train[name]).flags(entity.test[name])[0] for entity in results])
+            panels[name] = metric_panel(labels, joined, flags)
+    return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, alarm, fleet.complete)
 
 
-def _cell(summary: dict, graded: int) -> str:
-    """mean ± std over entities; (n) when fewer than the graded entities count, e.g. a degenerate F1."""
+def _cell(summary: dict, expected: int) -> str:
+    """mean ± std over entities; (n) when the metric is defined on fewer entities than expected."""
     if summary["mean"] is None:
         return "-"
-    fewer = f" ({summary['n']})" if summary["n"] < graded else ""
+    fewer = f" ({summary['n']})" if summary["n"] < expected else ""
     return f"{summary['mean']:.3f} ± {summary['std']:.3f}{fewer}"
 
 
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned first column, right-aligned others, each as wide as its widest cell plus two spaces."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        row[0].ljust(widths[0]) + "".join(f"  {cell:>{width}}" for cell, width in zip(row[1:], widths[1:], strict=True))
+        for row in [header, *rows]
+    ]
+
+
+# The per-entity alarm table: the key and its column heading.
+ALARM_COLUMNS = (
+    ("f1", "F1 at rule"),
+    ("best_f1", "best F1*"),
+    ("flagged_share", "flagged"),
+    ("anomaly_share", "anomalous"),
+    ("false_alarm_rate", "false alarm rate"),
+    ("missed_alarm_rate", "missed alarm rate"),
+    ("event_f1", "event F1"),
+    ("false_alarm_events_per_10k", "false events/10k"),
+    ("within_flag_bound", "not flooding"),
+)
+
+
 def format_fleet_table(evaluation: FleetEvaluation) -> str:
-    """The per-entity aggregate, then the whole-series panel's headline metrics."""
+    """The per-entity ranking table, the per-entity alarm table, then the whole-series panel's headline."""
     table = evaluation.aggregate()
     graded = sum(entity.graded for entity in evaluation.entities)
+    total = len(evaluation.entities)
     lines = [
         f"{evaluation.dataset} fleet{'' if evaluation.complete else ' (incomplete bundle)'}: "
-        f"{len(evaluation.entities)} entities scored by their own model "
+        f"{total} entities scored by their own model "
         f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} skipped in training",
-        f"per-entity protocol: mean ± std over entities; F1 at the {evaluation.threshold_percentile:g}th "
-        "percentile of each entity's TRAIN scores",
-        f"{'method':<10}" + "".join(f"{metric:>17}" for metric in PER_ENTITY_METRICS),
+        "per-entity protocol, ranking: mean ± std over the graded entities; (n) where fewer are defined",
+        *text_table(["method", *RANKING_METRICS[:4]],
+                    [[method, *(_cell(table[method][m], graded) for m in RANKING_METRICS[:4])]
+                     for method in evaluation.methods]),  # fmt: skip
+        f"per-entity protocol, alarms at the decision rule ({evaluation.alarm.describe()} of each entity's own TRAIN "
+        "scores): mean ± std over the entities where defined; * oracle (threshold picked with the test labels); "
+        "not flooding = share of entities flagging at most twice their anomaly share + 1 point",
+        *text_table(["method", *(heading for _, heading in ALARM_COLUMNS)],
+                    [[method, *(_cell(table[method][key], total if key in ("flagged_share", "within_flag_bound")
+                                      else graded) for key, _ in ALARM_COLUMNS)]
+                     for method in evaluation.methods]),  # fmt: skip
     ]
-    for method in evaluation.methods:
-        lines.append(f"{method:<10}" + "".join(f"{_cell(table[method][m], graded):>17}" for m in PER_ENTITY_METRICS))
     if evaluation.whole_series:
         lines.append("whole-series protocol: entities concatenated, each z-scored by its own TRAIN scores; "
                      "vus_pr* is the all-thresholds VUS of the single-model panel, not TSB-AD's")  # fmt: skip
-        headline = ("roc_auc", "pr_auc", "vus_pr", "f1", "pa_f1")
-        lines.append(f"{'method':<10}" + "".join(f"{metric + ('*' if metric == 'vus_pr' else ''):>10}"
-                                                 for metric in headline))  # fmt: skip
-        for method, panel in evaluation.whole_series.items():
-            lines.append(f"{method:<10}" + "".join(f"{panel[m]:>10.3f}" for m in headline))
+        headline = ("roc_auc", "pr_auc", "vus_pr", "f1", "event_f1", "flagged_share", "pa_f1")
+        header = ["method", *(metric + ("*" if metric == "vus_pr" else "") for metric in headline)]
+        rows = [[method, *(f"{panel[m]:.3f}" for m in headline)] for method, panel in evaluation.whole_series.items()]
+        lines += text_table(header, rows)
     return "\n".join(lines)
 
 
@@ -273,7 +324,9 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
             "its vus_pr / vus_roc are the single-model panel's (evaluation/vus.py), not TSB-AD's",
         },
         "vus": "TSB-AD 1.5 VUS (evaluation/tsb_vus.py)",
-        "threshold_percentile": evaluation.threshold_percentile,
+        "threshold_percentile": evaluation.alarm.percentile,
+        "alarm_rule": {"kind": evaluation.alarm.kind, "window": evaluation.alarm.window,
+                       "description": evaluation.alarm.describe()},
         "methods": evaluation.methods,
         "aggregate": evaluation.aggregate(),
         "entities": {
@@ -289,11 +342,11 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
 def ranked_entities(evaluation: FleetEvaluation, k: int) -> tuple[list[EntityScores], list[EntityScores]]:
     """The k graded entities where the model's VUS-PR is lowest, and the k where it is highest."""
     graded = [entity for entity in evaluation.entities if entity.graded]
-    graded.sort(key=lambda entity: entity.metrics["model"]["vus_pr"])
+    graded.sort(key=lambda entity: entity.metrics["model"]["tsb_vus_pr"])
     return graded[:k], graded[::-1][:k]
 
 
-def plot_entities(entities: list[EntityScores], title: str, path: Path, percentile: float) -> None:
+def plot_entities(entities: list[EntityScores], title: str, path: Path, alarm: AlarmSettings) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,13 +356,14 @@ def plot_entities(entities: list[EntityScores], title: str, path: Path, percenti
     for axis, entity in zip(axes[:, 0], entities, strict=False):
         scores = entity.test["model"]
         time = np.arange(len(scores))
-        threshold = percentile_threshold(entity.train["model"], percentile)
+        _, thresholds, _ = alarm.fit(entity.train["model"]).flags(scores)
         axis.plot(time, scores, linewidth=0.6, color="tab:blue", label="model score")
-        axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label="threshold")
+        axis.plot(time, thresholds, color="tab:red", linestyle="--", linewidth=1, label="threshold")
         axis.fill_between(time, 0, 1, where=entity.labels.astype(bool), transform=axis.get_xaxis_transform(),
                           color="tab:orange", alpha=0.3, linewidth=0, label="labelled anomaly")  # fmt: skip
         metrics = entity.metrics["model"]
-        axis.set_title(f"{entity.entity}: VUS-PR {metrics['vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}", fontsize=9)
+        title = f"{entity.entity}: VUS-PR {metrics['tsb_vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}"
+        axis.set_title(title, fontsize=9)
         axis.set_xlim(0, max(len(scores) - 1, 1))
     axes[0, 0].legend(loc="upper right", fontsize=7)
     figure.suptitle(title)
@@ -336,7 +390,7 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
         worst, best = ranked_entities(evaluation, k)
         for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
             plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key],
-                          evaluation.threshold_percentile)  # fmt: skip
+                          evaluation.alarm)  # fmt: skip
     return paths
 
 

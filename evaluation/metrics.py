@@ -68,7 +68,7 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, predictions: np.nd
         "pa_precision": adjusted["precision"],
         "pa_recall": adjusted["recall"],
         "pa_f1": adjusted["f1"],
-        "predicted_ratio": float(np.mean(predictions)),
+        "flagged_share": float(np.mean(predictions)),
     }
 
 

@@ -18,7 +18,8 @@ from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
-from evaluation.thresholds import Threshold, choose_threshold
+from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
+from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
 from model.distributed import DistributedContext
 from model.fleet import load_detector
@@ -26,6 +27,7 @@ from model.score_settings import ScoreSettings, override_score_settings
 from model.scoring import resolve_device, smooth_scores
 
 PROTOCOLS = ("default", "paper")
+ALARM = "alarm"  # the default protocol's rule when no --threshold is named: the decision rule (model/alarm_rule.py)
 TABLE_ROWS = (
     ("precision", "point precision"),
     ("recall", "point recall"),
@@ -45,7 +47,11 @@ TABLE_ROWS = (
     ("vus_roc", "VUS-ROC"),
     ("vus_pr", "VUS-PR"),
     ("best_f1", "best F1 (oracle)"),
-    ("predicted_ratio", "flagged share"),
+    ("flagged_share", "flagged share"),
+    ("anomaly_share", "anomaly share"),
+    ("false_alarm_rate", "false alarm rate"),
+    ("missed_alarm_rate", "missed alarm rate"),
+    ("false_alarm_events_per_10k", "false events / 10k"),
 )
 
 
@@ -58,6 +64,8 @@ class ThresholdSettings:
     value: float | None = None
     pot_risk: float = 1e-3
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
+    alarm_rule: str | None = None  # the decision rule of the default protocol; None: the checkpoint's
+    alarm_window: int | None = None  # None: the checkpoint's
 
 
 @dataclass
@@ -66,6 +74,7 @@ class MethodResult:
     scores: np.ndarray
     threshold: Threshold
     predictions: np.ndarray
+    thresholds: np.ndarray  # (N,) each TEST point's threshold: threshold.value, or the decision rule's raised one
     metrics: dict = field(default_factory=dict)  # empty without labels
     degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
     non_finite: int = 0  # TEST scores that were NaN/Inf: ranked as the most anomalous (see rank_non_finite)
@@ -106,7 +115,7 @@ def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) 
         return "paper", ratio
     if settings.rule == "paper":
         raise UserInputError("the paper threshold uses test scores; ask for it with --protocol paper")
-    return settings.rule or "train", ratio
+    return settings.rule or ALARM, ratio
 
 
 def rank_non_finite(scores: np.ndarray, train_scores: np.ndarray) -> tuple[np.ndarray, int]:
@@ -130,25 +139,28 @@ def check_train_scores_finite(name: str, train_scores: np.ndarray) -> None:
         )
 
 
+def _decide(train_scores, scores, rule, ratio, settings, val_ratio) -> tuple[Threshold, np.ndarray]:
+    """The threshold and each TEST point's threshold (N,): the decision rule's, or a fixed one's."""
+    if rule == ALARM:
+        fitted = AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window).fit(train_scores)
+        _, thresholds, _ = fitted.flags(scores)
+        adaptive = fitted.kind != "train"
+        return Threshold(fitted.threshold, fitted.describe(), False, reads_earlier_test_scores=adaptive), thresholds
+    threshold = choose_threshold(rule, train_scores, scores, percentile=settings.percentile, val_ratio=val_ratio,
+                                 value=settings.value, pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+    return threshold, np.full(len(scores), threshold.value)
+
+
 def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio, name="model") -> MethodResult:
     check_train_scores_finite("the checkpoint" if name == "model" else f"the {name} baseline", train_scores)
     scores, non_finite = rank_non_finite(scores, train_scores)
-    threshold = choose_threshold(
-        rule,
-        train_scores,
-        scores,
-        percentile=settings.percentile,
-        val_ratio=val_ratio,
-        value=settings.value,
-        pot_risk=settings.pot_risk,
-        anomaly_ratio=ratio,
-    )
-    predictions = (scores > threshold.value).astype(np.uint8)
+    threshold, thresholds = _decide(train_scores, scores, rule, ratio, settings, val_ratio)
+    predictions = (scores > thresholds).astype(np.uint8)
     metrics = metric_panel(labels, scores, predictions) if labels is not None else {}
-    reason = degenerate_reason(train_scores, scores, threshold.value)
+    reason = degenerate_reason(train_scores, scores, thresholds)
     if reason is not None:
         metrics = without_threshold_metrics(metrics)
-    return MethodResult(train_scores, scores, threshold, predictions, metrics, reason, non_finite)
+    return MethodResult(train_scores, scores, threshold, predictions, thresholds, metrics, reason, non_finite)
 
 
 def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
@@ -176,8 +188,12 @@ def check_evaluation_settings(
     rule, ratio = resolve_rule(protocol, settings, dataset_name.upper())
     stand_in = np.zeros(4)
     percentile = DetectorConfig.threshold_percentile if settings.percentile is None else settings.percentile
-    choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
-                     pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+    if rule == ALARM:
+        check_alarm_settings(settings.alarm_rule or DEFAULT_ALARM_RULE, settings.alarm_window or DEFAULT_ALARM_WINDOW)
+        percentile_threshold(stand_in, percentile)
+    else:
+        choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
+                         pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
     if top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
     if explain < 0:
@@ -226,8 +242,12 @@ def evaluate_checkpoint(
         train_length=len(dataset.train),
     )
     detector = detector.rescored(scoring)
-    if settings.percentile is None:
-        settings = dataclasses.replace(settings, percentile=detector.config.threshold_percentile)
+    settings = dataclasses.replace(
+        settings,
+        percentile=detector.config.threshold_percentile if settings.percentile is None else settings.percentile,
+        alarm_rule=detector.config.alarm_rule if settings.alarm_rule is None else settings.alarm_rule,
+        alarm_window=detector.config.alarm_window if settings.alarm_window is None else settings.alarm_window,
+    )
     # One pass each gives the scores and the per-channel errors that the attribution needs.
     train_points = detector.score_points(dataset.train, batch_size=batch_size, context=context)
     test_points = detector.score_points(dataset.test, batch_size=batch_size, context=context)
@@ -286,6 +306,7 @@ def summary(evaluation: Evaluation) -> dict:
             "threshold_rule": method.threshold.rule,
             "threshold_uses_test_scores": method.threshold.uses_test_scores,
             "threshold_uses_test_labels": method.threshold.uses_test_labels,
+            "threshold_reads_earlier_test_scores": method.threshold.reads_earlier_test_scores,
             "n_flagged": int(method.predictions.sum()),
             "degenerate": method.degenerate_reason is not None,
             "degenerate_reason": method.degenerate_reason,
@@ -306,6 +327,8 @@ def summary(evaluation: Evaluation) -> dict:
 def format_table(evaluation: Evaluation) -> str:
     model = evaluation.model
     used = "uses TEST scores" if model.threshold.uses_test_scores else "no test data used"
+    if model.threshold.reads_earlier_test_scores:
+        used = "each point's from TRAIN and the TEST scores before it, as a live stream would; no labels"
     header = (
         f"{evaluation.dataset}, {evaluation.protocol} protocol, {evaluation.scoring.describe()}: "
         f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})"
@@ -365,6 +388,7 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
         "predictions": model.predictions,
         "labels": evaluation.labels if evaluation.labels is not None else np.zeros(0, dtype=np.uint8),
         "threshold": np.float64(model.threshold.value),
+        "thresholds": model.thresholds,
         "metrics_json": np.array(json.dumps(json_ready(report), allow_nan=False)),
     }
     for name, method in evaluation.methods.items():

@@ -8,18 +8,21 @@
 | pot     | Peaks-Over-Threshold: a generalised Pareto tail fitted to TRAIN      | none           |
 | paper   | percentile 100 - r of concat(TRAIN scores, TEST scores) (reference)  | test scores    |
 
-detect.py, which has no TRAIN scores at hand, takes the `train` rule's value stored in the
-checkpoint (`stored_threshold`); evaluate.py recomputes it from the TRAIN scores, to the same number.
+Without a named rule, the default protocol flags by the decision rule stored with the model
+(model/alarm_rule.py), fitted on the TRAIN scores; detect.py reads it from the checkpoint
+(`detection_rule`), evaluate.py fits it again on the TRAIN scores it computes, to the same numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from data_factory.errors import UserInputError
+from model.alarm_rule import AlarmRule
 from model.detector import Detector
 
 THRESHOLD_RULES = ("train", "val", "fixed", "pot", "paper")
@@ -31,6 +34,7 @@ class Threshold:
     rule: str  # a readable description, e.g. "99th percentile of TRAIN scores"
     uses_test_scores: bool
     uses_test_labels: bool = False  # no rule here does; the oracle best-F1 is reported apart
+    reads_earlier_test_scores: bool = False  # the adaptive decision rule: each point's threshold reads those before it
 
 
 def percentile_threshold(reference_scores: np.ndarray, percentile: float) -> float:
@@ -110,18 +114,35 @@ def choose_threshold(
     raise UserInputError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
 
 
-def stored_threshold(detector: Detector, percentile: float | None, value: float | None) -> tuple[float, str]:
-    """A given threshold value, else the `train` rule's percentile as stored with the detector: (value, source)."""
+def detection_rule(
+    detector: Detector,
+    percentile: float | None,
+    value: float | None,
+    kind: str | None = None,
+    window: int | None = None,
+) -> AlarmRule:
+    """The rule detect applies: a given threshold value (fixed), else the stored decision rule, with another
+    stored TRAIN percentile, rule or shorter window where asked."""
     if value is not None:
         if not np.isfinite(value):
             raise UserInputError(f"--threshold must be a finite number, got {value}")
-        return float(value), "--threshold value"
-    percentile = detector.config.threshold_percentile if percentile is None else percentile
-    stored = (detector.train_score_stats_ or {}).get("percentiles", {})
-    if str(float(percentile)) not in stored:  # the Detector's own message speaks to API users, not to flags
-        choices = ", ".join(f"{float(key):g}" for key in stored) or "none"
+        return AlarmRule("train", float("nan"), 1, float(value), float("nan"), np.zeros(0), "--threshold value")
+    rule = detector.decision_rule()
+    if percentile is not None and float(percentile) != rule.percentile:
+        stored = (detector.train_score_stats_ or {}).get("percentiles", {})
+        if str(float(percentile)) not in stored:  # the Detector's own message speaks to API users, not to flags
+            choices = ", ".join(f"{float(key):g}" for key in stored) or "none"
+            raise UserInputError(
+                f"--threshold-percentile {percentile:g} is not stored in the checkpoint; choose one of {choices} "
+                "or pass --threshold VALUE"
+            )
+        rule = dataclasses.replace(rule, percentile=float(percentile), threshold=float(stored[str(float(percentile))]))
+    if kind is None and window is None:
+        return rule
+    kind = rule.kind if kind is None else kind
+    if kind != "train" and not np.isfinite(rule.median):
         raise UserInputError(
-            f"--threshold-percentile {percentile:g} is not stored in the checkpoint; choose one of {choices} "
-            "or pass --threshold VALUE"
+            "this checkpoint was written before the decision rule was stored, so it holds no TRAIN median for "
+            "--alarm-rule level; retrain it, or use --alarm-rule train"
         )
-    return detector.threshold(percentile), f"{float(percentile):g}th percentile of TRAIN scores"
+    return rule.with_kind(kind, window)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from data_factory.errors import UserInputError
+from model.alarm_rule import ALARM_RULES, DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, check_alarm_settings
 from model.scores import DEFAULT_SCORE, SCORES
 from model.transformer import ModelConfig
 
@@ -62,7 +63,14 @@ class DetectorConfig:
     smooth: int | None = _setting(
         None, "centred moving average of the scores over N points, 0 = off"
     )
-    threshold_percentile: float = _setting(99.0, "percentile of TRAIN scores above which a point is flagged")
+    threshold_percentile: float = _setting(99.0, "percentile of TRAIN scores the decision rule starts from")
+    alarm_rule: str = _setting(
+        DEFAULT_ALARM_RULE,
+        "decision rule stored with the model: level (the TRAIN percentile, raised with the median of the "
+        "recent scores) or train (the TRAIN percentile alone)",
+        choices=ALARM_RULES,
+    )
+    alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the level rule reads, in points")
 
     def model_config(self, n_channels: int) -> ModelConfig:
         return ModelConfig(
@@ -115,6 +123,7 @@ class DetectorConfig:
             raise UserInputError(f"--smooth must be 0 (off) or a number of points, got {self.smooth}")
         if not 0 < self.threshold_percentile < 100:
             raise UserInputError(f"--threshold-percentile must be in (0, 100), got {self.threshold_percentile}")
+        check_alarm_settings(self.alarm_rule, self.alarm_window)
         if check_device:
             check_device_available(self.device)
         return self

@@ -23,6 +23,7 @@ import torch
 from data_factory.dataset import TimeSeriesDataset, check_series
 from data_factory.errors import UserInputError
 from data_factory.windows import Normalizer
+from model.alarm_rule import AlarmRule
 from model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from model.config import DetectorConfig
 from model.distributed import DistributedContext
@@ -124,6 +125,7 @@ class Detector:
         self.scoring_: ScoreSettings | None = None  # how TRAIN was scored; score() scores the same way
         self.train_scores_: np.ndarray | None = None  # (N_train,) only after fit, not stored in checkpoints
         self.train_score_stats_: dict | None = None
+        self.alarm_rule_: AlarmRule | None = None  # the decision rule fitted on the TRAIN scores
         self.train_channel_error_: np.ndarray | None = None  # (C,) mean squared TRAIN error per channel
         self.history_: list[dict] = []
         self.best_epoch_: int = 0
@@ -198,6 +200,8 @@ class Detector:
         self.train_scores_ = points.scores
         percentiles = (*SCORE_PERCENTILES, config.threshold_percentile)
         self.train_score_stats_ = train_score_statistics(points.scores, percentiles)
+        self.alarm_rule_ = AlarmRule.fit(points.scores, config.alarm_rule, config.threshold_percentile,
+                                         config.alarm_window)  # fmt: skip
         self.train_channel_error_ = points.errors.mean(axis=0, dtype=np.float64)
         self.history_, self.best_epoch_, self.dataset_ = result.history, result.best_epoch, data.record
         self.created_ = datetime.now(UTC).isoformat(timespec="seconds")
@@ -279,8 +283,18 @@ class Detector:
         return self.threshold()
 
     def predict(self, series: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """1 where a point's score exceeds threshold_, else 0: (N,) uint8."""
-        return (self.score(series, batch_size=batch_size) > self.threshold_).astype(np.uint8)
+        """The decision rule's flags (N,) uint8 for a series that follows TRAIN: 1 where a point's score
+        exceeds its threshold (threshold_, raised by the level rule where the recent scores rise)."""
+        return self.decision_rule().flags(self.score(series, batch_size=batch_size))[0]
+
+    def decision_rule(self) -> AlarmRule:
+        """The rule fitted on the TRAIN scores; for a checkpoint written before the rule was stored, the
+        TRAIN percentile alone (the `train` rule), which is all such a checkpoint can give."""
+        self._check_fitted()
+        if self.alarm_rule_ is not None:
+            return self.alarm_rule_
+        percentile = self.config.threshold_percentile
+        return AlarmRule("train", percentile, 1, self.threshold(percentile), float("nan"), np.zeros(0))
 
     def rescored(self, scoring: ScoreSettings) -> Detector:
         """A copy that scores another way; it keeps the weights but no TRAIN-score statistics, which
@@ -289,7 +303,7 @@ class Detector:
         if scoring == self.scoring_:
             return self
         other = copy.copy(self)
-        other.scoring_, other.train_scores_, other.train_score_stats_ = scoring, None, None
+        other.scoring_, other.train_scores_, other.train_score_stats_, other.alarm_rule_ = scoring, None, None, None
         return other
 
     # ---- persistence ----------------------------------------------------------------------------
@@ -308,6 +322,7 @@ class Detector:
                 "std": torch.from_numpy(self.normalizer_.std.copy()),
             },
             "train_scores": self.train_score_stats_,
+            "alarm_rule": None if self.alarm_rule_ is None else self.alarm_rule_.to_checkpoint(),
             "train_channel_error": torch.from_numpy(np.asarray(self.train_channel_error_, dtype=np.float64)),
             "scoring": self.scoring_.to_dict(),
             "best_epoch": self.best_epoch_,
@@ -335,6 +350,8 @@ class Detector:
         detector = cls(config, model=model.eval(), normalizer=Normalizer(stats["mean"].numpy(), stats["std"].numpy()))
         detector.scoring_ = stored_scoring(checkpoint)
         detector.train_score_stats_ = checkpoint.get("train_scores")
+        rule = checkpoint.get("alarm_rule")
+        detector.alarm_rule_ = None if rule is None else AlarmRule.from_checkpoint(rule)
         channel_error = checkpoint.get("train_channel_error")
         detector.train_channel_error_ = None if channel_error is None else channel_error.numpy()
         detector.history_ = list(checkpoint.get("history", []))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from data_factory.errors import UserInputError
+from model.alarm_rule import ALARM_RULES
 from model.config import DetectorConfig, type_problem
 from model.scores import SCORES
 from model.transformer import AnomalyTransformer, ModelConfig
@@ -210,6 +211,23 @@ def check_train_scores(check: Checker, record: dict) -> None:
         check.get(percentiles, key, "train_scores['percentiles']", (int, float))
 
 
+def check_alarm_rule(check: Checker, record: dict) -> None:
+    """The fitted decision rule (model/alarm_rule.py); absent in checkpoints written before it existed."""
+    rule = check.get(record, "alarm_rule", "", (dict, type(None)), optional=True)
+    if rule is None:
+        return
+    if check.get(rule, "kind", "alarm_rule", str) not in ALARM_RULES:
+        check.fail("alarm_rule['kind']", f"is {rule['kind']!r}, not one of {', '.join(ALARM_RULES)}")
+    if not 0 < check.get(rule, "percentile", "alarm_rule", (int, float)) < 100:
+        check.fail("alarm_rule['percentile']", "is not a percentile in (0, 100)")
+    window = check.positive_int(rule, "window", "alarm_rule")
+    check.get(rule, "threshold", "alarm_rule", (int, float))
+    check.get(rule, "median", "alarm_rule", (int, float))
+    tail = check.tensor(rule, "train_tail", "alarm_rule", None)
+    if tail.dim() != 1 or len(tail) > window or tail.dtype != torch.float64:
+        check.fail("alarm_rule['train_tail']", f"is not a float64 vector of at most {window} TRAIN scores")
+
+
 def check_detector(check: Checker, record: dict, shared_config: dict | None = None) -> None:
     """A single model's checkpoint (or one entity's record in a bundle, whose train_config is shared)."""
     model_config = check_model_config(check, record)
@@ -226,6 +244,7 @@ def check_detector(check: Checker, record: dict, shared_config: dict | None = No
         check.fail("normalization['std']", "holds a value that is not positive")
     check_scoring(check, record, n_channels)
     check_train_scores(check, record)
+    check_alarm_rule(check, record)
     error = check.tensor(record, "train_channel_error", "", (n_channels,), optional=True)
     if error is not None and not bool((error >= 0).all()):
         check.fail("'train_channel_error'", "holds a negative value")

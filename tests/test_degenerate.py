@@ -32,7 +32,7 @@ def test_threshold_free_metrics_are_exactly_those_that_ignore_the_flags():
     unchanged = {key for key in first if first[key] == second[key]}
     assert unchanged == set(THRESHOLD_FREE_METRICS)
     masked = without_threshold_metrics(first)
-    assert {key for key, value in masked.items() if value is not None} == {*THRESHOLD_FREE_METRICS, "predicted_ratio"}
+    assert {key for key, value in masked.items() if value is not None} == {*THRESHOLD_FREE_METRICS, "flagged_share"}
 
 
 def test_degenerate_reason_names_each_case_and_passes_a_working_score():
@@ -76,7 +76,7 @@ def test_a_constant_channel_makes_the_pca_baseline_degenerate_in_the_report(tmp_
     assert pca["degenerate_reason"] == "its TRAIN scores are constant (0)"  # the bump is not flagged everywhere
     assert pca["threshold"] == 0.0 and pca["n_flagged"] == 50
     assert all(pca[key] is None for key in FLAG_METRICS)
-    assert pca["roc_auc"] == pytest.approx(1.0) and pca["predicted_ratio"] == pytest.approx(0.05)
+    assert pca["roc_auc"] == pytest.approx(1.0) and pca["flagged_share"] == pytest.approx(0.05)
     for name in ("model", "random"):
         assert results[name]["degenerate"] is False and results[name]["degenerate_reason"] is None
         assert all(isinstance(results[name][key], float) for key in FLAG_METRICS)

@@ -16,6 +16,7 @@ import train
 from data_factory.registry import load_synth
 from evaluation.attribution import train_error_scale
 from evaluation.report import evaluate_checkpoint
+from model.alarm_rule import AlarmRule
 from model.detector import Detector, stored_scoring
 from model.score_settings import ScoreSettings
 from model.scoring import score_chunks, score_series, score_stream, smooth_scores
@@ -62,6 +63,9 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
     frame.insert(0, "timestamp", pd.date_range("2024-01-01", periods=len(frame), freq="min"))
     frame.to_parquet(parquet_path)
     threshold = run["stored"]["train_scores"]["percentiles"]["99.0"]
+    rule = AlarmRule.from_checkpoint(run["stored"]["alarm_rule"])  # the decision rule trained with the model
+    assert rule.kind == "level" and rule.threshold == threshold
+    expected_flags = rule.flags(reference)[0]
     # A flagged point's top sensors: each channel's squared error over its mean TRAIN error, as shares.
     detector = Detector.load(run["checkpoint"])
     errors = detector.score_points(data.test).errors.astype(np.float64)
@@ -73,7 +77,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         result = pd.read_csv(output, keep_default_na=False)
         # 9 significant digits make a float32 read back bit for bit.
         np.testing.assert_array_equal(result["score"].to_numpy(np.float32), reference)
-        np.testing.assert_array_equal(result["flag"].to_numpy(), (reference > threshold).astype(int))
+        np.testing.assert_array_equal(result["flag"].to_numpy(), expected_flags)
         flagged = result[result["flag"] == 1]
         assert len(flagged) > 0 and (result.loc[result["flag"] == 0, "top_sensors"] == "").all()
         first = flagged["top_sensors"].iloc[0].split(";")
@@ -83,7 +87,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         assert first == [f"{data.channel_names[c]}:{shares[point, c]:.2f}" for c in top]
         report = json.loads(output.with_suffix(".json").read_text())
         assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
-        assert report["threshold"] == {"value": threshold, "source": "99th percentile of TRAIN scores"}
+        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "level"}
     assert result.columns[0] == "timestamp" and result["timestamp"].iloc[1] == "2024-01-01 00:01:00"
 
 
@@ -273,4 +277,4 @@ def test_threshold_value_overrides_the_stored_percentile(run, tmp_path):
     result = pd.read_csv(output)
     assert code == 0 and (result["flag"] == (result["score"] > 0.5)).all()
     report = json.loads(output.with_suffix(".json").read_text())
-    assert report["threshold"] == {"value": 0.5, "source": "--threshold value"}
+    assert report["threshold"] == {"value": 0.5, "source": "--threshold value", "rule": "train"}

@@ -46,7 +46,7 @@ def test_pot_threshold_recovers_the_tail_quantile_of_an_exponential():
 
 
 def test_protocols_fix_their_rules():
-    assert resolve_rule("default", ThresholdSettings(), "MSL") == ("train", 1.0)
+    assert resolve_rule("default", ThresholdSettings(), "MSL") == ("alarm", 1.0)
     assert resolve_rule("paper", ThresholdSettings(), "SMD") == ("paper", 0.5)
     assert resolve_rule("paper", ThresholdSettings(anomaly_ratio=2.0), "SMAP") == ("paper", 2.0)
     with pytest.raises(UserInputError, match="--protocol paper fixes the threshold"):

@@ -171,7 +171,10 @@ def test_evaluate_on_a_bundle_reports_every_entity_and_the_aggregate(fleet_run, 
     assert set(report["entities"]) == {"east", "west"} and report["skipped"].keys() == {"stub"}
     assert report["methods"][0] == "model" and "kmeans" in report["methods"]
     east = report["entities"]["east"]["model"]
-    assert 0 <= east["roc_auc"] <= 1 and 0 <= east["vus_pr"] <= 1
+    assert 0 <= east["roc_auc"] <= 1 and 0 <= east["tsb_vus_pr"] <= 1
+    assert east["flagged_share"] == pytest.approx(
+        east["anomaly_share"] * (1 - east["missed_alarm_rate"]) + (1 - east["anomaly_share"]) * east["false_alarm_rate"]
+    )  # the alarm metrics of one set of flags agree with each other
     mean = np.mean([report["entities"][e]["model"]["roc_auc"] for e in ("east", "west")])
     assert report["aggregate"]["model"]["roc_auc"]["mean"] == pytest.approx(mean)
     with open(out / "CUSTOM_fleet_entities.csv", newline="") as handle:

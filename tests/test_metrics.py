@@ -40,7 +40,7 @@ def test_detection_metrics_panel():
     assert metrics["precision"] == 1.0 and metrics["recall"] == pytest.approx(1 / 3)
     assert metrics["pa_precision"] == 1.0 and metrics["pa_recall"] == 1.0 and metrics["pa_f1"] == 1.0
     assert metrics["roc_auc"] == 1.0  # every anomalous score is above every normal one
-    assert metrics["predicted_ratio"] == pytest.approx(1 / 8)
+    assert metrics["flagged_share"] == pytest.approx(1 / 8)
 
 
 def test_percentile_threshold_and_its_range():

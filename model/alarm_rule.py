@@ -1,0 +1,184 @@
+"""The decision rule: from a stream of anomaly scores to flags, causally.
+
+A rule is fitted on the TRAIN scores (plain numbers and the last TRAIN scores, stored in the
+checkpoint) and then reads the scores in order: the flag of point t depends on the TRAIN scores
+and on the scores up to t, never on a later one, so the rule adds no delay to the scoring's own
+and gives the same flags whether the scores arrive at once or in chunks of any size (`RuleState`
+carries what the next chunk needs).
+
+| rule     | flags point t when                                                                     |
+|----------|----------------------------------------------------------------------------------------|
+| `train`  | s_t > q, the TRAIN percentile (the rule before the adaptive one)                        |
+| `level`  | s_t > q * max(1, m_t / m0): the TRAIN threshold, raised by as much as the recent level |
+|          | (m_t, the median of the `window` scores before t) has risen above TRAIN's median m0    |
+
+The adaptive rule follows a shift between TRAIN and what follows (a machine under a new load, a
+level that stays raised after an incident): the median of the recent scores moves after half a
+window of the new level, and the threshold with it. A short burst does not move the median, so an
+incident shorter than half a window is flagged in full. Non-finite scores are always flagged and
+never enter the recent window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_factory.errors import UserInputError
+
+ALARM_RULES = ("level", "train")
+DEFAULT_ALARM_RULE = "level"
+DEFAULT_ALARM_WINDOW = 4000  # points of recent scores the adaptive rule reads (docs/research-log.md)
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """Which rule, from which TRAIN percentile, over how many recent scores: what fitting needs besides the scores."""
+
+    kind: str = DEFAULT_ALARM_RULE
+    percentile: float = 99.0
+    window: int = DEFAULT_ALARM_WINDOW
+
+    def fit(self, train_scores: np.ndarray) -> AlarmRule:
+        return AlarmRule.fit(train_scores, self.kind, self.percentile, self.window)
+
+    def describe(self) -> str:
+        if self.kind == "train":
+            return f"the {self.percentile:g}th percentile of TRAIN scores"
+        return f"the {self.percentile:g}th percentile of TRAIN scores, raised with the median of the last {self.window}"
+
+
+@dataclass
+class RuleState:
+    """What the rule remembers between chunks: the last `window` scores (NaN for a non-finite one)."""
+
+    recent: np.ndarray  # (<= window,) float64
+
+    def to_dict(self) -> dict:
+        return {"recent": self.recent.tolist()}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> RuleState:
+        return cls(np.asarray(record["recent"], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """A fitted decision rule. threshold: the TRAIN percentile q; median: TRAIN's median m0;
+    train_tail: the last `window` TRAIN scores, the recent window at the start of TEST."""
+
+    kind: str
+    percentile: float
+    window: int
+    threshold: float
+    median: float
+    train_tail: np.ndarray  # (<= window,) float64
+    label: str = ""  # how the threshold was given, where it was not fitted (e.g. "--threshold value")
+
+    @classmethod
+    def fit(
+        cls,
+        train_scores: np.ndarray,
+        kind: str = DEFAULT_ALARM_RULE,
+        percentile: float = 99.0,
+        window: int = DEFAULT_ALARM_WINDOW,
+    ) -> AlarmRule:
+        check_alarm_settings(kind, window)
+        scores = np.asarray(train_scores, dtype=np.float64)
+        finite = scores[np.isfinite(scores)]
+        if finite.size == 0:
+            raise UserInputError("the TRAIN scores hold no finite value; the decision rule cannot be fitted")
+        return cls(
+            kind,
+            float(percentile),
+            int(window),
+            float(np.percentile(finite, percentile)),
+            float(np.median(finite)),
+            _recent_values(scores[-window:]),
+        )
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        base = f"{self.percentile:g}th percentile of TRAIN scores ({self.threshold:.6g})"
+        if self.kind == "train":
+            return base
+        return f"{base}, raised with the median of the last {self.window} scores above TRAIN's ({self.median:.6g})"
+
+    def start(self) -> RuleState:
+        """The state at the first point after TRAIN."""
+        return RuleState(self.train_tail.copy())
+
+    def thresholds(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, RuleState]:
+        """Each point's threshold (N,) for the next scores in the stream, and the state after them."""
+        state = state or self.start()
+        scores = np.asarray(scores, dtype=np.float64)
+        recent = np.concatenate([state.recent, _recent_values(scores)])
+        after = RuleState(recent[-self.window :].copy())
+        if self.kind == "train" or self.median <= 0:  # a zero TRAIN median gives no scale to compare levels with
+            return np.full(len(scores), self.threshold), after
+        # The median of the `window` values before each point: a rolling median over the remembered
+        # values and the new ones, read one step back. pandas skips NaN (a non-finite score).
+        medians = pd.Series(recent).rolling(self.window, min_periods=1).median().to_numpy()
+        before = np.concatenate([[np.nan], medians[:-1]])[len(state.recent) :]
+        level = np.where(np.isnan(before), self.median, before)  # nothing remembered yet: TRAIN's level
+        return self.threshold * np.maximum(1.0, level / self.median), after
+
+    def flags(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, np.ndarray, RuleState]:
+        """(flags (N,) uint8, thresholds (N,), state after): a point is flagged above its threshold,
+        and always when its score is NaN/Inf, which no rule may pass as normal."""
+        scores = np.asarray(scores, dtype=np.float64)
+        thresholds, after = self.thresholds(scores, state)
+        with np.errstate(invalid="ignore"):
+            flagged = (scores > thresholds) | ~np.isfinite(scores)
+        return flagged.astype(np.uint8), thresholds, after
+
+    def to_checkpoint(self) -> dict:
+        """Plain numbers and one float64 tensor: loadable with torch.load(weights_only=True)."""
+        return {
+            "kind": self.kind,
+            "percentile": self.percentile,
+            "window": self.window,
+            "threshold": self.threshold,
+            "median": self.median,
+            "train_tail": torch.from_numpy(self.train_tail.copy()),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, record: dict) -> AlarmRule:
+        return cls(
+            record["kind"],
+            float(record["percentile"]),
+            int(record["window"]),
+            float(record["threshold"]),
+            float(record["median"]),
+            record["train_tail"].numpy().astype(np.float64),
+        )
+
+    def with_kind(self, kind: str, window: int | None = None) -> AlarmRule:
+        """The same TRAIN statistics under another rule (window: fewer remembered TRAIN scores only)."""
+        window = self.window if window is None else window
+        check_alarm_settings(kind, window)
+        if window > self.window:
+            raise UserInputError(
+                f"--alarm-window {window} is longer than the {self.window} TRAIN scores the model stores; "
+                f"choose at most {self.window} or retrain with --alarm-window {window}"
+            )
+        return AlarmRule(kind, self.percentile, window, self.threshold, self.median, self.train_tail[-window:])
+
+
+def _recent_values(scores: np.ndarray) -> np.ndarray:
+    """Scores as the recent window keeps them: float64, a non-finite one as NaN (skipped by the median)."""
+    values = np.asarray(scores, dtype=np.float64).copy()
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def check_alarm_settings(kind: str, window: int) -> None:
+    if kind not in ALARM_RULES:
+        raise UserInputError(f"unknown --alarm-rule {kind!r}; choose one of {', '.join(ALARM_RULES)}")
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise UserInputError(f"--alarm-window must be a positive whole number of points, got {window!r}")

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from data_factory.errors import UserInputError
+from model.alarm_rule import AlarmRule, AlarmSettings, RuleState
+
+
+def _train_scores(n: int = 3000, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).gamma(4.0, 0.25, n)  # positive, skewed: like reconstruction errors
+
+
+def test_the_train_rule_flags_above_the_train_percentile():
+    train = _train_scores()
+    rule = AlarmRule.fit(train, "train", 99.0, 100)
+    test = np.array([0.1, rule.threshold, rule.threshold * 1.01, 50.0])
+    flags, thresholds, _ = rule.flags(test)
+    assert rule.threshold == pytest.approx(np.percentile(train, 99))
+    np.testing.assert_array_equal(flags, [0, 0, 1, 1])
+    np.testing.assert_array_equal(thresholds, rule.threshold)
+
+
+def test_the_level_rule_stops_flagging_a_lasting_shift_after_half_a_window():
+    train = _train_scores()
+    rule = AlarmRule.fit(train, "level", 99.0, window=400)
+    rng = np.random.default_rng(1)
+    shifted = rng.gamma(4.0, 0.25, 3000) * 5.0  # the machine settles five times higher and stays there
+    flags, thresholds, _ = rule.flags(shifted)
+    static = AlarmRule.fit(train, "train", 99.0, 400).flags(shifted)[0]
+    assert static.mean() > 0.5  # the fixed threshold floods
+    assert flags[:150].mean() > 0.5  # the shift is flagged when it starts
+    assert flags[400:].mean() < 0.05  # and no longer once the recent median has moved
+    assert thresholds[-1] > 3 * rule.threshold
+
+
+def test_the_level_rule_flags_a_short_burst_in_full():
+    train = _train_scores()
+    rule = AlarmRule.fit(train, "level", 99.0, window=1000)
+    test = np.random.default_rng(2).gamma(4.0, 0.25, 2000)
+    test[1000:1200] += 10.0  # a burst shorter than half the window
+    flags = rule.flags(test)[0]
+    assert flags[1000:1200].all()
+
+
+def test_flags_are_the_same_in_one_pass_and_in_chunks_of_any_size():
+    train = _train_scores()
+    rule = AlarmRule.fit(train, "level", 99.0, window=300)
+    rng = np.random.default_rng(3)
+    test = np.concatenate([rng.gamma(4.0, 0.25, 700), rng.gamma(4.0, 0.25, 900) * 4, rng.gamma(4.0, 0.25, 400)])
+    test[500] = np.nan
+    whole_flags, whole_thresholds, whole_state = rule.flags(test)
+    for sizes in ([1] * 50 + [1950], [7, 293, 1000, 700], [2000]):
+        state, flags, thresholds, start = rule.start(), [], [], 0
+        for size in sizes:
+            part_flags, part_thresholds, state = rule.flags(test[start : start + size], state)
+            state = RuleState.from_dict(state.to_dict())  # what a restarted stream would read back
+            flags.append(part_flags)
+            thresholds.append(part_thresholds)
+            start += size
+        np.testing.assert_array_equal(np.concatenate(flags), whole_flags)
+        np.testing.assert_array_equal(np.concatenate(thresholds), whole_thresholds)
+        np.testing.assert_array_equal(state.recent, whole_state.recent)
+
+
+def test_a_flag_never_reads_a_later_score():
+    train = _train_scores()
+    rule = AlarmRule.fit(train, "level", 99.0, window=200)
+    test = np.random.default_rng(4).gamma(4.0, 0.25, 1000)
+    changed = test.copy()
+    changed[600:] *= 50  # the future changes completely
+    np.testing.assert_array_equal(rule.flags(test)[1][:601], rule.flags(changed)[1][:601])
+
+
+def test_non_finite_scores_are_flagged_and_do_not_move_the_level():
+    rule = AlarmRule.fit(_train_scores(), "level", 99.0, window=50)
+    test = np.full(200, 0.5)
+    test[100:] = np.inf
+    flags, thresholds, _ = rule.flags(test)
+    assert flags[100:].all()
+    assert np.isfinite(thresholds).all()
+
+
+def test_the_rule_round_trips_through_a_checkpoint_record():
+    rule = AlarmSettings("level", 95.0, 500).fit(_train_scores())
+    again = AlarmRule.from_checkpoint(rule.to_checkpoint())
+    test = _train_scores(800, seed=9) * 2
+    np.testing.assert_array_equal(rule.flags(test)[0], again.flags(test)[0])
+    assert again.percentile == 95.0 and len(again.train_tail) == 500
+
+
+@pytest.mark.parametrize(("kind", "window", "message"), [("spot", 10, "unknown --alarm-rule"),
+                                                          ("level", 0, "--alarm-window must be a positive")])
+def test_bad_rule_settings_are_one_line_errors(kind, window, message):
+    with pytest.raises(UserInputError, match=message):
+        AlarmRule.fit(_train_scores(), kind, 99.0, window)
+
+
+def test_a_shorter_window_can_be_chosen_but_not_a_longer_one():
+    rule = AlarmRule.fit(_train_scores(), "level", 99.0, window=500)
+    assert len(rule.with_kind("level", 100).train_tail) == 100
+    with pytest.raises(UserInputError, match="longer than the 500 TRAIN scores"):
+        rule.with_kind("level", 1000)
