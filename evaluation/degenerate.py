@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.panel import THRESHOLD_FREE_METRICS
+from evaluation.panel import LABEL_METRICS, THRESHOLD_FREE_METRICS
 
 CONSTANT_RTOL = 1e-6  # a spread below this fraction of the largest |score| is float32 round-off
 
@@ -23,8 +23,8 @@ def is_constant(scores: np.ndarray) -> bool:
     return bool(np.ptp(scores) <= CONSTANT_RTOL * np.max(np.abs(scores)))
 
 
-def degenerate_reason(train_scores: np.ndarray, test_scores: np.ndarray, threshold: float) -> str | None:
-    """Why flags `test_scores > threshold` mean nothing, or None when they can.
+def degenerate_reason(train_scores: np.ndarray, test_scores: np.ndarray, threshold: np.ndarray | float) -> str | None:
+    """Why flags `test_scores > threshold` (one threshold, or one per point) mean nothing, or None when they can.
 
     Degenerate: the TRAIN scores are constant (a threshold read from them has nothing to
     separate), the TEST scores are constant, or the threshold flags every TEST point.
@@ -35,12 +35,13 @@ def degenerate_reason(train_scores: np.ndarray, test_scores: np.ndarray, thresho
     if is_constant(test_scores):
         reasons.append(f"its TEST scores are constant ({float(test_scores[0]):.6g})")
     if (test_scores > threshold).all():
-        reasons.append(f"the threshold {threshold:.6g} flags all {len(test_scores)} TEST points")
+        shown = f"{threshold:.6g}" if np.ndim(threshold) == 0 else f"from {np.min(threshold):.6g}"
+        reasons.append(f"the threshold {shown} flags all {len(test_scores)} TEST points")
     return "; ".join(reasons) or None
 
 
 def without_threshold_metrics(metrics: dict) -> dict:
     """The metric panel with every metric that reads the flags set to None; the flagged share is kept,
     as it shows the degeneracy."""
-    kept = (*THRESHOLD_FREE_METRICS, "flagged_share")
+    kept = (*THRESHOLD_FREE_METRICS, *LABEL_METRICS, "flagged_share")
     return {key: value if key in kept else None for key, value in metrics.items()}

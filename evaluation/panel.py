@@ -14,6 +14,8 @@ from evaluation.vus import DEFAULT_MAX_BUFFER, vus
 ORACLE_METRICS = ("best_f1",)
 # Metrics that read the scores alone; every other one reads the flags (the predictions).
 THRESHOLD_FREE_METRICS = ("roc_auc", "pr_auc", "vus_roc", "vus_pr", "best_f1")
+# Read the labels alone.
+LABEL_METRICS = ("anomaly_share",)
 # The alarm metrics the point-wise and event-wise ones do not already give (evaluation/alarm_metrics.py).
 ALARM_COUNTS = ("anomaly_share", "false_alarm_rate", "missed_alarm_rate", "false_alarm_events_per_10k")
 

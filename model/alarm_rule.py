@@ -29,7 +29,8 @@ import torch
 
 from data_factory.errors import UserInputError
 
-ALARM_RULES = ("level", "train")
+ALARM_RULES = ("budget", "level", "train")
+BUDGET_QUANTILE = 0.9  # the budget rule flags at most about a tenth of the recent points
 DEFAULT_ALARM_RULE = "level"
 DEFAULT_ALARM_WINDOW = 4000  # points of recent scores the adaptive rule reads (docs/research-log.md)
 
@@ -87,10 +88,11 @@ class AlarmRule:
         window: int = DEFAULT_ALARM_WINDOW,
     ) -> AlarmRule:
         check_alarm_settings(kind, window)
-        scores = np.asarray(train_scores, dtype=np.float64)
+        scores = np.asarray(train_scores)
         finite = scores[np.isfinite(scores)]
         if finite.size == 0:
             raise UserInputError("the TRAIN scores hold no finite value; the decision rule cannot be fitted")
+        # In the scores' own dtype: the same number as the percentiles the checkpoint stores beside it.
         return cls(
             kind,
             float(percentile),
@@ -118,12 +120,20 @@ class AlarmRule:
         scores = np.asarray(scores, dtype=np.float64)
         recent = np.concatenate([state.recent, _recent_values(scores)])
         after = RuleState(recent[-self.window :].copy())
-        if self.kind == "train" or self.median <= 0:  # a zero TRAIN median gives no scale to compare levels with
+        if self.kind == "train":
             return np.full(len(scores), self.threshold), after
-        # The median of the `window` values before each point: a rolling median over the remembered
-        # values and the new ones, read one step back. pandas skips NaN (a non-finite score).
-        medians = pd.Series(recent).rolling(self.window, min_periods=1).median().to_numpy()
-        before = np.concatenate([[np.nan], medians[:-1]])[len(state.recent) :]
+        # A statistic of the `window` values before each point: rolling over the remembered values and the
+        # new ones, read one step back. pandas skips NaN (a non-finite score).
+        rolling = pd.Series(recent).rolling(self.window, min_periods=1)
+        if self.kind == "budget":
+            recent_values = rolling.quantile(BUDGET_QUANTILE).to_numpy()
+        else:
+            recent_values = rolling.median().to_numpy()
+        before = np.concatenate([[np.nan], recent_values[:-1]])[len(state.recent) :]
+        if self.kind == "budget":  # nothing remembered yet: the TRAIN threshold alone
+            return np.maximum(self.threshold, np.where(np.isnan(before), self.threshold, before)), after
+        if self.median <= 0:  # a zero TRAIN median gives no scale to compare levels with
+            return np.full(len(scores), self.threshold), after
         level = np.where(np.isnan(before), self.median, before)  # nothing remembered yet: TRAIN's level
         return self.threshold * np.maximum(1.0, level / self.median), after
 

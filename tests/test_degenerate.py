@@ -13,7 +13,7 @@ from data_factory.registry import load_dataset
 from data_factory.windows import Normalizer
 from evaluation.baselines import pca_baseline_scores
 from evaluation.degenerate import degenerate_reason, is_constant, without_threshold_metrics
-from evaluation.panel import THRESHOLD_FREE_METRICS, metric_panel
+from evaluation.panel import LABEL_METRICS, THRESHOLD_FREE_METRICS, metric_panel
 from evaluation.thresholds import choose_threshold
 from tests.tiny import TINY_TRAIN_FLAGS
 
@@ -30,9 +30,10 @@ def test_threshold_free_metrics_are_exactly_those_that_ignore_the_flags():
     sloppy[[120, 300, 500]] = 1
     first, second = metric_panel(labels, scores, exact), metric_panel(labels, scores, sloppy)
     unchanged = {key for key in first if first[key] == second[key]}
-    assert unchanged == set(THRESHOLD_FREE_METRICS)
+    assert unchanged == {*THRESHOLD_FREE_METRICS, *LABEL_METRICS}
     masked = without_threshold_metrics(first)
-    assert {key for key, value in masked.items() if value is not None} == {*THRESHOLD_FREE_METRICS, "flagged_share"}
+    kept = {*THRESHOLD_FREE_METRICS, *LABEL_METRICS, "flagged_share"}
+    assert {key for key, value in masked.items() if value is not None} == kept
 
 
 def test_degenerate_reason_names_each_case_and_passes_a_working_score():

@@ -1,5 +1,7 @@
 """The Detector API: fit, score, threshold_, predict, save / load, and its extension points."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from data_factory.registry import load_synth
 from data_factory.synthetic import SynthSpec
 from data_factory.windows import Normalizer
 from model import SCORES, AnomalyTransformer, Detector, DetectorConfig, Score
+from model.alarm_rule import AlarmRule
 from model.scores import reconstruction_error
 
 TINY = DetectorConfig(win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32, epochs=1, batch_size=32,
@@ -25,11 +28,20 @@ def fitted(synth):
     return Detector(TINY).fit(synth)
 
 
-def test_predict_flags_the_points_whose_score_exceeds_the_train_percentile(fitted, synth):
+def test_predict_flags_by_the_decision_rule_fitted_on_the_train_scores(fitted, synth):
     scores = fitted.score(synth.test)
     assert scores.shape == (len(synth.test),) and np.isfinite(scores).all()
     assert fitted.threshold_ == pytest.approx(np.percentile(fitted.train_scores_, 99.0))
-    np.testing.assert_array_equal(fitted.predict(synth.test), (scores > fitted.threshold_).astype(np.uint8))
+    rule = fitted.decision_rule()
+    assert rule.kind == "level" and rule.threshold == fitted.threshold_
+    flags = fitted.predict(synth.test)
+    np.testing.assert_array_equal(flags, rule.flags(scores)[0])
+    assert not (flags & (scores <= fitted.threshold_)).any()  # the level rule only ever raises the threshold
+    static = Detector(replace(fitted.config, alarm_rule="train"))
+    static.model_, static.normalizer_, static.scoring_ = fitted.model_, fitted.normalizer_, fitted.scoring_
+    static.train_score_stats_ = fitted.train_score_stats_
+    static.alarm_rule_ = AlarmRule.fit(fitted.train_scores_, "train", 99.0, 1)
+    np.testing.assert_array_equal(static.predict(synth.test), (scores > fitted.threshold_).astype(np.uint8))
     assert fitted.train_channel_error_.shape == (4,)
 
 
