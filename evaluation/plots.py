@@ -125,8 +125,8 @@ def entity_figure_png(
     axis.set_yscale("symlog", linthresh=max(float(np.abs(finite).min()) if finite.size else 1.0, 1e-12))
     axis.set_xlim(0, max(len(scores) - 1, 1))
     axis.set_xlabel("test time step")
-    axis.set_title(title, fontsize=9)
-    axis.legend(loc="upper left", fontsize=7, ncol=4)
+    axis.set_title(title, fontsize=9, loc="left")
+    axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=4, frameon=False)  # above the plot
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)

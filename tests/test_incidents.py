@@ -11,6 +11,7 @@ import pytest
 import detect
 import evaluate
 import train
+from data_factory import load_dataset
 from data_factory.registry import load_synth
 from evaluation.attribution import train_error_scale
 from evaluation.incidents import IncidentTracker, find_incidents, threshold_flags
@@ -133,3 +134,25 @@ def test_evaluate_per_entity_writes_each_entitys_incidents(fleet, capsys):
     # The injected anomaly is on channel 1 of points 100 to 119: an incident there names it first.
     hit = [row for row in rows if int(row["start"]) <= 119 and int(row["end"]) >= 100]
     assert hit and all(row["sensor_1"] == "ch1" for row in hit)
+
+
+def test_detect_routed_by_entity_reports_each_entitys_incidents_at_input_rows(fleet, tmp_path):
+    east = load_dataset("CUSTOM", fleet["data"], "east").test
+    west = load_dataset("CUSTOM", fleet["data"], "west").test
+    rows = [("east", r) for r in east[:150]] + [("west", r) for r in west[:200]] + [("east", r) for r in east[150:]]
+    source = tmp_path / "mixed.csv"
+    with open(source, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "ch0", "ch1", "ch2"])
+        writer.writerows([name, *values.tolist()] for name, values in rows)
+    output = tmp_path / "routed.csv"
+    assert detect.main(["--checkpoint", str(fleet["out"] / "CUSTOM_fleet.pth"), "--input", str(source),
+                        "--output", str(output), "--entity-column", "entity", "--device", "cpu"]) == 0  # fmt: skip
+    incidents = json.loads((tmp_path / "routed_incidents.json").read_text())["incidents"]
+    assert incidents and {i["entity"] for i in incidents} <= {"east", "west"}
+    for incident in incidents:  # start, end and peak are input rows of the incident's own entity
+        ends = (incident["start"], incident["end"], incident["peak_index"])
+        assert {rows[i][0] for i in ends} == {incident["entity"]}
+    # east's injected anomaly (its test points 100 to 119) lies at input rows 100 to 119
+    hit = [i for i in incidents if i["entity"] == "east" and i["start"] <= 119 and i["end"] >= 100]
+    assert hit and hit[0]["top_sensors"][0]["name"] == "ch1"
