@@ -2,7 +2,8 @@
 
 The input (.csv, .npy, .parquet, or - for CSV on stdin) is read in chunks of --chunk-rows rows,
 normalised with the checkpoint's TRAIN statistics and scored exactly as evaluate.py scores a
-test split; points are flagged by the decision rule stored in the checkpoint (evaluation/detection.py).
+test split; points are flagged by the decision rule stored in the checkpoint (evaluation/detection.py),
+and each run of flagged points is one incident, written beside the output (evaluation/incidents.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text, ru
 from data_factory.errors import error_line
 from data_factory.missing import NAN_POLICIES
 from evaluation.detection import check_detect_flags, detect, summary_lines
+from evaluation.incidents import write_incidents_csv
 from model.alarm_rule import ALARM_RULES
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
@@ -84,8 +86,21 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, Path]) -> None:
                     f"{flag} {path} is the same file as {source_flag} {source}, which writing it would destroy; "
                     f"choose another {flag}"
                 )
-    if len(outputs) == 2 and _same_file(*outputs.values()):
-        raise UserInputError(f"--output and --report are the same file ({outputs['--output']}); give them two names")
+    flags = list(outputs)
+    for number, first in enumerate(flags):
+        for second in flags[number + 1 :]:
+            if _same_file(outputs[first], outputs[second]):
+                raise UserInputError(f"{first} and {second} are the same file ({outputs[first]}); give them two names")
+
+
+def incident_paths(output: Path | None, report: Path | None) -> dict[str, Path]:
+    """{stem}_incidents.csv and .json beside --output, or beside --report when the CSV goes to stdout."""
+    base = output or report
+    if base is None:
+        return {}
+    stem = base.with_suffix("").name
+    return {"incidents CSV": base.with_name(f"{stem}_incidents.csv"),
+            "incidents JSON": base.with_name(f"{stem}_incidents.json")}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report) if args.report else (None if to_stdout else Path(args.output).with_suffix(".json"))
     outputs = {flag: path.expanduser() for flag, path in
                (("--output", None if to_stdout else Path(args.output)), ("--report", report_path)) if path is not None}
+    outputs |= incident_paths(outputs.get("--output"), outputs.get("--report"))
     options = {
         "threshold_percentile": args.threshold_percentile,
         "threshold": args.threshold,
@@ -133,8 +149,13 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.ExitStack() as stack:
                 output = sys.stdout if to_stdout else stack.enter_context(open(staged["--output"], "w", newline=""))
                 report = detect(args.checkpoint, args.input, output, **options, context=context)
+            incidents = report["incidents"]  # its own files; the report keeps the count
             if "--report" in staged:
-                staged["--report"].write_text(json_text(report))
+                kept = {key: value for key, value in report.items() if key != "incidents"}
+                staged["--report"].write_text(json_text(kept | {"n_incidents": incidents["n_incidents"]}))
+            if "incidents JSON" in staged:
+                staged["incidents JSON"].write_text(json_text(incidents))
+                write_incidents_csv(incidents, staged["incidents CSV"])
     except UserInputError as error:
         if context.is_main:  # the other ranks meet the same error; one line is enough
             print(error_line(error), file=sys.stderr)

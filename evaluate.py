@@ -72,9 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="centred moving average over N points, 0 = off (default: the checkpoint's)")
     add("--seed", type=int, default=0, help="seed of the random-score baseline (default: 0)")
     add("--top-sensors", type=int, default=3,
-        help="sensors listed per flagged segment in {DATASET}_attribution.json/.csv (default: 3)")
+        help="sensors listed per flagged segment in {DATASET}_attribution.json/.csv and per incident (default: 3)")
     add("--explain", type=int, default=0, metavar="N",
         help="save S, P and sigma of the N highest-scoring and N normal test windows, and a figure (default: 0, off)")
+    add("--report", choices=("html",), default=None,
+        help="html: also write {DATASET}_report.html (--per-entity: {DATASET}_fleet_report.html), one "
+        "self-contained page of metrics, scores, labelled segments and incidents (default: none)")
     add("--per-entity", action="store_true",
         help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside all baselines")
     add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
@@ -109,6 +112,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     if args.plots < 0:
         raise UserInputError(f"--plots must be 0 or a number of entities, got {args.plots}")
     check_scoring_flags(args.batch_size, args.seed, args.device)
+    if args.top_sensors < 1:
+        raise UserInputError(f"--top-sensors must be at least 1, got {args.top_sensors}")
     names = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
     ensure_writable_dir(args.output_dir)
     with folder_lock(args.output_dir):
@@ -117,8 +122,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
                                     threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
                                     alarm_window=args.alarm_window, score_variant=args.score,
                                     score_channels=args.score_channels, smooth=args.smooth,
-                                    jobs=args.jobs)  # fmt: skip
-        paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots)
+                                    jobs=args.jobs, top_sensors=args.top_sensors)  # fmt: skip
+        paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
     print(format_fleet_table(evaluation))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
@@ -157,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
             if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
                 return 0
-            paths = write_artifacts(evaluation, args.output_dir)
+            paths = write_artifacts(evaluation, args.output_dir, report=args.report)
     except UserInputError as error:
         if context.is_main:
             print(error_line(error), file=sys.stderr)

@@ -1,5 +1,5 @@
 """Score new data with a saved Detector: stream a table through it, flag points above a stored
-threshold, name each flagged point's top sensors, and report drift against TRAIN.
+threshold, name each flagged point's top sensors, gather the incidents, and report drift against TRAIN.
 
 Memory holds one chunk, one batch of windows and the last window, whatever the input's length.
 The scores are those evaluate.py gives the same rows (one windowing loop, one scoring).
@@ -20,6 +20,7 @@ from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
 from evaluation.attribution import top_sensor_text, train_error_scale
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
+from evaluation.incidents import IncidentTracker, find_incidents, incidents_document
 from evaluation.thresholds import detection_rule
 from model.detector import Detector
 from model.distributed import DistributedContext
@@ -99,6 +100,9 @@ def detect(
 ) -> dict:
     """Score `source` with the checkpoint, write the per-point CSV to `output`, return the report.
 
+    The report's "incidents" holds the incidents document (evaluation/incidents.py), which detect.py
+    writes to its own files.
+
     With a fleet bundle, `entity` routes every row to that entity's model, and `entity_column`
     routes each row by the entity named in that column (holding the input in memory).
     Under torchrun (`context`) every rank reads the same input and runs its share of the batches;
@@ -147,6 +151,7 @@ def detect(
 
     writer = csv.writer(output, lineterminator="\n")
     n_flagged, n_non_finite, first_non_finite = 0, 0, None
+    incidents = IncidentTracker(names, scale, entity, top_sensors)
     points = detector.stream(normalised_chunks(), batch_size=batch_size, context=context, normalised=True)
     for number, part in enumerate(points):
         if number == 0:  # the header waits until the first chunk passed its checks
@@ -156,6 +161,8 @@ def detect(
         flagged, non_finite, first = _write_points(writer, index, part, thresholds, names, scale, top_sensors)
         n_flagged, n_non_finite = n_flagged + flagged, n_non_finite + non_finite
         first_non_finite = first if first_non_finite is None else first_non_finite
+        flags, _ = flag_points(part.scores, thresholds)
+        incidents.add(flags, part.scores, thresholds, part.errors, index if table.stamp_column else None)
 
     return {
         "checkpoint": str(checkpoint_path),
@@ -173,6 +180,8 @@ def detect(
         "nan_policy": nan_policy,
         "filled_values": missing.filled,
         "drift": drift_report(moments, normalizer.std, names),
+        "incidents": incidents_document(incidents.finish(), incidents.top_k, dataset=detector.dataset_["name"],
+                                        input=table.name, time_column=table.stamp_column),
     }
 
 
@@ -218,7 +227,7 @@ def detect_by_entity(
         fleet.detector(name)  # an unknown or skipped entity stops the run before any scoring
     scores, flags = np.zeros(len(values), dtype=np.float32), np.zeros(len(values), dtype=np.int64)
     tops = np.full(len(values), "", dtype=object)
-    report_entities = {}
+    report_entities, incidents = {}, []
     for name in present:
         detector = fleet.detector(name).to(device)
         rows = np.flatnonzero(labels == name)
@@ -231,12 +240,17 @@ def detect_by_entity(
         series = missing.apply(values[rows], 0)
         points = detector.score_points(series, batch_size=batch_size)
         rule = detection_rule(detector, threshold_percentile, threshold, alarm_rule, alarm_window)
-        flagged, non_finite = flag_points(points.scores, rule.flags(points.scores)[1])
+        thresholds = rule.flags(points.scores)[1]
+        flagged, non_finite = flag_points(points.scores, thresholds)
         scores[rows], flags[rows] = points.scores, flagged
         ranked = flagged & ~non_finite
         if ranked.any():
             tops[rows[ranked]] = top_sensor_text(points.errors[ranked], _sensor_scale(detector), names,
                                                  min(top_sensors, len(names)))  # fmt: skip
+        # Indices are input rows; an entity's incident may span rows of other entities between its own.
+        incidents += find_incidents(flagged, points.scores, thresholds, points.errors, names,
+                                    stamps[rows] if table.stamp_column else None, name, top_sensors,
+                                    scale=_sensor_scale(detector), index=rows)  # fmt: skip
         moments = ChannelMoments(len(names))
         moments.update(detector.normalizer_.transform(series))
         report_entities[name] = {"rows": len(rows),
@@ -261,6 +275,8 @@ def detect_by_entity(
         "columns": columns,
         "nan_policy": nan_policy,
         "entities": report_entities,
+        "incidents": incidents_document(incidents, min(top_sensors, len(names)), dataset=fleet.dataset,
+                                        input=table.name, time_column=table.stamp_column),
     }
 
 
@@ -270,6 +286,19 @@ def non_finite_line(count: int, first: object) -> str:
         f"warning: {count} points have a non-finite score{where}: the input holds values the model cannot score "
         "(far outside TRAIN's range); they are flagged, with an empty top_sensors"
     )
+
+
+def incident_line(document: dict) -> str:
+    """How many incidents, and the most severe one."""
+    ranked = [row for row in document["incidents"] if row["severity"] is not None]
+    if not ranked:
+        return f"{document['n_incidents']} incidents"
+    top = max(ranked, key=lambda row: row["severity"])
+    where = top["peak_time"] if top["peak_time"] is not None else top["peak_index"]
+    entity = f" of {top['entity']}" if top["entity"] else ""
+    sensors = ", ".join(f"{sensor['name']} {sensor['share']:.0%}" for sensor in top["top_sensors"])
+    return (f"{document['n_incidents']} incidents; the most severe{entity} peaks at {where}, "
+            f"{top['severity']:.3g}x its threshold: {sensors}")  # fmt: skip
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -286,11 +315,12 @@ def summary_lines(report: dict) -> list[str]:
             warning = drift_warning(part["drift"])
             if warning:
                 lines.append(f"  {name}: {warning}")
-        return lines
+        return [*lines, incident_line(report["incidents"])]
     lines = [
         f"scored {report['rows']} rows of {report['input']} with the {report['dataset']} checkpoint "
         f"({report['score_variant']} score); threshold {report['threshold']['value']:.6g} = "
-        f"{report['threshold']['source']}; {report['n_flagged']} points flagged ({report['flagged_share']:.2%})"
+        f"{report['threshold']['source']}; {report['n_flagged']} points flagged ({report['flagged_share']:.2%})",
+        incident_line(report["incidents"]),
     ]
     if report["non_finite_scores"]:
         lines.append(non_finite_line(report["non_finite_scores"], report["first_non_finite"]))

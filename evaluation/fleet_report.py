@@ -23,8 +23,11 @@ from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.alarm_metrics import ALARM_METRICS, alarm_metrics, within_alarm_budget
+from evaluation.attribution import train_error_scale
 from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason
+from evaluation.html_report import ReportEntity, ReportPage, write_html_report
+from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
 from evaluation.metrics import best_f1, pr_auc, roc_auc
 from evaluation.panel import metric_panel
 from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
@@ -58,6 +61,8 @@ class EntityScores:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
     non_finite: dict[str, int] = field(default_factory=dict)  # method -> NaN/Inf TEST scores, ranked most anomalous
     failed: dict[str, str] = field(default_factory=dict)  # method -> why it could not run on this entity
+    thresholds: np.ndarray | None = None  # (N_test,) the model's threshold at each point
+    incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
 
     @property
     def graded(self) -> bool:
@@ -132,6 +137,7 @@ class EntityRun:
     score_variant: str | None
     score_channels: str | None
     smooth: int | None
+    top_sensors: int
 
 
 def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thread: bool = True) -> EntityScores:
@@ -162,6 +168,13 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
                                       scored.train[name])  # fmt: skip
             scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
+        model_flags, scored.thresholds, _ = run.alarm.fit(scored.train["model"]).flags(scored.test["model"])
+        train_error = detector.train_channel_error_
+        if train_error is None:  # bundles from before the TRAIN error was stored
+            train_error = train_points.errors.mean(axis=0, dtype=np.float64)
+        scored.incidents = find_incidents(model_flags, scored.test["model"], scored.thresholds, test_points.errors,
+                                          data.channel_names, entity=entity, top_k=run.top_sensors,
+                                          scale=train_error_scale(train_error))  # fmt: skip
         for name in methods:
             if name not in scored.failed:
                 scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
@@ -212,6 +225,7 @@ def evaluate_fleet(
     score_channels: str | None = None,
     smooth: int | None = None,
     jobs: int | None = None,
+    top_sensors: int = 3,
 ) -> FleetEvaluation:
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
@@ -219,6 +233,7 @@ def evaluate_fleet(
     --score, --score-channels and --smooth do for one model. threshold_percentile / alarm_rule / alarm_window:
     another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated at once, each in
     its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
+    top_sensors: the sensors each incident lists.
     """
     check_scoring_flags(batch_size, seed, device)
     if jobs is None:
@@ -239,7 +254,7 @@ def evaluate_fleet(
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
-                    batch_size, device, seed, alarm, score_variant, score_channels, smooth)  # fmt: skip
+                    batch_size, device, seed, alarm, score_variant, score_channels, smooth, top_sensors)  # fmt: skip
     results = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:
@@ -372,8 +387,31 @@ def plot_entities(entities: list[EntityScores], title: str, path: Path, alarm: A
     plt.close(figure)
 
 
-def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k: int = 3) -> dict[str, Path]:
-    """{DATASET}_fleet_metrics.json, {DATASET}_fleet_entities.csv and the k worst / best entities' plots."""
+def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
+    """The HTML report of a fleet: one table row and one section per entity."""
+    notes = [f"{len(evaluation.entities)} entities, each scored by its own model; {len(evaluation.skipped)} skipped "
+             "in training", "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
+             f"alarms, F1 and incidents at the decision rule: {evaluation.alarm.describe()} of the entity's TRAIN "
+             "scores"]  # fmt: skip
+    entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds, entity.labels, entity.incidents,
+                             entity.metrics) for entity in evaluation.entities]  # fmt: skip
+    return ReportPage(f"{evaluation.dataset} fleet: anomaly report", notes, evaluation.methods,
+                      list(PER_ENTITY_METRICS), entities)  # fmt: skip
+
+
+def fleet_incidents(evaluation: FleetEvaluation) -> dict:
+    """Every entity's incidents, in the fleet's entity order, as one incidents document."""
+    incidents = [incident for entity in evaluation.entities for incident in entity.incidents]
+    top_k = max((len(incident.top_sensors) for incident in incidents), default=0)
+    return incidents_document(incidents, top_k, dataset=evaluation.dataset,
+                              threshold=f"{evaluation.alarm.describe()} of each entity's TRAIN scores")  # fmt: skip
+
+
+def write_fleet_artifacts(
+    evaluation: FleetEvaluation, output_dir: str | Path, k: int = 3, report: str | None = None
+) -> dict[str, Path]:
+    """{DATASET}_fleet_metrics.json, {DATASET}_fleet_entities.csv, the k worst / best entities' plots,
+    {DATASET}_fleet_incidents.csv/.json and, with report "html", {DATASET}_fleet_report.html."""
     folder = ensure_writable_dir(output_dir)
     stem = f"{evaluation.dataset}_fleet"
     paths = {
@@ -381,7 +419,11 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
         "csv": folder / f"{stem}_entities.csv",
         "worst": folder / f"{stem}_worst.png",
         "best": folder / f"{stem}_best.png",
+        "incidents_csv": folder / f"{stem}_incidents.csv",
+        "incidents_json": folder / f"{stem}_incidents.json",
     }
+    if report == "html":
+        paths["report"] = folder / f"{stem}_report.html"
     # Every file is written to its temp first and all are renamed at the end: replaced together or not at all.
     with atomic_paths(paths.values()) as temps:
         staged = dict(zip(paths, temps, strict=True))
@@ -391,6 +433,11 @@ def write_fleet_artifacts(evaluation: FleetEvaluation, output_dir: str | Path, k
         for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
             plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key],
                           evaluation.alarm)  # fmt: skip
+        incidents = fleet_incidents(evaluation)
+        staged["incidents_json"].write_text(json_text(incidents))
+        write_incidents_csv(incidents, staged["incidents_csv"])
+        if "report" in staged:
+            write_html_report(fleet_page(evaluation), staged["report"])
     return paths
 
 

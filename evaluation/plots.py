@@ -11,6 +11,7 @@ from sklearn.metrics import precision_recall_curve
 from evaluation.metrics import label_segments
 
 if TYPE_CHECKING:
+    from evaluation.incidents import Incident
     from evaluation.report import Evaluation
 
 DETAIL_POINTS = 2000  # length of the zoomed stretch when the test split is long
@@ -96,3 +97,38 @@ def plot_scores(evaluation: Evaluation, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
+
+
+def entity_figure_png(
+    scores: np.ndarray, thresholds: np.ndarray, labels: np.ndarray | None, incidents: list[Incident], title: str
+) -> bytes:
+    """One entity's TEST score with its threshold, labelled segments shaded and incidents marked, as PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    time = np.arange(len(scores))
+    figure, axis = plt.subplots(figsize=(11, 2.4))
+    axis.plot(time, scores, linewidth=0.6, color="tab:blue", label="score")
+    axis.step(time, thresholds, where="mid", color="tab:red", linestyle="--", linewidth=1, label="threshold")
+    if labels is not None and labels.any():
+        axis.fill_between(time, 0, 1, where=labels.astype(bool), transform=axis.get_xaxis_transform(),
+                          color="tab:orange", alpha=0.3, linewidth=0, label="labelled anomaly")  # fmt: skip
+    for number, incident in enumerate(incidents):
+        # A band along the top: the score under an incident stays visible.
+        axis.axvspan(incident.start - 0.5, incident.end + 0.5, ymin=0.92, ymax=1.0, color="tab:red", linewidth=0,
+                     label="incident" if number == 0 else None)  # fmt: skip
+    finite = thresholds[np.isfinite(thresholds)]
+    axis.set_yscale("symlog", linthresh=max(float(np.abs(finite).min()) if finite.size else 1.0, 1e-12))
+    axis.set_xlim(0, max(len(scores) - 1, 1))
+    axis.set_xlabel("test time step")
+    axis.set_title(title, fontsize=9, loc="left")
+    axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=4, frameon=False)  # above the plot
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -13,9 +13,11 @@ from data_factory.atomic import atomic_paths, ensure_writable_dir, json_ready, j
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
-from evaluation.attribution import Attribution, attribute
+from evaluation.attribution import Attribution, attribute, train_error_scale
 from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason, without_threshold_metrics
+from evaluation.html_report import ReportEntity, ReportPage, write_html_report
+from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
@@ -89,6 +91,7 @@ class Evaluation:
     methods: dict[str, MethodResult]  # "model" first, then the baselines
     attribution: Attribution | None = None  # the model's flagged segments, ranked by sensor
     associations: AssociationMaps | None = None  # only with explain > 0
+    incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
 
     @property
     def score_variant(self) -> str:
@@ -281,6 +284,9 @@ def evaluate_checkpoint(
         dataset.anomalies,
         top_sensors,
     )
+    incidents = find_incidents(flagged.predictions, flagged.scores, flagged.thresholds, test_points.errors,
+                               dataset.channel_names, entity=dataset.name, top_k=top_sensors,
+                               scale=train_error_scale(channel_error))  # fmt: skip
     associations = None
     if explain:
         associations = explain_windows(
@@ -293,7 +299,8 @@ def evaluate_checkpoint(
             dataset.name,
             threshold=flagged.threshold.value,
         )
-    return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations)
+    return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations,
+                      incidents)  # fmt: skip
 
 
 def summary(evaluation: Evaluation) -> dict:
@@ -361,9 +368,28 @@ def format_table(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str, Path]:
+REPORT_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
+
+
+def evaluation_page(evaluation: Evaluation) -> ReportPage:
+    """The HTML report of one model: a one-row table (the dataset) and its section."""
+    model = evaluation.model
+    used = "uses TEST scores" if model.threshold.uses_test_scores else "no test data used"
+    notes = [f"{evaluation.protocol} protocol, {evaluation.scoring.describe()}",
+             f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})",
+             "metrics on the whole test split as one series (VUS: evaluation/vus.py)"]  # fmt: skip
+    thresholds = np.full(len(model.scores), model.threshold.value)
+    metrics = {name: method.metrics for name, method in evaluation.methods.items()}
+    entity = ReportEntity(evaluation.dataset, model.scores, thresholds, evaluation.labels, evaluation.incidents,
+                          metrics)  # fmt: skip
+    return ReportPage(f"{evaluation.dataset}: anomaly report", notes, list(evaluation.methods), list(REPORT_METRICS),
+                      [entity])  # fmt: skip
+
+
+def write_artifacts(evaluation: Evaluation, output_dir: str | Path, report: str | None = None) -> dict[str, Path]:
     """Write {DATASET}_evaluation.npz, {DATASET}_metrics.json and {DATASET}_scores.png, plus
-    {DATASET}_attribution.json/.csv and, with associations, {DATASET}_associations.npz/.png.
+    {DATASET}_attribution.json/.csv, {DATASET}_incidents.csv/.json, with associations
+    {DATASET}_associations.npz/.png, and with report "html" {DATASET}_report.html.
 
     All of them are written to temp files first and renamed at the end, so a run's artifacts
     replace the previous run's together or not at all (a full disk leaves the old set intact).
@@ -377,6 +403,11 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
     if evaluation.attribution is not None:
         paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
         paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
+    if evaluation.attribution is not None:
+        paths["incidents_csv"] = folder / f"{evaluation.dataset}_incidents.csv"
+        paths["incidents_json"] = folder / f"{evaluation.dataset}_incidents.json"
+    if report == "html":
+        paths["report"] = folder / f"{evaluation.dataset}_report.html"
     if evaluation.associations is not None:
         paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
         paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
@@ -406,6 +437,13 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path) -> dict[str,
             document |= evaluation.attribution.to_json()
             staged["attribution_json"].write_text(json_text(document))
             evaluation.attribution.write_csv(staged["attribution_csv"])
+            incidents = incidents_document(evaluation.incidents, evaluation.attribution.top_k,
+                                           dataset=evaluation.dataset, score_variant=evaluation.score_variant,
+                                           threshold_rule=model.threshold.rule)  # fmt: skip
+            staged["incidents_json"].write_text(json_text(incidents))
+            write_incidents_csv(incidents, staged["incidents_csv"])
+        if "report" in staged:
+            write_html_report(evaluation_page(evaluation), staged["report"])
         if evaluation.associations is not None:
             save_association_npz(evaluation.associations, staged["associations_npz"])
             plot_association_maps(evaluation.associations, staged["associations_plot"])

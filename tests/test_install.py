@@ -103,7 +103,7 @@ def test_wheel_holds_the_packages_their_data_and_the_cli_modules(tmp_path):
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("anomaly_transformer-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "data_factory/telemanom_manifest.json" in names
+    assert {"data_factory/telemanom_manifest.json", "evaluation/templates/report.html"} <= names
     assert {"train.py", "evaluate.py", "detect.py", "inspect_checkpoint.py"} <= names
     for package in ("data_factory", "model", "evaluation"):
         expected = {f"{package}/{path.name}" for path in (ROOT / package).glob("*.py")}

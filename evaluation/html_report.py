@@ -1,0 +1,95 @@
+"""The report to look at: one self-contained HTML file (figures inline as base64 PNG, a few lines of
+inline JS to sort the table, nothing fetched from the network), rendered with Jinja2, whose
+autoescaping keeps entity and sensor names from an input file as text.
+
+A page is a table of entities by metric and method, then one section per entity: its score with
+the threshold, the labelled segments, the incidents and their top sensors.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from evaluation.incidents import Incident
+from evaluation.metrics import label_segments
+from evaluation.plots import entity_figure_png
+
+TEMPLATE = "report.html"
+SHOWN_INCIDENTS = 50  # per entity; the incidents CSV has them all
+METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "vus_pr": "VUS-PR", "vus_roc": "VUS-ROC", "f1": "F1"}
+
+
+@dataclass
+class ReportEntity:
+    name: str
+    scores: np.ndarray  # (N,) TEST scores
+    thresholds: np.ndarray  # (N,) the threshold at each point
+    labels: np.ndarray | None  # (N,) uint8, None without labels
+    incidents: list[Incident]
+    metrics: dict[str, dict[str, float | None]]  # method -> metric -> value
+
+    @property
+    def shown_incidents(self) -> list[Incident]:
+        """Every incident in order, or the SHOWN_INCIDENTS most severe where there are more."""
+        if len(self.incidents) <= SHOWN_INCIDENTS:
+            return self.incidents
+        ranked = sorted(self.incidents, key=lambda i: -math.inf if i.severity is None else i.severity, reverse=True)
+        return ranked[:SHOWN_INCIDENTS]
+
+    @property
+    def segments(self) -> list[tuple[int, int]]:
+        """Labelled segments as (start, end inclusive)."""
+        if self.labels is None:
+            return []
+        return [(int(start), int(stop - 1)) for start, stop in label_segments(self.labels)]
+
+
+@dataclass
+class ReportPage:
+    title: str
+    notes: list[str]  # one line each: protocol, score, threshold rule
+    methods: list[str]  # "model" first
+    metrics: list[str]  # keys of METRIC_LABELS
+    entities: list[ReportEntity] = field(default_factory=list)
+
+
+def _cell(value: float | None) -> tuple[str, str]:
+    """(shown text, sort key): a missing value shows '-' and sorts last."""
+    if value is None or not math.isfinite(value):
+        return "-", ""
+    return f"{value:.3f}", repr(float(value))
+
+
+def _rows(page: ReportPage) -> list[dict]:
+    rows = []
+    for entity in page.entities:
+        severities = [i.severity for i in entity.incidents if i.severity is not None]
+        cells = [_cell(entity.metrics.get(method, {}).get(metric))
+                 for metric in page.metrics for method in page.methods]  # fmt: skip
+        cells += [(str(len(entity.incidents)), str(len(entity.incidents))), _cell(max(severities, default=None))]
+        rows.append({"name": entity.name, "cells": cells})
+    return rows
+
+
+def render_html(page: ReportPage) -> str:
+    """The page as one HTML document."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("evaluation", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    figures = {
+        entity.name: base64.b64encode(
+            entity_figure_png(entity.scores, entity.thresholds, entity.labels, entity.incidents, entity.name)
+        ).decode("ascii")
+        for entity in page.entities
+    }
+    return environment.get_template(TEMPLATE).render(page=page, labels=METRIC_LABELS, rows=_rows(page), figures=figures)
+
+
+def write_html_report(page: ReportPage, path: Path) -> None:
+    Path(path).write_text(render_html(page), encoding="utf-8")

@@ -1,0 +1,103 @@
+"""evaluate.py --report html on a real tiny fleet and a real tiny model: one self-contained file, and in
+headless Chromium a table of one row per entity that sorts, with every figure drawn."""
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+import evaluate
+import train
+from tests.test_fleet import ROWS, write_fleet_data
+from tests.tiny import TINY_TRAIN_FLAGS
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)  # fmt: skip
+TRAINED = [name for name, (n_train, _) in ROWS.items() if n_train > 100]  # stub is skipped in training
+
+
+class Page(HTMLParser):
+    """What a test reads from a page: the entity table's rows (their cells' sort keys) and every URL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.urls: list[str] = []
+        self.images = 0
+        self.drawn: re.Match | None = None  # "N of M figures drawn", written by the page's script
+        self._in_table = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.urls += [attrs[key] for key in ("src", "href") if key in attrs]
+        self.images += tag == "img"
+        if tag == "table" and attrs.get("id") == "entities":
+            self._in_table = True
+        elif self._in_table and tag == "tr":
+            self.rows.append([])
+        elif self._in_table and tag == "td":
+            self.rows[-1].append(attrs["data-sort"])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_table = False
+
+
+def parse(text: str) -> Page:
+    page = Page()
+    page.feed(text)
+    page.rows = [row for row in page.rows if row]  # the header rows hold no td
+    return page
+
+
+@pytest.fixture(scope="module")
+def fleet_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    data = write_fleet_data(root)
+    out = root / "out"
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1",
+                       "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    common = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), "--device", "cpu",
+              "--report", "html"]  # fmt: skip
+    assert evaluate.main([*common, "--per-entity", "--baselines", "pca,random", "--jobs", "1"]) == 0
+    assert evaluate.main([*common, "--entity", "east", "--baselines", "pca"]) == 0
+    return {"fleet": out / "CUSTOM_fleet_report.html", "single": out / "CUSTOM_east_report.html"}
+
+
+def test_the_report_is_one_file_that_fetches_nothing(fleet_report):
+    for path in fleet_report.values():
+        text = path.read_text()
+        page = parse(text)
+        assert all(url.startswith(("data:image/png;base64,", "#")) for url in page.urls)
+        assert not re.search(r"<link|<script [^>]*src=|@import|url\(", text)
+    fleet = parse(fleet_report["fleet"].read_text())
+    assert [row[0] for row in fleet.rows] == TRAINED and fleet.images == len(TRAINED)
+    # entity, then 5 metrics x 3 methods, then the incident count and the highest severity
+    assert all(len(row) == 1 + 5 * 3 + 2 for row in fleet.rows)
+    assert len(parse(fleet_report["single"].read_text()).rows) == 1
+
+
+def rendered(path, fragment: str = "") -> Page:
+    """The DOM after the page's scripts ran in headless Chromium."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"{path.as_uri()}{fragment}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    page = parse(done.stdout)
+    page.drawn = re.search(r'id="figures-drawn">(\d+) of (\d+) figures drawn', done.stdout)
+    return page
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")
+def test_chromium_draws_every_figure_and_sorts_the_table(fleet_report):
+    page = rendered(fleet_report["fleet"])
+    assert len(page.rows) == len(TRAINED)
+    assert page.drawn and page.drawn.group(1) == page.drawn.group(2) == str(len(TRAINED))
+    # Columns go metric by metric, then method by method: 1-3 ROC-AUC, 4 the model's PR-AUC.
+    for column, fragment, descending in ((4, "#sort=4", True), (4, "#sort=4-asc", False), (0, "#sort=0-asc", False)):
+        keys = [row[column] for row in rendered(fleet_report["fleet"], fragment).rows]
+        values = [float(key) for key in keys] if column else keys
+        assert values == sorted(values, reverse=descending)
+    single = rendered(fleet_report["single"])
+    assert len(single.rows) == 1 and single.drawn.group(1) == "1"
