@@ -44,6 +44,8 @@ from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool
 # Threshold-free, on entities with both classes in TEST; best_f1 is the oracle (it picks its threshold
 # with the labels), shown beside the F1 at the rule so that the rule's loss is visible.
 RANKING_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "tsb_vus_roc", "best_f1")
+# The columns of the HTML report's table: ranking, then the alarms at the rule.
+FLEET_REPORT_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "flagged_share")
 # At the decision rule; within_flag_bound is 1 where the flagged share is at most twice the anomaly
 # share plus one percentage point, so its mean is the share of entities that do not flood.
 PER_ENTITY_METRICS = (*RANKING_METRICS, *ALARM_METRICS, "within_flag_bound")
@@ -396,7 +398,7 @@ def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
     entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds, entity.labels, entity.incidents,
                              entity.metrics) for entity in evaluation.entities]  # fmt: skip
     return ReportPage(f"{evaluation.dataset} fleet: anomaly report", notes, evaluation.methods,
-                      list(PER_ENTITY_METRICS), entities)  # fmt: skip
+                      list(FLEET_REPORT_METRICS), entities)  # fmt: skip
 
 
 def fleet_incidents(evaluation: FleetEvaluation) -> dict:

@@ -368,7 +368,7 @@ def format_table(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
-REPORT_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
+REPORT_METRICS = ("roc_auc", "pr_auc", "vus_pr", "f1", "event_f1", "flagged_share")
 
 
 def evaluation_page(evaluation: Evaluation) -> ReportPage:

@@ -126,7 +126,7 @@ def detection_rule(
     if value is not None:
         if not np.isfinite(value):
             raise UserInputError(f"--threshold must be a finite number, got {value}")
-        return AlarmRule("train", float("nan"), 1, float(value), float("nan"), np.zeros(0), "--threshold value")
+        return AlarmRule("train", float("nan"), 1, float(value), np.zeros(0), "--threshold value")
     rule = detector.decision_rule()
     if percentile is not None and float(percentile) != rule.percentile:
         stored = (detector.train_score_stats_ or {}).get("percentiles", {})
@@ -139,10 +139,4 @@ def detection_rule(
         rule = dataclasses.replace(rule, percentile=float(percentile), threshold=float(stored[str(float(percentile))]))
     if kind is None and window is None:
         return rule
-    kind = rule.kind if kind is None else kind
-    if kind != "train" and not np.isfinite(rule.median):
-        raise UserInputError(
-            "this checkpoint was written before the decision rule was stored, so it holds no TRAIN median for "
-            "--alarm-rule level; retrain it, or use --alarm-rule train"
-        )
-    return rule.with_kind(kind, window)
+    return rule.with_kind(rule.kind if kind is None else kind, window)

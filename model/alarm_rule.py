@@ -2,21 +2,23 @@
 
 A rule is fitted on the TRAIN scores (plain numbers and the last TRAIN scores, stored in the
 checkpoint) and then reads the scores in order: the flag of point t depends on the TRAIN scores
-and on the scores up to t, never on a later one, so the rule adds no delay to the scoring's own
+and on the scores before t, never on a later one, so the rule adds no delay to the scoring's own
 and gives the same flags whether the scores arrive at once or in chunks of any size (`RuleState`
 carries what the next chunk needs).
 
-| rule     | flags point t when                                                                     |
-|----------|----------------------------------------------------------------------------------------|
-| `train`  | s_t > q, the TRAIN percentile (the rule before the adaptive one)                        |
-| `level`  | s_t > q * max(1, m_t / m0): the TRAIN threshold, raised by as much as the recent level |
-|          | (m_t, the median of the `window` scores before t) has risen above TRAIN's median m0    |
+| rule     | flags point t when                                                                        |
+|----------|-------------------------------------------------------------------------------------------|
+| `budget` | s_t > max(q, b_t): q the TRAIN percentile, b_t the 90th percentile of the `window` scores |
+|          | before t (the last TRAIN scores fill the window at the start)                             |
+| `train`  | s_t > q (the rule before the budget one)                                                  |
 
-The adaptive rule follows a shift between TRAIN and what follows (a machine under a new load, a
-level that stays raised after an incident): the median of the recent scores moves after half a
-window of the new level, and the threshold with it. A short burst does not move the median, so an
-incident shorter than half a window is flagged in full. Non-finite scores are always flagged and
-never enter the recent window.
+The budget rule is an alarm budget: whatever happens to the scores, it flags at most about a tenth
+of any `window` consecutive points, so a machine whose errors settle on a new level after an
+incident, or drift away from TRAIN, stops raising alarms once the recent scores have caught up,
+instead of flagging every point from then on. Where the scores stay as quiet as in TRAIN, b_t is
+below q and it is the TRAIN rule. It was chosen among ten rules on the development data
+(docs/research-log.md, "The decision rule"). Non-finite scores are always flagged and never enter
+the recent window.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ import torch
 
 from data_factory.errors import UserInputError
 
-ALARM_RULES = ("budget", "level", "train")
+ALARM_RULES = ("budget", "train")
+DEFAULT_ALARM_RULE = "budget"
+DEFAULT_ALARM_WINDOW = 1000  # recent scores the budget rule reads (docs/research-log.md)
 BUDGET_QUANTILE = 0.9  # the budget rule flags at most about a tenth of the recent points
-DEFAULT_ALARM_RULE = "level"
-DEFAULT_ALARM_WINDOW = 4000  # points of recent scores the adaptive rule reads (docs/research-log.md)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class AlarmSettings:
     def describe(self) -> str:
         if self.kind == "train":
             return f"the {self.percentile:g}th percentile of TRAIN scores"
-        return f"the {self.percentile:g}th percentile of TRAIN scores, raised with the median of the last {self.window}"
+        return (f"the {self.percentile:g}th percentile of TRAIN scores or the {BUDGET_QUANTILE:.0%} quantile of the "
+                f"last {self.window} scores, whichever is higher")
 
 
 @dataclass
@@ -68,14 +71,13 @@ class RuleState:
 
 @dataclass(frozen=True)
 class AlarmRule:
-    """A fitted decision rule. threshold: the TRAIN percentile q; median: TRAIN's median m0;
-    train_tail: the last `window` TRAIN scores, the recent window at the start of TEST."""
+    """A fitted decision rule. threshold: the TRAIN percentile q; train_tail: the last `window` TRAIN
+    scores, the recent window at the start of TEST (empty: the rule starts from q alone)."""
 
     kind: str
     percentile: float
     window: int
     threshold: float
-    median: float
     train_tail: np.ndarray  # (<= window,) float64
     label: str = ""  # how the threshold was given, where it was not fitted (e.g. "--threshold value")
 
@@ -98,7 +100,6 @@ class AlarmRule:
             float(percentile),
             int(window),
             float(np.percentile(finite, percentile)),
-            float(np.median(finite)),
             _recent_values(scores[-window:]),
         )
 
@@ -108,7 +109,7 @@ class AlarmRule:
         base = f"{self.percentile:g}th percentile of TRAIN scores ({self.threshold:.6g})"
         if self.kind == "train":
             return base
-        return f"{base}, raised with the median of the last {self.window} scores above TRAIN's ({self.median:.6g})"
+        return f"{base} or the {BUDGET_QUANTILE:.0%} quantile of the last {self.window} scores, whichever is higher"
 
     def start(self) -> RuleState:
         """The state at the first point after TRAIN."""
@@ -122,20 +123,11 @@ class AlarmRule:
         after = RuleState(recent[-self.window :].copy())
         if self.kind == "train":
             return np.full(len(scores), self.threshold), after
-        # A statistic of the `window` values before each point: rolling over the remembered values and the
-        # new ones, read one step back. pandas skips NaN (a non-finite score).
-        rolling = pd.Series(recent).rolling(self.window, min_periods=1)
-        if self.kind == "budget":
-            recent_values = rolling.quantile(BUDGET_QUANTILE).to_numpy()
-        else:
-            recent_values = rolling.median().to_numpy()
-        before = np.concatenate([[np.nan], recent_values[:-1]])[len(state.recent) :]
-        if self.kind == "budget":  # nothing remembered yet: the TRAIN threshold alone
-            return np.maximum(self.threshold, np.where(np.isnan(before), self.threshold, before)), after
-        if self.median <= 0:  # a zero TRAIN median gives no scale to compare levels with
-            return np.full(len(scores), self.threshold), after
-        level = np.where(np.isnan(before), self.median, before)  # nothing remembered yet: TRAIN's level
-        return self.threshold * np.maximum(1.0, level / self.median), after
+        # The quantile of the `window` values before each point: rolling over the remembered values and the
+        # new ones, read one step back. pandas skips NaN (a non-finite score); nothing remembered yet is NaN.
+        quantiles = pd.Series(recent).rolling(self.window, min_periods=1).quantile(BUDGET_QUANTILE).to_numpy()
+        before = np.concatenate([[np.nan], quantiles[:-1]])[len(state.recent) :]
+        return np.fmax(self.threshold, before), after
 
     def flags(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, np.ndarray, RuleState]:
         """(flags (N,) uint8, thresholds (N,), state after): a point is flagged above its threshold,
@@ -153,7 +145,6 @@ class AlarmRule:
             "percentile": self.percentile,
             "window": self.window,
             "threshold": self.threshold,
-            "median": self.median,
             "train_tail": torch.from_numpy(self.train_tail.copy()),
         }
 
@@ -164,7 +155,6 @@ class AlarmRule:
             float(record["percentile"]),
             int(record["window"]),
             float(record["threshold"]),
-            float(record["median"]),
             record["train_tail"].numpy().astype(np.float64),
         )
 
@@ -172,16 +162,16 @@ class AlarmRule:
         """The same TRAIN statistics under another rule (window: fewer remembered TRAIN scores only)."""
         window = self.window if window is None else window
         check_alarm_settings(kind, window)
-        if window > self.window:
+        if window > self.window and len(self.train_tail) == self.window:
             raise UserInputError(
                 f"--alarm-window {window} is longer than the {self.window} TRAIN scores the model stores; "
                 f"choose at most {self.window} or retrain with --alarm-window {window}"
             )
-        return AlarmRule(kind, self.percentile, window, self.threshold, self.median, self.train_tail[-window:])
+        return AlarmRule(kind, self.percentile, window, self.threshold, self.train_tail[-window:])
 
 
 def _recent_values(scores: np.ndarray) -> np.ndarray:
-    """Scores as the recent window keeps them: float64, a non-finite one as NaN (skipped by the median)."""
+    """Scores as the recent window keeps them: float64, a non-finite one as NaN (skipped by the quantile)."""
     values = np.asarray(scores, dtype=np.float64).copy()
     values[~np.isfinite(values)] = np.nan
     return values

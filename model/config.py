@@ -66,11 +66,11 @@ class DetectorConfig:
     threshold_percentile: float = _setting(99.0, "percentile of TRAIN scores the decision rule starts from")
     alarm_rule: str = _setting(
         DEFAULT_ALARM_RULE,
-        "decision rule stored with the model: level (the TRAIN percentile, raised with the median of the "
-        "recent scores) or train (the TRAIN percentile alone)",
+        "decision rule stored with the model: budget (flag above the TRAIN percentile and above the 90% "
+        "quantile of the recent scores) or train (above the TRAIN percentile alone)",
         choices=ALARM_RULES,
     )
-    alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the level rule reads, in points")
+    alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the budget rule reads, in points")
 
     def model_config(self, n_channels: int) -> ModelConfig:
         return ModelConfig(

@@ -288,13 +288,14 @@ class Detector:
         return self.decision_rule().flags(self.score(series, batch_size=batch_size))[0]
 
     def decision_rule(self) -> AlarmRule:
-        """The rule fitted on the TRAIN scores; for a checkpoint written before the rule was stored, the
-        TRAIN percentile alone (the `train` rule), which is all such a checkpoint can give."""
+        """The rule fitted on the TRAIN scores; for a checkpoint written before the rule was stored, the same
+        rule from its stored TRAIN percentile, with no TRAIN scores remembered (it starts from that percentile)."""
         self._check_fitted()
         if self.alarm_rule_ is not None:
             return self.alarm_rule_
-        percentile = self.config.threshold_percentile
-        return AlarmRule("train", percentile, 1, self.threshold(percentile), float("nan"), np.zeros(0))
+        config = self.config
+        return AlarmRule(config.alarm_rule, config.threshold_percentile, config.alarm_window,
+                         self.threshold(config.threshold_percentile), np.zeros(0))  # fmt: skip
 
     def rescored(self, scoring: ScoreSettings) -> Detector:
         """A copy that scores another way; it keeps the weights but no TRAIN-score statistics, which

@@ -222,7 +222,6 @@ def check_alarm_rule(check: Checker, record: dict) -> None:
         check.fail("alarm_rule['percentile']", "is not a percentile in (0, 100)")
     window = check.positive_int(rule, "window", "alarm_rule")
     check.get(rule, "threshold", "alarm_rule", (int, float))
-    check.get(rule, "median", "alarm_rule", (int, float))
     tail = check.tensor(rule, "train_tail", "alarm_rule", None)
     if tail.dim() != 1 or len(tail) > window or tail.dtype != torch.float64:
         check.fail("alarm_rule['train_tail']", f"is not a float64 vector of at most {window} TRAIN scores")

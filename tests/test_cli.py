@@ -111,7 +111,7 @@ def test_evaluate_rebuilds_the_model_and_reproduces_the_training_scores(synth_ru
     assert float(results["threshold"]) == pytest.approx(checkpoint["train_scores"]["percentiles"]["99.0"], rel=1e-5)
     assert results["scores"].shape == results["labels"].shape == results["predictions"].shape == (10_000,)
     np.testing.assert_array_equal(results["predictions"], results["scores"] > results["thresholds"])
-    # The decision rule (level, by default) starts at that threshold and never goes below it.
+    # The decision rule (budget, by default) starts at that threshold and never goes below it.
     assert (results["thresholds"] >= results["threshold"]).all()
     summary = json.loads((synth_run / "SYNTH_metrics.json").read_text())
     assert summary == json.loads(str(results["metrics_json"]))

@@ -64,7 +64,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
     frame.to_parquet(parquet_path)
     threshold = run["stored"]["train_scores"]["percentiles"]["99.0"]
     rule = AlarmRule.from_checkpoint(run["stored"]["alarm_rule"])  # the decision rule trained with the model
-    assert rule.kind == "level" and rule.threshold == threshold
+    assert rule.kind == "budget" and rule.threshold == threshold
     expected_flags = rule.flags(reference)[0]
     # A flagged point's top sensors: each channel's squared error over its mean TRAIN error, as shares.
     detector = Detector.load(run["checkpoint"])
@@ -87,7 +87,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         assert first == [f"{data.channel_names[c]}:{shares[point, c]:.2f}" for c in top]
         report = json.loads(output.with_suffix(".json").read_text())
         assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
-        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "level"}
+        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "budget"}
     assert result.columns[0] == "timestamp" and result["timestamp"].iloc[1] == "2024-01-01 00:01:00"
 
 
