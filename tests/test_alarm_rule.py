@@ -27,7 +27,7 @@ def test_the_budget_rule_stops_flagging_a_lasting_shift_within_a_window():
     flags, thresholds, _ = rule.flags(shifted)
     static = AlarmRule.fit(train, "train", 99.0, 400).flags(shifted)[0]
     assert static.mean() > 0.8  # the fixed threshold floods
-    assert flags[:20].all()  # the shift is flagged when it starts
+    assert flags[:20].mean() > 0.8  # the shift is flagged when it starts
     assert flags[400:].mean() < 0.15  # once the window holds only the new level, about a tenth is flagged
     assert thresholds[-1] > 3 * rule.threshold
 
