@@ -138,8 +138,8 @@ def _holder(handle: int) -> str:
 def folder_lock(folder: str | os.PathLike, flag: str = "--output-dir") -> Iterator[Path]:
     """Own `folder` for the block: an exclusive lock on folder/.run.lock, which names this process's pid
     and command. A second run stops with a UserInputError naming the holder, and so does a disk too full to
-    write the lock file (then removed); a lock file whose holder
-    died (its flock is gone with it) is taken over; the file is removed at the end, also after an error.
+    write the lock file (which is then removed); a lock file whose holder died (its flock is gone with it)
+    is taken over; the file is removed at the end, also after an error.
     """
     path = Path(folder).expanduser() / LOCK_FILE
     while True:
