@@ -304,6 +304,7 @@ def _open_fleet(
     )
     if merged or context.enabled:  # the bundle now holds what the shards held, and names this run's shards
         fleet.save(path)
+    if resume or context.enabled:  # shards merged just now, or left by a run whose bundle was since replaced
         remove_shards(path)
     return fleet, names
 

@@ -1,0 +1,137 @@
+"""A fleet under torchrun (2 processes, gloo on CPU) loses nothing it finished: each rank's shard is on disk
+after every entity, a SIGKILLed rank or a SIGTERM to the launcher leaves them there, and --resume (with any
+number of processes) keeps every finished entity and trains only the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from data_factory.atomic import LOCK_FILE
+from model.distributed import DistributedContext
+from model.fleet import Fleet, shard_path
+from tests.test_fleet import write_slow_fleet
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTITIES = 8
+FLAGS = ["--per-entity", "--jobs", "1", "--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32",
+         "--win-size", "20", "--epochs", "3", "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def start_torchrun(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rank_pid(launcher: subprocess.Popen, rank: int) -> int:
+    """The pid of the launcher's worker whose environment says RANK=rank."""
+    for task in Path(f"/proc/{launcher.pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if f"RANK={rank}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+                return int(child)
+    raise AssertionError(f"no worker of rank {rank} under the launcher")
+
+
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), process.communicate()[1][-3000:]
+
+
+def finished_in_shards(bundle: Path) -> dict[str, Fleet]:
+    """Each entity a shard holds, with the shard's fleet."""
+    shards = [Fleet.load(path) for path in sorted(bundle.parent.glob(f"{bundle.stem}.shard-*.pth"))]
+    return {name: shard for shard in shards for name in shard.detectors}
+
+
+def assert_kept(before: dict[str, Fleet], after: Fleet) -> None:
+    """Every entity finished before the stop is in the bundle untouched: the same weights and the same
+    training wall time (a retrained entity would have its own)."""
+    for name, shard in before.items():
+        assert after.seconds[name] == shard.seconds[name], f"{name} was trained again"
+        theirs = shard.detectors[name].model_.state_dict()
+        assert all(torch.equal(after.detectors[name].model_.state_dict()[key], theirs[key]) for key in theirs)
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_fleet_loses_nothing_finished_and_resume_trains_only_the_rest(tmp_path):
+    data, out = write_slow_fleet(tmp_path, ENTITIES), tmp_path / "out"
+    args = ["train.py", "--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), *FLAGS]
+    bundle = out / "CUSTOM_fleet.pth"
+    launcher = start_torchrun(*args)
+    wait_for(shard_path(bundle, 1), launcher)  # rank 1 has finished an entity
+    os.kill(rank_pid(launcher, 1), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=240)
+    assert launcher.returncode != 0
+    assert "stopped by SIGTERM on rank 0" in stderr  # the launcher stopped the survivor, which saved its shard
+    before = finished_in_shards(bundle)
+    assert not Fleet.load(bundle).detectors  # the bundle of a torchrun fleet is written at its start and end
+    assert {shard.run for shard in before.values()} == {Fleet.load(bundle).run}
+    assert 2 <= len(before) < ENTITIES and not (out / LOCK_FILE).exists()
+
+    resumed = start_torchrun(*args, "--resume")
+    stdout, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr[-3000:]
+    fleet = Fleet.load(bundle)
+    assert fleet.complete and list(fleet.detectors) == [f"e{i}" for i in range(ENTITIES)]
+    assert_kept(before, fleet)
+    assert f"{len(before)} already done ({len(before)} of them from the shards" in stdout
+    trained = stdout.split("entities trained this run: ")[1].splitlines()[0]  # "rank 0 took 3, rank 1 took 2"
+    counts = [int(part.rsplit(" ", 1)[1]) for part in trained.split(", ")]
+    assert sum(counts) == ENTITIES - len(before)
+    assert not list(out.glob("*.shard-*")) and not list(out.glob(".*.tmp"))
+    print(f"\nkill and resume: {len(before)} of {ENTITIES} entities finished before rank 1 was SIGKILLed "
+          f"({sorted(before)}); kept {len(before)}, retrained 0; resume trained {sum(counts)} ({trained})")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_launcher_keeps_every_shard_and_a_one_process_resume_completes_the_fleet(tmp_path, capsys):
+    data, out = write_slow_fleet(tmp_path, ENTITIES), tmp_path / "out"
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), *FLAGS]
+    bundle = out / "CUSTOM_fleet.pth"
+    launcher = start_torchrun("train.py", *flags)
+    wait_for(shard_path(bundle, 0), launcher)
+    wait_for(shard_path(bundle, 1), launcher)
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=240)
+    assert launcher.returncode != 0
+    for rank in (0, 1):  # each rank stopped cleanly, naming its shard and how to resume
+        assert f"stopped by SIGTERM on rank {rank} after it finished" in stderr
+        assert f"{bundle} and its shard {shard_path(bundle, rank).name}; resume with: " in stderr
+    assert "Traceback" not in stderr
+    before = finished_in_shards(bundle)
+    assert 2 <= len(before) < ENTITIES
+
+    assert train.main(["--resume", *flags]) == 0  # one process finishes what two began
+    fleet = Fleet.load(bundle)
+    assert fleet.complete and len(fleet.detectors) == ENTITIES
+    assert_kept(before, fleet)
+    assert f"{len(before)} already done" in capsys.readouterr().out
+    assert not list(out.glob("*.shard-*"))
+
+
+def test_shards_of_a_replaced_bundle_are_not_merged(tmp_path):
+    data, out = write_slow_fleet(tmp_path, 2), tmp_path / "out"
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), *FLAGS, "--epochs", "1"]
+    assert train.main([*flags, "--entities", "e0"]) == 0
+    bundle = out / "CUSTOM_fleet.pth"
+    stale = Fleet.load(bundle)
+    stale.save(shard_path(bundle, 3))  # a shard left by an earlier run ...
+    assert train.main([*flags, "--entities", "e1"]) == 0  # ... whose bundle a new run then replaced
+    assert train.main(["--resume", *flags, "--entities", "e1"]) == 0
+    assert list(Fleet.load(bundle).detectors) == ["e1"] and not shard_path(bundle, 3).exists()
+
+
+def test_the_counter_hands_each_number_out_once():
+    take = DistributedContext().counter("unused in one process")
+    assert [take() for _ in range(4)] == [0, 1, 2, 3]
