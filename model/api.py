@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
 from tqdm import tqdm
 
 from data_factory.atomic import ensure_writable_dir, folder_lock
@@ -334,9 +335,17 @@ def _train_sharded(
     head, todo, key = plan
     shard, mine = Fleet.from_bundle(head), shard_path(path, context.rank)
     bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
-    train_claimed(shard, dataset_name, data_dir, todo, context.counter(f"anomaly-transformer/fleet/{key}"),
-                  jobs=jobs, save=lambda current: current.save(mine), bar=bar, rank=context.rank)  # fmt: skip
-    parts = context.gather_to_main(shard.to_bundle())
+    try:
+        take = context.counter(f"anomaly-transformer/fleet/{key}")
+        train_claimed(shard, dataset_name, data_dir, todo, take, jobs=jobs, save=lambda current: current.save(mine),
+                      bar=bar, rank=context.rank)  # fmt: skip
+        parts = context.gather_to_main(shard.to_bundle())
+    except dist.DistError as error:  # another rank (or the launcher) went away; what this one finished is saved
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(
+            f"rank {context.rank} lost the other ranks ({reason}); its finished entities are in {mine}: "
+            "finish the fleet with --resume"
+        ) from None
     if context.is_main:
         fleet = Fleet.load(path)
         counts = [fleet.merge(Fleet.from_bundle(part)) for part in parts]

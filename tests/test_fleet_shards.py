@@ -5,6 +5,7 @@ number of processes) keeps every finished entity and trains only the rest."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from tests.test_fleet import write_slow_fleet
 ROOT = Path(__file__).resolve().parents[1]
 ENTITIES = 8
 FLAGS = ["--per-entity", "--jobs", "1", "--d-model", "16", "--n-heads", "2", "--e-layers", "1", "--d-ff", "32",
-         "--win-size", "20", "--epochs", "3", "--no-progress", "--device", "cpu"]  # fmt: skip
+         "--win-size", "20", "--epochs", "6", "--no-progress", "--device", "cpu"]  # fmt: skip
 
 
 def start_torchrun(*args: str) -> subprocess.Popen:
@@ -108,7 +109,7 @@ def test_a_sigterm_to_the_launcher_keeps_every_shard_and_a_one_process_resume_co
     for rank in (0, 1):  # each rank stopped cleanly, naming its shard and how to resume
         assert f"stopped by SIGTERM on rank {rank} after it finished" in stderr
         assert f"{bundle} and its shard {shard_path(bundle, rank).name}; resume with: " in stderr
-    assert "Traceback" not in stderr
+    assert not re.search(rf'File "{re.escape(str(ROOT))}/(?!\.venv/)', stderr)  # the launcher's own traceback aside
     before = finished_in_shards(bundle)
     assert 2 <= len(before) < ENTITIES
 
