@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_factory.entities import entity_names  # noqa: E402
 from model.config import DetectorConfig, preset_values  # noqa: E402
+from model.detector import Detector  # noqa: E402
 from model.fleet import Fleet, prepare_fleet, shard_path, train_claimed  # noqa: E402
 
 
@@ -38,10 +39,10 @@ def seconds_per_entity(dataset: str, data: Path, names: list[str], config: Detec
 
 def shard_save(trained: Fleet, size: int, path: Path, repeats: int = 3) -> tuple[float, int]:
     """Best seconds of `repeats` saves of a shard holding `size` entities, and its bytes."""
-    entity = next(iter(trained.detectors))
+    record = next(iter(trained.detectors.values())).to_checkpoint()
     shard = trained.without_entities()
-    shard.order = [f"{entity}#{index}" for index in range(size)]
-    shard.detectors = {name: trained.detectors[entity] for name in shard.order}
+    shard.order = [f"copy-{index}" for index in range(size)]
+    shard.detectors = {name: Detector.from_checkpoint(record) for name in shard.order}  # each its own tensors
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()

@@ -329,13 +329,14 @@ def _train_sharded(
         todo = [name for name in names if not fleet.finished(name)]
         plan = (fleet.without_entities().to_bundle(), todo, uuid.uuid4().hex)
         fleet = None  # on disk now; rank 0 reads it back at the end instead of holding it while it trains
-    plan = context.broadcast(plan)
-    if plan is None:
-        raise failure or UserInputError("rank 0 could not start the fleet; see its error")
-    head, todo, key = plan
-    shard, mine = Fleet.from_bundle(head), shard_path(path, context.rank)
-    bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
+    mine = shard_path(path, context.rank)
     try:
+        plan = context.broadcast(plan)
+        if plan is None:
+            raise failure or UserInputError("rank 0 could not start the fleet; see its error")
+        head, todo, key = plan
+        shard = Fleet.from_bundle(head)
+        bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
         take = context.counter(f"anomaly-transformer/fleet/{key}")
         train_claimed(shard, dataset_name, data_dir, todo, take, jobs=jobs, save=lambda current: current.save(mine),
                       bar=bar, rank=context.rank)  # fmt: skip
@@ -343,7 +344,7 @@ def _train_sharded(
     except dist.DistError as error:  # another rank (or the launcher) went away; what this one finished is saved
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserInputError(
-            f"rank {context.rank} lost the other ranks ({reason}); its finished entities are in {mine}: "
+            f"rank {context.rank} lost the other ranks ({reason}); what it finished is in {mine}: "
             "finish the fleet with --resume"
         ) from None
     if context.is_main:
