@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except FleetInterrupted as stopped:
         bundle = fleet_path(args.output_dir, args.dataset)
-        saved = bundle if stopped.rank is None else f"{bundle} and its shard {shard_path(bundle, stopped.rank).name}"
+        shards = None if stopped.rank is None else shard_path(bundle, stopped.rank, "*").name
+        saved = bundle if shards is None else f"{bundle} and its shards {shards}"
         print(f"stopped by {stopped}; the finished ones are saved in {saved}; resume with: {resume_command(args)}",
               file=sys.stderr)  # fmt: skip
         return 128 + stopped.signal_number

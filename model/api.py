@@ -25,6 +25,7 @@ from model.detector import Detector
 from model.distributed import DistributedContext, init_distributed, shutdown_distributed
 from model.fleet import (
     Fleet,
+    ShardWriter,
     fleet_path,
     merge_shards,
     prepare_fleet,
@@ -329,7 +330,7 @@ def _train_sharded(
         todo = [name for name in names if not fleet.finished(name)]
         plan = (fleet.without_entities().to_bundle(), todo, uuid.uuid4().hex)
         fleet = None  # on disk now; rank 0 reads it back at the end instead of holding it while it trains
-    mine = shard_path(path, context.rank)
+    mine = ShardWriter(path, context.rank)
     try:
         plan = context.broadcast(plan)
         if plan is None:
@@ -338,13 +339,13 @@ def _train_sharded(
         shard = Fleet.from_bundle(head)
         bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
         take = context.counter(f"anomaly-transformer/fleet/{key}")
-        train_claimed(shard, dataset_name, data_dir, todo, take, jobs=jobs, save=lambda current: current.save(mine),
-                      bar=bar, rank=context.rank)  # fmt: skip
+        train_claimed(shard, dataset_name, data_dir, todo, take, jobs=jobs, save=mine, bar=bar, rank=context.rank)
         parts = context.gather_to_main(shard.to_bundle())
     except dist.DistError as error:  # another rank (or the launcher) went away; what this one finished is saved
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserInputError(
-            f"rank {context.rank} lost the other ranks ({reason}); what it finished is in {mine}: "
+            f"rank {context.rank} lost the other ranks ({reason}); what it finished is in "
+            f"{shard_path(path, context.rank, '*')}: "
             "finish the fleet with --resume"
         ) from None
     if context.is_main:
@@ -354,5 +355,5 @@ def _train_sharded(
         log(f"{len(todo)} entities trained this run: " + ", ".join(f"rank {rank} took {count}"
                                                                     for rank, count in enumerate(counts)))  # fmt: skip
     context.barrier()  # the bundle holds every shard's entities: each rank's shard can go
-    mine.unlink(missing_ok=True)
+    remove_shards(path, context.rank)
     return fleet

@@ -7,9 +7,10 @@ statistics and threshold; it loads with torch.load(weights_only=True), is writte
 every finished entity, and so lets `--resume` keep the entities already done.
 
 Under torchrun the ranks take the entities one at a time from a shared counter as they become free,
-and each rank rewrites its own shard, {DATASET}_fleet.shard-{rank}.pth (a bundle of the entities it
-finished), after every entity; at the end rank 0 gathers the shards and writes the bundle. A fleet
-stopped before that keeps its shards, and `--resume` merges them, with any number of ranks.
+and each saves what it finished after every entity, in its own shards
+{DATASET}_fleet.shard-{rank}-{part}.pth (bundles of up to SHARD_SIZE of its entities); at the end
+rank 0 gathers them and writes the bundle. A fleet stopped before that keeps its shards, and
+`--resume` merges them, with any number of ranks.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from model.workers import one_thread, spawn_pool
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")
 NORMALISATIONS = ("entity", "global")
+# Entities per shard file under torchrun: a save after each entity rewrites at most this many (see ShardWriter).
+SHARD_SIZE = 16
 
 
 @dataclass
@@ -149,36 +152,59 @@ def fleet_path(output_dir: str | Path, dataset_name: str) -> Path:
     return Path(output_dir).expanduser() / f"{dataset_name.upper()}_fleet.pth"
 
 
-def shard_path(bundle: Path, rank: int) -> Path:
-    """Where a torchrun rank keeps the entities it finished: {DATASET}_fleet.shard-{rank}.pth beside the bundle."""
-    return bundle.with_name(f"{bundle.stem}.shard-{rank}{bundle.suffix}")
+def shard_path(bundle: Path, rank: int, part: int | str = 0) -> Path:
+    """Where a torchrun rank keeps the entities it finished, beside the bundle:
+    {DATASET}_fleet.shard-{rank}-{part}.pth, SHARD_SIZE entities per part (part "*": the glob of them all)."""
+    return bundle.with_name(f"{bundle.stem}.shard-{rank}-{part}{bundle.suffix}")
 
 
-def _shard_ranks(bundle: Path) -> list[int]:
-    """The ranks with a shard, or a shard's temp file, beside the bundle."""
-    name = re.compile(rf"\.?{re.escape(bundle.stem)}\.shard-(\d+){re.escape(bundle.suffix)}(\..+\.tmp)?")
+def _shard_keys(bundle: Path) -> list[tuple[int, int]]:
+    """(rank, part) of each shard, or shard temp file, beside the bundle."""
+    name = re.compile(rf"\.?{re.escape(bundle.stem)}\.shard-(\d+)-(\d+){re.escape(bundle.suffix)}(\..+\.tmp)?")
     matches = (name.fullmatch(path.name) for path in bundle.parent.glob(f"*{glob.escape(bundle.stem)}.shard-*"))
-    return sorted({int(match.group(1)) for match in matches if match})
+    return sorted({(int(match.group(1)), int(match.group(2))) for match in matches if match})
 
 
 def merge_shards(fleet: Fleet, bundle: Path) -> int:
     """Merge into `fleet` the entities in its shards beside `bundle` (a torchrun fleet stopped before its end);
     how many were new. Shards of another run (one whose bundle has since been replaced) are left out."""
     merged = 0
-    for rank in _shard_ranks(bundle):
-        path = shard_path(bundle, rank)
+    for key in _shard_keys(bundle):
+        path = shard_path(bundle, *key)
         if path.is_file():
             part = Fleet.load(path)
             merged += fleet.merge(part) if part.run == fleet.run else 0
     return merged
 
 
-def remove_shards(bundle: Path) -> None:
-    """Delete the shards beside `bundle` and the temp files of shard writers that died."""
-    for rank in _shard_ranks(bundle):
-        path = shard_path(bundle, rank)
-        remove_stale_temps(path)
-        path.unlink(missing_ok=True)
+def remove_shards(bundle: Path, rank: int | None = None) -> None:
+    """Delete the shards beside `bundle` (only `rank`'s, if given) and the temp files of shard writers that died."""
+    for key in _shard_keys(bundle):
+        if rank is None or key[0] == rank:
+            path = shard_path(bundle, *key)
+            remove_stale_temps(path)
+            path.unlink(missing_ok=True)
+
+
+class ShardWriter:
+    """A rank's save after each entity: the entities it finished, `size` to a file in the order they finished,
+    so that one save rewrites at most `size` of them (a single growing file would cost ever more per entity)."""
+
+    def __init__(self, bundle: Path, rank: int, size: int = SHARD_SIZE) -> None:
+        self.bundle, self.rank, self.size = bundle, rank, size
+        self.finished: list[str] = []
+
+    def __call__(self, fleet: Fleet) -> None:
+        known = set(self.finished)
+        self.finished += [name for name in fleet.order if fleet.finished(name) and name not in known]
+        part = max(len(self.finished) - 1, 0) // self.size
+        piece = fleet.without_entities()
+        for name in self.finished[part * self.size : (part + 1) * self.size]:
+            if name in fleet.detectors:
+                piece.detectors[name], piece.seconds[name] = fleet.detectors[name], fleet.seconds.get(name, 0.0)
+            else:
+                piece.skipped[name] = fleet.skipped[name]
+        piece.save(shard_path(self.bundle, self.rank, part))
 
 
 def global_normaliser(dataset_name: str, data_dir: str | Path | None) -> Normalizer:

@@ -18,7 +18,7 @@ import torch
 import train
 from data_factory.atomic import LOCK_FILE
 from model.distributed import DistributedContext
-from model.fleet import Fleet, shard_path
+from model.fleet import Fleet, ShardWriter, merge_shards, remove_shards, shard_path
 from tests.test_fleet import write_slow_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_a_sigterm_to_the_launcher_keeps_every_shard_and_a_one_process_resume_co
     assert launcher.returncode != 0
     for rank in (0, 1):  # each rank stopped cleanly, naming its shard and how to resume
         assert f"stopped by SIGTERM on rank {rank} after it finished" in stderr
-        assert f"{bundle} and its shard {shard_path(bundle, rank).name}; resume with: " in stderr
+        assert f"{bundle} and its shards {shard_path(bundle, rank, '*').name}; resume with: " in stderr
     assert not re.search(rf'File "{re.escape(str(ROOT))}/(?!\.venv/)', stderr)  # the launcher's own traceback aside
     before = finished_in_shards(bundle)
     assert 2 <= len(before) < ENTITIES
@@ -131,6 +131,24 @@ def test_shards_of_a_replaced_bundle_are_not_merged(tmp_path):
     assert train.main([*flags, "--entities", "e1"]) == 0  # ... whose bundle a new run then replaced
     assert train.main(["--resume", *flags, "--entities", "e1"]) == 0
     assert list(Fleet.load(bundle).detectors) == ["e1"] and not shard_path(bundle, 3).exists()
+
+
+def test_a_ranks_shards_hold_a_few_entities_each_and_merge_back_whole(tmp_path):
+    data, out = write_slow_fleet(tmp_path, 3), tmp_path / "out"
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), *FLAGS, "--epochs", "1"]
+    assert train.main(flags) == 0
+    bundle = out / "CUSTOM_fleet.pth"
+    trained = Fleet.load(bundle)
+    writer, growing = ShardWriter(bundle, 5, size=2), trained.without_entities()
+    for name in trained.order:  # as a rank finishes them, one by one
+        growing.detectors[name], growing.seconds[name] = trained.detectors[name], trained.seconds[name]
+        writer(growing)
+    assert [list(Fleet.load(shard_path(bundle, 5, part)).detectors) for part in (0, 1)] == [["e0", "e1"], ["e2"]]
+    assert not shard_path(bundle, 5, 2).exists()  # a save rewrites the last part only
+    whole = trained.without_entities()
+    assert merge_shards(whole, bundle) == 3 and whole.seconds == trained.seconds
+    remove_shards(bundle, 5)
+    assert not list(out.glob("*.shard-*"))
 
 
 def test_the_counter_hands_each_number_out_once():
