@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.per_entity and best.is_file() and best.stat().st_mtime >= started:
                 print(f"stopped by {stopped} after the run finished; {best} is saved", file=sys.stderr)
             elif args.per_entity and best.is_file():
-                print(f"stopped by {stopped}; the entities finished so far are in {best}; resume with: "
-                      f"{resume_command(args)} --per-entity", file=sys.stderr)  # fmt: skip
+                print(f"stopped by {stopped}; the entities finished so far are in {best} (under torchrun, and in the "
+                      f"shards beside it); resume with: "
+                      f"{resume_command(args)}", file=sys.stderr)  # fmt: skip
             else:
                 print(f"stopped by {stopped} before training began; nothing was saved (files already there are "
                       "unchanged); run the command again", file=sys.stderr)  # fmt: skip

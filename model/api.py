@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import uuid
@@ -265,6 +266,16 @@ def _train_fleet_locked(
     return path
 
 
+def _ranks_lost(error: RuntimeError, bundle: Path, rank: int) -> UserInputError:
+    """One line for a rank whose peers went away (killed, their machine lost): its own entities are saved."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without gloo's source location
+    return UserInputError(
+        f"rank {rank} lost the other ranks ({reason}); what it finished is in {shard_path(bundle, rank, '*')}: "
+        "finish the fleet with --resume"
+    )
+
+
 def _open_fleet(
     dataset_name: str,
     data_dir: str | Path | None,
@@ -330,24 +341,29 @@ def _train_sharded(
         todo = [name for name in names if not fleet.finished(name)]
         plan = (fleet.without_entities().to_bundle(), todo, uuid.uuid4().hex)
         fleet = None  # on disk now; rank 0 reads it back at the end instead of holding it while it trains
-    mine = ShardWriter(path, context.rank)
     try:
         plan = context.broadcast(plan)
-        if plan is None:
-            raise failure or UserInputError("rank 0 could not start the fleet; see its error")
-        head, todo, key = plan
-        shard = Fleet.from_bundle(head)
-        bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
-        take = context.counter(f"anomaly-transformer/fleet/{key}")
-        train_claimed(shard, dataset_name, data_dir, todo, take, jobs=jobs, save=mine, bar=bar, rank=context.rank)
+    except RuntimeError as error:  # gloo and nccl report a rank gone as a RuntimeError
+        raise _ranks_lost(error, path, context.rank) from None
+    if plan is None:
+        raise failure or UserInputError("rank 0 could not start the fleet; see its error")
+    head, todo, key = plan
+    shard = Fleet.from_bundle(head)
+    take = context.counter(f"anomaly-transformer/fleet/{key}")
+
+    def claim() -> int:
+        try:
+            return take()
+        except dist.DistError as error:  # the store went with the launcher
+            raise _ranks_lost(error, path, context.rank) from None
+
+    bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
+    train_claimed(shard, dataset_name, data_dir, todo, claim, jobs=jobs, save=ShardWriter(path, context.rank),
+                  bar=bar, rank=context.rank)  # fmt: skip
+    try:
         parts = context.gather_to_main(shard.to_bundle())
-    except dist.DistError as error:  # another rank (or the launcher) went away; what this one finished is saved
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserInputError(
-            f"rank {context.rank} lost the other ranks ({reason}); what it finished is in "
-            f"{shard_path(path, context.rank, '*')}: "
-            "finish the fleet with --resume"
-        ) from None
+    except RuntimeError as error:
+        raise _ranks_lost(error, path, context.rank) from None
     if context.is_main:
         fleet = Fleet.load(path)
         counts = [fleet.merge(Fleet.from_bundle(part)) for part in parts]

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,6 +120,44 @@ def test_a_sigterm_to_the_launcher_keeps_every_shard_and_a_one_process_resume_co
     assert_kept(before, fleet)
     assert f"{len(before)} already done" in capsys.readouterr().out
     assert not list(out.glob("*.shard-*"))
+
+
+def write_uneven_fleet(folder: Path) -> Path:
+    """Two entities, one twenty times longer than the other."""
+    lengths = {"short": 300, "long": 6_000}
+    series = np.sin(np.arange(sum(lengths.values()))[:, None] / 9 + np.arange(3)).astype(np.float32)
+    np.save(folder / "train_data.npy", series)
+    np.save(folder / "test_data.npy", series)
+    starts = np.cumsum([0, *lengths.values()])
+    rows = [f"{name},{start},{n},{start},{n}" for (name, n), start in zip(lengths.items(), starts, strict=False)]
+    (folder / "entities.csv").write_text("entity,train_start,train_len,test_start,test_len\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_rank_that_loses_the_others_at_the_end_says_so_in_one_line_and_keeps_its_entities(tmp_path, capsys):
+    data, out = write_uneven_fleet(tmp_path), tmp_path / "out"
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), *FLAGS, "--epochs", "3",
+             "--train-stride", "1"]  # fmt: skip
+    bundle = out / "CUSTOM_fleet.pth"
+    launcher = start_torchrun("train.py", *flags)
+    deadline = time.monotonic() + 240
+    while not (first := [rank for rank in (0, 1) if shard_path(bundle, rank).exists()]) and launcher.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    waiting = first[0]  # it trained the short entity; nothing is left, so it waits for the other at the end
+    time.sleep(1)
+    os.kill(rank_pid(launcher, 1 - waiting), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=240)
+    ours = [line for line in stderr.splitlines() if line.startswith(("error: ", "stopped by "))]
+    assert len(ours) == 1, stderr[-3000:]  # the gloo error or the launcher's SIGTERM, whichever came first
+    assert f"rank {waiting} lost the other ranks" in ours[0] or "stopped by SIGTERM" in ours[0], ours[0]
+    assert not re.search(rf'File "{re.escape(str(ROOT))}/(?!\.venv/)', stderr)
+    before = finished_in_shards(bundle)
+    assert list(before) == ["short"]
+    assert train.main(["--resume", *flags]) == 0
+    assert_kept(before, Fleet.load(bundle))
+    print(f"\nlost ranks: {ours[0]}")
 
 
 def test_shards_of_a_replaced_bundle_are_not_merged(tmp_path):
