@@ -13,7 +13,7 @@ from data_factory.registry import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
 from model.api import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from model.config import add_config_flags, config_from_flags, describe_preset
-from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path
+from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path, shard_path
 from model.workers import default_jobs
 
 
@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.per_entity and best.is_file() and best.stat().st_mtime >= started:
                 print(f"stopped by {stopped} after the run finished; {best} is saved", file=sys.stderr)
             elif args.per_entity and best.is_file():
-                print(f"stopped by {stopped}; the entities finished so far are in {best}; resume with: "
-                      f"{resume_command(args)} --per-entity", file=sys.stderr)  # fmt: skip
+                print(f"stopped by {stopped}; the entities finished so far are in {best} (under torchrun, and in the "
+                      f"shards beside it); resume with: "
+                      f"{resume_command(args)}", file=sys.stderr)  # fmt: skip
             else:
                 print(f"stopped by {stopped} before training began; nothing was saved (files already there are "
                       "unchanged); run the command again", file=sys.stderr)  # fmt: skip
@@ -106,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
         print(error_line(error), file=sys.stderr)
         return 1
     except FleetInterrupted as stopped:
-        print(f"stopped by {stopped}; the finished ones are saved in {fleet_path(args.output_dir, args.dataset)}; "
-              f"resume with: {resume_command(args)}", file=sys.stderr)  # fmt: skip
+        bundle = fleet_path(args.output_dir, args.dataset)
+        shards = None if stopped.rank is None else shard_path(bundle, stopped.rank, "*").name
+        saved = bundle if shards is None else f"{bundle} and its shards {shards}"
+        print(f"stopped by {stopped}; the finished ones are saved in {saved}; resume with: {resume_command(args)}",
+              file=sys.stderr)  # fmt: skip
         return 128 + stopped.signal_number
     except TrainingInterrupted as stopped:
         last = last_checkpoint_path(args.output_dir, dataset_label(args.dataset, args.entity))

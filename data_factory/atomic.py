@@ -137,8 +137,9 @@ def _holder(handle: int) -> str:
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, flag: str = "--output-dir") -> Iterator[Path]:
     """Own `folder` for the block: an exclusive lock on folder/.run.lock, which names this process's pid
-    and command. A second run stops with a UserInputError naming the holder; a lock file whose holder
-    died (its flock is gone with it) is taken over; the file is removed at the end, also after an error.
+    and command. A second run stops with a UserInputError naming the holder, and so does a disk too full to
+    write the lock file (which is then removed); a lock file whose holder died (its flock is gone with it)
+    is taken over; the file is removed at the end, also after an error.
     """
     path = Path(folder).expanduser() / LOCK_FILE
     while True:
@@ -166,8 +167,13 @@ def folder_lock(folder: str | os.PathLike, flag: str = "--output-dir") -> Iterat
             pass
         os.close(handle)
     command = shlex.join([Path(sys.executable).name, *sys.argv])[:300]
-    os.ftruncate(handle, 0)
-    os.pwrite(handle, f"pid {os.getpid()}\ncommand {command}\n".encode(), 0)
+    try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"pid {os.getpid()}\ncommand {command}\n".encode(), 0)
+    except OSError as error:  # a full disk: the lock file holds nothing yet, so it goes
+        path.unlink(missing_ok=True)
+        os.close(handle)
+        raise write_error(error, [path]) from None
     try:
         yield path
     finally:

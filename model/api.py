@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
+from tqdm import tqdm
 
 from data_factory.atomic import ensure_writable_dir, folder_lock
 from data_factory.dataset import TimeSeriesDataset
@@ -20,7 +24,17 @@ from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector
 from model.distributed import DistributedContext, init_distributed, shutdown_distributed
-from model.fleet import Fleet, fleet_path, train_fleet
+from model.fleet import (
+    Fleet,
+    ShardWriter,
+    fleet_path,
+    merge_shards,
+    prepare_fleet,
+    remove_shards,
+    shard_path,
+    train_claimed,
+    train_fleet,
+)
 from model.schema import expected_shapes
 from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import ModelConfig
@@ -196,7 +210,9 @@ def train_fleet_to_bundle(
 ) -> Path:
     """Train one Detector per entity into {DATASET}_fleet.pth, saved after every entity.
 
-    With resume=True the bundle's config and finished entities are kept and the rest trained.
+    With resume=True the bundle's config and finished entities (its shards' too) are kept and the rest
+    trained. Under torchrun the ranks take entities as they become free, each saving its own shard after
+    every entity, and rank 0 writes the bundle at the end.
     """
     if not resume:
         config.validate()
@@ -227,36 +243,133 @@ def _train_fleet_locked(
     context: DistributedContext,
 ) -> Path:
     path = fleet_path(folder, dataset_name)
-    previous = None
-    if resume:
-        if not path.is_file():
-            raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
-        previous = Fleet.load(path)
-        config, normalisation = previous.config, previous.normalisation
-    config.validate()
-    names = entity_names(dataset_name, data_dir)
-    if entities:
-        unknown = [name for name in entities if name not in names]
-        if unknown:
-            raise UserInputError(
-                f"{dataset_name} has no entity {unknown[0]!r}; it has {', '.join(names[:8])}, ..."
-            )
-        names = [name for name in names if name in entities]
-    if context.is_main:
-        widest = max(load_dataset(dataset_name, data_dir, names[0]).n_channels, 1) if names else 1
-        check_free_space(folder, config.model_config(widest), copies=len(names))
-        kept = 0 if previous is None else len(previous.detectors) + len(previous.skipped)
-        log(
-            f"{dataset_name.upper()}: {len(names)} entities, {kept} already done; d_model {config.d_model}, "
-            f"layers {config.e_layers}, window {config.win_size}; {jobs} worker(s); {normalisation} normalisation"
-        )
-    fleet = train_fleet(
-        dataset_name, data_dir, names, config, jobs=jobs, normalisation=normalisation, resume_from=previous,
-        save=lambda current: current.save(path), progress=progress, context=context,
-    )  # fmt: skip
+    fleet, names, failure = None, [], None
+    if context.is_main:  # under torchrun rank 0 alone reads the bundle: the other ranks need no model of it
+        try:
+            fleet, names = _open_fleet(dataset_name, data_dir, config, path, entities, normalisation, resume, jobs, log,
+                                       context)  # fmt: skip
+        except UserInputError as error:
+            failure = error
+    if context.enabled:
+        fleet = _train_sharded(dataset_name, data_dir, path, fleet, names, jobs, log, progress, context, failure)
+    elif failure is not None:
+        raise failure
+    else:
+        fleet = train_fleet(dataset_name, data_dir, names, fleet.config, jobs=jobs, normalisation=fleet.normalisation,
+                            resume_from=fleet, save=lambda current: current.save(path),
+                            progress=progress)  # fmt: skip
     if context.is_main:
         for entity, reason in fleet.skipped.items():
             log(f"skipped {entity}: {reason}")
         log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
     context.barrier()
     return path
+
+
+def _ranks_lost(error: RuntimeError, bundle: Path, rank: int) -> UserInputError:
+    """One line for a rank whose peers went away (killed, their machine lost): its own entities are saved."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # without gloo's source location
+    return UserInputError(
+        f"rank {rank} lost the other ranks ({reason}); what it finished is in {shard_path(bundle, rank, '*')}: "
+        "finish the fleet with --resume"
+    )
+
+
+def _open_fleet(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    config: DetectorConfig,
+    path: Path,
+    entities: list[str] | None,
+    normalisation: str,
+    resume: bool,
+    jobs: int,
+    log: Callable[[str], None],
+    context: DistributedContext,
+) -> tuple[Fleet, list[str]]:
+    """The fleet to train (on resume: the bundle with its shards merged) and the entities asked for."""
+    previous, merged = None, 0
+    if resume:
+        if not path.is_file():
+            raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
+        previous = Fleet.load(path)
+        merged = merge_shards(previous, path)
+        config, normalisation = previous.config, previous.normalisation
+    config.validate()
+    names = entity_names(dataset_name, data_dir)
+    if entities:
+        unknown = [name for name in entities if name not in names]
+        if unknown:
+            raise UserInputError(f"{dataset_name} has no entity {unknown[0]!r}; it has {', '.join(names[:8])}, ...")
+        names = [name for name in names if name in entities]
+    widest = max(load_dataset(dataset_name, data_dir, names[0]).n_channels, 1) if names else 1
+    folder = path.parent
+    check_free_space(folder, config.model_config(widest), copies=len(names))
+    fleet = prepare_fleet(dataset_name, data_dir, names, config, normalisation, previous)
+    kept = sum(fleet.finished(name) for name in fleet.order)
+    ranks = f"; {context.world_size} processes" if context.enabled else ""
+    log(
+        f"{dataset_name.upper()}: {len(names)} entities, {kept} already done"
+        + (f" ({merged} of them from the shards in {folder})" if merged else "")
+        + f"; d_model {config.d_model}, layers {config.e_layers}, window {config.win_size}; {jobs} worker(s)"
+        + f"{' per process' if context.enabled else ''}; {normalisation} normalisation{ranks}"
+    )
+    if merged or context.enabled:  # the bundle now holds what the shards held, and names this run's shards
+        fleet.save(path)
+    if resume or context.enabled:  # shards merged just now, or left by a run whose bundle was since replaced
+        remove_shards(path)
+    return fleet, names
+
+
+def _train_sharded(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    path: Path,
+    fleet: Fleet | None,
+    names: list[str],
+    jobs: int,
+    log: Callable[[str], None],
+    progress: bool,
+    context: DistributedContext,
+    failure: UserInputError | None,
+) -> Fleet | None:
+    """Every rank takes the next entity left from a shared counter whenever it is free, trains it and
+    rewrites its shard; at the end rank 0 gathers the shards and writes the bundle (returned there)."""
+    plan = None
+    if context.is_main and failure is None:
+        todo = [name for name in names if not fleet.finished(name)]
+        plan = (fleet.without_entities().to_bundle(), todo, uuid.uuid4().hex)
+        fleet = None  # on disk now; rank 0 reads it back at the end instead of holding it while it trains
+    try:
+        plan = context.broadcast(plan)
+    except RuntimeError as error:  # gloo and nccl report a rank gone as a RuntimeError
+        raise _ranks_lost(error, path, context.rank) from None
+    if plan is None:
+        raise failure or UserInputError("rank 0 could not start the fleet; see its error")
+    head, todo, key = plan
+    shard = Fleet.from_bundle(head)
+    take = context.counter(f"anomaly-transformer/fleet/{key}")
+
+    def claim() -> int:
+        try:
+            return take()
+        except dist.DistError as error:  # the store went with the launcher
+            raise _ranks_lost(error, path, context.rank) from None
+
+    bar = tqdm(desc=f"{shard.dataset} entities on rank 0", disable=not (progress and context.is_main))
+    train_claimed(shard, dataset_name, data_dir, todo, claim, jobs=jobs, save=ShardWriter(path, context.rank),
+                  bar=bar, rank=context.rank)  # fmt: skip
+    try:
+        parts = context.gather_to_main(shard.to_bundle())
+    except RuntimeError as error:
+        raise _ranks_lost(error, path, context.rank) from None
+    if context.is_main:
+        fleet = Fleet.load(path)
+        counts = [fleet.merge(Fleet.from_bundle(part)) for part in parts]
+        fleet.save(path)
+        log(f"{len(todo)} entities trained this run: " + ", ".join(f"rank {rank} took {count}"
+                                                                    for rank, count in enumerate(counts)))  # fmt: skip
+    context.barrier()  # the bundle holds every shard's entities: each rank's shard can go
+    remove_shards(path, context.rank)
+    return fleet

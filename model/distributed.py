@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,31 @@ class DistributedContext:
             tensor = tensor.cuda(self.local_rank)
         dist.all_reduce(tensor)
         return tensor.cpu().tolist()
+
+    def broadcast(self, value: object) -> object:
+        """Rank 0's value (a few names and settings, pickled) on every rank; the value itself in one process."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_to_main(self, value: object) -> list | None:
+        """Every rank's value in rank order on rank 0, None on the others: only the writer holds them all."""
+        if not self.enabled:
+            return [value]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, gathered, dst=0)
+        return gathered
+
+    def counter(self, key: str) -> Callable[[], int]:
+        """A function giving 0, 1, 2, ... across all ranks together: each call takes the next number, so work
+        goes to whichever rank asks first. Under torchrun the number lives in its key-value store (the
+        launcher's TCPStore, which every worker reaches at MASTER_ADDR:MASTER_PORT); `key` names this use."""
+        if not self.enabled:
+            return itertools.count().__next__
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+        return lambda: store.add(key, 1) - 1
 
 
 def init_distributed(device_name: str = "auto") -> DistributedContext:

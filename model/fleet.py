@@ -5,13 +5,22 @@ bit for bit the Detector that entity gives when trained alone on one thread. The
 {DATASET}_fleet.pth, holds the config once and each entity's weights, normaliser, TRAIN-score
 statistics and threshold; it loads with torch.load(weights_only=True), is written atomically after
 every finished entity, and so lets `--resume` keep the entities already done.
+
+Under torchrun the ranks take the entities one at a time from a shared counter as they become free,
+and each saves what it finished after every entity, in its own shards
+{DATASET}_fleet.shard-{rank}-{part}.pth (bundles of up to SHARD_SIZE of its entities); at the end
+rank 0 gathers them and writes the bundle. A fleet stopped before that keeps its shards, and
+`--resume` merges them, with any number of ranks.
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
+import re
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -22,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data_factory.atomic import remove_stale_temps
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
 from data_factory.errors import UserInputError
@@ -30,13 +40,14 @@ from data_factory.windows import Normalizer
 from model.checkpoint import FORMAT_VERSION, check_checkpoint_matches, load_checkpoint, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector, package_versions
-from model.distributed import DistributedContext
 from model.solver import StopOnSignal, TrainingFailed, TrainingInterrupted
 from model.workers import one_thread, spawn_pool
 
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")
 NORMALISATIONS = ("entity", "global")
+# Entities per shard file under torchrun: a save after each entity rewrites at most this many (see ShardWriter).
+SHARD_SIZE = 16
 
 
 @dataclass
@@ -51,10 +62,32 @@ class Fleet:
     skipped: dict[str, str] = field(default_factory=dict)  # entity -> why it could not train
     order: list[str] = field(default_factory=list)  # every entity asked for, in order
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each entity's training
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)  # shared by the bundle and its shards, kept on resume
 
     @property
     def complete(self) -> bool:
-        return all(name in self.detectors or name in self.skipped for name in self.order)
+        return all(self.finished(name) for name in self.order)
+
+    def finished(self, entity: str) -> bool:
+        return entity in self.detectors or entity in self.skipped
+
+    def without_entities(self) -> Fleet:
+        """The same fleet with no entity finished: what a rank needs to train its share into a shard."""
+        return Fleet(self.dataset, self.config, self.normalisation, self.shared_normaliser, order=list(self.order),
+                     run=self.run)  # fmt: skip
+
+    def merge(self, part: Fleet) -> int:
+        """Take the entities another part of this fleet (a rank's shard) finished and this one lacks; how many."""
+        new = [name for name in [*part.detectors, *part.skipped] if not self.finished(name)]
+        for name in new:
+            if name in part.detectors:
+                self.detectors[name], self.seconds[name] = part.detectors[name], part.seconds.get(name, 0.0)
+            else:
+                self.skipped[name] = part.skipped[name]
+        known = set(self.order)
+        self.order += [name for name in part.order if name not in known]
+        self.detectors = {name: self.detectors[name] for name in self.order if name in self.detectors}
+        return len(new)
 
     def detector(self, entity: str) -> Detector:
         if entity in self.detectors:
@@ -80,6 +113,7 @@ class Fleet:
             "entities": entities,
             "skipped": dict(self.skipped),
             "complete": self.complete,
+            "run": self.run,
             "versions": package_versions(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -100,6 +134,7 @@ class Fleet:
             fleet.seconds[name] = float(record.get("seconds", 0.0))
         fleet.skipped = dict(bundle.get("skipped", {}))
         fleet.order = list(bundle.get("order", list(fleet.detectors)))
+        fleet.run = str(bundle.get("run", ""))  # bundles from before shards have none, and no shards
         return fleet
 
     @classmethod
@@ -115,6 +150,61 @@ def _normaliser_record(normaliser: Normalizer | None) -> dict | None:
 
 def fleet_path(output_dir: str | Path, dataset_name: str) -> Path:
     return Path(output_dir).expanduser() / f"{dataset_name.upper()}_fleet.pth"
+
+
+def shard_path(bundle: Path, rank: int, part: int | str = 0) -> Path:
+    """Where a torchrun rank keeps the entities it finished, beside the bundle:
+    {DATASET}_fleet.shard-{rank}-{part}.pth, SHARD_SIZE entities per part (part "*": the glob of them all)."""
+    return bundle.with_name(f"{bundle.stem}.shard-{rank}-{part}{bundle.suffix}")
+
+
+def _shard_keys(bundle: Path) -> list[tuple[int, int]]:
+    """(rank, part) of each shard, or shard temp file, beside the bundle."""
+    name = re.compile(rf"\.?{re.escape(bundle.stem)}\.shard-(\d+)-(\d+){re.escape(bundle.suffix)}(\..+\.tmp)?")
+    matches = (name.fullmatch(path.name) for path in bundle.parent.glob(f"*{glob.escape(bundle.stem)}.shard-*"))
+    return sorted({(int(match.group(1)), int(match.group(2))) for match in matches if match})
+
+
+def merge_shards(fleet: Fleet, bundle: Path) -> int:
+    """Merge into `fleet` the entities in its shards beside `bundle` (a torchrun fleet stopped before its end);
+    how many were new. Shards of another run (one whose bundle has since been replaced) are left out."""
+    merged = 0
+    for key in _shard_keys(bundle):
+        path = shard_path(bundle, *key)
+        if path.is_file():
+            part = Fleet.load(path)
+            merged += fleet.merge(part) if part.run == fleet.run else 0
+    return merged
+
+
+def remove_shards(bundle: Path, rank: int | None = None) -> None:
+    """Delete the shards beside `bundle` (only `rank`'s, if given) and the temp files of shard writers that died."""
+    for key in _shard_keys(bundle):
+        if rank is None or key[0] == rank:
+            path = shard_path(bundle, *key)
+            remove_stale_temps(path)
+            path.unlink(missing_ok=True)
+
+
+class ShardWriter:
+    """A rank's save after each entity: the entities it finished, `size` to a file in the order they finished,
+    so that one save rewrites at most `size` of them (a single growing file would cost ever more per entity)."""
+
+    def __init__(self, bundle: Path, rank: int, size: int = SHARD_SIZE) -> None:
+        self.bundle, self.rank, self.size = bundle, rank, size
+        self.finished: list[str] = []
+
+    def __call__(self, fleet: Fleet) -> None:
+        known = set(self.finished)
+        self.finished += [name for name in fleet.order if fleet.finished(name) and name not in known]
+        part = max(len(self.finished) - 1, 0) // self.size
+        piece = fleet.without_entities()
+        for name in self.finished[part * self.size : (part + 1) * self.size]:
+            if name in fleet.detectors:
+                piece.detectors[name], piece.seconds[name] = fleet.detectors[name], fleet.seconds.get(name, 0.0)
+            else:
+                piece.skipped[name] = fleet.skipped[name]
+        piece.save(shard_path(self.bundle, self.rank, part))
 
 
 def global_normaliser(dataset_name: str, data_dir: str | Path | None) -> Normalizer:
@@ -155,27 +245,30 @@ def train_entity(
 
 
 class FleetInterrupted(Exception):
-    """SIGINT or SIGTERM stopped a fleet; the bundle holds every entity finished before it."""
+    """SIGINT or SIGTERM stopped a fleet; the bundle (under torchrun: with the shards) holds every entity
+    finished before it. rank: the torchrun rank that stopped, whose `done` counts its own entities."""
 
-    def __init__(self, signal_number: int, done: int, total: int) -> None:
-        self.signal_number, self.done, self.total = signal_number, done, total
-        super().__init__(signal_number, done, total)
+    def __init__(self, signal_number: int, done: int, total: int, rank: int | None = None) -> None:
+        self.signal_number, self.done, self.total, self.rank = signal_number, done, total, rank
+        super().__init__(signal_number, done, total, rank)
 
     def __str__(self) -> str:
-        return f"{signal.Signals(self.signal_number).name} after {self.done} of {self.total} entities"
+        name = signal.Signals(self.signal_number).name
+        if self.rank is None:
+            return f"{name} after {self.done} of {self.total} entities"
+        return f"{name} on rank {self.rank} after it finished {self.done} of the {self.total} entities left"
 
 
 def _results(
-    tasks: list[tuple], jobs: int, stop: StopOnSignal
+    tasks: Iterator[tuple], jobs: int, stop: StopOnSignal
 ) -> Iterator[tuple[str, dict | None, str | None, float]]:
     """train_entity over the tasks: in this process for jobs == 1, else in `jobs` spawned workers.
 
-    After a signal no new entity starts; the ones running finish and are yielded.
+    A task is taken from `tasks` only when a worker is free for it. After a signal no new entity
+    starts; the ones running finish and are yielded.
     """
     if jobs == 1:
-        for task in tasks:
-            if stop.signal_number is not None:
-                return
+        while stop.signal_number is None and (task := next(tasks, None)) is not None:
             yield train_entity(*task)
         return
     with spawn_pool(jobs) as pool:  # the parent finishes the running entities and saves after a signal
@@ -189,6 +282,28 @@ def _results(
                 pending |= {pool.submit(train_entity, *task) for task in itertools.islice(queued, len(done))}
 
 
+def prepare_fleet(
+    dataset_name: str,
+    data_dir: str | Path | None,
+    entities: list[str],
+    config: DetectorConfig,
+    normalisation: str = "entity",
+    resume_from: Fleet | None = None,
+) -> Fleet:
+    """The fleet to train `entities` into: `resume_from` (its finished entities kept) or a new one, with
+    the new entities in its order and, for global normalisation, the shared statistics fitted."""
+    config.validate()
+    if normalisation not in NORMALISATIONS:
+        raise UserInputError(f"--normalisation must be one of {', '.join(NORMALISATIONS)}")
+    fleet = resume_from or Fleet(dataset_name.upper(), config, normalisation)
+    # A resumed fleet keeps every entity it holds; the new ones join in the dataset's order.
+    known = set(fleet.order)
+    fleet.order = [*fleet.order, *(name for name in entities if name not in known)]
+    if normalisation == "global" and fleet.shared_normaliser is None:
+        fleet.shared_normaliser = global_normaliser(dataset_name, data_dir)
+    return fleet
+
+
 def train_fleet(
     dataset_name: str,
     data_dir: str | Path | None,
@@ -200,51 +315,65 @@ def train_fleet(
     resume_from: Fleet | None = None,
     save: Callable[[Fleet], None] | None = None,
     progress: bool = True,
-    context: DistributedContext | None = None,
 ) -> Fleet:
-    """Train one Detector per entity; an entity that cannot train is recorded as skipped, never fatal.
+    """Train one Detector per entity in this process (and its `jobs` workers); an entity that cannot train
+    is recorded as skipped, never fatal.
 
     resume_from: a fleet whose finished entities are kept. save: called after every entity.
-    context: under torchrun each rank trains every N-th entity; rank 0 gathers and saves.
     """
-    config.validate()
-    if normalisation not in NORMALISATIONS:
-        raise UserInputError(f"--normalisation must be one of {', '.join(NORMALISATIONS)}")
+    fleet = prepare_fleet(dataset_name, data_dir, entities, config, normalisation, resume_from)
+    todo = [name for name in entities if not fleet.finished(name)]
+    bar = tqdm(total=len(todo), desc=f"{fleet.dataset} entities", disable=not progress)
+    train_claimed(fleet, dataset_name, data_dir, todo, itertools.count().__next__, jobs=jobs, save=save, bar=bar)
+    return fleet
+
+
+def train_claimed(
+    fleet: Fleet,
+    dataset_name: str,
+    data_dir: str | Path | None,
+    todo: list[str],
+    claim: Callable[[], int],
+    *,
+    jobs: int = 1,
+    save: Callable[[Fleet], None] | None = None,
+    bar: tqdm | None = None,
+    rank: int | None = None,
+) -> None:
+    """Train into `fleet` the entities of `todo` that this process claims, each when it has a worker free:
+    claim() gives the index in `todo` of the next entity nobody has taken (past the end: none left).
+
+    save(fleet) runs after every entity. After SIGINT/SIGTERM the running entities finish, the fleet is
+    saved and FleetInterrupted raised. rank: the torchrun rank, named in that exception.
+    """
     if jobs < 1:
         raise UserInputError(f"--jobs must be at least 1, got {jobs}")
-    context = context or DistributedContext()
-    fleet = resume_from or Fleet(dataset_name.upper(), config, normalisation)
-    # A resumed fleet keeps every entity it holds; the new ones join in the dataset's order.
-    known = set(fleet.order)
-    fleet.order = [*fleet.order, *(name for name in entities if name not in known)]
-    todo = [name for name in entities if name not in fleet.detectors and name not in fleet.skipped]
-    if normalisation == "global" and fleet.shared_normaliser is None:
-        fleet.shared_normaliser = global_normaliser(dataset_name, data_dir)
     shared = None if fleet.shared_normaliser is None else (fleet.shared_normaliser.mean, fleet.shared_normaliser.std)
-    mine = todo[context.rank :: context.world_size] if context.enabled else todo
-    folder = None if data_dir is None else str(data_dir)
-    tasks = [(dataset_name, folder, entity, config.to_dict(), shared) for entity in mine]
-    bar = tqdm(total=len(todo), desc=f"{fleet.dataset} entities", disable=not (progress and context.is_main))
+    settings, folder = fleet.config.to_dict(), None if data_dir is None else str(data_dir)
+
+    def tasks() -> Iterator[tuple]:
+        while (index := claim()) < len(todo):
+            yield dataset_name, folder, todo[index], settings, shared
+
+    bar = tqdm(disable=True) if bar is None else bar
     bar.update(0)
     with StopOnSignal() as stop:
         try:
-            for entity, checkpoint, problem, seconds in _results(tasks, jobs, stop):
+            for entity, checkpoint, problem, seconds in _results(tasks(), jobs, stop):
                 _record(fleet, entity, checkpoint, problem, seconds)
                 bar.update(1)
-                if save is not None and not context.enabled:
+                if save is not None:
                     save(fleet)
         except TrainingInterrupted as interrupted:  # jobs == 1: the signal reached the entity's own training
             stop.signal_number = interrupted.signal_number
         bar.close()
-        if stop.signal_number is not None and not context.enabled:
+        if stop.signal_number is not None:
             if save is not None:
                 save(fleet)
-            raise FleetInterrupted(stop.signal_number, len(fleet.detectors) + len(fleet.skipped), len(fleet.order))
-    if context.enabled:
-        _gather(fleet, context)
-        if save is not None and context.is_main:
-            save(fleet)
-    return fleet
+            if rank is None:
+                done = sum(fleet.finished(name) for name in fleet.order)
+                raise FleetInterrupted(stop.signal_number, done, len(fleet.order))
+            raise FleetInterrupted(stop.signal_number, len(fleet.detectors) + len(fleet.skipped), len(todo), rank)
 
 
 def _record(fleet: Fleet, entity: str, checkpoint: dict | None, problem: str | None, seconds: float) -> None:
@@ -253,21 +382,6 @@ def _record(fleet: Fleet, entity: str, checkpoint: dict | None, problem: str | N
         return
     fleet.detectors[entity] = Detector.from_checkpoint(checkpoint)
     fleet.seconds[entity] = seconds
-    fleet.detectors = {name: fleet.detectors[name] for name in fleet.order if name in fleet.detectors}
-
-
-def _gather(fleet: Fleet, context: DistributedContext) -> None:
-    """Every rank's entities to every rank, in the fleet's order."""
-    import torch.distributed as dist
-
-    mine = {name: detector.to_checkpoint() for name, detector in fleet.detectors.items()}
-    gathered: list = [None] * context.world_size
-    dist.all_gather_object(gathered, (mine, fleet.skipped, fleet.seconds))
-    for checkpoints, skipped, seconds in gathered:
-        for name, checkpoint in checkpoints.items():
-            fleet.detectors.setdefault(name, Detector.from_checkpoint(checkpoint))
-        fleet.skipped.update(skipped)
-        fleet.seconds.update(seconds)
     fleet.detectors = {name: fleet.detectors[name] for name in fleet.order if name in fleet.detectors}
 
 

@@ -371,6 +371,22 @@ def test_detect_on_a_full_disk_keeps_the_earlier_output_and_report(synth, small_
     assert after == before
 
 
+@pytest.mark.parametrize("tool", ["train", "evaluate"])
+def test_a_full_disk_when_taking_the_output_folders_lock_is_one_error_line(synth, small_disk, capsys, tool):
+    (small_disk / "SYNTH_metrics.json").write_text("{}\n")  # an earlier result that must survive
+    fill(small_disk, 0)  # the lock file can be created (an inode) but not written (a page)
+    before = files_in(small_disk)
+    if tool == "train":
+        code = train.main(["--dataset", "SYNTH", "--output-dir", str(small_disk), *TINY_TRAIN_FLAGS])
+    else:
+        code = evaluate.main(["--dataset", "SYNTH", "--checkpoint", str(synth / "SYNTH_checkpoint.pth"),
+                              "--output-dir", str(small_disk), "--device", "cpu"])  # fmt: skip
+    assert code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert LOCK_FILE in line and "No space left on device [ENOSPC]" in line and "free some space" in line
+    assert files_in(small_disk) == before and not (small_disk / LOCK_FILE).exists()
+
+
 @pytest.mark.slow
 def test_a_save_every_save_on_a_full_disk_is_one_error_and_the_last_state_stays_loadable(small_disk):
     out = small_disk / "out"
