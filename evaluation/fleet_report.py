@@ -115,7 +115,8 @@ def _per_entity_metrics(
         return {**dict.fromkeys(RANKING_METRICS), **alarms}
     volumes = tsb_vus(labels, test, window=window)
     ranking = {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), "tsb_vus_pr": volumes["vus_pr"],
-               "tsb_vus_roc": volumes["vus_roc"], "best_f1": best_f1(labels, test)}  # fmt: skip
+               "tsb_vus_roc": volumes["vus_roc"], "best_f1": best_f1(labels, test),
+               "tsb_vus_window": volumes["window"]}  # fmt: skip
     return {**ranking, **alarms}
 
 
