@@ -92,7 +92,8 @@ class Rows:
 
 
 class RowParser:
-    """Lines of a CSV to rows; the first line is a header when a field of it is not a number."""
+    """Lines of a CSV to rows; the first line is a header when a field of it is not a number. A parser
+    resumed with the header it read before drops that header when the input sends it again."""
 
     def __init__(self, name: str, stamp_column: str | None, entity_column: str | None,
                  header: list[str] | None = None, width: int | None = None) -> None:  # fmt: skip
@@ -103,9 +104,6 @@ class RowParser:
 
     def _set_header(self, fields: list[str]) -> None:
         header = [field.strip() for field in fields]
-        if self.header is not None and header != self.header:
-            raise UserInputError(f"{self.name} starts with a header that differs from the one read before "
-                                 f"(--state): {header[:5]} against {self.header[:5]}")  # fmt: skip
         if self.entity_column is not None and self.entity_column not in header:
             raise UserInputError(f"{self.name} has no column {self.entity_column!r} (--entity-column); "
                                  "name it in the header")  # fmt: skip
@@ -134,15 +132,19 @@ class RowParser:
         except UnicodeDecodeError:
             raise UserInputError(f"{self.name} is not UTF-8 text CSV") from None
         records = [fields for fields in csv.reader(texts) if fields and any(f.strip() for f in fields)]
-        if records and self.at_start:  # a header opens the input (again, on stdin after a restart)
+        if records and self.at_start:
             self.at_start = False
-            if not all(_is_number(field) for field in records[0]):
-                self._set_header(records.pop(0))
+            if self.header is not None:  # resumed (--state): stdin may send the header again
+                if [field.strip() for field in records[0]] == self.header:
+                    records.pop(0)
             elif self.width is None:
-                if self.entity_column is not None:
+                if not all(_is_number(field) for field in records[0]):
+                    self._set_header(records.pop(0))
+                elif self.entity_column is not None:
                     raise UserInputError(f"{self.name} has no column {self.entity_column!r} (--entity-column); "
                                          "name it in the header")  # fmt: skip
-                self.width = len(records[0])
+                else:
+                    self.width = len(records[0])
         stamp, entity = self.stamp_index, self.entity_index
         kept = [i for i in range(self.width or 0) if i not in (stamp, entity)]
         values = np.empty((len(records), len(kept)), dtype=np.float64)

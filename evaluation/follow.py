@@ -144,7 +144,8 @@ def follow(
             lines = feed.read()  # signals may stop the stream here, between commits
             with signals_held():
                 if lines is None:
-                    committer.commit(state(finished=True), live.finish())
+                    events = live.finish()
+                    committer.commit(state(finished=True), events)
                     break
                 if not lines:
                     continue
@@ -156,7 +157,8 @@ def follow(
                     order, _ = column_order(table, rows.values.shape[1], names)
                     matched = True
                 values = rows.values if order is None else rows.values[:, order]
-                committer.commit(state(), live.push(values, rows.stamps, rows.entities))
+                events = live.push(values, rows.stamps, rows.entities)
+                committer.commit(state(), events)  # the state after these rows
     except Interrupted as stopped:
         for line in stop_lines(live, str(stopped)):
             print(line, file=err)

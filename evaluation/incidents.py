@@ -148,8 +148,11 @@ class IncidentTracker:
 
     def to_dict(self) -> dict:
         """The open incident and the point count: what a restarted stream needs (closed incidents are not kept)."""
-        run = None if self._open is None else {**vars(self._open), "error_sum": self._open.error_sum.tolist()}
-        return {"open": run, "offset": self._offset}
+        run = None
+        if self._open is not None:  # plain numbers (numpy ones do not go into JSON); error_sum as a list
+            fields = vars(self._open).items()
+            run = {key: value.tolist() if hasattr(value, "tolist") else value for key, value in fields}
+        return {"open": run, "offset": int(self._offset)}
 
     def restore(self, record: dict) -> IncidentTracker:
         self._offset = int(record["offset"])

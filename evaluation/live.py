@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_factory.atomic import json_ready
 from data_factory.errors import UserInputError
 from data_factory.missing import MissingValues
 from data_factory.records import decode_array, encode_array
@@ -36,7 +37,7 @@ def _sensor_scale(detector: Detector) -> np.ndarray:
 
 def event_line(event: str, incident: Incident) -> str:
     """One incident as the JSON line the stream prints: {"event": "open" | "close", ...Incident.to_json()}."""
-    return json.dumps({"event": event, **incident.to_json()}, allow_nan=False)
+    return json.dumps(json_ready({"event": event, **incident.to_json()}), allow_nan=False)
 
 
 class EntityStream:
