@@ -179,3 +179,31 @@ def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
     assert "--output does not go with --follow" in capsys.readouterr().err
     assert detect.main([*args, "--poll-seconds", "0"]) == 2
     assert "--poll-seconds must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_path):
+    from tests.test_fleet import write_fleet_data
+
+    data = write_fleet_data(tmp_path)
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1",
+                       "--output-dir", str(tmp_path / "out"), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    test = np.load(data / "test_data.npy")
+    order = [("east", i) for i in range(300)] + [("west", 300 + i) for i in range(280)]
+    order = sorted(order, key=lambda item: (item[1] % 300, item[0]))  # the two entities' rows interleaved
+    frame = pd.DataFrame(test[[row for _, row in order]], columns=["a", "b", "c"])
+    frame.insert(0, "channel", [name for name, _ in order])
+    source = tmp_path / "all.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    bundle, batch = tmp_path / "out" / "CUSTOM_fleet.pth", tmp_path / "batch" / "d.csv"
+    batch.parent.mkdir()
+    flags = ["--checkpoint", str(bundle), "--entity-column", "channel", "--device", "cpu", *RULE]
+    assert detect.main([*flags, "--input", str(source), "--output", str(batch), "--batch-size", "1"]) == 0
+    expected = json.loads((tmp_path / "batch" / "d_incidents.json").read_text())["incidents"]
+    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
+    out, err = process.communicate(source.read_text(), timeout=120)
+    assert process.returncode == 0, err
+    closes = [{k: v for k, v in json.loads(line).items() if k != "event"} for line in out.splitlines()
+              if json.loads(line)["event"] == "close"]  # fmt: skip
+    by_entity = sorted(closes, key=lambda incident: (incident["entity"], incident["start"]))
+    assert len(expected) >= 2 and by_entity == expected
