@@ -128,7 +128,7 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     for flag, given, default in (("--output", args.output, parser.get_default("output")),
                                  ("--report", args.report, None),
                                  ("--batch-size", args.batch_size, parser.get_default("batch_size"))):  # fmt: skip
-        if given != default:
+        if given != default and not (flag == "--batch-size" and given == 1):
             message = f"{flag} does not go with --follow, which prints incidents on stdout and scores each window"
             print(error_line(UserInputError(message + " as soon as it is full")), file=sys.stderr)
             return 2
