@@ -4,6 +4,8 @@ The input (.csv, .npy, .parquet, or - for CSV on stdin) is read in chunks of --c
 normalised with the checkpoint's TRAIN statistics and scored exactly as evaluate.py scores a
 test split; points are flagged by the decision rule stored in the checkpoint (evaluation/detection.py),
 and each run of flagged points is one incident, written beside the output (evaluation/incidents.py).
+With --follow it is a live stream instead: rows scored as they arrive, incidents printed as JSON lines
+when they open and close (evaluation/follow.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text, ru
 from data_factory.errors import error_line
 from data_factory.missing import NAN_POLICIES
 from evaluation.detection import check_detect_flags, detect, summary_lines
+from evaluation.follow import DEFAULT_POLL_SECONDS, follow
 from evaluation.incidents import write_incidents_csv
 from model.alarm_rule import ALARM_RULES
 from model.config import DEVICES, DetectorConfig
@@ -60,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--entity", default=None, help="a fleet bundle: score every row with this entity's model")
     add("--entity-column", default=None,
         help="a fleet bundle: route each row to the model of the entity named in this column")
+    add("--follow", action="store_true",
+        help="a live stream: read --input (a CSV file that grows, or - for stdin) as rows arrive and print each "
+        "incident as a JSON line on stdout when it opens and when it closes; no per-point CSV")
+    add("--state", default=None,
+        help="with --follow: keep the stream's state in this file after each commit, and resume from it on restart")
+    add("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS,
+        help=f"with --follow on a file: seconds between looks for new lines (default: {DEFAULT_POLL_SECONDS:g})")
     return parser  # fmt: skip
 
 
@@ -104,8 +114,42 @@ def incident_paths(output: Path | None, report: Path | None) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.follow:
+        return run_stoppably(lambda: run_follow(args, parser), "nothing")
+    if args.state is not None:
+        parser.error("--state goes with --follow")
     return run_stoppably(lambda: run(args), "nothing")
+
+
+def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """detect.py --follow: evaluation/follow.py's live stream; the flags that shape a whole-file run are refused."""
+    for flag, given, default in (("--output", args.output, parser.get_default("output")),
+                                 ("--report", args.report, None),
+                                 ("--batch-size", args.batch_size, parser.get_default("batch_size"))):  # fmt: skip
+        if given != default and not (flag == "--batch-size" and given == 1):
+            message = f"{flag} does not go with --follow, which prints incidents on stdout and scores each window"
+            print(error_line(UserInputError(message + " as soon as it is full")), file=sys.stderr)
+            return 2
+    try:
+        check_detect_flags(args.chunk_rows, 1, args.top_sensors, args.nan, args.device, args.threshold)
+        state = Path(args.state).expanduser() if args.state else None
+        if state is not None:
+            check_outputs(args, {"--state": state})
+            ensure_writable_dir(state.parent)
+        rule_options = {"percentile": args.threshold_percentile, "value": args.threshold, "kind": args.alarm_rule,
+                        "window": args.alarm_window}  # fmt: skip
+        return follow(args.checkpoint, args.input, sys.stdout, state_path=state, poll_seconds=args.poll_seconds,
+                      rule_options=rule_options, top_sensors=args.top_sensors, nan_policy=args.nan,
+                      timestamp_column=args.timestamp_column, device=args.device, entity=args.entity,
+                      entity_column=args.entity_column)  # fmt: skip
+    except UserInputError as error:
+        print(error_line(error), file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader of the incident lines went away: end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def run(args: argparse.Namespace) -> int:

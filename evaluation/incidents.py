@@ -128,17 +128,37 @@ class IncidentTracker:
         run.duration += stop - start
         run.end, run.end_time = int(index[stop - 1]), _stamp(timestamps, stop - 1)
 
-    def _close(self) -> None:
-        run, self._open = self._open, None
-        if run is None:
-            return
+    def _incident(self, run: _OpenRun) -> Incident:
         top: tuple[tuple[str, float], ...] = ()
         if run.error_rows:
             shares = relative_shares(run.error_sum / run.error_rows, self.scale)
             top = tuple((self.channel_names[c], float(shares[c])) for c in ranking(shares)[: self.top_k])
         severity = run.peak_key if math.isfinite(run.peak_key) else None
-        self.incidents.append(Incident(self.entity, run.start, run.end, run.duration, run.peak_index, run.peak_score,
-                                       severity, top, run.start_time, run.end_time, run.peak_time))  # fmt: skip
+        return Incident(self.entity, run.start, run.end, run.duration, run.peak_index, run.peak_score, severity,
+                        top, run.start_time, run.end_time, run.peak_time)  # fmt: skip
+
+    def _close(self) -> None:
+        run, self._open = self._open, None
+        if run is not None:
+            self.incidents.append(self._incident(run))
+
+    def current(self) -> Incident | None:
+        """The incident still open after the last part, as it stands so far (None when the last point was normal)."""
+        return None if self._open is None else self._incident(self._open)
+
+    def to_dict(self) -> dict:
+        """The open incident and the point count: what a restarted stream needs (closed incidents are not kept)."""
+        run = None
+        if self._open is not None:  # plain numbers (numpy ones do not go into JSON); error_sum as a list
+            fields = vars(self._open).items()
+            run = {key: value.tolist() if hasattr(value, "tolist") else value for key, value in fields}
+        return {"open": run, "offset": int(self._offset)}
+
+    def restore(self, record: dict) -> IncidentTracker:
+        self._offset = int(record["offset"])
+        run = record["open"]
+        self._open = None if run is None else _OpenRun(**{**run, "error_sum": np.asarray(run["error_sum"])})
+        return self
 
     def finish(self) -> list[Incident]:
         """Every incident, the last one closed at the end of the series."""

@@ -1,0 +1,197 @@
+"""detect.py --follow: score a growing CSV file or stdin as rows arrive, print incidents as they open and close.
+
+The loop: read the lines that arrived, score every window they complete (evaluation/live.py), then
+commit: with --state, the state goes to a temp file, synced, the event lines are printed, and the temp
+is renamed over the state file, with SIGINT/SIGTERM held back meanwhile. A stop by signal lands between
+two commits; a SIGKILL loses only the lines read since the last commit, which a restart reads again
+(a file from the saved byte offset; stdin from the producer, which resumes at the saved row count).
+Only a kill between printing and the rename (microseconds) repeats those lines on restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from data_factory.atomic import Interrupted, atomic_path
+from data_factory.errors import UserInputError
+from data_factory.live_input import LineFeed, RowParser
+from data_factory.readers import column_order
+from evaluation.live import EntityStream, LiveDetector, read_state
+from model.detector import Detector
+from model.fleet import Fleet, load_detector
+
+STATE_FORMAT = 1
+DEFAULT_POLL_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done: a stop never splits scoring from its commit."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # a signal that came meanwhile is raised here
+
+
+def _print_lines(lines: list[str], out: TextIO) -> None:
+    if lines:
+        out.write("".join(line + "\n" for line in lines))
+        out.flush()
+
+
+class Committer:
+    """Prints event lines, and with a state file saves the state so that no line is lost or repeated."""
+
+    def __init__(self, path: Path | None, out: TextIO) -> None:
+        self.path, self.out = path, out
+
+    def commit(self, state: dict, lines: list[str]) -> None:
+        if self.path is None:
+            _print_lines(lines, self.out)
+            return
+        text = json.dumps(state)
+        with atomic_path(self.path) as temp:
+            with open(temp, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            _print_lines(lines, self.out)  # after the state is on disk, just before the rename
+
+
+def follow(
+    checkpoint: str,
+    source: str,
+    out: TextIO,
+    *,
+    state_path: Path | None,
+    poll_seconds: float,
+    rule_options: dict,
+    top_sensors: int,
+    nan_policy: str,
+    timestamp_column: str,
+    device: str,
+    entity: str | None,
+    entity_column: str | None,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Run the live stream until stdin ends (0) or a signal stops it (128 + the signal)."""
+    if poll_seconds <= 0:
+        raise UserInputError(f"--poll-seconds must be positive, got {poll_seconds}")
+    saved = read_state(state_path) if state_path is not None else None
+    about = {"format": STATE_FORMAT, "checkpoint": str(checkpoint), "input": source, "entity": entity,
+             "entity_column": entity_column}  # fmt: skip
+    if saved is not None:
+        if {key: saved.get(key) for key in about} != about:
+            raise UserInputError(f"the --state file {state_path} belongs to another stream ({saved.get('input')} "
+                                 f"with {saved.get('checkpoint')}); give another file to start over")  # fmt: skip
+        if saved["finished"]:
+            raise UserInputError(f"the stream saved in {state_path} reached the end of its input; "
+                                 "delete the file to start over")  # fmt: skip
+    routed = entity_column is not None
+    if routed:
+        if entity is not None:
+            raise UserInputError("--entity and --entity-column both choose the model; give one of them")
+        fleet = Fleet.load(checkpoint)
+        detectors = fleet.detectors
+        pick = fleet.detector
+    else:
+        only = load_detector(checkpoint, entity, device=device)
+        detectors = {entity: only}
+
+        def pick(_: str | None):
+            return only
+
+    parser = RowParser("stdin" if source == "-" else source, timestamp_column, entity_column)
+    if saved is not None:
+        parser.header, parser.width, parser.rows = saved["header"], saved["width"], saved["rows"]
+    names = next(iter(detectors.values())).channel_names
+    order, matched = None, False  # the input's columns put in the model's order, once the first row arrives
+
+    def make_stream(name: str | None) -> EntityStream:
+        detector = pick(name).to(device)
+        label = parser.name if name is None or not routed else f"{parser.name} ({name})"
+        return EntityStream(detector, rule_options, entity=name, nan_policy=nan_policy, top_sensors=top_sensors,
+                            timestamps=parser.stamp_index is not None, input_name=label)  # fmt: skip
+
+    live = LiveDetector(make_stream, routed)
+    feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
+    committer = Committer(state_path, out)
+    slowest = max(detectors.values(), key=decision_lag)
+    print(f"following {feed.name}: a point is decided at most {decision_lag(slowest)} rows after it arrives "
+          f"({_lag_text(slowest)}); incidents as JSON lines on stdout", file=err)  # fmt: skip
+
+    def state(finished: bool = False) -> dict:
+        return {**about, "finished": finished, "offset": feed.offset, "rows": parser.rows, "header": parser.header,
+                "width": parser.width, "live": live.to_dict()}  # fmt: skip
+
+    try:
+        with signals_held():
+            if saved is not None:
+                live.restore(saved["live"])
+                print(f"resuming from {state_path}: {parser.rows} rows already read"
+                      + (f" (byte {feed.offset})" if source != "-" else "; stdin must go on from the next row"),
+                      file=err)  # fmt: skip
+        while True:
+            lines = feed.read()  # signals may stop the stream here, between commits
+            with signals_held():
+                if lines is None:
+                    events = live.finish()
+                    committer.commit(state(finished=True), events)
+                    break
+                if not lines:
+                    continue
+                rows = parser.parse(lines)
+                if not matched and len(rows.values):
+                    table = parser.table()
+                    if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
+                        raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
+                    order, _ = column_order(table, rows.values.shape[1], names)
+                    matched = True
+                values = rows.values if order is None else rows.values[:, order]
+                events = live.push(values, rows.stamps, rows.entities)
+                committer.commit(state(), events)  # the state after these rows
+    except Interrupted as stopped:
+        for line in stop_lines(live, str(stopped)):
+            print(line, file=err)
+        return 128 + stopped.signal_number
+    finally:
+        feed.close()
+    print(f"end of {feed.name}: {parser.rows} rows scored", file=err)
+    return 0
+
+
+def decision_lag(detector: Detector) -> int:
+    """Rows after a point that the stream reads before deciding it: up to win_size - 1 to fill its window,
+    then the centred smoothing's look-ahead; the decision rule adds none."""
+    smooth = detector.scoring_.smooth
+    return detector.win_size - 1 + (smooth - smooth // 2 - 1 if smooth > 1 else 0)
+
+
+def _lag_text(detector: Detector) -> str:
+    smooth = detector.scoring_.smooth
+    smoothing = f" + {smooth - smooth // 2 - 1} for the centred smoothing over {smooth}" if smooth > 1 else ""
+    return f"up to {detector.win_size - 1} to fill its window of {detector.win_size}{smoothing}"
+
+
+def stop_lines(live: LiveDetector, signal_name: str) -> list[str]:
+    """What a stopped stream had not yet decided."""
+    waiting = live.waiting()
+    total = sum(waiting.values())
+    parts = [f"stopped by {signal_name} after {live.rows} rows: {total} not yet scored"]
+    if live.routed and total:
+        parts[0] += " (" + ", ".join(f"{name} {count}" for name, count in waiting.items() if count) + ")"
+    for incident in live.open_incidents():
+        who = f" of {incident.entity}" if incident.entity else ""
+        since = incident.start_time if incident.start_time is not None else f"row {incident.start}"
+        parts.append(f"an incident{who} is open since {since} ({incident.duration} points so far); "
+                     "it closes when the stream goes on")  # fmt: skip
+    return parts

@@ -1,0 +1,209 @@
+"""detect.py --follow on a real tiny model: push-style scoring equals batch scoring bit for bit, a real
+process fed row by row through a pipe prints the batch run's incidents, a SIGKILLed stream restarted
+from --state loses and repeats nothing, SIGTERM says what was left undecided, bad input exits 2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import detect
+import train
+from data_factory.registry import load_synth
+from model.score_settings import ScoreSettings
+from model.scoring import PointStream, score_stream
+from model.transformer import AnomalyTransformer, ModelConfig
+from tests.tiny import TINY_TRAIN_FLAGS
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = 3000  # of SYNTH's test split: enough for a few incidents, fast to pipe
+RULE = ["--threshold-percentile", "90"]  # the tiny model flags little at its stored 99th
+
+
+@pytest.fixture(scope="module")
+def stream_run(tmp_path_factory):
+    """A tiny SYNTH model, the first ROWS test rows as a CSV with timestamps, and detect.py's incidents for them
+    at --batch-size 1 (the batch a live stream scores)."""
+    out = tmp_path_factory.mktemp("follow")
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    data = load_synth()
+    frame = pd.DataFrame(data.test[:ROWS], columns=data.channel_names)
+    frame.insert(0, "timestamp", pd.date_range("2024-01-01", periods=ROWS, freq="min").astype(str))
+    source = out / "day.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    checkpoint = out / "SYNTH_checkpoint.pth"
+    batch = out / "batch" / "detections.csv"
+    batch.parent.mkdir()
+    code = detect.main(["--checkpoint", str(checkpoint), "--input", str(source), "--output", str(batch),
+                        "--batch-size", "1", "--device", "cpu", *RULE])  # fmt: skip
+    assert code == 0
+    incidents = json.loads((batch.parent / "detections_incidents.json").read_text())["incidents"]
+    assert len(incidents) >= 2  # the comparison below means something
+    lines = source.read_text().splitlines()
+    return {"checkpoint": checkpoint, "source": source, "incidents": incidents, "lines": lines}
+
+
+def follow_command(run, source, *extra):
+    return [sys.executable, "detect.py", "--checkpoint", str(run["checkpoint"]), "--input", str(source), "--follow",
+            "--device", "cpu", *RULE, *extra]  # fmt: skip
+
+
+def start(command):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_point_stream_pushed_row_by_row_and_restored_equals_the_batch_scores():
+    torch.manual_seed(0)
+    model = AnomalyTransformer(ModelConfig(n_channels=3, win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32))
+    series = np.random.default_rng(0).normal(size=(253, 3)).astype(np.float32)  # 12 windows and a 13-row tail
+    settings = ScoreSettings("reconstruction", 50.0, None, 7)
+    parts = list(score_stream(model, [series], settings, batch_size=1))
+    expected_scores = np.concatenate([p.scores for p in parts])
+    expected_errors = np.concatenate([p.errors for p in parts])
+    stream = PointStream(model, settings)
+    assert stream.lag == 19 + 3
+    scores, errors = [], []
+    for row in range(253):
+        if row == 131:  # a restart: the state through JSON into a fresh stream
+            stream = PointStream(model, settings).restore(json.loads(json.dumps(stream.to_dict())))
+        part = stream.push(series[row : row + 1])
+        scores.append(part.scores)
+        assert row + 1 - sum(map(len, scores)) <= stream.lag  # every point decided within the lag
+        errors.append(part.errors)
+    rest = stream.finish()
+    np.testing.assert_array_equal(np.concatenate([*scores, rest.scores]), expected_scores)
+    np.testing.assert_array_equal(np.concatenate([*errors, rest.errors]), expected_errors)
+
+
+@pytest.mark.slow
+def test_stdin_fed_row_by_row_prints_the_batch_runs_incidents(stream_run):
+    process = start(follow_command(stream_run, "-"))
+    for line in stream_run["lines"]:
+        process.stdin.write(line + "\n")
+        process.stdin.flush()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    closes = [{k: v for k, v in event.items() if k != "event"} for event in events if event["event"] == "close"]
+    assert closes == stream_run["incidents"]
+    opens = [event for event in events if event["event"] == "open"]
+    assert [event["start"] for event in opens] == [incident["start"] for incident in closes]
+    for event in opens:  # announced at its first point: the incident as it stood then
+        assert event["end"] == event["start"] and event["duration"] == 1 and event["peak_index"] == event["start"]
+    for event in events:  # each open comes before its close
+        assert events.index(event) >= [e["start"] for e in events].index(event["start"])
+    assert "a point is decided at most" in err and f"{ROWS} rows scored" in err
+
+
+def wait_for_rows(state: Path, rows: int, process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if json.loads(state.read_text())["rows"] >= rows:
+                return
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the stream did not reach {rows} rows")
+
+
+def follow_file(run, folder: Path, kill_at: int | None) -> list[str]:
+    """Follow a file that grows in steps; with kill_at, SIGKILL the stream once that many rows are read and
+    restart it with the same --state. SIGTERM at the end. Returns every line printed, in order."""
+    source, state = folder / "growing.csv", folder / "stream.json"
+    lines, step = run["lines"], 250
+    source.write_text("\n".join(lines[:step]) + "\n")
+    command = follow_command(run, source, "--state", str(state), "--poll-seconds", "0.02")
+    process, printed = start(command), []
+    written = step
+    while written < len(lines):
+        wait_for_rows(state, written - 1, process)
+        if kill_at is not None and written - 1 >= kill_at:
+            process.send_signal(signal.SIGKILL)
+            printed += process.communicate(timeout=30)[0].splitlines()
+            process, kill_at = start(command), None
+        with open(source, "a") as handle:
+            chunk = lines[written : written + step]
+            handle.write("\n".join(chunk[:-1]) + "\n" + chunk[-1])  # the last line without its newline, for now
+        time.sleep(0.1)
+        with open(source, "a") as handle:
+            handle.write("\n")
+        written += len(chunk)
+    wait_for_rows(state, len(lines) - 1, process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM after" in err and "not yet scored" in err
+    return printed + out.splitlines()
+
+
+@pytest.mark.slow
+def test_a_stream_killed_and_restarted_from_its_state_loses_and_repeats_nothing(stream_run, tmp_path):
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "killed").mkdir()
+    whole = follow_file(stream_run, tmp_path / "whole", kill_at=None)
+    resumed = follow_file(stream_run, tmp_path / "killed", kill_at=1500)
+    assert resumed == whole and len(set(resumed)) == len(resumed)
+    # Everything but the last incident, which SIGTERM left open, is closed as the batch run closed it.
+    closes = [json.loads(line) for line in whole if json.loads(line)["event"] == "close"]
+    assert [{k: v for k, v in c.items() if k != "event"} for c in closes] == stream_run["incidents"][: len(closes)]
+
+
+@pytest.mark.slow
+def test_bad_row_mid_stream_exits_2_and_keeps_the_saved_state(stream_run, tmp_path):
+    state = tmp_path / "stream.json"
+    process = start(follow_command(stream_run, "-", "--state", str(state)))
+    process.stdin.write("\n".join(stream_run["lines"][:301]) + "\n")  # the header and 300 rows
+    process.stdin.flush()
+    wait_for_rows(state, 300, process)
+    out, err = process.communicate("2024-02-01,1,oops" + ",1" * 10 + "\n", timeout=120)
+    assert process.returncode == 2 and err.strip().splitlines()[-1].startswith("error: ")
+    assert "has non-numeric columns ['sensor_01'] (first: 'oops' in row 300)" in err
+    assert json.loads(state.read_text())["rows"] == 300  # the last commit before the bad row
+
+
+def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
+    args = ["--checkpoint", str(stream_run["checkpoint"]), "--input", "-", "--follow"]
+    assert detect.main([*args, "--output", "x.csv"]) == 2
+    assert "--output does not go with --follow" in capsys.readouterr().err
+    assert detect.main([*args, "--poll-seconds", "0"]) == 2
+    assert "--poll-seconds must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_path):
+    from tests.test_fleet import write_fleet_data
+
+    data = write_fleet_data(tmp_path)
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1",
+                       "--output-dir", str(tmp_path / "out"), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    test = np.load(data / "test_data.npy")
+    order = [("east", i) for i in range(300)] + [("west", 300 + i) for i in range(280)]
+    order = sorted(order, key=lambda item: (item[1] % 300, item[0]))  # the two entities' rows interleaved
+    frame = pd.DataFrame(test[[row for _, row in order]], columns=["a", "b", "c"])
+    frame.insert(0, "channel", [name for name, _ in order])
+    source = tmp_path / "all.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    bundle, batch = tmp_path / "out" / "CUSTOM_fleet.pth", tmp_path / "batch" / "d.csv"
+    batch.parent.mkdir()
+    flags = ["--checkpoint", str(bundle), "--entity-column", "channel", "--device", "cpu", *RULE]
+    assert detect.main([*flags, "--input", str(source), "--output", str(batch), "--batch-size", "1"]) == 0
+    expected = json.loads((tmp_path / "batch" / "d_incidents.json").read_text())["incidents"]
+    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
+    out, err = process.communicate(source.read_text(), timeout=120)
+    assert process.returncode == 0, err
+    closes = [{k: v for k, v in json.loads(line).items() if k != "event"} for line in out.splitlines()
+              if json.loads(line)["event"] == "close"]  # fmt: skip
+    by_entity = sorted(closes, key=lambda incident: (incident["entity"], incident["start"]))
+    assert len(expected) >= 2 and by_entity == expected
