@@ -10,6 +10,7 @@ import pytest
 
 import evaluate
 import train
+from evaluation.fleet_report import FLEET_REPORT_METRICS
 from tests.test_fleet import ROWS, write_fleet_data
 from tests.tiny import TINY_TRAIN_FLAGS
 
@@ -74,8 +75,8 @@ def test_the_report_is_one_file_that_fetches_nothing(fleet_report):
         assert not re.search(r"<link|<script [^>]*src=|@import|url\(", text)
     fleet = parse(fleet_report["fleet"].read_text())
     assert [row[0] for row in fleet.rows] == TRAINED and fleet.images == len(TRAINED)
-    # entity, then 5 metrics x 3 methods, then the incident count and the highest severity
-    assert all(len(row) == 1 + 5 * 3 + 2 for row in fleet.rows)
+    # entity, then the report's metrics x 3 methods, then the incident count and the highest severity
+    assert all(len(row) == 1 + len(FLEET_REPORT_METRICS) * 3 + 2 for row in fleet.rows)
     assert len(parse(fleet_report["single"].read_text()).rows) == 1
 
 

@@ -89,7 +89,8 @@ def test_evaluate_and_detect_under_torchrun_equal_one_process(tmp_path):
         detect_args = ["--checkpoint", str(checkpoint), "--input", str(source), "--device", "cpu"]
         completed = runner("detect.py", *detect_args, "--chunk-rows", "333", "--output", str(folder / "det.csv"))
         assert completed.returncode == 0, completed.stderr[-3000:]
-        assert sorted(p.name for p in folder.glob("det*")) == ["det.csv", "det.json"]  # written once
+        written = sorted(p.name for p in folder.glob("det*"))
+        assert written == ["det.csv", "det.json", "det_incidents.csv", "det_incidents.json"]  # written once
     one, two = (np.load(tmp_path / name / "SYNTH_evaluation.npz") for name in ("one", "two"))
     for key in ("scores", "train_scores", "predictions", "pca_scores"):
         assert np.array_equal(one[key], two[key]), key
