@@ -22,7 +22,7 @@ import numpy as np
 from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
-from evaluation.baselines import baseline_scores
+from evaluation.baselines import DEFAULT_FLEET_BASELINES, baseline_scores
 from evaluation.degenerate import degenerate_reason
 from evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
 from evaluation.panel import metric_panel
@@ -37,7 +37,6 @@ from model.scoring import resolve_device, smooth_scores
 from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 PER_ENTITY_METRICS = ("roc_auc", "pr_auc", "vus_pr", "vus_roc", "f1")
-DEFAULT_FLEET_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")
 # The default --jobs leaves each worker this much memory: an SMD machine's baselines peak at about 1.5 GB.
 EVALUATION_MEMORY_PER_JOB = 2 * 2**30
 
