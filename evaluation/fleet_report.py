@@ -247,18 +247,22 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
         f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} skipped in training",
         f"per-entity protocol: mean ± std over entities; F1 at the {evaluation.threshold_percentile:g}th "
         "percentile of each entity's TRAIN scores",
-        f"{'method':<10}" + "".join(f"{metric:>17}" for metric in PER_ENTITY_METRICS),
     ]
-    for method in evaluation.methods:
-        lines.append(f"{method:<10}" + "".join(f"{_cell(table[method][m], graded):>17}" for m in PER_ENTITY_METRICS))
+    cells = {method: [_cell(table[method][m], graded) for m in PER_ENTITY_METRICS] for method in evaluation.methods}
+    # Every column as wide as its widest cell and a two-space gap, so that a count such as " (29)" never joins cells.
+    width = 2 + max(len(text) for text in [*PER_ENTITY_METRICS, *(cell for row in cells.values() for cell in row)])
+    name_width = max(10, 1 + max(len(method) for method in evaluation.methods))
+    lines.append(f"{'method':<{name_width}}" + "".join(f"{metric:>{width}}" for metric in PER_ENTITY_METRICS))
+    for method, row in cells.items():
+        lines.append(f"{method:<{name_width}}" + "".join(f"{cell:>{width}}" for cell in row))
     if evaluation.whole_series:
         lines.append("whole-series protocol: entities concatenated, each z-scored by its own TRAIN scores; "
                      "vus_pr* is the all-thresholds VUS of the single-model panel, not TSB-AD's")  # fmt: skip
         headline = ("roc_auc", "pr_auc", "vus_pr", "f1", "pa_f1")
-        lines.append(f"{'method':<10}" + "".join(f"{metric + ('*' if metric == 'vus_pr' else ''):>10}"
-                                                 for metric in headline))  # fmt: skip
+        lines.append(f"{'method':<{name_width}}" + "".join(f"{metric + ('*' if metric == 'vus_pr' else ''):>10}"
+                                                           for metric in headline))  # fmt: skip
         for method, panel in evaluation.whole_series.items():
-            lines.append(f"{method:<10}" + "".join(f"{panel[m]:>10.3f}" for m in headline))
+            lines.append(f"{method:<{name_width}}" + "".join(f"{panel[m]:>10.3f}" for m in headline))
     return "\n".join(lines)
 
 
