@@ -79,7 +79,10 @@ OURS = {"PCA": "tsb_pca_series", "IForest": "iforest_series", "KNN": "knn_series
 def series_table(data_dir: Path, seed: int) -> float:
     from evaluation.baselines import METHODS
 
-    print("| entity | TEST points x channels | method | ours | max abs diff | max rel diff | note | s TSB-AD / ours |")
+    print(
+        "| entity | TEST points x channels | method | ours | max abs diff | max abs diff / max score | note "
+        "| s TSB-AD / ours |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for dataset, name in SERIES_ENTITIES:
@@ -95,7 +98,7 @@ def series_table(data_dir: Path, seed: int) -> float:
                 shift = float(np.median(theirs - ours))
                 theirs, note = theirs - shift, f"TSB-AD = ours + {shift:.6f} (sklearn's offset_)"
             difference = np.abs(theirs - ours)
-            relative = float((difference / np.maximum(np.abs(theirs), 1e-12)).max())
+            relative = float(difference.max() / np.abs(theirs).max())  # to the scale of the scores
             worst = max(worst, relative)
             print(f"| {dataset} {name} | {test.shape[0]} x {test.shape[1]} | {method} | `{ours_name}` "
                   f"| {difference.max():.1e} | {relative:.1e} | {note} | {theirs_time:.1f} / {ours_time:.1f} |",
@@ -162,7 +165,7 @@ def main() -> None:
           "Each entity z-scored with its own TRAIN statistics.\n")  # fmt: skip
     print("Fit mode `series`: fitted on the entity's TEST and scoring it, as TSB-AD's leaderboard runs them.\n")
     worst_series = series_table(args.data_dir, args.seed)
-    print(f"\nMax relative difference of the scores: **{worst_series:.1e}**.\n")
+    print(f"\nLargest difference relative to the largest score: **{worst_series:.1e}**.\n")
     if not args.skip_cnn:
         print("CNN, trained on TRAIN, scoring TEST:\n")
         worst_cnn = cnn_table(args.data_dir, args.seed)
