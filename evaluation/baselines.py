@@ -259,16 +259,16 @@ METHODS: dict[str, Method] = {
         _unseeded(TsbPca),
         TRAIN,
         "TSB-AD 1.5 PCA (window 100, 25 % of the variance), fitted on TRAIN",
-        sets=(DEFAULT, REFERENCE),
+        sets=(REFERENCE,),
     ),
     "tsb_pca_series": Method(
-        _series(_unseeded(TsbPca)), SERIES, "TSB-AD 1.5 PCA, fitted on the scored series", sets=(DEFAULT, REFERENCE)
+        _series(_unseeded(TsbPca)), SERIES, "TSB-AD 1.5 PCA, fitted on the scored series", sets=(REFERENCE,)
     ),
     "iforest_series": Method(
         _series(_seeded(WindowIForest)), SERIES, "TSB-AD 1.5 IForest, fitted on the scored series", sets=(REFERENCE,)
     ),
     "knn_series": Method(
-        _series(_seeded(PointKnn)), SERIES, "TSB-AD 1.5 KNN, fitted on the scored series", sets=(REFERENCE,)
+        _series(_seeded(PointKnn)), SERIES, "TSB-AD 1.5 KNN, fitted on the scored series", sets=(DEFAULT, REFERENCE)
     ),
     "kmeans_series": Method(
         _series(_seeded(WindowKMeans)),
