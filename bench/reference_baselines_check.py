@@ -2,8 +2,9 @@
 own code, on real entities of MSL, SMAP and SMD.
 
 TSB-AD pins numpy<2, so it runs in its own virtual environment, set up as bench/tsb_vus_check.py's docstring
-says; this script re-runs itself there (--tsb-python, default $TSB_AD_PYTHON or .bench-venvs/tsb-ad/bin/python)
-when TSB_AD is not importable. From the repository root:
+says, plus `.bench-venvs/tsb-ad/bin/pip install torchinfo` (TSB-AD's CNN module imports it); this script
+re-runs itself there (--tsb-python, default $TSB_AD_PYTHON or .bench-venvs/tsb-ad/bin/python) when TSB_AD is not
+importable. From the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/reference_baselines_check.py > bench/results/reference_baselines_check.md
 
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--tsb-python", default=DEFAULT_TSB_PYTHON, help="python of the venv holding tsb-ad==1.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-cnn", action="store_true", help="only the first table")
+    parser.add_argument("--skip-series", action="store_true", help="only the CNN table")
     args = parser.parse_args()
     if importlib.util.find_spec("TSB_AD") is None:
         if not Path(args.tsb_python).exists():
@@ -163,9 +165,10 @@ def main() -> None:
     print(f"tsb-ad {metadata.version('tsb-ad')}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
           f"torch {torch.__version__} (the tsb-ad venv); seed {args.seed}; torch threads {torch.get_num_threads()}. "
           "Each entity z-scored with its own TRAIN statistics.\n")  # fmt: skip
-    print("Fit mode `series`: fitted on the entity's TEST and scoring it, as TSB-AD's leaderboard runs them.\n")
-    worst_series = series_table(args.data_dir, args.seed)
-    print(f"\nLargest difference relative to the largest score: **{worst_series:.1e}**.\n")
+    if not args.skip_series:
+        print("Fit mode `series`: fitted on the entity's TEST and scoring it, as TSB-AD's leaderboard runs them.\n")
+        worst_series = series_table(args.data_dir, args.seed)
+        print(f"\nLargest difference relative to the largest score: **{worst_series:.1e}**.\n")
     if not args.skip_cnn:
         print("CNN, trained on TRAIN, scoring TEST:\n")
         worst_cnn = cnn_table(args.data_dir, args.seed)
