@@ -16,8 +16,8 @@ from data_factory.errors import error_line
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
-from evaluation.baselines import parse_baselines
-from evaluation.fleet_report import DEFAULT_FLEET_BASELINES, evaluate_fleet, format_fleet_table, write_fleet_artifacts
+from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_baselines
+from evaluation.fleet_report import evaluate_fleet, format_fleet_table, write_fleet_artifacts
 from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
     add("--anomaly-ratio", type=float, default=None,
         help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)")
-    add("--baselines", default=None, help="none, all, or a list of random,pca,iforest,knn,kmeans "
-        "(default: random,pca; --per-entity: all)")
+    add("--baselines", default=None, help=f"{baselines_help()} (default: random,pca; --per-entity: "
+        f"{','.join(DEFAULT_FLEET_BASELINES)})")
     add("--data-dir", default=None, help=f"data folder; required for CUSTOM (default: {DEFAULT_DATA_DIR})")
     add("--output-dir", default="./artifacts", help="where results go (default: ./artifacts)")
     defaults = DetectorConfig()  # the scoring defaults are the training ones, written once there
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="html: also write {DATASET}_report.html (--per-entity: {DATASET}_fleet_report.html), one "
         "self-contained page of metrics, scores, labelled segments and incidents (default: none)")
     add("--per-entity", action="store_true",
-        help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside all baselines")
+        help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside the baselines")
     add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
     add("--jobs", type=int, default=None,
         help="--per-entity: entities evaluated at once, each in its own process on one thread "

@@ -24,7 +24,7 @@ from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.alarm_metrics import ALARM_METRICS, alarm_metrics, within_alarm_budget
 from evaluation.attribution import train_error_scale
-from evaluation.baselines import baseline_scores
+from evaluation.baselines import DEFAULT_FLEET_BASELINES, baseline_scores
 from evaluation.degenerate import degenerate_reason
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
@@ -49,7 +49,6 @@ FLEET_REPORT_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "fl
 # At the decision rule; within_flag_bound is 1 where the flagged share is at most twice the anomaly
 # share plus one percentage point, so its mean is the share of entities that do not flood.
 PER_ENTITY_METRICS = (*RANKING_METRICS, *ALARM_METRICS, "within_flag_bound")
-DEFAULT_FLEET_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")
 # The default --jobs leaves each worker this much memory: an SMD machine's baselines peak at about 1.5 GB.
 EVALUATION_MEMORY_PER_JOB = 2 * 2**30
 

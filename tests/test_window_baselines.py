@@ -5,7 +5,7 @@ import pytest
 
 from data_factory.errors import UserInputError
 from evaluation.baselines import (
-    BASELINE_NAMES,
+    METHODS,
     centred_window_scores,
     iforest_baseline_scores,
     kmeans_baseline_scores,
@@ -127,8 +127,8 @@ def test_knn_rejects_a_train_split_without_enough_neighbours():
 
 
 def test_the_window_baselines_are_selectable():
-    assert BASELINE_NAMES == ("random", "pca", "iforest", "knn", "kmeans")
-    assert parse_baselines("all") == BASELINE_NAMES
+    assert {"random", "pca", "iforest", "knn", "kmeans"} <= set(METHODS)
+    assert parse_baselines("all") == tuple(METHODS)
     assert parse_baselines("iforest, kmeans") == ("iforest", "kmeans")
 
 
