@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_quality import dataset_dir  # noqa: E402
 from evaluation.alarm_metrics import alarm_metrics, within_alarm_budget  # noqa: E402
-from evaluation.fleet_report import DEFAULT_FLEET_BASELINES, evaluate_fleet  # noqa: E402
+from evaluation.fleet_report import evaluate_fleet  # noqa: E402
 from evaluation.metrics import best_f1  # noqa: E402
 from evaluation.thresholds import pot_threshold  # noqa: E402
 from model.fleet import fleet_path  # noqa: E402
@@ -37,6 +37,7 @@ from model.fleet import fleet_path  # noqa: E402
 FAMILIES = ("level", "robust", "dspot", "budget")
 WINDOWS = (1000, 4000)
 CANDIDATES = ("train", "pot", *(f"{family}-{window}" for family in FAMILIES for window in WINDOWS))
+STUDY_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")  # the default set when the study ran
 
 
 def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
@@ -45,7 +46,7 @@ def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
     if cache.exists():
         return pickle.loads(cache.read_bytes())
     evaluation = evaluate_fleet(fleet_path(fleets / f"{name}_seed{seed}", name), name, dataset_dir(data_dir, name),
-                                baselines=DEFAULT_FLEET_BASELINES if seed == 0 else (), device="cpu", seed=seed,
+                                baselines=STUDY_BASELINES if seed == 0 else (), device="cpu", seed=seed,
                                 whole_series=False, jobs=2)  # fmt: skip
     rows = {e.entity: {"labels": e.labels, "train": e.train, "test": e.test} for e in evaluation.entities}
     cache.parent.mkdir(parents=True, exist_ok=True)
