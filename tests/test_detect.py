@@ -41,6 +41,7 @@ def run(tmp_path_factory):
         "checkpoint": checkpoint,
         "data": data,
         "scores": evaluation.model.scores,
+        "flags": evaluation.model.predictions,
         "stored": torch.load(checkpoint, weights_only=True),
     }
 
@@ -66,6 +67,8 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
     rule = AlarmRule.from_checkpoint(run["stored"]["alarm_rule"])  # the decision rule trained with the model
     assert rule.kind == "budget" and rule.threshold == threshold
     expected_flags = rule.flags(reference)[0]
+    # evaluate.py refits the rule on the TRAIN scores it recomputes: it reports exactly what detect raises.
+    np.testing.assert_array_equal(run["flags"], expected_flags)
     # A flagged point's top sensors: each channel's squared error over its mean TRAIN error, as shares.
     detector = Detector.load(run["checkpoint"])
     errors = detector.score_points(data.test).errors.astype(np.float64)
@@ -89,6 +92,10 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
         assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "budget"}
     assert result.columns[0] == "timestamp" and result["timestamp"].iloc[1] == "2024-01-01 00:01:00"
+    # Read in chunks of 333 rows, the rule carries its recent scores across them: the same flags.
+    code, output = detect_cli(run, run["dir"] / "test.npy", tmp_path, "--chunk-rows", "333")
+    assert code == 0
+    np.testing.assert_array_equal(pd.read_csv(output, keep_default_na=False)["flag"].to_numpy(), expected_flags)
 
 
 def test_chunked_scoring_equals_unchunked_bit_for_bit():
