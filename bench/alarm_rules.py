@@ -116,14 +116,24 @@ def event_logic(flags: np.ndarray, gap: int, min_length: int) -> np.ndarray:
     return flags
 
 
-def grade(rows: dict, rule: str, method: str, gap: int = 0, min_length: int = 0) -> dict:
+def debounced(flags: np.ndarray, points: int) -> np.ndarray:
+    """Causal debounce: a point stays flagged only when it and the `points - 1` before it are all flagged."""
+    if points <= 1:
+        return flags
+    run = np.zeros(len(flags), dtype=np.int64)  # consecutive flags ending at each point
+    for index, flagged in enumerate(flags):
+        run[index] = (run[index - 1] + 1 if index else 1) if flagged else 0
+    return flags & (run >= points)
+
+
+def grade(rows: dict, rule: str, method: str, gap: int = 0, min_length: int = 0, debounce: int = 0) -> dict:
     """Means over the entities of one fleet: compliance over all, the F1s over those with anomalies."""
     records = []
     for entity in rows.values():
         if method not in entity["test"]:
             continue
         labels, train, test = entity["labels"], entity["train"][method], entity["test"][method]
-        flags = event_logic(candidate_flags(rule, train, test), gap, min_length)
+        flags = debounced(event_logic(candidate_flags(rule, train, test), gap, min_length), debounce)
         alarms = alarm_metrics(labels, flags)
         record = {"compliant": within_alarm_budget(alarms["flagged_share"], alarms["anomaly_share"]),
                   "flagged": alarms["flagged_share"], "anomalous": alarms["anomaly_share"],
@@ -160,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="model", help="model, or a baseline (scored on seed 0 only)")
     parser.add_argument("--gap", type=int, default=0, help="merge alarm events less than this many points apart")
     parser.add_argument("--min-length", type=int, default=0, help="drop alarm events shorter than this")
+    parser.add_argument("--debounce", type=int, default=0, help="flag only after this many flagged points in a row")
     args = parser.parse_args(argv)
     rules = args.rules.split(",")
     seeds = args.seeds if args.method == "model" else [0]
@@ -167,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         fleets = [cached_scores(args.fleets, args.data_dir, name, seed) for seed in seeds]
         for rule in rules:
-            graded = [grade(rows, rule, args.method, args.gap, args.min_length) for rows in fleets]
+            graded = [grade(rows, rule, args.method, args.gap, args.min_length, args.debounce) for rows in fleets]
             results[(name, rule)] = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
     print(f"method {args.method}, seeds {' '.join(map(str, seeds))}, event logic: gap {args.gap}, "
-          f"min length {args.min_length}")  # fmt: skip
+          f"min length {args.min_length}, debounce {args.debounce}")  # fmt: skip
     print("\n".join(table(results, args.datasets, rules)))
     return 0
 

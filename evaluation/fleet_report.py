@@ -313,9 +313,9 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
         *text_table(["method", *RANKING_METRICS[:4]],
                     [[method, *(_cell(table[method][m], graded) for m in RANKING_METRICS[:4])]
                      for method in evaluation.methods]),  # fmt: skip
-        f"per-entity protocol, alarms at the decision rule ({evaluation.alarm.describe()} of each entity's own TRAIN "
-        "scores): mean ± std over the entities where defined; * oracle (threshold picked with the test labels); "
-        "not flooding = share of entities flagging at most twice their anomaly share + 1 point",
+        "per-entity protocol, alarms at the decision rule, fitted on each method's own TRAIN scores of each entity "
+        f"({evaluation.alarm.describe()}): mean ± std over the entities where defined; * oracle (threshold picked "
+        "with the test labels); not flooding = share of entities flagging at most twice their anomaly share + 1 point",
         *text_table(["method", *(heading for _, heading in ALARM_COLUMNS)],
                     [[method, *(_cell(table[method][key], total if key in ("flagged_share", "within_flag_bound")
                                       else graded) for key, _ in ALARM_COLUMNS)]
@@ -393,8 +393,8 @@ def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
     """The HTML report of a fleet: one table row and one section per entity."""
     notes = [f"{len(evaluation.entities)} entities, each scored by its own model; {len(evaluation.skipped)} skipped "
              "in training", "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
-             f"alarms, F1 and incidents at the decision rule: {evaluation.alarm.describe()} of the entity's TRAIN "
-             "scores"]  # fmt: skip
+             f"alarms, F1 and incidents at the decision rule, fitted on the entity's TRAIN scores: "
+             f"{evaluation.alarm.describe()}"]  # fmt: skip
     entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds, entity.labels, entity.incidents,
                              entity.metrics) for entity in evaluation.entities]  # fmt: skip
     return ReportPage(f"{evaluation.dataset} fleet: anomaly report", notes, evaluation.methods,
@@ -406,7 +406,7 @@ def fleet_incidents(evaluation: FleetEvaluation) -> dict:
     incidents = [incident for entity in evaluation.entities for incident in entity.incidents]
     top_k = max((len(incident.top_sensors) for incident in incidents), default=0)
     return incidents_document(incidents, top_k, dataset=evaluation.dataset,
-                              threshold=f"{evaluation.alarm.describe()} of each entity's TRAIN scores")  # fmt: skip
+                              threshold=f"each entity's decision rule: {evaluation.alarm.describe()}")  # fmt: skip
 
 
 def write_fleet_artifacts(
