@@ -21,7 +21,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 
 from data_factory.dataset import as_float32
 from data_factory.errors import UserInputError
-from data_factory.readers import InputTable, missing_file_reason
+from data_factory.readers import InputTable, is_number, missing_file_reason
 
 READ_BYTES = 1 << 16  # at most this much is taken in per read, so a backlog is scored (and saved) in steps
 NA_WORDS = frozenset(STR_NA_VALUES) | {""}
@@ -72,14 +72,6 @@ class LineFeed:
     def close(self) -> None:
         if self.is_file:
             os.close(self.fd)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -138,7 +130,7 @@ class RowParser:
                 if [field.strip() for field in records[0]] == self.header:
                     records.pop(0)
             elif self.width is None:
-                if not all(_is_number(field) for field in records[0]):
+                if not all(is_number(field) for field in records[0]):
                     self._set_header(records.pop(0))
                 elif self.entity_column is not None:
                     raise UserInputError(f"{self.name} has no column {self.entity_column!r} (--entity-column); "

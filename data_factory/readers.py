@@ -60,7 +60,8 @@ class InputTable:
     chunks: Iterator[Chunk]
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether a CSV field reads as a number (a header row holds at least one that does not)."""
     try:
         float(text)
     except ValueError:
@@ -95,7 +96,7 @@ def _csv_table(
     except UnicodeDecodeError:
         raise UserInputError(f"{name} is not a UTF-8 text CSV file") from None
     fields = next(csv.reader([first]), [])
-    header = [field.strip() for field in fields] if not all(_is_number(f) for f in fields) else None
+    header = [field.strip() for field in fields] if not all(is_number(f) for f in fields) else None
     stamp = stamp_column if header and stamp_column in header else None
     entity = _entity_column(header, entity_column, name)
     columns = [c for c in header if c not in (stamp, entity)] if header else None
