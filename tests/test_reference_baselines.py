@@ -10,9 +10,10 @@ from data_factory.windows import Normalizer
 from evaluation import baselines
 from evaluation.baseline_api import SERIES, TRAIN, Baseline, FittedOnSeries
 from evaluation.baselines import METHODS, REFERENCE_BASELINES, Method, baseline_scores, parse_baselines
-from evaluation.fleet_report import EntityScores, FleetEvaluation, format_fleet_table
+from evaluation.fleet_report import PER_ENTITY_METRICS, EntityScores, FleetEvaluation, format_fleet_table
 from evaluation.sarfraz_baselines import L2Norm, NearestTrainDistance, PcaError, SensorRangeDeviation, pca_dimension
 from evaluation.tsb_baselines import TsbCnn, TsbPca
+from model.alarm_rule import AlarmSettings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -164,14 +165,18 @@ def test_tsb_cnn_trains_on_train_and_forecasts_a_real_msl_channel(msl_channel):
 
 def test_the_fleet_table_keeps_a_cell_with_a_count_apart_from_the_next():
     labels = np.array([0, 1, 0, 1], dtype=np.uint8)
-    metrics = {"roc_auc": 0.844, "pr_auc": 0.5, "vus_pr": 0.4, "vus_roc": 0.6, "f1": 0.7}
+    metrics = dict.fromkeys(PER_ENTITY_METRICS, 0.5) | {"roc_auc": 0.844, "f1": 0.7}
     entities = []
     for index, f1 in enumerate((0.7, None)):  # the second entity's F1 left out: the mean counts 1 of 2
         scored = EntityScores(f"E-{index}", labels, {}, {})
         scored.metrics = {"model": dict(metrics), "kmeans_level_series": {**metrics, "f1": f1}}
         entities.append(scored)
-    evaluation = FleetEvaluation("MSL", ["model", "kmeans_level_series"], entities, {}, {}, 99.0)
+    evaluation = FleetEvaluation("MSL", ["model", "kmeans_level_series"], entities, {}, {}, AlarmSettings())
     rows = [line for line in format_fleet_table(evaluation).splitlines() if line.startswith(("model", "kmeans"))]
-    for row in rows:  # the method and five cells, each pair at least two spaces apart
-        assert len(re.split(r"\s{2,}", row.strip())) == 6, row
-    assert rows[1].endswith("0.700 ± 0.000 (1)") and "0.844 ± 0.000  " in rows[1]
+    ranking, alarms = rows[:2], rows[2:]
+    for row in ranking:  # the method and four ranking cells, each pair at least two spaces apart
+        assert len(re.split(r"\s{2,}", row.strip())) == 5, row
+    for row in alarms:  # the method and nine alarm cells
+        assert len(re.split(r"\s{2,}", row.strip())) == 10, row
+    assert "0.844 ± 0.000  " in ranking[1]
+    assert re.split(r"\s{2,}", alarms[1].strip())[1] == "0.700 ± 0.000 (1)"
