@@ -157,11 +157,10 @@ def detect(
         if number == 0:  # the header waits until the first chunk passed its checks
             writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
         index = _take(stamps, len(part.scores))
-        _, thresholds, state = rule.flags(part.scores, state)  # the rule carries its recent scores across chunks
+        flags, thresholds, state = rule.flags(part.scores, state)  # it carries its recent scores across chunks
         flagged, non_finite, first = _write_points(writer, index, part, thresholds, names, scale, top_sensors)
         n_flagged, n_non_finite = n_flagged + flagged, n_non_finite + non_finite
         first_non_finite = first if first_non_finite is None else first_non_finite
-        flags, _ = flag_points(part.scores, thresholds)
         incidents.add(flags, part.scores, thresholds, part.errors, index if table.stamp_column else None)
 
     return {

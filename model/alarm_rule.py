@@ -49,10 +49,7 @@ class AlarmSettings:
         return AlarmRule.fit(train_scores, self.kind, self.percentile, self.window)
 
     def describe(self) -> str:
-        if self.kind == "train":
-            return f"the {self.percentile:g}th percentile of TRAIN scores"
-        return (f"the {self.percentile:g}th percentile of TRAIN scores or the {BUDGET_QUANTILE:.0%} quantile of the "
-                f"last {self.window} scores, whichever is higher")
+        return "the " + rule_text(self.kind, self.percentile, self.window)
 
 
 @dataclass
@@ -106,10 +103,7 @@ class AlarmRule:
     def describe(self) -> str:
         if self.label:
             return self.label
-        base = f"{self.percentile:g}th percentile of TRAIN scores ({self.threshold:.6g})"
-        if self.kind == "train":
-            return base
-        return f"{base} or the {BUDGET_QUANTILE:.0%} quantile of the last {self.window} scores, whichever is higher"
+        return rule_text(self.kind, self.percentile, self.window, self.threshold)
 
     def start(self) -> RuleState:
         """The state at the first point after TRAIN."""
@@ -168,6 +162,14 @@ class AlarmRule:
                 f"choose at most {self.window} or retrain with --alarm-window {window}"
             )
         return AlarmRule(kind, self.percentile, window, self.threshold, self.train_tail[-window:])
+
+
+def rule_text(kind: str, percentile: float, window: int, threshold: float | None = None) -> str:
+    """The rule in words: "99th percentile of TRAIN scores (value) or the 90% quantile of the last ..."."""
+    base = f"{percentile:g}th percentile of TRAIN scores" + ("" if threshold is None else f" ({threshold:.6g})")
+    if kind == "train":
+        return base
+    return f"{base} or the {BUDGET_QUANTILE:.0%} quantile of the last {window} scores, whichever is higher"
 
 
 def _recent_values(scores: np.ndarray) -> np.ndarray:
