@@ -63,7 +63,8 @@ def test_detect_routes_the_stored_bundle(stored, tmp_path):
 
 
 def test_evaluate_and_inspect_read_the_stored_bundle(stored, capsys):
-    args = ["--dataset", "CUSTOM", "--data-dir", str(stored["data"]), "--per-entity", "--output-dir", str(stored["out"])]
+    data, out = str(stored["data"]), str(stored["out"])
+    args = ["--dataset", "CUSTOM", "--data-dir", data, "--per-entity", "--output-dir", out]
     assert evaluate.main([*args, "--device", "cpu", "--baselines", "pca"]) == 0
     report = json.loads((stored["out"] / "CUSTOM_fleet_metrics.json").read_text())
     assert set(report["entities"]) == {"east", "west"} and set(report["skipped"]) == {"stub"}
