@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -20,8 +20,9 @@ from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
 from evaluation.attribution import top_sensor_text, train_error_scale
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
-from evaluation.incidents import IncidentTracker, find_incidents, incidents_document
+from evaluation.incidents import IncidentTracker, incidents_document
 from evaluation.thresholds import detection_rule
+from model.alarm_rule import AlarmRule
 from model.detector import Detector
 from model.distributed import DistributedContext
 from model.fleet import Fleet, load_detector
@@ -43,28 +44,6 @@ def _take(queue: deque, n: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def flag_points(scores: np.ndarray, thresholds: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """(flags, non_finite): a point is flagged above its threshold, and also when its score is NaN/Inf (the
-    model met values it cannot score, e.g. far outside TRAIN's range): such a point is never silently normal."""
-    non_finite = ~np.isfinite(scores)
-    with np.errstate(invalid="ignore"):
-        return (scores > thresholds) | non_finite, non_finite
-
-
-def _write_points(writer, index: np.ndarray, part: PointValues, threshold: np.ndarray, names, scale, k: int) -> tuple:
-    """One CSV row per point: index or timestamp, score, flag, top sensors of flagged points (none for a
-    non-finite score). Returns the flag count, the non-finite count and the index of the first non-finite point."""
-    flags, non_finite = flag_points(part.scores, threshold)
-    tops = np.full(len(flags), "", dtype=object)
-    ranked = flags & ~non_finite
-    if ranked.any():
-        tops[ranked] = top_sensor_text(part.errors[ranked], scale, names, min(k, len(names)))
-    scores = np.char.mod("%.9g", part.scores)  # 9 digits: a float32 score reads back exactly
-    writer.writerows(zip(index.tolist(), scores.tolist(), flags.astype(int).tolist(), tops.tolist(), strict=True))
-    first = index[np.argmax(non_finite)].item() if non_finite.any() else None
-    return int(flags.sum()), int(non_finite.sum()), first
-
-
 def check_detect_flags(
     chunk_rows: int, batch_size: int, top_sensors: int, nan_policy: str, device: str, threshold: float | None
 ) -> None:
@@ -76,6 +55,72 @@ def check_detect_flags(
     if threshold is not None and not np.isfinite(threshold):
         raise UserInputError(f"--threshold must be a finite number, got {threshold}")
     resolve_device(device)
+
+
+class EntityPass:
+    """One detector's pass over one series (one entity's rows), part by part: the values filled, normalised
+    and watched for drift on the way in; each scored part's flags under the decision rule (which carries its
+    recent scores across parts), its flagged points' top sensors and its incidents on the way out. A single
+    model's input and each entity of a routed input take this same pass."""
+
+    def __init__(
+        self, detector: Detector, rule: AlarmRule, source: str, nan_policy: str, top_sensors: int, entity: str | None
+    ) -> None:
+        self.detector, self.rule, self.state, self.source = detector, rule, rule.start(), source
+        names = detector.channel_names
+        self.scale = _sensor_scale(detector)
+        self.top_k = min(top_sensors, len(names))
+        self.missing = MissingValues(nan_policy, detector.normalizer_.mean, source, names)
+        self.moments = ChannelMoments(len(names))
+        self.incidents = IncidentTracker(names, self.scale, entity, top_sensors)
+        self.rows = self.n_flagged = self.non_finite = 0
+        self.first_non_finite: object = None
+
+    def points(
+        self, chunks: Iterable[np.ndarray], batch_size: int, context: DistributedContext | None = None
+    ) -> Iterator[PointValues]:
+        """The scored points of raw chunks in the model's channel order (an iterator of PointValues)."""
+        return self.detector.stream(self._normalised(chunks), batch_size=batch_size, context=context, normalised=True)
+
+    def _normalised(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        normalizer = self.detector.normalizer_
+        for chunk in chunks:
+            values = normalizer.transform(self.missing.apply(chunk, self.rows))
+            self.moments.update(values)  # the drift check and the model read the same normalised values
+            self.rows += len(values)
+            yield values
+        if self.rows < self.detector.win_size:
+            raise UserInputError(
+                f"{self.source} has {self.rows} rows, fewer than the model's window of {self.detector.win_size}; "
+                "detect needs at least one full window"
+            )
+
+    def decide(self, part: PointValues, positions: np.ndarray, stamps: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """(flags, top sensors) of the next scored part; positions: its input rows; stamps: its times, if any.
+        A non-finite score is flagged (the rule never passes it as normal) with no top sensors."""
+        flags, thresholds, self.state = self.rule.flags(part.scores, self.state)
+        non_finite = ~np.isfinite(part.scores)
+        tops = np.full(len(flags), "", dtype=object)
+        ranked = flags.astype(bool) & ~non_finite
+        if ranked.any():
+            tops[ranked] = top_sensor_text(part.errors[ranked], self.scale, self.detector.channel_names, self.top_k)
+        self.n_flagged += int(flags.sum())
+        self.non_finite += int(non_finite.sum())
+        if non_finite.any() and self.first_non_finite is None:
+            self.first_non_finite = (positions if stamps is None else stamps)[np.argmax(non_finite)].item()
+        self.incidents.add(flags, part.scores, thresholds, part.errors, stamps, positions)
+        return flags, tops
+
+    def report(self) -> dict:
+        return {
+            "rows": self.rows,
+            "threshold": {"value": self.rule.threshold, "source": self.rule.describe(), "rule": self.rule.kind},
+            "n_flagged": self.n_flagged,
+            "non_finite_scores": self.non_finite,  # flagged too; see decide
+            "first_non_finite": self.first_non_finite,
+            "filled_values": self.missing.filled,
+            "drift": drift_report(self.moments, self.detector.normalizer_.std, self.detector.channel_names),
+        }
 
 
 def detect(
@@ -109,79 +154,59 @@ def detect(
     each gets every score, so only rank 0 needs to keep the output.
     """
     check_detect_flags(chunk_rows, batch_size, top_sensors, nan_policy, device, threshold)
-    options = {"threshold_percentile": threshold_percentile, "threshold": threshold, "alarm_rule": alarm_rule,
-               "alarm_window": alarm_window, "top_sensors": top_sensors, "nan_policy": nan_policy,
-               "batch_size": batch_size}  # fmt: skip
+    rule_options = (threshold_percentile, threshold, alarm_rule, alarm_window)
     if entity_column is not None:
         if entity is not None:
             raise UserInputError("--entity and --entity-column both choose the model; give one of them")
         table = open_input(source, chunk_rows, timestamp_column, stdin, entity_column)
-        return detect_by_entity(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device, **options)
+        return detect_by_entity(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device,
+                                rule_options, top_sensors, nan_policy, batch_size)  # fmt: skip
     detector = load_detector(checkpoint_path, entity, device=device)
-    rule = detection_rule(detector, threshold_percentile, threshold, alarm_rule, alarm_window)
-    state = rule.start()
-    names = detector.channel_names
     table = open_input(source, chunk_rows, timestamp_column, stdin)
     if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
         raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
-    normalizer = detector.normalizer_
-    scale = _sensor_scale(detector)
-    missing = MissingValues(nan_policy, normalizer.mean, table.name, names)
-    moments = ChannelMoments(len(names))
+    run = EntityPass(detector, detection_rule(detector, *rule_options), table.name, nan_policy, top_sensors, entity)
     stamps: deque = deque()
-    rows, columns = 0, ""
+    columns = ""
 
-    def normalised_chunks() -> Iterator[np.ndarray]:
-        nonlocal rows, columns
-        order = None
+    def ordered_chunks() -> Iterator[np.ndarray]:
+        nonlocal columns
+        order, seen = None, 0
         for index, chunk in enumerate(table.chunks):
             if index == 0:
-                order, columns = column_order(table, chunk.values.shape[1], names)
-            values = chunk.values if order is None else chunk.values[:, order]
-            values = normalizer.transform(missing.apply(values, rows))
-            moments.update(values)  # the drift check and the model read the same normalised values
-            stamps.append(chunk.stamps if chunk.stamps is not None else np.arange(rows, rows + len(values)))
-            rows += len(values)
-            yield values
-        if rows < detector.win_size:
-            raise UserInputError(
-                f"{table.name} has {rows} rows, fewer than the model's window of {detector.win_size}; "
-                "detect needs at least one full window"
-            )
+                order, columns = column_order(table, chunk.values.shape[1], detector.channel_names)
+            stamps.append(chunk.stamps if chunk.stamps is not None else np.arange(seen, seen + len(chunk.values)))
+            seen += len(chunk.values)
+            yield chunk.values if order is None else chunk.values[:, order]
 
     writer = csv.writer(output, lineterminator="\n")
-    n_flagged, n_non_finite, first_non_finite = 0, 0, None
-    incidents = IncidentTracker(names, scale, entity, top_sensors)
-    points = detector.stream(normalised_chunks(), batch_size=batch_size, context=context, normalised=True)
-    for number, part in enumerate(points):
+    done = 0
+    for number, part in enumerate(run.points(ordered_chunks(), batch_size, context)):
         if number == 0:  # the header waits until the first chunk passed its checks
             writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
         index = _take(stamps, len(part.scores))
-        flags, thresholds, state = rule.flags(part.scores, state)  # it carries its recent scores across chunks
-        flagged, non_finite, first = _write_points(writer, index, part, thresholds, names, scale, top_sensors)
-        n_flagged, n_non_finite = n_flagged + flagged, n_non_finite + non_finite
-        first_non_finite = first if first_non_finite is None else first_non_finite
-        incidents.add(flags, part.scores, thresholds, part.errors, index if table.stamp_column else None)
-
+        positions = np.arange(done, done + len(index))
+        done += len(index)
+        flags, tops = run.decide(part, positions, index if table.stamp_column else None)
+        writer.writerows(zip(index.tolist(), _shown(part.scores), flags.astype(int).tolist(), tops.tolist(),
+                             strict=True))  # fmt: skip
     return {
         "checkpoint": str(checkpoint_path),
         "dataset": detector.dataset_["name"],
         "input": table.name,
-        "rows": rows,
         "score_variant": detector.scoring_.variant,
         "scoring": detector.scoring_.to_dict(),
-        "threshold": {"value": rule.threshold, "source": rule.describe(), "rule": rule.kind},
-        "n_flagged": n_flagged,
-        "flagged_share": n_flagged / rows,
-        "non_finite_scores": n_non_finite,  # flagged too; see flag_points
-        "first_non_finite": first_non_finite,
+        **run.report(),
+        "flagged_share": run.n_flagged / run.rows,
         "columns": columns,
         "nan_policy": nan_policy,
-        "filled_values": missing.filled,
-        "drift": drift_report(moments, normalizer.std, names),
-        "incidents": incidents_document(incidents.finish(), incidents.top_k, dataset=detector.dataset_["name"],
+        "incidents": incidents_document(run.incidents.finish(), run.top_k, dataset=detector.dataset_["name"],
                                         input=table.name, time_column=table.stamp_column),
     }
+
+
+def _shown(scores: np.ndarray) -> list[str]:
+    return np.char.mod("%.9g", scores).tolist()  # 9 digits: a float32 score reads back exactly
 
 
 def _sensor_scale(detector: Detector) -> np.ndarray:
@@ -196,18 +221,15 @@ def detect_by_entity(
     output: TextIO,
     checkpoint_name: str,
     device: str,
-    *,
-    threshold_percentile: float | None,
-    threshold: float | None,
-    alarm_rule: str | None,
-    alarm_window: int | None,
+    rule_options: tuple,
     top_sensors: int,
     nan_policy: str,
     batch_size: int,
 ) -> dict:
     """Each row scored by the model of the entity its entity column names; rows keep the input's order.
 
-    Each entity's rows form its own series, in input order, so its windows never mix entities.
+    Each entity's rows form its own series, in input order, so its windows never mix entities; each
+    takes the same pass (EntityPass) as a single model's input.
     """
     names = next(iter(fleet.detectors.values())).channel_names
     values, stamps, entities, order = [], [], [], None
@@ -230,37 +252,20 @@ def detect_by_entity(
     for name in present:
         detector = fleet.detector(name).to(device)
         rows = np.flatnonzero(labels == name)
-        if len(rows) < detector.win_size:
-            raise UserInputError(
-                f"{table.name} has {len(rows)} rows of entity {name}, fewer than its model's window of "
-                f"{detector.win_size}"
-            )
-        missing = MissingValues(nan_policy, detector.normalizer_.mean, f"{table.name} ({name})", names)
-        series = missing.apply(values[rows], 0)
-        points = detector.score_points(series, batch_size=batch_size)
-        rule = detection_rule(detector, threshold_percentile, threshold, alarm_rule, alarm_window)
-        thresholds = rule.flags(points.scores)[1]
-        flagged, non_finite = flag_points(points.scores, thresholds)
-        scores[rows], flags[rows] = points.scores, flagged
-        ranked = flagged & ~non_finite
-        if ranked.any():
-            tops[rows[ranked]] = top_sensor_text(points.errors[ranked], _sensor_scale(detector), names,
-                                                 min(top_sensors, len(names)))  # fmt: skip
-        # Indices are input rows; an entity's incident may span rows of other entities between its own.
-        incidents += find_incidents(flagged, points.scores, thresholds, points.errors, names,
-                                    stamps[rows] if table.stamp_column else None, name, top_sensors,
-                                    scale=_sensor_scale(detector), index=rows)  # fmt: skip
-        moments = ChannelMoments(len(names))
-        moments.update(detector.normalizer_.transform(series))
-        report_entities[name] = {"rows": len(rows),
-                                 "threshold": {"value": rule.threshold, "source": rule.describe(), "rule": rule.kind},
-                                 "n_flagged": int(flagged.sum()), "non_finite_scores": int(non_finite.sum()),
-                                 "filled_values": missing.filled,
-                                 "drift": drift_report(moments, detector.normalizer_.std, names)}  # fmt: skip
+        run = EntityPass(detector, detection_rule(detector, *rule_options), f"{table.name} (entity {name})",
+                         nan_policy, top_sensors, name)  # fmt: skip
+        # Positions are input rows; an entity's incident may span rows of other entities between its own.
+        done = 0
+        for part in run.points([values[rows]], batch_size):
+            at = rows[done : done + len(part.scores)]
+            done += len(at)
+            scores[at] = part.scores
+            flags[at], tops[at] = run.decide(part, at, stamps[at] if table.stamp_column else None)
+        incidents += run.incidents.finish()
+        report_entities[name] = {key: value for key, value in run.report().items() if key != "first_non_finite"}
     writer = csv.writer(output, lineterminator="\n")
     writer.writerow([table.stamp_column or "index", "entity", "score", "flag", "top_sensors"])
-    shown = np.char.mod("%.9g", scores)
-    writer.writerows(zip(stamps.tolist(), labels.tolist(), shown.tolist(), flags.tolist(), tops.tolist(), strict=True))
+    writer.writerows(zip(stamps.tolist(), labels.tolist(), _shown(scores), flags.tolist(), tops.tolist(), strict=True))
     n_flagged = int(flags.sum())
     return {
         "non_finite_scores": sum(part["non_finite_scores"] for part in report_entities.values()),
