@@ -29,9 +29,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_quality import dataset_dir  # noqa: E402
-from evaluation.alarm_metrics import alarm_metrics, within_alarm_budget  # noqa: E402
 from evaluation.fleet_report import evaluate_fleet  # noqa: E402
-from evaluation.metrics import best_f1  # noqa: E402
+from evaluation.grading import grade  # noqa: E402
 from model.alarm_rule import AlarmRule  # noqa: E402
 from model.fleet import fleet_path  # noqa: E402
 
@@ -53,29 +52,27 @@ def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
     return rows
 
 
-def candidate_flags(rule: str, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """The flags of `train` or `budget-W` (W recent scores), as model/alarm_rule.py makes them."""
+def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flags and thresholds of `train` or `budget-W` (W recent scores), as model/alarm_rule.py makes them."""
     kind, _, window = rule.partition("-")
-    return AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)[0].astype(bool)
+    flags, thresholds, _ = AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)
+    return flags, thresholds
 
 
-def grade(rows: dict, rule: str, method: str) -> dict:
-    """Means over the entities of one fleet: compliance over all, the F1s over those with anomalies."""
+def fleet_means(rows: dict, rule: str, method: str) -> dict:
+    """Means over the entities of one fleet, each graded by evaluation/grading.py: the flood bound, shares and
+    false events over all, the F1s over those with both classes in TEST."""
     records = []
     for entity in rows.values():
         if method not in entity["test"]:
             continue
         labels, train, test = entity["labels"], entity["train"][method], entity["test"][method]
-        flags = candidate_flags(rule, train, test)
-        alarms = alarm_metrics(labels, flags)
-        record = {"compliant": within_alarm_budget(alarms["flagged_share"], alarms["anomaly_share"]),
-                  "flagged": alarms["flagged_share"], "anomalous": alarms["anomaly_share"],
-                  "false_events_10k": alarms["false_alarm_events_per_10k"]}  # fmt: skip
-        if 0 < labels.sum() < len(labels):
-            best = entity.setdefault("best_f1", {})
-            if method not in best:
-                best[method] = best_f1(labels, test)
-            record |= {"f1": alarms["f1"], "event_f1": alarms["event_f1"], "best_f1": best[method]}
+        graded = grade(labels, train, test, *candidate_decision(rule, train, test))
+        record = {key: graded.alarms[key] for key in
+                  ("within_flag_bound", "flagged_share", "anomaly_share", "false_alarm_events_per_10k")}  # fmt: skip
+        if graded.two_classes:
+            record |= {"f1": graded.alarms["f1"], "event_f1": graded.alarms["event_f1"],
+                       "best_f1": graded.ranking["best_f1"]}  # fmt: skip
         records.append(record)
     return pd.DataFrame(records).mean(numeric_only=False).to_dict()
 
@@ -87,8 +84,9 @@ def table(results: dict, datasets: list[str], rules: list[str]) -> list[str]:
     for rule in rules:
         cells = [results[(d, rule)] for d in datasets]
         objective = np.mean([(c["f1"] + c["event_f1"]) / 2 for c in cells])
-        shown = [f"{c['compliant']:.2f} / {c['f1']:.3f} ({c['best_f1']:.3f}) / {c['event_f1']:.3f} / "
-                 f"{c['flagged']:.3f} ({c['anomalous']:.3f}) / {c['false_events_10k']:.1f}" for c in cells]  # fmt: skip
+        shown = [f"{c['within_flag_bound']:.2f} / {c['f1']:.3f} ({c['best_f1']:.3f}) / {c['event_f1']:.3f} / "
+                 f"{c['flagged_share']:.3f} ({c['anomaly_share']:.3f}) / {c['false_alarm_events_per_10k']:.1f}"
+                 for c in cells]  # fmt: skip
         lines.append(f"| {rule} | {objective:.3f} | " + " | ".join(shown) + " |")
     return lines
 
@@ -108,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         fleets = [cached_scores(args.fleets, args.data_dir, name, seed) for seed in seeds]
         for rule in rules:
-            graded = [grade(rows, rule, args.method) for rows in fleets]
+            graded = [fleet_means(rows, rule, args.method) for rows in fleets]
             results[(name, rule)] = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
     print(f"method {args.method}, seeds {' '.join(map(str, seeds))}")
     print("\n".join(table(results, args.datasets, rules)))

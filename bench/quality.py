@@ -82,8 +82,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_factory.dataset import TimeSeriesDataset  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
 from evaluation.baselines import pca_baseline_scores, random_baseline_scores  # noqa: E402
+from evaluation.grading import grade  # noqa: E402
 from evaluation.metrics import point_adjust, precision_recall_f1  # noqa: E402
-from evaluation.panel import metric_panel  # noqa: E402
 from evaluation.range_metrics import event_metrics  # noqa: E402
 from evaluation.report import reference_anomaly_ratio  # noqa: E402
 from evaluation.thresholds import choose_threshold  # noqa: E402
@@ -220,8 +220,8 @@ def paper_protocol(
 def default_protocol(labels: np.ndarray, train_scores: np.ndarray, test_scores: np.ndarray, percentile: float) -> dict:
     """Threshold from TRAIN scores only, and the whole panel (threshold-free metrics included)."""
     threshold = choose_threshold("train", train_scores, test_scores, percentile=percentile)
-    panel = metric_panel(labels, test_scores, test_scores > threshold.value)
-    return {**panel, "threshold": threshold.value}
+    graded = grade(labels, train_scores, test_scores, test_scores > threshold.value, threshold.value, panel=True)
+    return {**graded.panel, "threshold": threshold.value}
 
 
 def describe(labels: np.ndarray, values: np.ndarray) -> dict:

@@ -1,7 +1,7 @@
 """Metrics, thresholds, baselines and the evaluation report: the last stage before artifacts/."""
 
-from evaluation.metrics import detection_metrics, label_segments, point_adjust, precision_recall_f1
-from evaluation.panel import metric_panel
+from evaluation.grading import Grade, grade
+from evaluation.metrics import label_segments, point_adjust, precision_recall_f1
 from evaluation.report import (
     PROTOCOLS,
     Evaluation,
@@ -16,13 +16,13 @@ from evaluation.thresholds import choose_threshold, percentile_threshold
 __all__ = [
     "PROTOCOLS",
     "Evaluation",
+    "Grade",
     "ThresholdSettings",
     "choose_threshold",
-    "detection_metrics",
     "evaluate_checkpoint",
     "format_table",
+    "grade",
     "label_segments",
-    "metric_panel",
     "percentile_threshold",
     "point_adjust",
     "precision_recall_f1",

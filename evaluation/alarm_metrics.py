@@ -26,6 +26,7 @@ ALARM_METRICS = (
     "event_recall",
     "event_f1",
     "false_alarm_events_per_10k",
+    "within_flag_bound",
 )
 
 
@@ -39,16 +40,19 @@ def false_alarm_events(labels: np.ndarray, flags: np.ndarray) -> int:
 def alarm_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float | None]:
     """flagged and anomaly share, false alarm rate (flagged share of the normal points), missed alarm
     rate (unflagged share of the anomalous points), point F1 at the rule, event precision/recall/F1,
-    and false alarm events per 10,000 points."""
+    false alarm events per 10,000 points, and within_flag_bound: 1 where the flagged share is within the
+    flood bound (`within_alarm_budget`), so that its mean over entities is the share that do not flood."""
     labels, flags = np.asarray(labels).astype(bool), np.asarray(flags).astype(bool)
     if labels.shape != flags.shape:
         raise ValueError(f"labels {labels.shape} and flags {flags.shape} differ in shape")
     normal, anomalous = int((~labels).sum()), int(labels.sum())
     has_events = anomalous > 0
     events = event_metrics(labels, flags)
+    flagged_share = float(flags.mean()) if len(flags) else None
+    anomaly_share = float(labels.mean()) if len(labels) else None
     return {
-        "flagged_share": float(flags.mean()) if len(flags) else None,
-        "anomaly_share": float(labels.mean()) if len(labels) else None,
+        "flagged_share": flagged_share,
+        "anomaly_share": anomaly_share,
         "false_alarm_rate": float(np.sum(flags & ~labels) / normal) if normal else None,
         "missed_alarm_rate": float(np.sum(~flags & labels) / anomalous) if anomalous else None,
         "f1": precision_recall_f1(labels, flags)["f1"] if has_events else None,
@@ -56,6 +60,7 @@ def alarm_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float | No
         "event_recall": events["event_recall"] if has_events else None,
         "event_f1": events["event_f1"] if has_events else None,
         "false_alarm_events_per_10k": false_alarm_events(labels, flags) / len(flags) * 1e4 if len(flags) else None,
+        "within_flag_bound": float(within_alarm_budget(flagged_share, anomaly_share)) if len(flags) else None,
     }
 
 

@@ -4,15 +4,13 @@ Example: on SMAP's channel A-1 the telemetry barely moves over TRAIN (std 1.8e-5
 normaliser's floor, so it is only centred). The PCA baseline reconstructs that channel exactly:
 every TRAIN score is 0, the 99th-percentile threshold is 0, and every TEST point, whose error is
 at least 1e-6, is flagged. Its F1, PA F1 and the like would describe the threshold, not the method,
-so the report leaves them out. The threshold-free metrics (ROC-AUC, PR-AUC, VUS, best F1) read the
-scores alone and stay.
+so the reports leave them out (evaluation/grading.py). The threshold-free metrics (ROC-AUC, PR-AUC,
+VUS, best F1) read the scores alone and stay.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from evaluation.panel import LABEL_METRICS, THRESHOLD_FREE_METRICS
 
 CONSTANT_RTOL = 1e-6  # a spread below this fraction of the largest |score| is float32 round-off
 
@@ -39,9 +37,3 @@ def degenerate_reason(train_scores: np.ndarray, test_scores: np.ndarray, thresho
         reasons.append(f"the threshold {shown} flags all {len(test_scores)} TEST points")
     return "; ".join(reasons) or None
 
-
-def without_threshold_metrics(metrics: dict) -> dict:
-    """The metric panel with every metric that reads the flags set to None; the flagged share is kept,
-    as it shows the degeneracy."""
-    kept = (*THRESHOLD_FREE_METRICS, *LABEL_METRICS, "flagged_share")
-    return {key: value if key in kept else None for key, value in metrics.items()}

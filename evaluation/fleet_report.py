@@ -22,17 +22,14 @@ import numpy as np
 from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
 from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
-from evaluation.alarm_metrics import ALARM_METRICS, alarm_metrics, within_alarm_budget
 from evaluation.attribution import train_error_scale
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baseline_scores
-from evaluation.degenerate import degenerate_reason
+from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
-from evaluation.metrics import best_f1, pr_auc, roc_auc
-from evaluation.panel import metric_panel
 from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
 from evaluation.thresholds import percentile_threshold
-from evaluation.tsb_vus import dominant_period, tsb_vus
+from evaluation.tsb_vus import dominant_period
 from model.alarm_rule import AlarmSettings, check_alarm_settings
 from model.checkpoint import check_checkpoint_matches
 from model.detector import Detector
@@ -41,14 +38,8 @@ from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
 from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
-# Threshold-free, on entities with both classes in TEST; best_f1 is the oracle (it picks its threshold
-# with the labels), shown beside the F1 at the rule so that the rule's loss is visible.
-RANKING_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "tsb_vus_roc", "best_f1")
 # The columns of the HTML report's table: ranking, then the alarms at the rule.
 FLEET_REPORT_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "flagged_share")
-# At the decision rule; within_flag_bound is 1 where the flagged share is at most twice the anomaly
-# share plus one percentage point, so its mean is the share of entities that do not flood.
-PER_ENTITY_METRICS = (*RANKING_METRICS, *ALARM_METRICS, "within_flag_bound")
 # The default --jobs leaves each worker this much memory: an SMD machine's baselines peak at about 1.5 GB.
 EVALUATION_MEMORY_PER_JOB = 2 * 2**30
 
@@ -98,30 +89,21 @@ class FleetEvaluation:
         return table
 
 
-def _per_entity_metrics(
-    labels: np.ndarray, train: np.ndarray, test: np.ndarray, alarm: AlarmSettings, window: int
-) -> dict[str, float | None]:
-    """The ranking metrics (entities with both classes in TEST) and the alarm metrics at the decision
-    rule (every entity: false alarms on an entity without anomalies count too)."""
-    flags, thresholds, _ = alarm.fit(train).flags(test)
-    # A degenerate method's flags mean nothing (evaluation/degenerate.py): its alarm metrics are left out.
-    degenerate = degenerate_reason(train, test, thresholds) is not None
-    alarms = dict.fromkeys(ALARM_METRICS) if degenerate else alarm_metrics(labels, flags)
-    alarms["within_flag_bound"] = None if degenerate else float(
-        within_alarm_budget(alarms["flagged_share"], alarms["anomaly_share"])
-    )
-    if not 0 < int(labels.sum()) < len(labels):
-        return {**dict.fromkeys(RANKING_METRICS), **alarms}
-    volumes = tsb_vus(labels, test, window=window)
-    ranking = {"roc_auc": roc_auc(labels, test), "pr_auc": pr_auc(labels, test), "tsb_vus_pr": volumes["vus_pr"],
-               "tsb_vus_roc": volumes["vus_roc"], "best_f1": best_f1(labels, test),
-               "tsb_vus_window": volumes["window"]}  # fmt: skip
-    return {**ranking, **alarms}
-
-
 def _z_scored(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     std = float(train.std())
     return (test - float(train.mean())) / (std if std > 0 else 1.0)
+
+
+def _whole_series(entities: list[EntityScores], method: str, alarm: AlarmSettings) -> tuple[np.ndarray, ...]:
+    """One method's TRAIN scores, TEST scores, flags and thresholds over the entities concatenated in order,
+    the scores and thresholds z-scored by each entity's TRAIN scores. Each entity is watched on its own: its
+    flags are its own rule's, fitted on its own TRAIN scores."""
+    parts = []
+    for entity in entities:
+        train, test = entity.train[method], entity.test[method]
+        flags, thresholds, _ = alarm.fit(train).flags(test)
+        parts.append((_z_scored(train, train), _z_scored(train, test), flags, _z_scored(train, thresholds)))
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
 
 
 @dataclass(frozen=True)
@@ -177,10 +159,10 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         scored.incidents = find_incidents(model_flags, scored.test["model"], scored.thresholds, test_points.errors,
                                           data.channel_names, entity=entity, top_k=run.top_sensors,
                                           scale=train_error_scale(train_error))  # fmt: skip
-        for name in methods:
-            if name not in scored.failed:
-                scored.metrics[name] = _per_entity_metrics(scored.labels, scored.train[name], scored.test[name],
-                                                           run.alarm, window)  # fmt: skip
+        for name in (m for m in methods if m not in scored.failed):
+            flags, thresholds, _ = run.alarm.fit(scored.train[name]).flags(scored.test[name])
+            scored.metrics[name] = grade(scored.labels, scored.train[name], scored.test[name], flags, thresholds,
+                                         tsb_window=window).per_entity()  # fmt: skip
     return scored
 
 
@@ -262,10 +244,8 @@ def evaluate_fleet(
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])
         for name in (m for m in methods if not any(m in entity.failed for entity in results)):
-            joined = np.concatenate([_z_scored(entity.train[name], entity.test[name]) for entity in results])
-            # Each entity is watched on its own: its flags are its own rule's, fitted on its own TRAIN scores.
-            flags = np.concatenate([alarm.fit(entity.train[name]).flags(entity.test[name])[0] for entity in results])
-            panels[name] = metric_panel(labels, joined, flags)
+            train, test, flags, thresholds = _whole_series(results, name, alarm)
+            panels[name] = grade(labels, train, test, flags, thresholds, panel=True).panel
     return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, alarm, fleet.complete)
 
 
@@ -326,7 +306,8 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
                      "vus_pr* is the all-thresholds VUS of the single-model panel, not TSB-AD's")  # fmt: skip
         headline = ("roc_auc", "pr_auc", "vus_pr", "f1", "event_f1", "flagged_share", "pa_f1")
         header = ["method", *(metric + ("*" if metric == "vus_pr" else "") for metric in headline)]
-        rows = [[method, *(f"{panel[m]:.3f}" for m in headline)] for method, panel in evaluation.whole_series.items()]
+        rows = [[method, *("-" if panel[m] is None else f"{panel[m]:.3f}" for m in headline)]
+                for method, panel in evaluation.whole_series.items()]  # fmt: skip
         lines += text_table(header, rows)
     return "\n".join(lines)
 

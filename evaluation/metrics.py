@@ -57,21 +57,6 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(average_precision_score(labels, scores))
 
 
-def detection_metrics(labels: np.ndarray, scores: np.ndarray, predictions: np.ndarray) -> dict:
-    """The panel evaluate.py prints: point P/R/F1, ROC-AUC, PR-AUC and point-adjusted P/R/F1."""
-    point = precision_recall_f1(labels, predictions)
-    adjusted = precision_recall_f1(labels, point_adjust(labels, predictions))
-    return {
-        **point,
-        "roc_auc": roc_auc(labels, scores),
-        "pr_auc": pr_auc(labels, scores),
-        "pa_precision": adjusted["precision"],
-        "pa_recall": adjusted["recall"],
-        "pa_f1": adjusted["f1"],
-        "flagged_share": float(np.mean(predictions)),
-    }
-
-
 def descending_thresholds(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort once for every threshold: `order` lists the points by decreasing score, and `ends[j]`
     is the last position in `order` of the j-th distinct score (from the largest). Predicting

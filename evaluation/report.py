@@ -15,10 +15,9 @@ from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import Attribution, attribute, train_error_scale
 from evaluation.baselines import baseline_scores
-from evaluation.degenerate import degenerate_reason, without_threshold_metrics
+from evaluation.grading import ORACLE_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
-from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
@@ -77,7 +76,7 @@ class MethodResult:
     threshold: Threshold
     predictions: np.ndarray
     thresholds: np.ndarray  # (N,) each TEST point's threshold: threshold.value, or the decision rule's raised one
-    metrics: dict = field(default_factory=dict)  # empty without labels
+    metrics: dict = field(default_factory=dict)  # the whole-series panel (evaluation/grading.py); empty without labels
     degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
     non_finite: int = 0  # TEST scores that were NaN/Inf: ranked as the most anomalous (see rank_non_finite)
 
@@ -158,12 +157,9 @@ def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio, name
     check_train_scores_finite("the checkpoint" if name == "model" else f"the {name} baseline", train_scores)
     scores, non_finite = rank_non_finite(scores, train_scores)
     threshold, thresholds = _decide(train_scores, scores, rule, ratio, settings, val_ratio)
-    predictions = (scores > thresholds).astype(np.uint8)
-    metrics = metric_panel(labels, scores, predictions) if labels is not None else {}
-    reason = degenerate_reason(train_scores, scores, thresholds)
-    if reason is not None:
-        metrics = without_threshold_metrics(metrics)
-    return MethodResult(train_scores, scores, threshold, predictions, thresholds, metrics, reason, non_finite)
+    graded = grade(labels, train_scores, scores, scores > thresholds, thresholds, panel=True)
+    return MethodResult(train_scores, scores, threshold, graded.flags, thresholds, graded.panel,
+                        graded.degenerate_reason, non_finite)  # fmt: skip
 
 
 def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:

@@ -26,6 +26,8 @@ def test_alarm_metrics_count_points_and_events_as_an_operator_would():
     assert result["event_precision"] == pytest.approx(2 / 3)
     assert result["event_f1"] == pytest.approx(0.8)
     assert result["false_alarm_events_per_10k"] == pytest.approx(1 / 20 * 1e4)
+    # Flagged 6 / 20 = 0.30 is within the bound 2 * 5 / 20 + 0.01 = 0.51.
+    assert result["within_flag_bound"] == 1.0
 
 
 def test_an_entity_without_anomalies_has_no_miss_rate_but_counts_its_false_alarms():

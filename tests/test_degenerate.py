@@ -12,8 +12,8 @@ import train
 from data_factory.registry import load_dataset
 from data_factory.windows import Normalizer
 from evaluation.baselines import pca_baseline_scores
-from evaluation.degenerate import degenerate_reason, is_constant, without_threshold_metrics
-from evaluation.panel import LABEL_METRICS, THRESHOLD_FREE_METRICS, metric_panel
+from evaluation.degenerate import degenerate_reason, is_constant
+from evaluation.grading import grade
 from evaluation.thresholds import choose_threshold
 from tests.tiny import TINY_TRAIN_FLAGS
 
@@ -21,19 +21,23 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FLAG_METRICS = ("precision", "recall", "f1", "pa_f1", "pa_k20_f1", "event_f1", "affiliation_precision")
 
 
-def test_threshold_free_metrics_are_exactly_those_that_ignore_the_flags():
+def test_threshold_free_metrics_are_exactly_those_that_ignore_the_flags_and_a_degenerate_method_keeps_them():
     rng = np.random.default_rng(0)
     labels = np.zeros(600, dtype=np.uint8)
     labels[100:140] = labels[400:430] = 1
     scores = rng.random(600) + labels
+    train = rng.random(600)
     exact, sloppy = labels.copy(), np.zeros(600, dtype=np.uint8)
     sloppy[[120, 300, 500]] = 1
-    first, second = metric_panel(labels, scores, exact), metric_panel(labels, scores, sloppy)
+    first = grade(labels, train, scores, exact, 1.0, panel=True).panel
+    second = grade(labels, train, scores, sloppy, 1.0, panel=True).panel
     unchanged = {key for key in first if first[key] == second[key]}
-    assert unchanged == {*THRESHOLD_FREE_METRICS, *LABEL_METRICS}
-    masked = without_threshold_metrics(first)
-    kept = {*THRESHOLD_FREE_METRICS, *LABEL_METRICS, "flagged_share"}
-    assert {key for key, value in masked.items() if value is not None} == kept
+    threshold_free = {"roc_auc", "pr_auc", "vus_roc", "vus_pr", "best_f1"}
+    assert unchanged == {*threshold_free, "anomaly_share"}
+    masked = grade(labels, np.zeros(600), scores, exact, 1.0, panel=True)  # constant TRAIN scores: degenerate
+    assert masked.degenerate_reason == "its TRAIN scores are constant (0)"
+    assert {key for key, value in masked.panel.items() if value is not None} == {*unchanged, "flagged_share"}
+    assert {key for key, value in masked.alarms.items() if value is not None} == {"anomaly_share", "flagged_share"}
 
 
 def test_degenerate_reason_names_each_case_and_passes_a_working_score():

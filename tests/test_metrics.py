@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from data_factory import UserInputError
-from evaluation.metrics import detection_metrics, label_segments, point_adjust, precision_recall_f1
+from evaluation.metrics import label_segments, point_adjust, precision_recall_f1
 from evaluation.thresholds import percentile_threshold
 
 
@@ -31,16 +31,6 @@ def test_point_adjust_fills_hit_segments_including_the_first_one():
     adjusted = point_adjust(labels, predictions)
     np.testing.assert_array_equal(adjusted, [1, 1, 1, 0, 1, 0, 0, 0, 1, 1])
     np.testing.assert_array_equal(predictions, [0, 0, 1, 0, 1, 0, 0, 0, 0, 1])  # input untouched
-
-
-def test_detection_metrics_panel():
-    labels = np.array([0, 0, 1, 1, 1, 0, 0, 0])
-    scores = np.array([0.1, 0.2, 0.3, 0.9, 0.4, 0.0, 0.05, 0.15])
-    metrics = detection_metrics(labels, scores, scores > 0.5)
-    assert metrics["precision"] == 1.0 and metrics["recall"] == pytest.approx(1 / 3)
-    assert metrics["pa_precision"] == 1.0 and metrics["pa_recall"] == 1.0 and metrics["pa_f1"] == 1.0
-    assert metrics["roc_auc"] == 1.0  # every anomalous score is above every normal one
-    assert metrics["flagged_share"] == pytest.approx(1 / 8)
 
 
 def test_percentile_threshold_and_its_range():
