@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
-from data_factory.atomic import ensure_writable_dir, folder_lock, run_stoppably
-from data_factory.errors import error_line
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
@@ -24,8 +22,10 @@ from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES
 from model.api import own_output_folder
 from model.config import DEVICES
-from model.distributed import init_distributed, shutdown_distributed
 from model.fleet import fleet_path
+from runtime.atomic import ensure_writable_dir, folder_lock, run_stoppably
+from runtime.distributed import init_distributed, shutdown_distributed
+from runtime.errors import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:

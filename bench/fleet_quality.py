@@ -24,12 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_factory.atomic import write_json  # noqa: E402
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, parse_baselines  # noqa: E402
 from evaluation.fleet_report import evaluate_fleet, fleet_summary  # noqa: E402
 from model.api import train_fleet_to_bundle  # noqa: E402
 from model.config import DetectorConfig, preset_values  # noqa: E402
 from model.fleet import fleet_path  # noqa: E402
+from runtime.atomic import write_json  # noqa: E402
 
 HEADLINE = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "flagged_share", "within_flag_bound")
 

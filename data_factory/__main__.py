@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from data_factory import psm, smd, telemanom
-from data_factory.atomic import Interrupted, signals_raise
-from data_factory.errors import UserInputError, error_line
 from data_factory.local_files import data_folder, find_reference_arrays
 from data_factory.registry import DEFAULT_DATA_DIR
+from runtime.atomic import Interrupted, signals_raise
+from runtime.errors import UserInputError, error_line
 
 LOADERS = {"SMAP": telemanom.load_smap, "MSL": telemanom.load_msl, "SMD": smd.load_smd, "PSM": psm.load_psm}
 URL_FLAGS = {

@@ -8,8 +8,8 @@ from pathlib import Path
 # Imported as a module: registry imports the loaders that import this file, so its names are read at call time.
 from data_factory import registry
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
-from data_factory.errors import UserInputError
 from data_factory.readers import load_npy
+from runtime.errors import UserInputError
 
 REFERENCE_PARTS = ("train", "test", "test_label")
 

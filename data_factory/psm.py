@@ -19,8 +19,8 @@ import pandas as pd
 from data_factory import registry
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.download import DownloadFailed, RetryPolicy, data_lock, fetch, manual_instructions, resolve_url
-from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder, find_reference_arrays, load_reference_arrays, reject_entity
+from runtime.errors import UserInputError
 
 URL_VAR = "PSM_BASE_URL"
 DEFAULT_URL = "https://raw.githubusercontent.com/eBay/RANSynCoders/main/data"

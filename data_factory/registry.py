@@ -7,11 +7,11 @@ from pathlib import Path
 
 from data_factory.custom import load_custom
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
-from data_factory.errors import UserInputError
 from data_factory.psm import load_psm
 from data_factory.smd import load_smd
 from data_factory.synthetic import SynthSpec, generate_synthetic
 from data_factory.telemanom import load_msl, load_smap
+from runtime.errors import UserInputError
 
 DEFAULT_DATA_DIR = "~/.cache/cvlization/anomaly_data"
 

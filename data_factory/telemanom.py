@@ -32,7 +32,6 @@ import numpy as np
 
 from data_factory import registry
 from data_factory.archive import UnreadableArchive, extract_verified, member_index, open_archive
-from data_factory.atomic import atomic_path
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.download import (
     DownloadFailed,
@@ -46,9 +45,10 @@ from data_factory.download import (
     resolve_url,
     sha256_file,
 )
-from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder, find_reference_arrays, load_reference_arrays
 from data_factory.readers import missing_file_reason, npy_problem
+from runtime.atomic import atomic_path
+from runtime.errors import UserInputError
 
 SPACECRAFT = ("SMAP", "MSL")
 DATA_URL_VAR = "TELEMANOM_DATA_URL"

@@ -15,7 +15,6 @@ from typing import TextIO
 
 import numpy as np
 
-from data_factory.errors import UserInputError
 from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
 from evaluation.attribution import top_sensor_text, train_error_scale
@@ -23,9 +22,10 @@ from evaluation.drift import ChannelMoments, drift_report, drift_warning
 from evaluation.incidents import IncidentTracker, find_incidents, incidents_document
 from evaluation.thresholds import detection_rule
 from model.detector import Detector
-from model.distributed import DistributedContext
 from model.fleet import Fleet, load_detector
 from model.scoring import PointValues, resolve_device
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
 
 
 def _take(queue: deque, n: int) -> np.ndarray:

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
-from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.alarm_metrics import ALARM_METRICS, alarm_metrics, within_alarm_budget
 from evaluation.attribution import train_error_scale
@@ -39,7 +37,9 @@ from model.detector import Detector
 from model.fleet import Fleet
 from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
-from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
+from runtime.atomic import atomic_paths, ensure_writable_dir, json_text
+from runtime.errors import UserInputError
+from runtime.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 # Threshold-free, on entities with both classes in TEST; best_f1 is the oracle (it picks its threshold
 # with the labels), shown beside the F1 at the rule so that the rule's loss is visible.
@@ -144,7 +144,7 @@ class EntityRun:
 
 def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thread: bool = True) -> EntityScores:
     """One entity's TRAIN and TEST scored by its own model and the baselines, and graded; on one thread
-    (model.workers) unless single_thread is False, so that the result is the same for any --jobs."""
+    (runtime.workers) unless single_thread is False, so that the result is the same for any --jobs."""
     with one_thread() if single_thread else contextlib.nullcontext():
         data = load_dataset(run.dataset_name, run.data_dir, entity)
         check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))

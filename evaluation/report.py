@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
-from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import Attribution, attribute, train_error_scale
@@ -23,10 +21,12 @@ from evaluation.plots import plot_scores
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
-from model.distributed import DistributedContext
 from model.fleet import load_detector
 from model.score_settings import ScoreSettings, override_score_settings
 from model.scoring import resolve_device, smooth_scores
+from runtime.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
 
 PROTOCOLS = ("default", "paper")
 ALARM = "alarm"  # the default protocol's rule when no --threshold is named: the decision rule (model/alarm_rule.py)

@@ -14,16 +14,13 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data_factory.atomic import ensure_writable_dir, folder_lock
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
-from data_factory.errors import UserInputError
 from data_factory.registry import dataset_label, load_dataset
 from data_factory.windows import training_starts
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector
-from model.distributed import DistributedContext, init_distributed, shutdown_distributed
 from model.fleet import (
     Fleet,
     ShardWriter,
@@ -38,6 +35,9 @@ from model.fleet import (
 from model.schema import expected_shapes
 from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import ModelConfig
+from runtime.atomic import ensure_writable_dir, folder_lock
+from runtime.distributed import DistributedContext, init_distributed, shutdown_distributed
+from runtime.errors import UserInputError
 
 
 def best_checkpoint_path(output_dir: str | Path, label: str) -> Path:

@@ -31,17 +31,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_factory.atomic import remove_stale_temps
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
-from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from data_factory.windows import Normalizer
 from model.checkpoint import FORMAT_VERSION, check_checkpoint_matches, load_checkpoint, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector, package_versions
 from model.solver import StopOnSignal, TrainingFailed, TrainingInterrupted
-from model.workers import one_thread, spawn_pool
+from runtime.atomic import remove_stale_temps
+from runtime.errors import UserInputError
+from runtime.workers import one_thread, spawn_pool
 
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")

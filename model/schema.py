@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from data_factory.errors import UserInputError
 from model.alarm_rule import ALARM_RULES
 from model.config import DetectorConfig, type_problem
 from model.scores import SCORES
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 
 FORMAT_VERSION = 1
 ARCHITECTURE = ("n_channels", "win_size", "d_model", "n_heads", "e_layers", "d_ff")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from data_factory.errors import UserInputError
 from model.scores import SCORES
+from runtime.errors import UserInputError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from dataclasses import fields
 import pytest
 
 import train
-from data_factory.errors import UserInputError
 from model.config import DATASET_PRESETS, PRESETS, DetectorConfig, config_from_flags
+from runtime.errors import UserInputError
 
 
 def parsed(*flags: str):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from data_factory.errors import UserInputError
 from data_factory.registry import load_synth
 from data_factory.synthetic import SynthSpec
 from data_factory.windows import Normalizer
 from model import SCORES, AnomalyTransformer, Detector, DetectorConfig, Score
 from model.alarm_rule import AlarmRule
 from model.scores import reconstruction_error
+from runtime.errors import UserInputError
 
 TINY = DetectorConfig(win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32, epochs=1, batch_size=32,
                       train_stride=10, device="cpu")  # fmt: skip

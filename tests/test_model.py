@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from data_factory.errors import UserInputError
 from model.attention import AnomalyAttention, prior_association, squash_sigma
 from model.discrepancy import association_discrepancy, kl_per_step, symmetric_kl
 from model.score_settings import check_variant
 from model.scores import SCORES, WindowOutputs
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 
 
 def small_model(seed: int = 0, **overrides) -> AnomalyTransformer:

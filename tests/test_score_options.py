@@ -8,13 +8,13 @@ import torch
 
 import evaluate
 import train
-from data_factory.errors import UserInputError
 from model.api import config_from_state
 from model.detector import stored_scoring
 from model.score_settings import ScoreSettings, override_score_settings, resolve_channels, resolve_score_settings
 from model.scores import SCORES, WindowOutputs
 from model.scoring import CentredSmoother, PointValues, smooth_point_stream, smooth_scores
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 from tests.tiny import TINY_TRAIN_FLAGS
 
 NAMES = ["telemetry", "command_01", "command_02", "command_03"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_info
 
-from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
+from runtime.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 
 def process_state(pid: int) -> str | None:
