@@ -10,6 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from commands.training import own_output_folder
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
@@ -20,7 +21,6 @@ from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES
-from model.api import own_output_folder
 from model.config import DEVICES
 from model.fleet import fleet_path
 from runtime.atomic import ensure_writable_dir, folder_lock, run_stoppably

@@ -8,7 +8,7 @@ import torch
 
 import evaluate
 import train
-from model.api import config_from_state
+from commands.training import config_from_state
 from model.detector import stored_scoring
 from model.score_settings import ScoreSettings, override_score_settings, resolve_channels, resolve_score_settings
 from model.scores import SCORES, WindowOutputs
