@@ -10,7 +10,6 @@ import contextlib
 import sys
 from pathlib import Path
 
-from commands.training import own_output_folder
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.registry import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
@@ -24,7 +23,7 @@ from model.alarm_rule import ALARM_RULES
 from model.config import DEVICES
 from model.fleet import fleet_path
 from runtime.atomic import ensure_writable_dir, folder_lock, run_stoppably
-from runtime.distributed import init_distributed, shutdown_distributed
+from runtime.distributed import init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import error_line
 
 

@@ -35,8 +35,7 @@ from model.fleet import (
 from model.schema import expected_shapes
 from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import ModelConfig
-from runtime.atomic import ensure_writable_dir, folder_lock
-from runtime.distributed import DistributedContext, init_distributed, shutdown_distributed
+from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import UserInputError
 
 
@@ -59,20 +58,6 @@ def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -
             f"{folder} has {free / 2**20:.1f} MiB free but the checkpoints need about {needed / 2**20:.1f} MiB; "
             "free some space or choose another --output-dir"
         )
-
-
-def own_output_folder(folder: Path, context: DistributedContext, stack: contextlib.ExitStack) -> None:
-    """Rank 0 creates the folder and takes its lock for the rest of `stack`; every rank learns whether that
-    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0."""
-    failure = None
-    if context.is_main:
-        try:
-            ensure_writable_dir(folder)
-            stack.enter_context(folder_lock(folder))  # one run per folder: its files are this run's alone
-        except UserInputError as error:
-            failure = error
-    if context.sum([float(failure is not None)])[0]:
-        raise failure or UserInputError(f"rank 0 could not take the output folder {folder}; see its error")
 
 
 def _dataset_record(dataset: TimeSeriesDataset) -> dict:
