@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
-from data_factory.registry import dataset_label
+from data_factory.names import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_baselines

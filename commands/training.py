@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
-from data_factory.registry import dataset_label, load_dataset
+from data_factory.names import dataset_label
+from data_factory.registry import load_dataset
 from data_factory.windows import training_starts
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from data_factory import psm, smd, telemanom
 from data_factory.local_files import data_folder, find_reference_arrays
-from data_factory.registry import DEFAULT_DATA_DIR, LOADERS
+from data_factory.names import DEFAULT_DATA_DIR
+from data_factory.registry import LOADERS
 from runtime.atomic import Interrupted, signals_raise
 from runtime.errors import UserInputError, error_line
 
