@@ -4,13 +4,13 @@ from evaluation.metrics import detection_metrics, label_segments, point_adjust, 
 from evaluation.panel import metric_panel
 from evaluation.report import (
     PROTOCOLS,
-    Evaluation,
     ThresholdSettings,
     evaluate_checkpoint,
     format_table,
     summary,
     write_artifacts,
 )
+from evaluation.result import Evaluation
 from evaluation.thresholds import choose_threshold, percentile_threshold
 
 __all__ = [

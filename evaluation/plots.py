@@ -9,10 +9,10 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 from evaluation.metrics import label_segments
+from evaluation.result import Evaluation
 
 if TYPE_CHECKING:
     from evaluation.incidents import Incident
-    from evaluation.report import Evaluation
 
 DETAIL_POINTS = 2000  # length of the zoomed stretch when the test split is long
 

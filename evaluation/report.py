@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_factory.registry import load_dataset
-from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
-from evaluation.attribution import Attribution, attribute, train_error_scale
+from evaluation.association_maps import explain_windows, plot_association_maps, save_association_npz
+from evaluation.attribution import attribute, train_error_scale
 from evaluation.baselines import baseline_scores
 from evaluation.degenerate import degenerate_reason, without_threshold_metrics
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
-from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
+from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
 from evaluation.panel import ORACLE_METRICS, metric_panel
 from evaluation.plots import plot_scores
+from evaluation.result import Evaluation, MethodResult
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
 from model.fleet import load_detector
-from model.score_settings import ScoreSettings, override_score_settings
+from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
 from runtime.distributed import DistributedContext
@@ -68,38 +69,6 @@ class ThresholdSettings:
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
     alarm_rule: str | None = None  # the decision rule of the default protocol; None: the checkpoint's
     alarm_window: int | None = None  # None: the checkpoint's
-
-
-@dataclass
-class MethodResult:
-    train_scores: np.ndarray
-    scores: np.ndarray
-    threshold: Threshold
-    predictions: np.ndarray
-    thresholds: np.ndarray  # (N,) each TEST point's threshold: threshold.value, or the decision rule's raised one
-    metrics: dict = field(default_factory=dict)  # empty without labels
-    degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
-    non_finite: int = 0  # TEST scores that were NaN/Inf: ranked as the most anomalous (see rank_non_finite)
-
-
-@dataclass
-class Evaluation:
-    dataset: str
-    protocol: str
-    scoring: ScoreSettings
-    labels: np.ndarray | None
-    methods: dict[str, MethodResult]  # "model" first, then the baselines
-    attribution: Attribution | None = None  # the model's flagged segments, ranked by sensor
-    associations: AssociationMaps | None = None  # only with explain > 0
-    incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
-
-    @property
-    def score_variant(self) -> str:
-        return self.scoring.variant
-
-    @property
-    def model(self) -> MethodResult:
-        return self.methods["model"]
 
 
 def reference_anomaly_ratio(dataset_name: str) -> float:
