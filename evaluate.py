@@ -119,7 +119,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
         evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
                                     batch_size=args.batch_size, device=args.device, seed=args.seed,
                                     threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
-                                    alarm_window=args.alarm_window, score_variant=args.score,
+                                    alarm_window=args.alarm_window, score=args.score,
                                     score_channels=args.score_channels, smooth=args.smooth,
                                     jobs=args.jobs, top_sensors=args.top_sensors)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             evaluation = evaluate_checkpoint(
                 checkpoint, args.dataset, args.data_dir, protocol=args.protocol, threshold=threshold,
                 baselines=parse_baselines(args.baselines or "random,pca"), batch_size=args.batch_size,
-                device=args.device, seed=args.seed, score_variant=args.score, score_channels=args.score_channels,
+                device=args.device, seed=args.seed, score=args.score, score_channels=args.score_channels,
                 smooth=args.smooth, entity=args.entity, top_sensors=args.top_sensors, explain=args.explain,
                 context=context,
             )  # fmt: skip

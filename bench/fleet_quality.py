@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, name: str, seed: int) -> dict:
     baselines = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
     evaluation = evaluate_fleet(fleet_path(folder, name), name, data, baselines=baselines,
                                 device=args.device, seed=seed, whole_series=not args.no_whole_series,
-                                score_variant=args.score, score_channels=args.score_channels,
+                                score=args.score, score_channels=args.score_channels,
                                 smooth=args.smooth, jobs=args.jobs)  # fmt: skip
     summary = fleet_summary(evaluation)
     summary["seconds"] = {"train": trained, "evaluate": time.perf_counter() - started - trained}

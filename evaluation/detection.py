@@ -168,7 +168,7 @@ def detect(
         "dataset": detector.dataset_["name"],
         "input": table.name,
         "rows": rows,
-        "score_variant": detector.scoring_.variant,
+        "score_variant": detector.scoring_.score,
         "scoring": detector.scoring_.to_dict(),
         "threshold": {"value": rule.threshold, "source": rule.describe(), "rule": rule.kind},
         "n_flagged": n_flagged,

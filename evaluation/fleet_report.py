@@ -136,7 +136,7 @@ class EntityRun:
     device: str
     seed: int
     alarm: AlarmSettings
-    score_variant: str | None
+    score: str | None
     score_channels: str | None
     smooth: int | None
     top_sensors: int
@@ -150,7 +150,7 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
-        scoring = override_score_settings(detector.scoring_, run.score_variant, run.score_channels, run.smooth,
+        scoring = override_score_settings(detector.scoring_, run.score, run.score_channels, run.smooth,
                                           data.channel_names, data.target_channels, len(data.train))  # fmt: skip
         detector = detector.rescored(scoring).to(run.device)
         train_points = detector.score_points(data.train, batch_size=run.batch_size)
@@ -223,7 +223,7 @@ def evaluate_fleet(
     alarm_rule: str | None = None,
     alarm_window: int | None = None,
     whole_series: bool = True,
-    score_variant: str | None = None,
+    score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
     jobs: int | None = None,
@@ -231,7 +231,7 @@ def evaluate_fleet(
 ) -> FleetEvaluation:
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
-    score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
+    score / score_channels / smooth: score another way than the bundle's, as evaluate.py's
     --score, --score-channels and --smooth do for one model. threshold_percentile / alarm_rule / alarm_window:
     another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated at once, each in
     its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
@@ -256,7 +256,7 @@ def evaluate_fleet(
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
-                    batch_size, device, seed, alarm, score_variant, score_channels, smooth, top_sensors)  # fmt: skip
+                    batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors)  # fmt: skip
     results = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:

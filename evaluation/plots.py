@@ -72,7 +72,7 @@ def plot_scores(evaluation: Evaluation, path: Path) -> None:
         evaluation,
         0,
         length,
-        f"{evaluation.dataset}: {evaluation.score_variant} score on the test split, "
+        f"{evaluation.dataset}: {evaluation.scoring.score} score on the test split, "
         f"threshold = {evaluation.model.threshold.rule}",
     )
     overview.legend(loc="upper right", fontsize=8, ncol=4)

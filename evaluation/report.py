@@ -183,7 +183,7 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     device: str = "auto",
     seed: int = 0,
-    score_variant: str | None = None,
+    score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
     entity: str | None = None,
@@ -202,11 +202,11 @@ def evaluate_checkpoint(
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
     detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model
-    if score_variant is None and protocol == "paper":
-        score_variant = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
+    if score is None and protocol == "paper":
+        score = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
     scoring = override_score_settings(
         detector.scoring_,
-        score_variant,
+        score,
         score_channels,
         smooth,
         dataset.channel_names,
@@ -291,7 +291,7 @@ def summary(evaluation: Evaluation) -> dict:
     return {
         "dataset": evaluation.dataset,
         "protocol": evaluation.protocol,
-        "score_variant": evaluation.score_variant,
+        "score_variant": evaluation.scoring.score,
         "scoring": evaluation.scoring.to_dict(),
         "n_points": int(len(evaluation.model.scores)),
         "has_labels": evaluation.labels is not None,
@@ -402,12 +402,12 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path, report: str 
         staged["json"].write_text(json_text(report))
         plot_scores(evaluation, staged["plot"])
         if evaluation.attribution is not None:
-            document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
+            document = {"dataset": evaluation.dataset, "score_variant": evaluation.scoring.score}
             document |= evaluation.attribution.to_json()
             staged["attribution_json"].write_text(json_text(document))
             evaluation.attribution.write_csv(staged["attribution_csv"])
             incidents = incidents_document(evaluation.incidents, evaluation.attribution.top_k,
-                                           dataset=evaluation.dataset, score_variant=evaluation.score_variant,
+                                           dataset=evaluation.dataset, score_variant=evaluation.scoring.score,
                                            threshold_rule=model.threshold.rule)  # fmt: skip
             staged["incidents_json"].write_text(json_text(incidents))
             write_incidents_csv(incidents, staged["incidents_csv"])

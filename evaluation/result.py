@@ -38,9 +38,5 @@ class Evaluation:
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
 
     @property
-    def score_variant(self) -> str:
-        return self.scoring.variant
-
-    @property
     def model(self) -> MethodResult:
         return self.methods["model"]

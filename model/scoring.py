@@ -95,7 +95,7 @@ class WindowScorer:
 
     @torch.no_grad()
     def _run(self, windows: list[np.ndarray], keep_last: int | None = None) -> PointValues:
-        score = SCORES[self.settings.variant]
+        score = SCORES[self.settings.score]
         inputs = torch.from_numpy(np.stack(windows)).to(self.device)
         # float32: the stored thresholds were made the same way
         reconstruction, per_layer = self.model(inputs, associations=score.needs_associations)

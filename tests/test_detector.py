@@ -93,7 +93,7 @@ def test_a_score_added_to_the_registry_is_trained_with_and_stored(synth, tmp_pat
     detector = Detector(DetectorConfig(**{**TINY.to_dict(), "score": "worst"})).fit(synth)
     points = detector.score_points(synth.test)
     np.testing.assert_array_equal(points.scores, points.errors.max(axis=1))
-    assert Detector.load(detector.save(tmp_path / "w.pth")).scoring_.variant == "worst"
+    assert Detector.load(detector.save(tmp_path / "w.pth")).scoring_.score == "worst"
 
 
 def test_the_reconstruction_error_helper_limits_the_error_to_the_named_channels():
