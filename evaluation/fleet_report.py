@@ -39,7 +39,7 @@ from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_text
 from runtime.errors import UserInputError
-from runtime.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
+from runtime.workers import check_jobs, default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 # Threshold-free, on entities with both classes in TEST; best_f1 is the oracle (it picks its threshold
 # with the labels), shown beside the F1 at the rule so that the rule's loss is visible.
@@ -240,8 +240,7 @@ def evaluate_fleet(
     check_scoring_flags(batch_size, seed, device)
     if jobs is None:
         jobs = default_jobs(EVALUATION_MEMORY_PER_JOB) if resolve_device(device).type == "cpu" else 1
-    if jobs < 1:
-        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")

@@ -145,12 +145,15 @@ class Detector:
         save_state: Callable[[dict], None] | None = None,
         save_every: int = 0,
         context: DistributedContext | None = None,
+        config_checked: bool = False,
     ) -> Detector:
         """Train on TRAIN data only (a dataset's test split is never read); return self.
 
-        resume / save_state / save_every / context: see model.solver.fit_model.
+        resume / save_state / save_every / context: see model.solver.fit_model. config_checked: the caller
+        ran config.validate() already (the training service does, before it creates any file), so fit
+        does not check the settings again.
         """
-        config = self.config.validate()
+        config = self.config if config_checked else self.config.validate()
         data = TrainData.of(data)
         scoring = resolve_score_settings(
             config.score,
