@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 from data_factory import UserInputError
-from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text, run_stoppably
-from data_factory.errors import error_line
 from data_factory.missing import NAN_POLICIES
 from evaluation.detection import check_detect_flags, detect, summary_lines
 from evaluation.follow import DEFAULT_POLL_SECONDS, follow
@@ -26,7 +24,9 @@ from evaluation.incidents import write_incidents_csv
 from model.alarm_rule import ALARM_RULES
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
-from model.distributed import init_distributed, shutdown_distributed
+from runtime.atomic import atomic_paths, ensure_writable_dir, json_text, run_stoppably
+from runtime.distributed import init_distributed, shutdown_distributed
+from runtime.errors import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
-from data_factory.atomic import ensure_writable_dir, folder_lock, run_stoppably
-from data_factory.errors import error_line
-from data_factory.registry import dataset_label
+from data_factory.names import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_baselines
@@ -22,10 +20,11 @@ from evaluation.report import check_evaluation_settings, check_scoring_flags
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES
-from model.api import own_output_folder
 from model.config import DEVICES
-from model.distributed import init_distributed, shutdown_distributed
 from model.fleet import fleet_path
+from runtime.atomic import ensure_writable_dir, folder_lock, run_stoppably
+from runtime.distributed import init_distributed, own_output_folder, shutdown_distributed
+from runtime.errors import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +119,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
         evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
                                     batch_size=args.batch_size, device=args.device, seed=args.seed,
                                     threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
-                                    alarm_window=args.alarm_window, score_variant=args.score,
+                                    alarm_window=args.alarm_window, score=args.score,
                                     score_channels=args.score_channels, smooth=args.smooth,
                                     jobs=args.jobs, top_sensors=args.top_sensors)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
@@ -156,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             evaluation = evaluate_checkpoint(
                 checkpoint, args.dataset, args.data_dir, protocol=args.protocol, threshold=threshold,
                 baselines=parse_baselines(args.baselines or "random,pca"), batch_size=args.batch_size,
-                device=args.device, seed=args.seed, score_variant=args.score, score_channels=args.score_channels,
+                device=args.device, seed=args.seed, score=args.score, score_channels=args.score_channels,
                 smooth=args.smooth, entity=args.entity, top_sensors=args.top_sensors, explain=args.explain,
                 context=context,
             )  # fmt: skip

@@ -10,13 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from commands.inspection import describe, describe_fleet, format_fleet_text, format_text
 from data_factory import UserInputError
-from data_factory.atomic import json_text
-from data_factory.errors import error_line
 from model.checkpoint import load_checkpoint
 from model.detector import Detector
 from model.fleet import Fleet
-from model.inspection import describe, describe_fleet, format_fleet_text, format_text
+from runtime.atomic import json_text
+from runtime.errors import error_line
 
 
 def build_parser() -> argparse.ArgumentParser:

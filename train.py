@@ -6,15 +6,15 @@ import argparse
 import sys
 import time
 
+from commands.training import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
-from data_factory.atomic import Interrupted, signals_raise
-from data_factory.errors import error_line
-from data_factory.registry import dataset_label
+from data_factory.names import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
-from model.api import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
 from model.config import add_config_flags, config_from_flags, describe_preset
 from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path, shard_path
-from model.workers import default_jobs
+from runtime.atomic import Interrupted, signals_raise
+from runtime.errors import error_line
+from runtime.workers import default_jobs
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
     python bench/fleet_quality.py --data-dir ../shared/data --datasets MSL SMAP SMD --seeds 0 1 2
 
-For each dataset and seed: `train.py --per-entity` (through model.api.train_fleet_to_bundle) with
+For each dataset and seed: `train.py --per-entity` (through commands.training.train_fleet_to_bundle) with
 the given preset and flags, then `evaluate.py --per-entity` (evaluation.fleet_report) on the
 bundle, every baseline beside the model on the same points with the same smoothing. SMD reads
 DATA_DIR/SMD (the OmniAnomaly layout). Each run's metrics JSON is kept under --output-dir; the
@@ -24,12 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_factory.atomic import write_json  # noqa: E402
+from commands.training import train_fleet_to_bundle  # noqa: E402
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, parse_baselines  # noqa: E402
 from evaluation.fleet_report import evaluate_fleet, fleet_summary  # noqa: E402
-from model.api import train_fleet_to_bundle  # noqa: E402
 from model.config import DetectorConfig, preset_values  # noqa: E402
 from model.fleet import fleet_path  # noqa: E402
+from runtime.atomic import write_json  # noqa: E402
 
 HEADLINE = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "flagged_share", "within_flag_bound")
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, name: str, seed: int) -> dict:
     baselines = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
     evaluation = evaluate_fleet(fleet_path(folder, name), name, data, baselines=baselines,
                                 device=args.device, seed=seed, whole_series=not args.no_whole_series,
-                                score_variant=args.score, score_channels=args.score_channels,
+                                score=args.score, score_channels=args.score_channels,
                                 smooth=args.smooth, jobs=args.jobs)  # fmt: skip
     summary = fleet_summary(evaluation)
     summary["seconds"] = {"train": trained, "evaluate": time.perf_counter() - started - trained}

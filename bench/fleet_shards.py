@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 100, 500])
     args = parser.parse_args()
-    config = DetectorConfig(**{**preset_values("fleet", args.dataset), "device": "cpu"})
+    config = DetectorConfig(**{**preset_values("fleet", args.dataset), "device": "cpu"}).validate()
     names = entity_names(args.dataset, args.data_dir)
     warm_up, measured = names[:1], names[1 : 1 + args.entities]
     with tempfile.TemporaryDirectory() as folder:

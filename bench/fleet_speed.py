@@ -28,7 +28,7 @@ from data_factory.entities import entity_names  # noqa: E402
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from model.api import train_fleet_to_bundle
+from commands.training import train_fleet_to_bundle
 from model.config import DetectorConfig, preset_values
 started = time.perf_counter()
 config = DetectorConfig(**{{**preset_values({preset!r}, {dataset!r}), "device": "cpu"}})

@@ -41,7 +41,7 @@ from model import SCORES, AnomalyTransformer, DetectorConfig, minimax_losses
 from model.scores import WindowOutputs
 torch.set_num_threads({threads}); torch.manual_seed(0)
 try:
-    from model.allocator import keep_freed_memory
+    from runtime.allocator import keep_freed_memory
     keep_freed_memory()
 except ImportError:
     pass

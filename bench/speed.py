@@ -102,9 +102,9 @@ def matmul_peak(seconds: float, size: int = 2048, dtype: torch.dtype = torch.flo
 
 def benchmark_series(data_dir: Path, n_rows: int) -> tuple[np.ndarray, str]:
     """The first n_rows of MSL's z-scored TRAIN series, or seeded noise of that shape without the data."""
-    from data_factory.errors import UserInputError
     from data_factory.registry import load_dataset
     from data_factory.windows import Normalizer
+    from runtime.errors import UserInputError
 
     try:
         dataset = load_dataset("MSL", data_dir)
@@ -142,9 +142,9 @@ def run_ours(series: np.ndarray, config: dict, batch: int, steps: int, device: t
 
     from data_factory.windows import WindowDataset
     from model import SCORES, AnomalyTransformer, DetectorConfig, minimax_losses
-    from model.allocator import keep_freed_memory
     from model.scores import DEFAULT_SCORE, WindowOutputs
     from model.scoring import autocast_context
+    from runtime.allocator import keep_freed_memory
 
     torch.manual_seed(0)
     settings = DetectorConfig(win_size=WIN_SIZE, k=K, **config)

@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 from data_factory import psm, smd, telemanom
-from data_factory.atomic import Interrupted, signals_raise
-from data_factory.errors import UserInputError, error_line
 from data_factory.local_files import data_folder, find_reference_arrays
-from data_factory.registry import DEFAULT_DATA_DIR
+from data_factory.names import DEFAULT_DATA_DIR
+from data_factory.registry import LOADERS
+from runtime.atomic import Interrupted, signals_raise
+from runtime.errors import UserInputError, error_line
 
-LOADERS = {"SMAP": telemanom.load_smap, "MSL": telemanom.load_msl, "SMD": smd.load_smd, "PSM": psm.load_psm}
+PREPARED = ("SMAP", "MSL", "SMD", "PSM")  # the datasets that download; SYNTH and CUSTOM have nothing to prepare
 URL_FLAGS = {
     "--telemanom-data-url": telemanom.DATA_URL_VAR,
     "--telemanom-labels-url": telemanom.LABELS_URL_VAR,
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="download, verify and build a dataset without training")
     add = prepare.add_argument
-    add("--dataset", required=True, type=str.upper, choices=tuple(LOADERS), help="SMAP, MSL, SMD or PSM")
+    add("--dataset", required=True, type=str.upper, choices=PREPARED, help="SMAP, MSL, SMD or PSM")
     add("--data-dir", default=None, help=f"data folder (default: {DEFAULT_DATA_DIR})")
     add("--entity", default=None, help="one channel (SMAP/MSL, e.g. A-1) or machine (SMD, e.g. machine-1-1)")
     for flag, env_var in URL_FLAGS.items():

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from data_factory.download import CHUNK_BYTES, IntegrityError
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 
 class UnreadableArchive(UserInputError):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
-from data_factory.errors import UserInputError
 from data_factory.readers import load_npy, missing_file_reason, read_table
+from runtime.errors import UserInputError
 
 
 def _find(folder: Path, stem: str, required: bool) -> Path | None:

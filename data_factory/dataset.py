@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 
 @dataclass

@@ -24,8 +24,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from data_factory.atomic import atomic_path
-from data_factory.errors import UserInputError
+from runtime.atomic import atomic_path
+from runtime.errors import UserInputError
 
 CHUNK_BYTES = 1 << 20
 

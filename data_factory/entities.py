@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_factory.custom import read_entity_rows
-from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder
 from data_factory.smd import MACHINES, smd_root
 from data_factory.telemanom import prepare_telemanom, read_index
+from runtime.errors import UserInputError
 
 ENTITY_DATASETS = ("SMAP", "MSL", "SMD", "CUSTOM")
 

@@ -20,8 +20,8 @@ import numpy as np
 from pandas._libs.parsers import STR_NA_VALUES
 
 from data_factory.dataset import as_float32
-from data_factory.errors import UserInputError
 from data_factory.readers import InputTable, is_number, missing_file_reason
+from runtime.errors import UserInputError
 
 READ_BYTES = 1 << 16  # at most this much is taken in per read, so a backlog is scored (and saved) in steps
 NA_WORDS = frozenset(STR_NA_VALUES) | {""}

@@ -5,18 +5,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Imported as a module: registry imports the loaders that import this file, so its names are read at call time.
-from data_factory import registry
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
-from data_factory.errors import UserInputError
+from data_factory.names import DEFAULT_DATA_DIR
 from data_factory.readers import load_npy
+from runtime.errors import UserInputError
 
 REFERENCE_PARTS = ("train", "test", "test_label")
 
 
 def data_folder(data_dir: str | Path | None) -> Path:
     """The folder a loader reads and downloads into: --data-dir, or the default cache."""
-    return Path(data_dir or registry.DEFAULT_DATA_DIR).expanduser()
+    return Path(data_dir or DEFAULT_DATA_DIR).expanduser()
 
 
 def reject_entity(name: str, entity: str | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 NAN_POLICIES = ("fail", "fill")
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_factory import registry
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.download import DownloadFailed, RetryPolicy, data_lock, fetch, manual_instructions, resolve_url
-from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder, find_reference_arrays, load_reference_arrays, reject_entity
+from data_factory.names import dataset_label
+from runtime.errors import UserInputError
 
 URL_VAR = "PSM_BASE_URL"
 DEFAULT_URL = "https://raw.githubusercontent.com/eBay/RANSynCoders/main/data"
@@ -115,7 +115,7 @@ def load_psm(
     train = check_series(series["train.csv"], str(root / "train.csv"))
     test = check_series(series["test.csv"], str(root / "test.csv"), n_channels=train.shape[1])
     return TimeSeriesDataset(
-        name=registry.dataset_label("PSM"),
+        name=dataset_label("PSM"),
         train=train,
         test=test,
         test_labels=check_labels(labels.to_numpy(), str(root / "test_label.csv"), len(test)),

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from data_factory.dataset import as_float32
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 
 class _Prepended:

@@ -7,20 +7,19 @@ from pathlib import Path
 
 from data_factory.custom import load_custom
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
-from data_factory.errors import UserInputError
+from data_factory.local_files import reject_entity
 from data_factory.psm import load_psm
 from data_factory.smd import load_smd
 from data_factory.synthetic import SynthSpec, generate_synthetic
 from data_factory.telemanom import load_msl, load_smap
-
-DEFAULT_DATA_DIR = "~/.cache/cvlization/anomaly_data"
+from runtime.errors import UserInputError
 
 
 def load_synth(
     data_dir: str | Path | None = None, entity: str | None = None, spec: SynthSpec | None = None
 ) -> TimeSeriesDataset:
     """The embedded dataset: generated from a seed, nothing to download."""
-    _reject_entity("SYNTH", entity)
+    reject_entity("SYNTH", entity)
     generated = generate_synthetic(spec or SynthSpec())
     train = check_series(generated["train"], "SYNTH train")
     return TimeSeriesDataset(
@@ -33,11 +32,6 @@ def load_synth(
     )
 
 
-def _reject_entity(name: str, entity: str | None) -> None:
-    if entity is not None:
-        raise UserInputError(f"{name} has no entities; drop --entity {entity}")
-
-
 LOADERS: dict[str, Callable[..., TimeSeriesDataset]] = {
     "SYNTH": load_synth,
     "CUSTOM": load_custom,
@@ -47,11 +41,6 @@ LOADERS: dict[str, Callable[..., TimeSeriesDataset]] = {
     "PSM": load_psm,
 }
 DATASET_NAMES = tuple(LOADERS)
-
-
-def dataset_label(name: str, entity: str | None = None) -> str:
-    """The name artifacts carry: SMAP for the whole dataset, SMAP_A-1 for one entity."""
-    return name.upper() if entity is None else f"{name.upper()}_{entity}"
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, entity: str | None = None) -> TimeSeriesDataset:

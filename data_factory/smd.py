@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_factory import registry
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.download import DownloadFailed, RetryPolicy, data_lock, fetch, manual_instructions, resolve_url
-from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder, find_reference_arrays, load_reference_arrays
+from data_factory.names import dataset_label
+from runtime.errors import UserInputError
 
 URL_VAR = "SMD_BASE_URL"
 DEFAULT_URL = "https://raw.githubusercontent.com/NetManAIOps/OmniAnomaly/master/ServerMachineDataset"
@@ -181,7 +181,7 @@ def load_smd(
         offset += len(test)
     train = np.concatenate(trains)
     return TimeSeriesDataset(
-        name=registry.dataset_label("SMD", entity),
+        name=dataset_label("SMD", entity),
         train=train,
         test=np.concatenate(tests),
         test_labels=np.concatenate(labels),

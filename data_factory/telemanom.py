@@ -30,9 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory import registry
 from data_factory.archive import UnreadableArchive, extract_verified, member_index, open_archive
-from data_factory.atomic import atomic_path
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
 from data_factory.download import (
     DownloadFailed,
@@ -46,9 +44,11 @@ from data_factory.download import (
     resolve_url,
     sha256_file,
 )
-from data_factory.errors import UserInputError
 from data_factory.local_files import data_folder, find_reference_arrays, load_reference_arrays
+from data_factory.names import dataset_label
 from data_factory.readers import missing_file_reason, npy_problem
+from runtime.atomic import atomic_path
+from runtime.errors import UserInputError
 
 SPACECRAFT = ("SMAP", "MSL")
 DATA_URL_VAR = "TELEMANOM_DATA_URL"
@@ -377,7 +377,7 @@ def load_telemanom(
     if index is None:
         raise UserInputError(f"the {name} cache in {cache} changed while loading; run again")
     train, test, labels = (np.load(cache / file, allow_pickle=False) for file in ARRAY_FILES)
-    label = registry.dataset_label(name, entity)
+    label = dataset_label(name, entity)
     if entity is not None:
         row = _entity_row(index, name, entity, cache)
         train = train[row["train_start"] : row["train_start"] + row["train_len"]]

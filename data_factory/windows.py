@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 # Columns that never move in TRAIN (e.g. SMAP command flags) keep their raw scale instead of
 # being divided by zero.

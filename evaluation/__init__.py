@@ -4,13 +4,13 @@ from evaluation.grading import Grade, grade
 from evaluation.metrics import label_segments, point_adjust, precision_recall_f1
 from evaluation.report import (
     PROTOCOLS,
-    Evaluation,
     ThresholdSettings,
     evaluate_checkpoint,
     format_table,
     summary,
     write_artifacts,
 )
+from evaluation.result import Evaluation
 from evaluation.thresholds import choose_threshold, percentile_threshold
 
 __all__ = [

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from data_factory.errors import UserInputError
 from data_factory.windows import scoring_starts
 from model.discrepancy import LOG_EPSILON, association_discrepancy
 from model.transformer import AnomalyTransformer
+from runtime.errors import UserInputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -18,11 +18,11 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
 
-from data_factory.errors import UserInputError
 from evaluation.baseline_api import FIT_MODES, SERIES, TRAIN, Baseline, FittedOnSeries
 from evaluation.sarfraz_baselines import L2Norm, NearestTrainDistance, PcaError, SensorRangeDeviation
 from evaluation.tsb_baselines import TsbCnn, TsbPca
 from evaluation.windowing import centred_window_scores, flat_windows, mean_over_covering_windows, standardised_windows
+from runtime.errors import UserInputError
 
 
 class RandomScore(Baseline):

@@ -15,7 +15,6 @@ from typing import TextIO
 
 import numpy as np
 
-from data_factory.errors import UserInputError
 from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
 from evaluation.attribution import top_sensor_text, train_error_scale
@@ -24,9 +23,10 @@ from evaluation.incidents import IncidentTracker, incidents_document
 from evaluation.thresholds import detection_rule
 from model.alarm_rule import AlarmRule
 from model.detector import Detector
-from model.distributed import DistributedContext
 from model.fleet import Fleet, load_detector
 from model.scoring import PointValues, resolve_device
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
 
 
 def _take(queue: deque, n: int) -> np.ndarray:
@@ -194,7 +194,7 @@ def detect(
         "checkpoint": str(checkpoint_path),
         "dataset": detector.dataset_["name"],
         "input": table.name,
-        "score_variant": detector.scoring_.variant,
+        "score_variant": detector.scoring_.score,
         "scoring": detector.scoring_.to_dict(),
         **run.report(),
         "flagged_share": run.n_flagged / run.rows,

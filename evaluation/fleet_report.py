@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_paths, ensure_writable_dir, json_text
-from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from evaluation.attribution import train_error_scale
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baseline_scores
@@ -36,7 +34,9 @@ from model.detector import Detector
 from model.fleet import Fleet
 from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
-from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
+from runtime.atomic import atomic_paths, ensure_writable_dir, json_text
+from runtime.errors import UserInputError
+from runtime.workers import check_jobs, default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 # The columns of the HTML report's table: ranking, then the alarms at the rule.
 FLEET_REPORT_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "flagged_share")
@@ -118,7 +118,7 @@ class EntityRun:
     device: str
     seed: int
     alarm: AlarmSettings
-    score_variant: str | None
+    score: str | None
     score_channels: str | None
     smooth: int | None
     top_sensors: int
@@ -126,13 +126,13 @@ class EntityRun:
 
 def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thread: bool = True) -> EntityScores:
     """One entity's TRAIN and TEST scored by its own model and the baselines, and graded; on one thread
-    (model.workers) unless single_thread is False, so that the result is the same for any --jobs."""
+    (runtime.workers) unless single_thread is False, so that the result is the same for any --jobs."""
     with one_thread() if single_thread else contextlib.nullcontext():
         data = load_dataset(run.dataset_name, run.data_dir, entity)
         check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
-        scoring = override_score_settings(detector.scoring_, run.score_variant, run.score_channels, run.smooth,
+        scoring = override_score_settings(detector.scoring_, run.score, run.score_channels, run.smooth,
                                           data.channel_names, data.target_channels, len(data.train))  # fmt: skip
         detector = detector.rescored(scoring).to(run.device)
         train_points = detector.score_points(data.train, batch_size=run.batch_size)
@@ -205,7 +205,7 @@ def evaluate_fleet(
     alarm_rule: str | None = None,
     alarm_window: int | None = None,
     whole_series: bool = True,
-    score_variant: str | None = None,
+    score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
     jobs: int | None = None,
@@ -213,7 +213,7 @@ def evaluate_fleet(
 ) -> FleetEvaluation:
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
-    score_variant / score_channels / smooth: score another way than the bundle's, as evaluate.py's
+    score / score_channels / smooth: score another way than the bundle's, as evaluate.py's
     --score, --score-channels and --smooth do for one model. threshold_percentile / alarm_rule / alarm_window:
     another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated at once, each in
     its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
@@ -222,8 +222,7 @@ def evaluate_fleet(
     check_scoring_flags(batch_size, seed, device)
     if jobs is None:
         jobs = default_jobs(EVALUATION_MEMORY_PER_JOB) if resolve_device(device).type == "cpu" else 1
-    if jobs < 1:
-        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     fleet = Fleet.load(bundle_path)
     if fleet.dataset != dataset_name.upper():
         raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
@@ -238,7 +237,7 @@ def evaluate_fleet(
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
-                    batch_size, device, seed, alarm, score_variant, score_channels, smooth, top_sensors)  # fmt: skip
+                    batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors)  # fmt: skip
     results = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from data_factory.atomic import Interrupted, atomic_path
-from data_factory.errors import UserInputError
 from data_factory.live_input import LineFeed, RowParser
 from data_factory.readers import column_order
 from evaluation.live import EntityStream, LiveDetector, read_state
 from model.detector import Detector
 from model.fleet import Fleet, load_detector
+from runtime.atomic import Interrupted, atomic_path
+from runtime.errors import UserInputError
 
 STATE_FORMAT = 1
 DEFAULT_POLL_SECONDS = 0.5

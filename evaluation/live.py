@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import json_ready
-from data_factory.errors import UserInputError
 from data_factory.missing import MissingValues
 from data_factory.records import decode_array, encode_array
 from evaluation.attribution import train_error_scale
@@ -28,6 +26,8 @@ from evaluation.thresholds import detection_rule
 from model.alarm_rule import RuleState
 from model.detector import Detector
 from model.scoring import PointStream, PointValues
+from runtime.atomic import json_ready
+from runtime.errors import UserInputError
 
 
 def _sensor_scale(detector: Detector) -> np.ndarray:

@@ -9,10 +9,10 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 from evaluation.metrics import label_segments
+from evaluation.result import Evaluation
 
 if TYPE_CHECKING:
     from evaluation.incidents import Incident
-    from evaluation.report import Evaluation
 
 DETAIL_POINTS = 2000  # length of the zoomed stretch when the test split is long
 
@@ -72,7 +72,7 @@ def plot_scores(evaluation: Evaluation, path: Path) -> None:
         evaluation,
         0,
         length,
-        f"{evaluation.dataset}: {evaluation.score_variant} score on the test split, "
+        f"{evaluation.dataset}: {evaluation.scoring.score} score on the test split, "
         f"threshold = {evaluation.model.threshold.rule}",
     )
     overview.legend(loc="upper right", fontsize=8, ncol=4)

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_factory.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
-from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
-from evaluation.association_maps import AssociationMaps, explain_windows, plot_association_maps, save_association_npz
-from evaluation.attribution import Attribution, attribute, train_error_scale
+from evaluation.association_maps import explain_windows, plot_association_maps, save_association_npz
+from evaluation.attribution import attribute, train_error_scale
 from evaluation.baselines import baseline_scores
 from evaluation.grading import ORACLE_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
-from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
+from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
 from evaluation.plots import plot_scores
+from evaluation.result import Evaluation, MethodResult
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
-from model.distributed import DistributedContext
 from model.fleet import load_detector
-from model.score_settings import ScoreSettings, override_score_settings
+from model.score_settings import override_score_settings
 from model.scoring import resolve_device, smooth_scores
+from runtime.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
 
 PROTOCOLS = ("default", "paper")
 ALARM = "alarm"  # the default protocol's rule when no --threshold is named: the decision rule (model/alarm_rule.py)
@@ -67,38 +68,6 @@ class ThresholdSettings:
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
     alarm_rule: str | None = None  # the decision rule of the default protocol; None: the checkpoint's
     alarm_window: int | None = None  # None: the checkpoint's
-
-
-@dataclass
-class MethodResult:
-    train_scores: np.ndarray
-    scores: np.ndarray
-    threshold: Threshold
-    predictions: np.ndarray
-    thresholds: np.ndarray  # (N,) each TEST point's threshold: threshold.value, or the decision rule's raised one
-    metrics: dict = field(default_factory=dict)  # the whole-series panel (evaluation/grading.py); empty without labels
-    degenerate_reason: str | None = None  # set: the flags mean nothing, and the metrics that read them are None
-    non_finite: int = 0  # TEST scores that were NaN/Inf: ranked as the most anomalous (see rank_non_finite)
-
-
-@dataclass
-class Evaluation:
-    dataset: str
-    protocol: str
-    scoring: ScoreSettings
-    labels: np.ndarray | None
-    methods: dict[str, MethodResult]  # "model" first, then the baselines
-    attribution: Attribution | None = None  # the model's flagged segments, ranked by sensor
-    associations: AssociationMaps | None = None  # only with explain > 0
-    incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
-
-    @property
-    def score_variant(self) -> str:
-        return self.scoring.variant
-
-    @property
-    def model(self) -> MethodResult:
-        return self.methods["model"]
 
 
 def reference_anomaly_ratio(dataset_name: str) -> float:
@@ -210,7 +179,7 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     device: str = "auto",
     seed: int = 0,
-    score_variant: str | None = None,
+    score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
     entity: str | None = None,
@@ -229,11 +198,11 @@ def evaluate_checkpoint(
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
     detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model
-    if score_variant is None and protocol == "paper":
-        score_variant = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
+    if score is None and protocol == "paper":
+        score = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
     scoring = override_score_settings(
         detector.scoring_,
-        score_variant,
+        score,
         score_channels,
         smooth,
         dataset.channel_names,
@@ -318,7 +287,7 @@ def summary(evaluation: Evaluation) -> dict:
     return {
         "dataset": evaluation.dataset,
         "protocol": evaluation.protocol,
-        "score_variant": evaluation.score_variant,
+        "score_variant": evaluation.scoring.score,
         "scoring": evaluation.scoring.to_dict(),
         "n_points": int(len(evaluation.model.scores)),
         "has_labels": evaluation.labels is not None,
@@ -429,12 +398,12 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path, report: str 
         staged["json"].write_text(json_text(report))
         plot_scores(evaluation, staged["plot"])
         if evaluation.attribution is not None:
-            document = {"dataset": evaluation.dataset, "score_variant": evaluation.score_variant}
+            document = {"dataset": evaluation.dataset, "score_variant": evaluation.scoring.score}
             document |= evaluation.attribution.to_json()
             staged["attribution_json"].write_text(json_text(document))
             evaluation.attribution.write_csv(staged["attribution_csv"])
             incidents = incidents_document(evaluation.incidents, evaluation.attribution.top_k,
-                                           dataset=evaluation.dataset, score_variant=evaluation.score_variant,
+                                           dataset=evaluation.dataset, score_variant=evaluation.scoring.score,
                                            threshold_rule=model.threshold.rule)  # fmt: skip
             staged["incidents_json"].write_text(json_text(incidents))
             write_incidents_csv(incidents, staged["incidents_csv"])

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from data_factory.errors import UserInputError
 from model.alarm_rule import AlarmRule
 from model.detector import Detector
+from runtime.errors import UserInputError
 
 THRESHOLD_RULES = ("train", "val", "fixed", "pot", "paper")
 

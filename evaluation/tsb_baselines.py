@@ -15,9 +15,9 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from data_factory.errors import UserInputError
 from evaluation.baseline_api import Baseline
 from evaluation.windowing import centred_window_scores, flat_windows
+from runtime.errors import UserInputError
 
 
 class TsbPca(Baseline):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 _ROWS_PER_CHUNK = 4096
 

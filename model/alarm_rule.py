@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 ALARM_RULES = ("budget", "train")
 DEFAULT_ALARM_RULE = "budget"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from data_factory.atomic import atomic_path
 from data_factory.dataset import TimeSeriesDataset
-from data_factory.errors import UserInputError
 from data_factory.readers import missing_file_reason
 from model.schema import FORMAT_VERSION, check_checkpoint, check_fleet_bundle, check_last_state
+from runtime.atomic import atomic_path
+from runtime.errors import UserInputError
 
 __all__ = ["FORMAT_VERSION", "check_checkpoint_matches", "load_checkpoint", "load_last_state", "save_checkpoint"]
 

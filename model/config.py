@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from data_factory.errors import UserInputError
 from model.alarm_rule import ALARM_RULES, DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, check_alarm_settings
 from model.scores import DEFAULT_SCORE, SCORES
 from model.transformer import ModelConfig
+from runtime.errors import UserInputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 from data_factory.dataset import TimeSeriesDataset, check_series
-from data_factory.errors import UserInputError
 from data_factory.windows import Normalizer
 from model.alarm_rule import AlarmRule
 from model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from model.config import DetectorConfig
-from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings, resolve_score_settings
 from model.scoring import PointValues, resolve_device, score_series, score_stream
 from model.solver import (
@@ -38,6 +36,8 @@ from model.solver import (
     training_device,
 )
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
 
 # TRAIN-score percentiles kept in the checkpoint, so detect can threshold without the TRAIN data.
 SCORE_PERCENTILES = (90.0, 95.0, 99.0, 99.5, 99.9)
@@ -145,12 +145,15 @@ class Detector:
         save_state: Callable[[dict], None] | None = None,
         save_every: int = 0,
         context: DistributedContext | None = None,
+        config_checked: bool = False,
     ) -> Detector:
         """Train on TRAIN data only (a dataset's test split is never read); return self.
 
-        resume / save_state / save_every / context: see model.solver.fit_model.
+        resume / save_state / save_every / context: see model.solver.fit_model. config_checked: the caller
+        ran config.validate() already (the training service does, before it creates any file), so fit
+        does not check the settings again.
         """
-        config = self.config.validate()
+        config = self.config if config_checked else self.config.validate()
         data = TrainData.of(data)
         scoring = resolve_score_settings(
             config.score,

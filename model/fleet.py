@@ -31,17 +31,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_factory.atomic import remove_stale_temps
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
-from data_factory.errors import UserInputError
 from data_factory.registry import load_dataset
 from data_factory.windows import Normalizer
 from model.checkpoint import FORMAT_VERSION, check_checkpoint_matches, load_checkpoint, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector, package_versions
 from model.solver import StopOnSignal, TrainingFailed, TrainingInterrupted
-from model.workers import one_thread, spawn_pool
+from runtime.atomic import remove_stale_temps
+from runtime.errors import UserInputError
+from runtime.workers import check_jobs, one_thread, spawn_pool
 
 # What one entity's record in the bundle leaves out: written once for the whole fleet.
 SHARED_KEYS = ("train_config", "versions")
@@ -238,7 +238,7 @@ def train_entity(
             if problem is not None:
                 return entity, None, problem, 0.0
             given = None if normalizer is None else Normalizer(*normalizer)
-            detector = Detector(settings, normalizer=given).fit(data)
+            detector = Detector(settings, normalizer=given).fit(data, config_checked=True)  # checked by the parent
     except (UserInputError, TrainingFailed) as error:
         return entity, None, str(error), time.perf_counter() - started
     return entity, detector.to_checkpoint(), None, time.perf_counter() - started
@@ -291,8 +291,9 @@ def prepare_fleet(
     resume_from: Fleet | None = None,
 ) -> Fleet:
     """The fleet to train `entities` into: `resume_from` (its finished entities kept) or a new one, with
-    the new entities in its order and, for global normalisation, the shared statistics fitted."""
-    config.validate()
+    the new entities in its order and, for global normalisation, the shared statistics fitted.
+
+    `config` has passed config.validate() already: the entity workers do not check it again."""
     if normalisation not in NORMALISATIONS:
         raise UserInputError(f"--normalisation must be one of {', '.join(NORMALISATIONS)}")
     fleet = resume_from or Fleet(dataset_name.upper(), config, normalisation)
@@ -321,11 +322,28 @@ def train_fleet(
 
     resume_from: a fleet whose finished entities are kept. save: called after every entity.
     """
+    config.validate()
+    check_jobs(jobs)
     fleet = prepare_fleet(dataset_name, data_dir, entities, config, normalisation, resume_from)
+    train_unfinished(fleet, dataset_name, data_dir, entities, jobs=jobs, save=save, progress=progress)
+    return fleet
+
+
+def train_unfinished(
+    fleet: Fleet,
+    dataset_name: str,
+    data_dir: str | Path | None,
+    entities: list[str],
+    *,
+    jobs: int = 1,
+    save: Callable[[Fleet], None] | None = None,
+    progress: bool = True,
+) -> None:
+    """Train into a prepared `fleet` (prepare_fleet) the entities it has not finished, one after another
+    in this process and its `jobs` workers."""
     todo = [name for name in entities if not fleet.finished(name)]
     bar = tqdm(total=len(todo), desc=f"{fleet.dataset} entities", disable=not progress)
     train_claimed(fleet, dataset_name, data_dir, todo, itertools.count().__next__, jobs=jobs, save=save, bar=bar)
-    return fleet
 
 
 def train_claimed(
@@ -346,8 +364,6 @@ def train_claimed(
     save(fleet) runs after every entity. After SIGINT/SIGTERM the running entities finish, the fleet is
     saved and FleetInterrupted raised. rank: the torchrun rank, named in that exception.
     """
-    if jobs < 1:
-        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
     shared = None if fleet.shared_normaliser is None else (fleet.shared_normaliser.mean, fleet.shared_normaliser.std)
     settings, folder = fleet.config.to_dict(), None if data_dir is None else str(data_dir)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from data_factory.errors import UserInputError
 from model.alarm_rule import ALARM_RULES
 from model.config import DetectorConfig, type_problem
 from model.scores import SCORES
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 
 FORMAT_VERSION = 1
 ARCHITECTURE = ("n_channels", "win_size", "d_model", "n_heads", "e_layers", "d_ff")
@@ -173,9 +173,9 @@ def check_scoring(check: Checker, record: dict, n_channels: int) -> None:
     scoring = check.get(record, "scoring", "", dict, optional=True)
     if scoring is None:
         return
-    variant = check.get(scoring, "variant", "scoring", str)
-    if variant not in SCORES:
-        check.fail("scoring['variant']", f"is {variant!r}, not one of {', '.join(SCORES)}")
+    score = check.get(scoring, "variant", "scoring", str)  # the score's name, under its key of old
+    if score not in SCORES:
+        check.fail("scoring['variant']", f"is {score!r}, not one of {', '.join(SCORES)}")
     temperature = check.get(scoring, "temperature", "scoring", (int, float))
     if temperature <= 0:
         check.fail("scoring['temperature']", f"is {temperature}, not positive")

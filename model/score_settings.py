@@ -7,31 +7,31 @@ telemetry value, not the command flags) and smooth with a centred 50-point movin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from data_factory.errors import UserInputError
 from model.scores import SCORES
+from runtime.errors import UserInputError
 
 
 @dataclass(frozen=True)
 class ScoreSettings:
     """A score resolved against a dataset: its name, temperature, channel indices and smoothing span."""
 
-    variant: str  # a name in model.scores.SCORES
+    score: str  # a name in model.scores.SCORES
     temperature: float
     channels: tuple[int, ...] | None  # channels whose reconstruction error counts; None: all
     smooth: int  # centred moving-average span over points; 0 or 1: none
 
     def to_dict(self) -> dict:
-        values = asdict(self)
-        values["channels"] = None if self.channels is None else list(self.channels)
-        return values
+        """As checkpoints and reports store it; the score's name under its key of old, "variant"."""
+        channels = None if self.channels is None else list(self.channels)
+        return {"variant": self.score, "temperature": self.temperature, "channels": channels, "smooth": self.smooth}
 
     @classmethod
     def from_dict(cls, values: dict) -> ScoreSettings:
         channels = values["channels"]
         return cls(
-            variant=values["variant"],
+            score=values["variant"],
             temperature=float(values["temperature"]),
             channels=None if channels is None else tuple(int(c) for c in channels),
             smooth=int(values["smooth"]),
@@ -40,13 +40,13 @@ class ScoreSettings:
     def describe(self) -> str:
         channels = "all channels" if self.channels is None else f"channels {list(self.channels)}"
         smoothing = f"smoothed over {self.smooth} points" if self.smooth > 1 else "unsmoothed"
-        return f"{self.variant} score, {channels}, {smoothing}"
+        return f"{self.score} score, {channels}, {smoothing}"
 
 
-def check_variant(variant: str) -> str:
-    if variant not in SCORES:
-        raise UserInputError(f"unknown score {variant!r}; choose one of {', '.join(SCORES)}")
-    return variant
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise UserInputError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    return score
 
 
 def check_smooth(span: int, length: int | None = None) -> int:
@@ -84,7 +84,7 @@ def resolve_channels(spec: str, channel_names: list[str], target_channels: list[
 
 
 def resolve_score_settings(
-    variant: str,
+    score: str,
     channel_spec: str | None,
     smooth: int | None,
     channel_names: list[str],
@@ -94,10 +94,10 @@ def resolve_score_settings(
 ) -> ScoreSettings:
     """The score's own defaults (model.scores.SCORES), overridden by what the user gave; a given --smooth
     may not exceed train_length."""
-    score = SCORES[check_variant(variant)]
-    default_spec, default_smooth = score.channels, score.smooth
+    definition = SCORES[check_score(score)]
+    default_spec, default_smooth = definition.channels, definition.smooth
     return ScoreSettings(
-        variant=variant,
+        score=score,
         temperature=temperature,
         channels=resolve_channels(channel_spec or default_spec, channel_names, target_channels),
         smooth=default_smooth if smooth is None else check_smooth(smooth, train_length),
@@ -106,23 +106,23 @@ def resolve_score_settings(
 
 def override_score_settings(
     stored: ScoreSettings,
-    variant: str | None,
+    score: str | None,
     channel_spec: str | None,
     smooth: int | None,
     channel_names: list[str],
     target_channels: list[int] | None,
     train_length: int | None = None,
 ) -> ScoreSettings:
-    """The checkpoint's scoring, changed only where the user asked: a new variant brings its own
+    """The checkpoint's scoring, changed only where the user asked: a new score brings its own
     defaults (model.scores.SCORES); --score-channels and --smooth (at most train_length) override
     single fields."""
-    if variant is not None and variant != stored.variant:
-        stored = resolve_score_settings(variant, None, None, channel_names, target_channels, stored.temperature)
+    if score is not None and score != stored.score:
+        stored = resolve_score_settings(score, None, None, channel_names, target_channels, stored.temperature)
     channels = (
         stored.channels if channel_spec is None else resolve_channels(channel_spec, channel_names, target_channels)
     )
     return ScoreSettings(
-        variant=stored.variant,
+        score=stored.score,
         temperature=stored.temperature,
         channels=channels,
         smooth=stored.smooth if smooth is None else check_smooth(smooth, train_length),

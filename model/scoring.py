@@ -15,15 +15,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data_factory.errors import UserInputError
 from data_factory.records import decode_array, encode_array
 from data_factory.windows import check_long_enough
-from model.allocator import keep_freed_memory
 from model.config import check_device_available
-from model.distributed import DistributedContext
 from model.score_settings import ScoreSettings
 from model.scores import SCORES, WindowOutputs
 from model.transformer import AnomalyTransformer
+from runtime.allocator import keep_freed_memory
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -81,7 +81,7 @@ class WindowScorer:
         device: torch.device | None = None,
         context: DistributedContext | None = None,
     ) -> None:
-        keep_freed_memory()  # each batch's tensors reuse the last batch's pages (model/allocator.py)
+        keep_freed_memory()  # each batch's tensors reuse the last batch's pages (runtime/allocator.py)
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
         self.context = context or DistributedContext()
@@ -95,7 +95,7 @@ class WindowScorer:
 
     @torch.no_grad()
     def _run(self, windows: list[np.ndarray], keep_last: int | None = None) -> PointValues:
-        score = SCORES[self.settings.variant]
+        score = SCORES[self.settings.score]
         inputs = torch.from_numpy(np.stack(windows)).to(self.device)
         # float32: the stored thresholds were made the same way
         reconstruction, per_layer = self.model(inputs, associations=score.needs_associations)

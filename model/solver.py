@@ -23,15 +23,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data_factory.errors import UserInputError
 from data_factory.windows import WindowDataset, check_long_enough, scoring_starts, training_starts
-from model.allocator import keep_freed_memory
 from model.config import DetectorConfig
 from model.discrepancy import minimax_losses
-from model.distributed import DistributedContext, epoch_batches
-from model.resume import capture_rng_state, restore_rng_state
 from model.scoring import autocast_context, resolve_device
 from model.transformer import AnomalyTransformer
+from runtime.allocator import keep_freed_memory
+from runtime.distributed import DistributedContext, epoch_batches
+from runtime.errors import UserInputError
+from runtime.resume import capture_rng_state, restore_rng_state
 
 
 class TrainingFailed(Exception):
@@ -369,7 +369,7 @@ def fit_model(
         `save_every` steps, and when SIGINT/SIGTERM stops the run.
     context: the torchrun process group; each rank trains on its share of every global batch.
     """
-    keep_freed_memory()  # each step's association tensors reuse the last step's pages (model/allocator.py)
+    keep_freed_memory()  # each step's association tensors reuse the last step's pages (runtime/allocator.py)
     context = context or DistributedContext()
     device = next(model.parameters()).device
     use_amp = config.amp and device.type == "cuda"

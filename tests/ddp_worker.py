@@ -7,8 +7,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from model.discrepancy import minimax_losses
-from model.distributed import init_distributed
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.distributed import init_distributed
 
 CONFIG = ModelConfig(n_channels=4, win_size=12, d_model=16, n_heads=4, e_layers=2, d_ff=32)
 

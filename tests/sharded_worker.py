@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model.distributed import init_distributed
 from model.score_settings import ScoreSettings
 from model.scoring import score_chunks, score_series
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.distributed import init_distributed
 
 CONFIG = ModelConfig(n_channels=4, win_size=12, d_model=16, n_heads=4, e_layers=2, d_ff=32)
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data_factory.errors import UserInputError
 from model.alarm_rule import AlarmRule, AlarmSettings, RuleState
+from runtime.errors import UserInputError
 
 
 def _train_scores(n: int = 3000, seed: int = 0) -> np.ndarray:

@@ -6,8 +6,8 @@ from dataclasses import fields
 import pytest
 
 import train
-from data_factory.errors import UserInputError
 from model.config import DATASET_PRESETS, PRESETS, DetectorConfig, config_from_flags
+from runtime.errors import UserInputError
 
 
 def parsed(*flags: str):
@@ -83,3 +83,25 @@ def test_per_entity_training_takes_the_fleet_preset_unless_another_is_given(tmp_
     small = ["--preset", "small", "--epochs", "1", "--train-stride", "20", "--output-dir", str(tmp_path / "b")]
     assert train.main([*base, *small]) == 0
     assert Fleet.load(tmp_path / "b" / "CUSTOM_fleet.pth").config.d_model == 128
+
+
+def test_a_training_run_checks_its_settings_once_one_model_or_a_fleet(tmp_path, monkeypatch):
+    from tests.test_fleet import write_fleet_data
+    from tests.tiny import TINY_TRAIN_FLAGS
+
+    checks = []
+    validate = DetectorConfig.validate
+
+    def counted(config, check_device=True):
+        checks.append(check_device)
+        return validate(config, check_device)
+
+    monkeypatch.setattr(DetectorConfig, "validate", counted)
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path / "one"), *TINY_TRAIN_FLAGS]) == 0
+    assert checks == [True]  # at the entry, before any file is written; not again in Detector.fit
+    checks.clear()
+    data = write_fleet_data(tmp_path)
+    fleet = ["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1", "--output-dir",
+             str(tmp_path / "fleet"), *TINY_TRAIN_FLAGS]  # fmt: skip
+    assert train.main(fleet) == 0
+    assert checks == [True]  # not again per entity, nor when the fleet is prepared

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from data_factory.errors import UserInputError
 from data_factory.registry import load_synth
 from data_factory.synthetic import SynthSpec
 from data_factory.windows import Normalizer
 from model import SCORES, AnomalyTransformer, Detector, DetectorConfig, Score
 from model.alarm_rule import AlarmRule
 from model.scores import reconstruction_error
+from runtime.errors import UserInputError
 
 TINY = DetectorConfig(win_size=20, d_model=16, n_heads=2, e_layers=1, d_ff=32, epochs=1, batch_size=32,
                       train_stride=10, device="cpu")  # fmt: skip
@@ -93,7 +93,7 @@ def test_a_score_added_to_the_registry_is_trained_with_and_stored(synth, tmp_pat
     detector = Detector(DetectorConfig(**{**TINY.to_dict(), "score": "worst"})).fit(synth)
     points = detector.score_points(synth.test)
     np.testing.assert_array_equal(points.scores, points.errors.max(axis=1))
-    assert Detector.load(detector.save(tmp_path / "w.pth")).scoring_.variant == "worst"
+    assert Detector.load(detector.save(tmp_path / "w.pth")).scoring_.score == "worst"
 
 
 def test_the_reconstruction_error_helper_limits_the_error_to_the_named_channels():

@@ -11,8 +11,8 @@ import torch
 
 import evaluate
 from model.discrepancy import minimax_losses
-from model.distributed import DistributedContext, epoch_batches
 from model.transformer import AnomalyTransformer
+from runtime.distributed import DistributedContext, epoch_batches
 from tests.ddp_worker import CONFIG, global_batch
 from tests.tiny import TINY_TRAIN_FLAGS
 

@@ -15,7 +15,7 @@ from data_factory.download import (
     fetch,
     resolve_url,
 )
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 from tests.local_http import LocalServer, refused_url
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, connect_timeout_s=5, read_timeout_s=10)

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import train
-from data_factory.atomic import LOCK_FILE
-from model.distributed import DistributedContext
 from model.fleet import Fleet, ShardWriter, merge_shards, remove_shards, shard_path
+from runtime.atomic import LOCK_FILE
+from runtime.distributed import DistributedContext
 from tests.test_fleet import write_slow_fleet
 
 ROOT = Path(__file__).resolve().parents[1]

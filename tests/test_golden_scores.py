@@ -22,11 +22,11 @@ from model import Detector, DetectorConfig
 from model.score_settings import resolve_score_settings
 
 
-def score_tolerance(variant: str, temperature: float, expected: np.ndarray) -> dict:
+def score_tolerance(score: str, temperature: float, expected: np.ndarray) -> dict:
     """float32 rounding of reordered sums, relative to the score's scale (a squared error near zero has
     no relative precision). The paper score is softmax(-AssDis x T), which multiplies the rounding of
     AssDis by T (50 or 5)."""
-    rtol = 2e-5 * temperature if variant == "paper" else 1e-5
+    rtol = 2e-5 * temperature if score == "paper" else 1e-5
     return {"rtol": rtol, "atol": 1e-6 * float(np.abs(expected).max())}
 
 
@@ -68,13 +68,13 @@ def test_every_score_equals_the_code_before_the_detector(name, one_thread):
     keys = sorted({key.rsplit("_", 1)[0] for key in expected.files if key.count("_") == 4})
     assert len(keys) == 16  # 3 scores x 2 channel specs x 2 smoothings, + the paper score at temperature 5
     for key in keys:
-        variant, spec, smooth, temperature = key.split("_")
-        settings = resolve_score_settings(variant, spec, int(smooth), data.channel_names, data.target_channels,
+        score, spec, smooth, temperature = key.split("_")
+        settings = resolve_score_settings(score, spec, int(smooth), data.channel_names, data.target_channels,
                                           float(temperature))  # fmt: skip
         for split, series in (("train", data.train), ("test", data.test)):
             points = detector.rescored(settings).score_points(series, batch_size=32)
             before = expected[f"{key}_{split}"]
-            np.testing.assert_allclose(points.scores, before, **score_tolerance(variant, float(temperature), before),
+            np.testing.assert_allclose(points.scores, before, **score_tolerance(score, float(temperature), before),
                                        err_msg=f"{key} {split}")  # fmt: skip
             if f"errors_{split}" in expected.files:
                 errors_before = expected[f"errors_{split}"]

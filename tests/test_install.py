@@ -54,7 +54,7 @@ def venv(tmp_path_factory) -> dict[str, Path]:
 
 def test_packages_import_from_outside_the_repository(venv, tmp_path):
     snippet = (
-        "import importlib.util, data_factory, model, evaluation\n"
+        "import importlib.util, runtime, data_factory, model, evaluation, commands\n"
         "from data_factory import load_dataset\n"
         "d = load_dataset('SYNTH')\n"
         "print(d.train.shape)\n"
@@ -105,7 +105,7 @@ def test_wheel_holds_the_packages_their_data_and_the_cli_modules(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"data_factory/telemanom_manifest.json", "evaluation/templates/report.html"} <= names
     assert {"train.py", "evaluate.py", "detect.py", "inspect_checkpoint.py"} <= names
-    for package in ("data_factory", "model", "evaluation"):
+    for package in ("runtime", "data_factory", "model", "evaluation", "commands"):
         expected = {f"{package}/{path.name}" for path in (ROOT / package).glob("*.py")}
         assert expected <= names, expected - names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)

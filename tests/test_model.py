@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from data_factory.errors import UserInputError
 from model.attention import AnomalyAttention, prior_association, squash_sigma
 from model.discrepancy import association_discrepancy, kl_per_step, symmetric_kl
-from model.score_settings import check_variant
+from model.score_settings import check_score
 from model.scores import SCORES, WindowOutputs
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 
 
 def small_model(seed: int = 0, **overrides) -> AnomalyTransformer:
@@ -92,7 +92,7 @@ def test_paper_score_is_the_window_softmax_of_minus_discrepancy_times_step_error
     with pytest.raises(KeyError):
         SCORES["magic"]
     with pytest.raises(UserInputError, match="unknown score 'magic'"):
-        check_variant("magic")
+        check_score("magic")
 
 
 def test_model_rejects_heads_that_do_not_divide_d_model():

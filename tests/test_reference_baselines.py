@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from bench.tsb_vus_check import telemanom_entity
-from data_factory.errors import UserInputError
 from data_factory.windows import Normalizer
 from evaluation import baselines
 from evaluation.baseline_api import SERIES, TRAIN, Baseline, FittedOnSeries
@@ -14,6 +13,7 @@ from evaluation.fleet_report import PER_ENTITY_METRICS, EntityScores, FleetEvalu
 from evaluation.sarfraz_baselines import L2Norm, NearestTrainDistance, PcaError, SensorRangeDeviation, pca_dimension
 from evaluation.tsb_baselines import TsbCnn, TsbPca
 from model.alarm_rule import AlarmSettings
+from runtime.errors import UserInputError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

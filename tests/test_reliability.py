@@ -22,11 +22,11 @@ import evaluate
 import inspect_checkpoint
 import train
 from data_factory import __main__ as prepare_cli
-from data_factory.atomic import LOCK_FILE, atomic_path, folder_lock
 from data_factory.download import DownloadFailed, RetryPolicy, fetch
-from data_factory.errors import UserInputError
 from data_factory.registry import load_synth
 from data_factory.telemanom import ARRAY_FILES, INDEX_COLUMNS, INDEX_FILE, write_cache
+from runtime.atomic import LOCK_FILE, atomic_path, folder_lock
+from runtime.errors import UserInputError
 from tests.local_http import LocalServer, refused_url
 from tests.tiny import TINY_TRAIN_FLAGS
 
@@ -216,7 +216,7 @@ def hold_lock_in_child(folder: Path) -> subprocess.Popen:
     """A real process holding the folder's lock until it is signalled (SIGTERM raises, so it cleans up)."""
     script = (
         "import sys, time\n"
-        "from data_factory.atomic import folder_lock, signals_raise, Interrupted\n"
+        "from runtime.atomic import folder_lock, signals_raise, Interrupted\n"
         "with signals_raise():\n"
         "    try:\n"
         f"        with folder_lock({str(folder)!r}):\n"
@@ -601,6 +601,6 @@ def test_a_truncated_cache_file_is_named_instead_of_downloading_again(tmp_path, 
 
 
 def test_user_input_errors_are_printed_on_one_line():
-    from data_factory.errors import error_line
+    from runtime.errors import error_line
 
     assert error_line(UserInputError("first\n  second\n")) == "error: first; second"

@@ -140,9 +140,9 @@ def test_cuda_out_of_memory_gives_the_readme_advice(tmp_path, capsys, monkeypatc
 
 
 def test_a_full_disk_fails_before_training(tmp_path, capsys, monkeypatch):
-    import model.api
+    import commands.training
 
-    monkeypatch.setattr(model.api.shutil, "disk_usage", lambda _path: type("Usage", (), {"free": 1024})())
+    monkeypatch.setattr(commands.training.shutil, "disk_usage", lambda _path: type("Usage", (), {"free": 1024})())
     code = train.main([*TINY, "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "MiB free but the checkpoints need about" in err

@@ -1,4 +1,4 @@
-"""The scoring options: --score-channels, --smooth, and the defaults each score variant brings."""
+"""The scoring options: --score-channels, --smooth, and the defaults each score brings."""
 
 import json
 
@@ -8,13 +8,13 @@ import torch
 
 import evaluate
 import train
-from data_factory.errors import UserInputError
-from model.api import config_from_state
+from commands.training import config_from_state
 from model.detector import stored_scoring
 from model.score_settings import ScoreSettings, override_score_settings, resolve_channels, resolve_score_settings
 from model.scores import SCORES, WindowOutputs
 from model.scoring import CentredSmoother, PointValues, smooth_point_stream, smooth_scores
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 from tests.tiny import TINY_TRAIN_FLAGS
 
 NAMES = ["telemetry", "command_01", "command_02", "command_03"]
@@ -80,7 +80,7 @@ def test_channel_specs_resolve_to_indices_or_fail_clearly():
         resolve_channels("0,telemetry", NAMES, None)
 
 
-def test_each_variant_brings_its_defaults_and_flags_override_single_fields():
+def test_each_score_brings_its_defaults_and_flags_override_single_fields():
     paper = resolve_score_settings("paper", None, None, NAMES, [0], 50.0)
     assert (paper.channels, paper.smooth) == (None, 0)  # the reference's criterion, untouched
     default = resolve_score_settings("reconstruction", None, None, NAMES, [0], 50.0)
@@ -131,7 +131,7 @@ def test_a_bad_channel_fails_before_training_and_writes_nothing(tmp_path, capsys
 
 
 def test_checkpoints_and_runs_from_before_the_options_score_as_they_did(tmp_path, capsys):
-    """Before --score-channels and --smooth, every variant scored all channels, unsmoothed."""
+    """Before --score-channels and --smooth, every score read all channels, unsmoothed."""
     flags = ["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY_TRAIN_FLAGS, "--score", "reconstruction"]
     assert train.main([*flags, "--score-channels", "all", "--smooth", "0"]) == 0
     path = tmp_path / "SYNTH_checkpoint.pth"
@@ -146,7 +146,7 @@ def test_checkpoints_and_runs_from_before_the_options_score_as_they_did(tmp_path
     for key in ("score_channels", "smooth"):
         del stored["train_config"][key]
     torch.save(stored, path)
-    assert stored_scoring(stored) == ScoreSettings("reconstruction", 50.0, None, 0)  # not the variant's new defaults
+    assert stored_scoring(stored) == ScoreSettings("reconstruction", 50.0, None, 0)  # not the score's new defaults
     assert evaluate.main(evaluate_args) == 0
     assert np.array_equal(np.load(tmp_path / "SYNTH_evaluation.npz")["scores"], current)
 

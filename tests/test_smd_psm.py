@@ -9,9 +9,9 @@ import pytest
 
 from data_factory import load_dataset
 from data_factory.download import RetryPolicy
-from data_factory.errors import UserInputError
 from data_factory.psm import load_psm
 from data_factory.smd import MACHINES, load_smd
+from runtime.errors import UserInputError
 from tests.local_http import LocalServer, refused_url
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, connect_timeout_s=5, read_timeout_s=10)

@@ -20,8 +20,8 @@ import pytest
 from data_factory import __main__ as prepare_cli
 from data_factory import download, load_dataset
 from data_factory.download import IntegrityError, RetryPolicy
-from data_factory.errors import UserInputError
 from data_factory.telemanom import load_telemanom
+from runtime.errors import UserInputError
 from tests.local_http import LocalServer, refused_url
 
 REPO = Path(__file__).resolve().parents[1]

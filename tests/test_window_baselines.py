@@ -3,7 +3,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_factory.errors import UserInputError
 from evaluation.baselines import (
     METHODS,
     centred_window_scores,
@@ -14,6 +13,7 @@ from evaluation.baselines import (
     parse_baselines,
     standardised_windows,
 )
+from runtime.errors import UserInputError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PATTERN = np.array([0.0, 1.0, 2.0, 3.0])  # every normal point: this shape across 4 channels, at any level

@@ -4,10 +4,12 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from model.workers import default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
+from runtime.errors import UserInputError
+from runtime.workers import check_jobs, default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
 
 
 def process_state(pid: int) -> str | None:
@@ -24,6 +26,12 @@ def test_default_jobs_is_the_cores_capped_by_memory():
     assert default_jobs() == cores
     assert default_jobs(memory_per_job=1) == cores
     assert default_jobs(memory_per_job=2**60) == 1  # more than any machine has: still one worker
+
+
+def test_check_jobs_refuses_fewer_than_one_worker_in_one_line():
+    assert check_jobs(1) == 1
+    with pytest.raises(UserInputError, match=r"^--jobs must be at least 1, got 0$"):
+        check_jobs(0)
 
 
 def test_one_thread_limits_torch_and_the_native_pools_and_restores_them():

@@ -14,16 +14,14 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data_factory.atomic import ensure_writable_dir, folder_lock
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
-from data_factory.errors import UserInputError
-from data_factory.registry import dataset_label, load_dataset
+from data_factory.names import dataset_label
+from data_factory.registry import load_dataset
 from data_factory.windows import training_starts
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
 from model.config import DetectorConfig
 from model.detector import Detector
-from model.distributed import DistributedContext, init_distributed, shutdown_distributed
 from model.fleet import (
     Fleet,
     ShardWriter,
@@ -33,11 +31,14 @@ from model.fleet import (
     remove_shards,
     shard_path,
     train_claimed,
-    train_fleet,
+    train_unfinished,
 )
 from model.schema import expected_shapes
 from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import ModelConfig
+from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
+from runtime.errors import UserInputError
+from runtime.workers import check_jobs
 
 
 def best_checkpoint_path(output_dir: str | Path, label: str) -> Path:
@@ -59,20 +60,6 @@ def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -
             f"{folder} has {free / 2**20:.1f} MiB free but the checkpoints need about {needed / 2**20:.1f} MiB; "
             "free some space or choose another --output-dir"
         )
-
-
-def own_output_folder(folder: Path, context: DistributedContext, stack: contextlib.ExitStack) -> None:
-    """Rank 0 creates the folder and takes its lock for the rest of `stack`; every rank learns whether that
-    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0."""
-    failure = None
-    if context.is_main:
-        try:
-            ensure_writable_dir(folder)
-            stack.enter_context(folder_lock(folder))  # one run per folder: its files are this run's alone
-        except UserInputError as error:
-            failure = error
-    if context.sum([float(failure is not None)])[0]:
-        raise failure or UserInputError(f"rank 0 could not take the output folder {folder}; see its error")
 
 
 def _dataset_record(dataset: TimeSeriesDataset) -> dict:
@@ -142,8 +129,7 @@ def _train_locked(
             raise UserInputError(
                 f"the run in {last_path} already finished and wrote {best_path}; start a new run without --resume"
             )
-        config = config_from_state(state)
-    config.validate()
+        config = config_from_state(state).validate()  # the resumed run's settings, read from the file
     dataset = load_dataset(dataset_name, data_dir, entity)
     fit_part, _ = split_validation(dataset.train, config, dataset.name)  # a window too long fails before any model
     model_config = config.model_config(dataset.n_channels)
@@ -182,6 +168,7 @@ def _train_locked(
             save_state=save_last,
             save_every=save_every,
             context=context,
+            config_checked=True,
         )
         if context.is_main:
             detector.save(best_path)
@@ -215,9 +202,8 @@ def train_fleet_to_bundle(
     every entity, and rank 0 writes the bundle at the end.
     """
     if not resume:
-        config.validate()
-    if jobs < 1:
-        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
+        config.validate()  # before anything is created on disk
+    check_jobs(jobs)
     context = init_distributed(config.device)
     try:
         folder = Path(output_dir).expanduser()
@@ -255,9 +241,8 @@ def _train_fleet_locked(
     elif failure is not None:
         raise failure
     else:
-        fleet = train_fleet(dataset_name, data_dir, names, fleet.config, jobs=jobs, normalisation=fleet.normalisation,
-                            resume_from=fleet, save=lambda current: current.save(path),
-                            progress=progress)  # fmt: skip
+        train_unfinished(fleet, dataset_name, data_dir, names, jobs=jobs, save=lambda current: current.save(path),
+                         progress=progress)  # fmt: skip
     if context.is_main:
         for entity, reason in fleet.skipped.items():
             log(f"skipped {entity}: {reason}")
@@ -295,8 +280,7 @@ def _open_fleet(
             raise UserInputError(f"{path} does not exist, so there is nothing to resume; start without --resume")
         previous = Fleet.load(path)
         merged = merge_shards(previous, path)
-        config, normalisation = previous.config, previous.normalisation
-    config.validate()
+        config, normalisation = previous.config.validate(), previous.normalisation  # the bundle's settings
     names = entity_names(dataset_name, data_dir)
     if entities:
         unknown = [name for name in entities if name not in names]

@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from threadpoolctl import threadpool_limits
 
+from runtime.errors import UserInputError
+
 
 def default_jobs(memory_per_job: int = 0) -> int:
     """One worker per core this process may run on, and no more than the memory holds at
@@ -25,6 +27,13 @@ def default_jobs(memory_per_job: int = 0) -> int:
         return cores
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return max(1, min(cores, memory // memory_per_job))
+
+
+def check_jobs(jobs: int) -> int:
+    """--jobs, checked once where a command starts: at least one worker."""
+    if jobs < 1:
+        raise UserInputError(f"--jobs must be at least 1, got {jobs}")
+    return jobs
 
 
 def ignore_signals() -> None:

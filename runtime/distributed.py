@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from runtime.atomic import ensure_writable_dir, folder_lock
+from runtime.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,20 @@ def init_distributed(device_name: str = "auto") -> DistributedContext:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def own_output_folder(folder: Path, context: DistributedContext, stack: contextlib.ExitStack) -> None:
+    """Rank 0 creates the folder and takes its lock for the rest of `stack`; every rank learns whether that
+    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0."""
+    failure = None
+    if context.is_main:
+        try:
+            ensure_writable_dir(folder)
+            stack.enter_context(folder_lock(folder))  # one run per folder: its files are this run's alone
+        except UserInputError as error:
+            failure = error
+    if context.sum([float(failure is not None)])[0]:
+        raise failure or UserInputError(f"rank 0 could not take the output folder {folder}; see its error")
 
 
 def epoch_batches(

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from data_factory.errors import UserInputError
+from runtime.errors import UserInputError
 
 LOCK_FILE = ".run.lock"
 
