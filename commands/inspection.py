@@ -14,14 +14,15 @@ CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line pe
 SCORING_FIELDS = ("score", "temperature", "score_channels", "smooth")
 
 
-def describe(detector: Detector, path: Path) -> dict:
-    """Everything a person opening the checkpoint by hand wants, as plain JSON-ready values."""
+def describe(detector: Detector, path: Path | None = None) -> dict:
+    """Everything a person opening the checkpoint by hand wants, as plain JSON-ready values; the file's
+    name and size where it has a file of its own (a fleet's entities share the bundle's)."""
     history = detector.history_
     mean = detector.normalizer_.mean.astype(np.float64)
     std = detector.normalizer_.std.astype(np.float64)
+    validation = [record["val_rec"] for record in history if "val_rec" in record]
     return {
-        "file": str(path),
-        "file_bytes": path.stat().st_size,
+        **({} if path is None else {"file": str(path), "file_bytes": path.stat().st_size}),
         "created": detector.created_,
         "dataset": detector.dataset_,
         "model_config": detector.model_.config.to_dict(),
@@ -29,6 +30,8 @@ def describe(detector: Detector, path: Path) -> dict:
         "config": detector.config.to_dict(),
         "best_epoch": detector.best_epoch_,
         "epochs_run": len(history),
+        "best_val_rec": min(validation) if validation else None,
+        "last_train_rec": history[-1]["train_rec"] if history else None,
         "wall_seconds": float(sum(record.get("seconds", 0.0) for record in history)),
         "history": history,
         "normalization": {
@@ -38,6 +41,7 @@ def describe(detector: Detector, path: Path) -> dict:
             "std_range": [float(std.min()), float(std.max())],
             "unit_std_channels": int(np.sum(std == 1.0)),  # includes columns that never moved in TRAIN
         },
+        "threshold": detector.threshold_,
         "stored_thresholds": detector.train_score_stats_,
         "train_channel_error": detector.train_channel_error_,
         "scoring": detector.scoring_.to_dict(),
@@ -99,20 +103,19 @@ def format_text(described: dict) -> str:
     return "\n".join(lines)
 
 
+# What the bundle's table shows of each entity's own description (describe).
+FLEET_ENTITY_FIELDS = ("epochs_run", "best_val_rec", "last_train_rec", "threshold")
+
+
 def describe_fleet(fleet: Fleet, path: Path) -> dict:
-    """A fleet bundle: the shared config, then one record per entity."""
+    """A fleet bundle: the shared config once, then each entity's row, read from that entity's own
+    description (describe), so a detector is read the same way alone or in a fleet."""
     entities = {}
     for name, detector in fleet.detectors.items():
-        history = detector.history_
-        val = [record["val_rec"] for record in history if "val_rec" in record]
-        entities[name] = {
-            "train_rows": detector.dataset_.get("train_length"),
-            "epochs_run": len(history),
-            "best_val_rec": min(val) if val else None,
-            "last_train_rec": history[-1]["train_rec"] if history else None,
-            "threshold": detector.threshold_,
-            "seconds": fleet.seconds.get(name, 0.0),
-        }
+        described = describe(detector)
+        entities[name] = {"train_rows": described["dataset"].get("train_length"),
+                          **{key: described[key] for key in FLEET_ENTITY_FIELDS},
+                          "seconds": fleet.seconds.get(name, 0.0)}  # fmt: skip
     return {
         "file": str(path),
         "file_bytes": path.stat().st_size,

@@ -93,16 +93,28 @@ def train_to_checkpoint(
     """
     if save_every < 0:
         raise UserInputError(f"--save-every must be 0 or positive, got {save_every}")
+    label = dataset_label(dataset_name, entity)
+    return _in_output_folder(config, output_dir, resume, lambda folder, context: _train_locked(
+        dataset_name, data_dir, config, folder, label, log, progress, entity, resume, save_every, context))
+
+
+def _in_output_folder(
+    config: DetectorConfig,
+    output_dir: str | Path,
+    resume: bool,
+    work: Callable[[Path, DistributedContext], Path],
+) -> Path:
+    """A training run's frame, the same for one model and for a fleet: the settings checked before anything
+    is created on disk (a resumed run's come from its file and are checked there), then `work(folder,
+    context)` under torchrun's context (if any) and the output folder's lock."""
     if not resume:
-        config.validate()  # before anything is created on disk
+        config.validate()
     context = init_distributed(config.device)
     try:
-        label = dataset_label(dataset_name, entity)
         folder = Path(output_dir).expanduser()
         with contextlib.ExitStack() as stack:
             own_output_folder(folder, context, stack)
-            return _train_locked(dataset_name, data_dir, config, folder, label, log, progress, entity, resume,
-                                 save_every, context)  # fmt: skip
+            return work(folder, context)
     finally:
         shutdown_distributed()
 
@@ -201,18 +213,9 @@ def train_fleet_to_bundle(
     trained. Under torchrun the ranks take entities as they become free, each saving its own shard after
     every entity, and rank 0 writes the bundle at the end.
     """
-    if not resume:
-        config.validate()  # before anything is created on disk
     check_jobs(jobs)
-    context = init_distributed(config.device)
-    try:
-        folder = Path(output_dir).expanduser()
-        with contextlib.ExitStack() as stack:
-            own_output_folder(folder, context, stack)
-            return _train_fleet_locked(dataset_name, data_dir, config, folder, entities, jobs, normalisation, resume,
-                                       log, progress, context)  # fmt: skip
-    finally:
-        shutdown_distributed()
+    return _in_output_folder(config, output_dir, resume, lambda folder, context: _train_fleet_locked(
+        dataset_name, data_dir, config, folder, entities, jobs, normalisation, resume, log, progress, context))
 
 
 def _train_fleet_locked(
