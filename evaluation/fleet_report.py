@@ -21,10 +21,11 @@ import numpy as np
 
 from data_factory.registry import load_dataset
 from evaluation.attribution import train_error_scale
-from evaluation.baselines import DEFAULT_FLEET_BASELINES, baseline_scores
+from evaluation.baselines import DEFAULT_FLEET_BASELINES
 from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
+from evaluation.method_scores import score_methods
 from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period
@@ -32,8 +33,7 @@ from model.alarm_rule import AlarmSettings, check_alarm_settings
 from model.checkpoint import check_checkpoint_matches
 from model.detector import Detector
 from model.fleet import Fleet
-from model.score_settings import override_score_settings
-from model.scoring import resolve_device, smooth_scores
+from model.scoring import resolve_device
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_text
 from runtime.errors import UserInputError
 from runtime.workers import check_jobs, default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
@@ -132,21 +132,15 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
-        scoring = override_score_settings(detector.scoring_, run.score, run.score_channels, run.smooth,
-                                          data.channel_names, data.target_channels, len(data.train))  # fmt: skip
-        detector = detector.rescored(scoring).to(run.device)
-        train_points = detector.score_points(data.train, batch_size=run.batch_size)
-        test_points = detector.score_points(data.test, batch_size=run.batch_size)
-        train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
-        scored = EntityScores(entity, data.test_labels, {"model": train_points.scores}, {"model": test_points.scores})
-        window = dominant_period(test[:, 0])  # TSB-AD's sliding window: from the data's first channel
-        for name in run.baselines:
-            try:
-                pair = baseline_scores(name, train, test, channels=scoring.channels, seed=run.seed)
-            except UserInputError as error:  # e.g. a TEST shorter than the baseline's window
-                scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), str(error)
-                continue
-            scored.train[name], scored.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+        scored_methods = score_methods(detector.to(run.device), data, run.baselines, score=run.score,
+                                       score_channels=run.score_channels, smooth=run.smooth,
+                                       batch_size=run.batch_size, seed=run.seed, keep_going=True)  # fmt: skip
+        detector, test_points = scored_methods.detector, scored_methods.test_points
+        scored = EntityScores(entity, data.test_labels, scored_methods.train, scored_methods.test)
+        for name, reason in scored_methods.failed.items():
+            scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), reason
+        # TSB-AD's sliding window: from the data's first channel
+        window = dominant_period(scored_methods.normalised_test[:, 0])
         methods = ["model", *run.baselines]
         for name in (m for m in methods if m not in scored.failed):
             check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
@@ -155,7 +149,7 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         model_flags, scored.thresholds, _ = run.alarm.fit(scored.train["model"]).flags(scored.test["model"])
         train_error = detector.train_channel_error_
         if train_error is None:  # bundles from before the TRAIN error was stored
-            train_error = train_points.errors.mean(axis=0, dtype=np.float64)
+            train_error = scored_methods.train_points.errors.mean(axis=0, dtype=np.float64)
         scored.incidents = find_incidents(model_flags, scored.test["model"], scored.thresholds, test_points.errors,
                                           data.channel_names, entity=entity, top_k=run.top_sensors,
                                           scale=train_error_scale(train_error))  # fmt: skip

@@ -12,18 +12,17 @@ import numpy as np
 from data_factory.registry import load_dataset
 from evaluation.association_maps import explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import attribute, train_error_scale
-from evaluation.baselines import baseline_scores
 from evaluation.grading import ORACLE_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
+from evaluation.method_scores import score_methods
 from evaluation.plots import plot_scores
 from evaluation.result import Evaluation, MethodResult
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
 from model.fleet import load_detector
-from model.score_settings import override_score_settings
-from model.scoring import resolve_device, smooth_scores
+from model.scoring import resolve_device
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
 from runtime.distributed import DistributedContext
 from runtime.errors import UserInputError
@@ -200,37 +199,19 @@ def evaluate_checkpoint(
     detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model
     if score is None and protocol == "paper":
         score = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
-    scoring = override_score_settings(
-        detector.scoring_,
-        score,
-        score_channels,
-        smooth,
-        dataset.channel_names,
-        dataset.target_channels,
-        train_length=len(dataset.train),
-    )
-    detector = detector.rescored(scoring)
+    scored = score_methods(detector, dataset, baselines, score=score, score_channels=score_channels, smooth=smooth,
+                           batch_size=batch_size, seed=seed, context=context)  # fmt: skip
+    if scored is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
+        return None
+    detector, scoring = scored.detector, scored.scoring
+    train_points, test_points = scored.train_points, scored.test_points  # with the errors attribution reads
     settings = dataclasses.replace(
         settings,
         percentile=detector.config.threshold_percentile if settings.percentile is None else settings.percentile,
         alarm_rule=detector.config.alarm_rule if settings.alarm_rule is None else settings.alarm_rule,
         alarm_window=detector.config.alarm_window if settings.alarm_window is None else settings.alarm_window,
     )
-    # One pass each gives the scores and the per-channel errors that the attribution needs.
-    train_points = detector.score_points(dataset.train, batch_size=batch_size, context=context)
-    test_points = detector.score_points(dataset.test, batch_size=batch_size, context=context)
-    if context is not None and not context.is_main:
-        return None
-    train, test = detector.normalizer_.transform(dataset.train), detector.normalizer_.transform(dataset.test)
-    raw = {"model": (train_points.scores, test_points.scores)}
-    # The baselines see the same points and are smoothed the same way, so only the detector differs.
-    for name in baselines:
-        raw[name] = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
-    # The model's scores come smoothed already; the baselines are smoothed the same way.
-    raw = {
-        name: pair if name == "model" else tuple(smooth_scores(part, scoring.smooth) for part in pair)
-        for name, pair in raw.items()
-    }
+    raw = {name: (scored.train[name], scored.test[name]) for name in scored.train}
     val_ratio = detector.config.val_ratio
     methods = {
         name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio, name)
@@ -256,7 +237,7 @@ def evaluate_checkpoint(
     if explain:
         associations = explain_windows(
             detector.model_,
-            test,
+            scored.normalised_test,
             flagged.scores,
             flagged.predictions,
             dataset.test_labels,

@@ -1,0 +1,70 @@
+"""One series' TRAIN and TEST scored by its detector and by each baseline on the same points: the
+baselines read the detector's normalised input and its score channels, and are smoothed as its score
+is, so that only the method differs. evaluate.py's report (one model) and the per-entity report (each
+entity of a fleet) both score this way, then grade with evaluation/grading.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_factory.dataset import TimeSeriesDataset
+from evaluation.baselines import baseline_scores
+from model.detector import Detector
+from model.score_settings import ScoreSettings, override_score_settings
+from model.scoring import PointValues, smooth_scores
+from runtime.distributed import DistributedContext
+from runtime.errors import UserInputError
+
+
+@dataclass
+class MethodScores:
+    detector: Detector  # rescored with `scoring`
+    scoring: ScoreSettings
+    train_points: PointValues  # the model's, with the per-channel errors that attribution and incidents read
+    test_points: PointValues
+    normalised_test: np.ndarray  # what the model and the baselines read
+    train: dict[str, np.ndarray]  # method -> TRAIN scores, "model" first
+    test: dict[str, np.ndarray]  # method -> TEST scores
+    failed: dict[str, str] = field(default_factory=dict)  # baseline -> why it could not run on this series
+
+
+def score_methods(
+    detector: Detector,
+    data: TimeSeriesDataset,
+    baselines: tuple[str, ...],
+    *,
+    score: str | None = None,
+    score_channels: str | None = None,
+    smooth: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    context: DistributedContext | None = None,
+    keep_going: bool = False,
+) -> MethodScores | None:
+    """The model's scores (its stored scoring, changed only where score, score_channels or smooth are
+    given) and each baseline's. keep_going: a baseline that cannot run on this series (e.g. a TEST
+    shorter than its window) is recorded in `failed` instead of stopping the run. Under torchrun
+    (`context`) the ranks share the model's passes; rank 0 gets the result, the others None."""
+    scoring = override_score_settings(detector.scoring_, score, score_channels, smooth, data.channel_names,
+                                      data.target_channels, train_length=len(data.train))  # fmt: skip
+    detector = detector.rescored(scoring)
+    train_points = detector.score_points(data.train, batch_size=batch_size, context=context)
+    test_points = detector.score_points(data.test, batch_size=batch_size, context=context)
+    if context is not None and not context.is_main:
+        return None
+    train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)
+    scores = MethodScores(detector, scoring, train_points, test_points, test, {"model": train_points.scores},
+                          {"model": test_points.scores})  # fmt: skip
+    for name in baselines:
+        try:
+            pair = baseline_scores(name, train, test, channels=scoring.channels, seed=seed)
+        except UserInputError as error:
+            if not keep_going:
+                raise
+            scores.failed[name] = str(error)
+            continue
+        # The model's scores come smoothed already; the baselines are smoothed the same way.
+        scores.train[name], scores.test[name] = (smooth_scores(part, scoring.smooth) for part in pair)
+    return scores
