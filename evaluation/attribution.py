@@ -33,6 +33,12 @@ def train_error_scale(train_channel_error: np.ndarray) -> np.ndarray:
     return np.maximum(scale, SCALE_FLOOR * scale.mean() + np.finfo(np.float64).tiny)
 
 
+def sensor_scale(train_channel_error: np.ndarray | None, n_channels: int) -> np.ndarray:
+    """The scale that ranks a stream's sensors: the TRAIN error where the checkpoint stores it; checkpoints
+    from before it was stored rank the raw errors (a scale of ones)."""
+    return np.ones(n_channels) if train_channel_error is None else train_error_scale(train_channel_error)
+
+
 def relative_shares(errors: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Each row's channel errors (..., C) divided by their TRAIN scale, as shares summing to 1 per row;
     a perfectly reconstructed row shares equally."""

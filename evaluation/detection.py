@@ -17,7 +17,7 @@ import numpy as np
 
 from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
-from evaluation.attribution import top_sensor_text, train_error_scale
+from evaluation.attribution import sensor_scale, top_sensor_text
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
 from evaluation.incidents import IncidentTracker, incidents_document
 from evaluation.thresholds import detection_rule
@@ -68,7 +68,7 @@ class EntityPass:
     ) -> None:
         self.detector, self.rule, self.state, self.source = detector, rule, rule.start(), source
         names = detector.channel_names
-        self.scale = _sensor_scale(detector)
+        self.scale = sensor_scale(detector.train_channel_error_, len(detector.channel_names))
         self.top_k = min(top_sensors, len(names))
         self.missing = MissingValues(nan_policy, detector.normalizer_.mean, source, names)
         self.moments = ChannelMoments(len(names))
@@ -159,7 +159,7 @@ def detect(
         if entity is not None:
             raise UserInputError("--entity and --entity-column both choose the model; give one of them")
         table = open_input(source, chunk_rows, timestamp_column, stdin, entity_column)
-        return detect_by_entity(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device,
+        return _detect_routed(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device,
                                 rule_options, top_sensors, nan_policy, batch_size)  # fmt: skip
     detector = load_detector(checkpoint_path, entity, device=device)
     table = open_input(source, chunk_rows, timestamp_column, stdin)
@@ -209,13 +209,7 @@ def _shown(scores: np.ndarray) -> list[str]:
     return np.char.mod("%.9g", scores).tolist()  # 9 digits: a float32 score reads back exactly
 
 
-def _sensor_scale(detector: Detector) -> np.ndarray:
-    # Checkpoints from before the TRAIN error was stored rank sensors by their raw error.
-    stored = detector.train_channel_error_
-    return train_error_scale(stored) if stored is not None else np.ones(len(detector.channel_names))
-
-
-def detect_by_entity(
+def _detect_routed(
     fleet: Fleet,
     table,
     output: TextIO,

@@ -20,7 +20,7 @@ import numpy as np
 
 from data_factory.missing import MissingValues
 from data_factory.records import decode_array, encode_array
-from evaluation.attribution import train_error_scale
+from evaluation.attribution import sensor_scale
 from evaluation.incidents import Incident, IncidentTracker
 from evaluation.thresholds import detection_rule
 from model.alarm_rule import RuleState
@@ -28,11 +28,6 @@ from model.detector import Detector
 from model.scoring import PointStream, PointValues
 from runtime.atomic import json_ready
 from runtime.errors import UserInputError
-
-
-def _sensor_scale(detector: Detector) -> np.ndarray:
-    stored = detector.train_channel_error_  # older checkpoints: the raw errors are ranked, as detect does
-    return train_error_scale(stored) if stored is not None else np.ones(len(detector.channel_names))
 
 
 def event_line(event: str, incident: Incident) -> str:
@@ -50,7 +45,8 @@ class EntityStream:
         self.rule_state: RuleState = self.rule.start()
         self.points = PointStream(detector.model_, detector.scoring_, batch_size=1, device=detector._device())
         self.missing = MissingValues(nan_policy, detector.normalizer_.mean, input_name, detector.channel_names)
-        self.tracker = IncidentTracker(detector.channel_names, _sensor_scale(detector), entity, top_sensors)
+        scale = sensor_scale(detector.train_channel_error_, len(detector.channel_names))
+        self.tracker = IncidentTracker(detector.channel_names, scale, entity, top_sensors)
         self.timestamps = timestamps
         self.rows: list[int] = []  # input row numbers of the points pushed whose score is not out yet
         self.stamps: list[str] = []
