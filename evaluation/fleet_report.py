@@ -26,7 +26,8 @@ from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
 from evaluation.method_scores import score_methods
-from evaluation.report import check_scoring_flags, check_train_scores_finite, rank_non_finite
+from evaluation.report import check_scoring_flags
+from evaluation.result import alarm_decision, judge
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period
 from model.alarm_rule import AlarmSettings, check_alarm_settings
@@ -141,22 +142,22 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), reason
         # TSB-AD's sliding window: from the data's first channel
         window = dominant_period(scored_methods.normalised_test[:, 0])
-        methods = ["model", *run.baselines]
-        for name in (m for m in methods if m not in scored.failed):
-            check_train_scores_finite(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
-                                      scored.train[name])  # fmt: skip
-            scored.test[name], scored.non_finite[name] = rank_non_finite(scored.test[name], scored.train[name])
-        model_flags, scored.thresholds, _ = run.alarm.fit(scored.train["model"]).flags(scored.test["model"])
+        # Each method judged as evaluate.py judges one model (evaluation/result.py), at the decision rule.
+        decide = alarm_decision(run.alarm)
+        results = {name: judge(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
+                               scored.train[name], scored.test[name], scored.labels, decide, panel=False,
+                               tsb_window=window) for name in scored_methods.train}  # fmt: skip
+        for name, result in results.items():
+            scored.test[name], scored.non_finite[name] = result.scores, result.non_finite
+            scored.metrics[name] = result.metrics
+        model = results["model"]
+        scored.thresholds = model.thresholds
         train_error = detector.train_channel_error_
         if train_error is None:  # bundles from before the TRAIN error was stored
             train_error = scored_methods.train_points.errors.mean(axis=0, dtype=np.float64)
-        scored.incidents = find_incidents(model_flags, scored.test["model"], scored.thresholds, test_points.errors,
+        scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds, test_points.errors,
                                           data.channel_names, entity=entity, top_k=run.top_sensors,
                                           scale=train_error_scale(train_error))  # fmt: skip
-        for name in (m for m in methods if m not in scored.failed):
-            flags, thresholds, _ = run.alarm.fit(scored.train[name]).flags(scored.test[name])
-            scored.metrics[name] = grade(scored.labels, scored.train[name], scored.test[name], flags, thresholds,
-                                         tsb_window=window).per_entity()  # fmt: skip
     return scored
 
 

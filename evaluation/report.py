@@ -12,12 +12,12 @@ import numpy as np
 from data_factory.registry import load_dataset
 from evaluation.association_maps import explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import attribute, train_error_scale
-from evaluation.grading import ORACLE_METRICS, grade
+from evaluation.grading import ORACLE_METRICS
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
 from evaluation.method_scores import score_methods
 from evaluation.plots import plot_scores
-from evaluation.result import Evaluation, MethodResult
+from evaluation.result import Decision, Evaluation, alarm_decision, judge
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
@@ -88,46 +88,17 @@ def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) 
     return settings.rule or ALARM, ratio
 
 
-def rank_non_finite(scores: np.ndarray, train_scores: np.ndarray) -> tuple[np.ndarray, int]:
-    """The scores with each NaN/Inf replaced by a value above every finite TRAIN and TEST score, so that it
-    ranks as the most anomalous point and is flagged by any TRAIN threshold, instead of breaking the metrics
-    or passing as normal; and how many there were."""
-    bad = ~np.isfinite(scores)
-    if not bad.any():
-        return scores, 0
-    finite = np.concatenate([scores[~bad], train_scores[np.isfinite(train_scores)]]).astype(np.float64)
-    top = float(finite.max()) if finite.size else 0.0
-    return np.where(bad, top + max(abs(top), 1.0), scores).astype(scores.dtype), int(bad.sum())
-
-
-def check_train_scores_finite(name: str, train_scores: np.ndarray) -> None:
-    bad = ~np.isfinite(train_scores)
-    if bad.any():
-        raise UserInputError(
-            f"{name} gives {int(bad.sum())} TRAIN points a non-finite score (first at row {int(np.argmax(bad))}), "
-            "so no threshold can be read from them; the checkpoint's weights or statistics are broken: retrain it"
-        )
-
-
-def _decide(train_scores, scores, rule, ratio, settings, val_ratio) -> tuple[Threshold, np.ndarray]:
-    """The threshold and each TEST point's threshold (N,): the decision rule's, or a fixed one's."""
+def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: float) -> Decision:
+    """The decision rule, or a fixed threshold rule's one value for every TEST point."""
     if rule == ALARM:
-        fitted = AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window).fit(train_scores)
-        _, thresholds, _ = fitted.flags(scores)
-        adaptive = fitted.kind != "train"
-        return Threshold(fitted.threshold, fitted.describe(), False, reads_earlier_test_scores=adaptive), thresholds
-    threshold = choose_threshold(rule, train_scores, scores, percentile=settings.percentile, val_ratio=val_ratio,
-                                 value=settings.value, pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
-    return threshold, np.full(len(scores), threshold.value)
+        return alarm_decision(AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window))
 
+    def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
+        threshold = choose_threshold(rule, train_scores, scores, percentile=settings.percentile, val_ratio=val_ratio,
+                                     value=settings.value, pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+        return threshold, np.full(len(scores), threshold.value)
 
-def _finish(train_scores, scores, rule, ratio, settings, labels, val_ratio, name="model") -> MethodResult:
-    check_train_scores_finite("the checkpoint" if name == "model" else f"the {name} baseline", train_scores)
-    scores, non_finite = rank_non_finite(scores, train_scores)
-    threshold, thresholds = _decide(train_scores, scores, rule, ratio, settings, val_ratio)
-    graded = grade(labels, train_scores, scores, scores > thresholds, thresholds, panel=True)
-    return MethodResult(train_scores, scores, threshold, graded.flags, thresholds, graded.panel,
-                        graded.degenerate_reason, non_finite)  # fmt: skip
+    return decide
 
 
 def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
@@ -212,9 +183,10 @@ def evaluate_checkpoint(
         alarm_window=detector.config.alarm_window if settings.alarm_window is None else settings.alarm_window,
     )
     raw = {name: (scored.train[name], scored.test[name]) for name in scored.train}
-    val_ratio = detector.config.val_ratio
+    decide = _decision(rule, ratio, settings, detector.config.val_ratio)
     methods = {
-        name: _finish(train_scores, scores, rule, ratio, settings, dataset.test_labels, val_ratio, name)
+        name: judge("the checkpoint" if name == "model" else f"the {name} baseline", train_scores, scores,
+                    dataset.test_labels, decide)  # fmt: skip
         for name, (train_scores, scores) in raw.items()
     }
     flagged = methods["model"]

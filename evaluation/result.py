@@ -1,17 +1,25 @@
 """What evaluating a checkpoint gives: each method's scores, threshold, flags and metrics, and the model's
-attribution, association maps and incidents."""
+attribution, association maps and incidents; and `judge`, the one step from a method's TRAIN and TEST
+scores to its MethodResult, which evaluate.py's report and the per-entity report both take."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from evaluation.association_maps import AssociationMaps
 from evaluation.attribution import Attribution
+from evaluation.grading import grade
 from evaluation.incidents import Incident
 from evaluation.thresholds import Threshold
+from model.alarm_rule import AlarmSettings
 from model.score_settings import ScoreSettings
+from runtime.errors import UserInputError
+
+# A method's TRAIN and (finite) TEST scores -> its threshold and each TEST point's threshold (N,).
+Decision = Callable[[np.ndarray, np.ndarray], tuple[Threshold, np.ndarray]]
 
 
 @dataclass
@@ -40,3 +48,58 @@ class Evaluation:
     @property
     def model(self) -> MethodResult:
         return self.methods["model"]
+
+
+def rank_non_finite(scores: np.ndarray, train_scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """The scores with each NaN/Inf replaced by a value above every finite TRAIN and TEST score, so that it
+    ranks as the most anomalous point and is flagged by any TRAIN threshold, instead of breaking the metrics
+    or passing as normal; and how many there were."""
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores, 0
+    finite = np.concatenate([scores[~bad], train_scores[np.isfinite(train_scores)]]).astype(np.float64)
+    top = float(finite.max()) if finite.size else 0.0
+    return np.where(bad, top + max(abs(top), 1.0), scores).astype(scores.dtype), int(bad.sum())
+
+
+def check_train_scores_finite(name: str, train_scores: np.ndarray) -> None:
+    bad = ~np.isfinite(train_scores)
+    if bad.any():
+        raise UserInputError(
+            f"{name} gives {int(bad.sum())} TRAIN points a non-finite score (first at row {int(np.argmax(bad))}), "
+            "so no threshold can be read from them; the checkpoint's weights or statistics are broken: retrain it"
+        )
+
+
+def alarm_decision(alarm: AlarmSettings) -> Decision:
+    """The decision rule (model/alarm_rule.py) fitted on the method's own TRAIN scores."""
+
+    def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
+        fitted = alarm.fit(train_scores)
+        _, thresholds, _ = fitted.flags(scores)
+        adaptive = fitted.kind != "train"
+        return Threshold(fitted.threshold, fitted.describe(), False, reads_earlier_test_scores=adaptive), thresholds
+
+    return decide
+
+
+def judge(
+    owner: str,
+    train_scores: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+    decide: Decision,
+    *,
+    panel: bool = True,
+    tsb_window: int | None = None,
+) -> MethodResult:
+    """One method on one series: its TRAIN scores checked (`owner` names it in the error), a non-finite TEST
+    score ranked as the most anomalous, the decision, and the grade (evaluation/grading.py): the whole-series
+    panel, or with panel=False the per-entity metrics (TSB-AD's VUS over `tsb_window`)."""
+    check_train_scores_finite(owner, train_scores)
+    scores, non_finite = rank_non_finite(scores, train_scores)
+    threshold, thresholds = decide(train_scores, scores)
+    graded = grade(labels, train_scores, scores, scores > thresholds, thresholds, panel=panel, tsb_window=tsb_window)
+    metrics = graded.panel if panel else graded.per_entity()
+    return MethodResult(train_scores, scores, threshold, graded.flags, thresholds, metrics, graded.degenerate_reason,
+                        non_finite)  # fmt: skip
