@@ -16,7 +16,8 @@ from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format
 from evaluation.attribution import format_summary
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_baselines
 from evaluation.fleet_report import evaluate_fleet, format_fleet_table, write_fleet_artifacts
-from evaluation.report import check_evaluation_settings, check_scoring_flags
+from evaluation.method_scores import check_scoring_flags
+from evaluation.report import check_evaluation_settings
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES

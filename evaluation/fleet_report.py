@@ -25,8 +25,7 @@ from evaluation.baselines import DEFAULT_FLEET_BASELINES
 from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
-from evaluation.method_scores import score_methods
-from evaluation.report import check_scoring_flags
+from evaluation.method_scores import check_scoring_flags, score_methods
 from evaluation.result import alarm_decision, judge
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period

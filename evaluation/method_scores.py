@@ -13,9 +13,18 @@ from data_factory.dataset import TimeSeriesDataset
 from evaluation.baselines import baseline_scores
 from model.detector import Detector
 from model.score_settings import ScoreSettings, override_score_settings
-from model.scoring import PointValues, smooth_scores
+from model.scoring import PointValues, resolve_device, smooth_scores
 from runtime.distributed import DistributedContext
 from runtime.errors import UserInputError
+
+
+def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
+    """The flags every evaluation shares, refused before any data or checkpoint is read."""
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be positive, got {batch_size}")
+    if not 0 <= seed < 2**32:
+        raise UserInputError(f"--seed must be in [0, 2**32), got {seed}")
+    resolve_device(device)
 
 
 @dataclass

@@ -15,14 +15,13 @@ from evaluation.attribution import attribute, train_error_scale
 from evaluation.grading import ORACLE_METRICS
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
-from evaluation.method_scores import score_methods
+from evaluation.method_scores import check_scoring_flags, score_methods
 from evaluation.plots import plot_scores
 from evaluation.result import Decision, Evaluation, alarm_decision, judge
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
 from model.fleet import load_detector
-from model.scoring import resolve_device
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_ready, json_text
 from runtime.distributed import DistributedContext
 from runtime.errors import UserInputError
@@ -99,15 +98,6 @@ def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: f
         return threshold, np.full(len(scores), threshold.value)
 
     return decide
-
-
-def check_scoring_flags(batch_size: int, seed: int, device: str) -> None:
-    """The flags every evaluation shares, refused before any data or checkpoint is read."""
-    if batch_size < 1:
-        raise UserInputError(f"--batch-size must be positive, got {batch_size}")
-    if not 0 <= seed < 2**32:
-        raise UserInputError(f"--seed must be in [0, 2**32), got {seed}")
-    resolve_device(device)
 
 
 def check_evaluation_settings(
