@@ -32,9 +32,9 @@ class Normalizer:
         return ((series - self.mean) / self.std).astype(np.float32, copy=False)
 
 
-def check_long_enough(length: int, win_size: int, what: str) -> None:
+def check_long_enough(length: int, win_size: int, what: str, fix: str = "lower --win-size") -> None:
     if length < win_size:
-        raise UserInputError(f"{what} has {length} time steps, fewer than the window of {win_size}; lower --win-size")
+        raise UserInputError(f"{what} has {length} time steps, fewer than the window of {win_size}; {fix}")
 
 
 def training_starts(length: int, win_size: int, stride: int = 1) -> np.ndarray:

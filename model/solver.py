@@ -137,7 +137,8 @@ def split_validation(series: np.ndarray, config: DetectorConfig, name: str) -> t
     check_long_enough(len(fit_part), config.win_size, f"{name} train (without its validation tail)")
     if not n_val:
         return fit_part, None
-    check_long_enough(n_val, config.win_size, f"{name} validation tail ({config.val_ratio:.0%} of train)")
+    check_long_enough(n_val, config.win_size, f"{name} validation tail ({config.val_ratio:.0%} of train)",
+                      "lower --win-size, or train on all of TRAIN with --val-ratio 0")  # fmt: skip
     return fit_part, series[len(series) - n_val :]
 
 

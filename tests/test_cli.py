@@ -141,6 +141,8 @@ def run_cli(module, args, capsys):
         (["--dataset", "SYNTH", "--lr", "-1"], "--lr must be positive"),
         (["--dataset", "SYNTH", "--lr", "0"], "--lr must be positive"),
         (["--dataset", "SYNTH", "--win-size", "5000"], "fewer than the window of 5000"),
+        # 20 % of SYNTH's 10,000 TRAIN steps is shorter than the window, the rest is not: hold out no tail
+        (["--dataset", "SYNTH", "--win-size", "3000"], "or train on all of TRAIN with --val-ratio 0"),
     ],
 )
 def test_train_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
