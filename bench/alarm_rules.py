@@ -52,10 +52,29 @@ def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
     return rows
 
 
+def trailing(train: np.ndarray, test: np.ndarray, window: int, q: float) -> np.ndarray:
+    """The q-quantile of the `window` scores before each TEST point, the last TRAIN scores filling the start."""
+    joined = pd.Series(np.concatenate([train[-window:], test]).astype(np.float64))
+    return joined.rolling(window, min_periods=1).quantile(q).shift(1).to_numpy()[min(window, len(train)) :]
+
+
 def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The flags and thresholds of `train` or `budget-W` (W recent scores), as model/alarm_rule.py makes them."""
+    """The flags and thresholds of `train` or `budget-W` (W recent scores), as model/alarm_rule.py makes them;
+    `guard2-W` / `guardk-W`: budget-W's threshold raised to the recent median plus 2 (or k) robust spreads."""
     kind, _, window = rule.partition("-")
+    guard = kind if kind.startswith("guard") else None
+    kind = "budget" if guard else kind
     flags, thresholds, _ = AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)
+    if guard:
+        q, (m0, q25, q75) = np.percentile(train, 99), np.percentile(train, [50, 25, 75])
+        r0 = (q75 - q25) / 1.349
+        if r0 > 0:
+            w = int(window)
+            spread = np.maximum((trailing(train, test, w, 0.75) - trailing(train, test, w, 0.25)) / 1.349, r0)
+            factor = 2.0 if guard == "guard2" else (q - m0) / r0
+            thresholds = np.fmax(thresholds, trailing(train, test, w, 0.5) + factor * spread)
+            with np.errstate(invalid="ignore"):
+                flags = ((test > thresholds) | ~np.isfinite(test)).astype(np.uint8)
     return flags, thresholds
 
 
