@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: the checkpoint's, {DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold", type=float, default=None, help="flag above this score instead of the stored decision rule")
     add("--alarm-rule", choices=ALARM_RULES, default=None,
-        help="budget (above the TRAIN percentile and above the 90%% quantile of the recent scores) or train "
-        "(above the TRAIN percentile alone) (default: the checkpoint's)")
+        help="guarded (above the TRAIN percentile, the 90%% quantile of the recent scores and 2 robust spreads "
+        "above their median), budget (the first two) or train (the TRAIN percentile alone) (default: the checkpoint's)")
     add("--alarm-window", type=int, default=None,
-        help="recent scores the budget rule reads; at most the checkpoint's (default: the checkpoint's)")
+        help="recent scores the guarded and budget rules read; at most the checkpoint's (default: the checkpoint's)")
     add("--top-sensors", type=int, default=3, help="sensors listed for each flagged point (default: 3)")
     add("--nan", choices=NAN_POLICIES, default="fail",
         help="fail: stop at the first NaN/Inf; fill: carry each channel's last value forward, "

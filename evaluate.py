@@ -43,11 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a fixed threshold rule instead of the decision rule: train (TRAIN percentile), val (validation tail "
         "of TRAIN), fixed, pot (default: none, the decision rule of --alarm-rule)")
     add("--alarm-rule", choices=ALARM_RULES, default=None,
-        help="the decision rule of the default protocol: budget (above the TRAIN percentile and above the 90%% "
-        "quantile of the recent scores) or train (above the TRAIN percentile) (default: the checkpoint's, "
+        help="the decision rule of the default protocol: guarded (above the TRAIN percentile, the 90%% quantile of "
+        "the recent scores and 2 robust spreads above their median), budget (the first two) or train (the TRAIN "
+        "percentile alone) (default: the checkpoint's, "
         f"{DetectorConfig.alarm_rule} unless trained otherwise)")
     add("--alarm-window", type=int, default=None,
-        help=f"recent scores the budget rule reads (default: the checkpoint's, {DetectorConfig.alarm_window})")
+        help="recent scores the guarded and budget rules read (default: the checkpoint's, "
+        f"{DetectorConfig.alarm_window})")
     add("--threshold-percentile", type=float, default=None,
         help="TRAIN percentile of the decision rule and of the train and val rules (default: the checkpoint's, "
         f"{DetectorConfig.threshold_percentile:g} unless trained otherwise)")

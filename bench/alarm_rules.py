@@ -1,4 +1,4 @@
-"""The alarm panel of trained fleets under the decision rules: the rule before (train) and the default (budget).
+"""The alarm panel of trained fleets under the decision rules: train, budget and the default (guarded).
 
     python bench/alarm_rules.py --data-dir ../shared/data --fleets artifacts/fleet_quality \
         --datasets MSL SMAP SMD --seeds 0 1 2
@@ -11,9 +11,10 @@ and TEST score stream into flags, causally (model/alarm_rule.py), and the table 
 the mean over entities averaged over seeds of: the share of entities within the flood bound, point
 F1 at the rule beside the best-threshold F1 (oracle), event F1, flagged and anomalous share, false
 alarm events per 10,000 points; and the study's objective, the mean over datasets of (point F1 +
-event F1) / 2. --method scores a baseline instead. The study that chose the rule, with its eight
-other candidates and its event logic, ran this script at commit 0b543bd (docs/research-log.md,
-"The decision rule").
+event F1) / 2. --method scores a baseline instead. The study that chose the budget rule, with its
+eight other candidates and its event logic, ran this script at commit 0b543bd (docs/research-log.md,
+"The decision rule"); the ramp guard's study, with its second candidate, at commit a50f7e6 (same
+page, "... with a ramp guard").
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from evaluation.grading import grade  # noqa: E402
 from model.alarm_rule import AlarmRule  # noqa: E402
 from model.fleet import fleet_path  # noqa: E402
 
-CANDIDATES = ("train", "budget-1000")
+CANDIDATES = ("train", "budget-1000", "guarded-1000")
 STUDY_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")  # the default set when the study ran
 
 
@@ -52,29 +53,11 @@ def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
     return rows
 
 
-def trailing(train: np.ndarray, test: np.ndarray, window: int, q: float) -> np.ndarray:
-    """The q-quantile of the `window` scores before each TEST point, the last TRAIN scores filling the start."""
-    joined = pd.Series(np.concatenate([train[-window:], test]).astype(np.float64))
-    return joined.rolling(window, min_periods=1).quantile(q).shift(1).to_numpy()[min(window, len(train)) :]
-
-
 def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The flags and thresholds of `train` or `budget-W` (W recent scores), as model/alarm_rule.py makes them;
-    `guard2-W` / `guardk-W`: budget-W's threshold raised to the recent median plus 2 (or k) robust spreads."""
+    """The flags and thresholds of `train`, `budget-W` or `guarded-W` (W recent scores), as model/alarm_rule.py
+    makes them."""
     kind, _, window = rule.partition("-")
-    guard = kind if kind.startswith("guard") else None
-    kind = "budget" if guard else kind
     flags, thresholds, _ = AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)
-    if guard:
-        q, (m0, q25, q75) = np.percentile(train, 99), np.percentile(train, [50, 25, 75])
-        r0 = (q75 - q25) / 1.349
-        if r0 > 0:
-            w = int(window)
-            spread = np.maximum((trailing(train, test, w, 0.75) - trailing(train, test, w, 0.25)) / 1.349, r0)
-            factor = 2.0 if guard == "guard2" else (q - m0) / r0
-            thresholds = np.fmax(thresholds, trailing(train, test, w, 0.5) + factor * spread)
-            with np.errstate(invalid="ignore"):
-                flags = ((test > thresholds) | ~np.isfinite(test)).astype(np.uint8)
     return flags, thresholds
 
 
@@ -116,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleets", type=Path, default=Path("artifacts/fleet_quality"))
     parser.add_argument("--datasets", nargs="+", default=["MSL", "SMAP", "SMD"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rules", default=",".join(CANDIDATES), help="comma-separated: train, budget-W")
+    parser.add_argument("--rules", default=",".join(CANDIDATES), help="comma-separated: train, budget-W, guarded-W")
     parser.add_argument("--method", default="model", help="model, or a baseline (scored on seed 0 only)")
     args = parser.parse_args(argv)
     rules = args.rules.split(",")

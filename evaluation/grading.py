@@ -36,8 +36,9 @@ from evaluation.vus import DEFAULT_MAX_BUFFER, vus
 ORACLE_METRICS = ("best_f1",)
 # Read the scores alone (no flags): None where the labels hold one class.
 SCORE_METRICS = ("roc_auc", "pr_auc", "vus_roc", "vus_pr", "tsb_vus_pr", "tsb_vus_roc", "tsb_vus_window", "best_f1")
-# What a degenerate method keeps: the metrics that do not read the flags, and the flagged share.
-KEPT_WHEN_DEGENERATE = (*SCORE_METRICS, "anomaly_share", "flagged_share")
+# What a degenerate method keeps: the metrics that do not read the flags, the flagged share, and whether that floods
+# (a method that flags every point is the worst flood an operator can get).
+KEPT_WHEN_DEGENERATE = (*SCORE_METRICS, "anomaly_share", "flagged_share", "within_flag_bound")
 # The per-entity ranking metrics: TSB-AD's VUS (evaluation/tsb_vus.py), best_f1 the oracle beside the F1 at the rule.
 RANKING_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "tsb_vus_roc", "best_f1")
 # Every per-entity metric, in the order of the fleet's JSON and CSV.

@@ -6,19 +6,25 @@ and on the scores before t, never on a later one, so the rule adds no delay to t
 and gives the same flags whether the scores arrive at once or in chunks of any size (`RuleState`
 carries what the next chunk needs).
 
-| rule     | flags point t when                                                                        |
-|----------|-------------------------------------------------------------------------------------------|
-| `budget` | s_t > max(q, b_t): q the TRAIN percentile, b_t the 90th percentile of the `window` scores |
-|          | before t (the last TRAIN scores fill the window at the start)                             |
-| `train`  | s_t > q (the rule before the budget one)                                                  |
+| rule      | flags point t when                                                                        |
+|-----------|-------------------------------------------------------------------------------------------|
+| `guarded` | s_t > max(q, b_t, m_t + 2 max(r_t, r0)): the budget rule's bound, and at least two robust |
+|           | spreads above the median of the recent scores (m_t, r_t over the same window; r0 TRAIN's) |
+| `budget`  | s_t > max(q, b_t): q the TRAIN percentile, b_t the 90th percentile of the `window` scores |
+|           | before t (the last TRAIN scores fill the window at the start)                             |
+| `train`   | s_t > q (the rule before the budget one)                                                  |
 
 The budget rule is an alarm budget: whatever happens to the scores, it flags at most about a tenth
 of any `window` consecutive points, so a machine whose errors settle on a new level after an
 incident, or drift away from TRAIN, stops raising alarms once the recent scores have caught up,
 instead of flagging every point from then on. Where the scores stay as quiet as in TRAIN, b_t is
-below q and it is the TRAIN rule. It was chosen among ten rules on the development data
-(docs/research-log.md, "The decision rule"). Non-finite scores are always flagged and never enter
-the recent window.
+below q and it is the TRAIN rule. A score that keeps climbing tops the quantile of its own past at
+every point, so the budget alone flags a ramp for as long as it lasts; the guard asks a point to
+stand out from the recent level by two robust spreads (r = interquartile range / 1.349, never below
+TRAIN's), which a steady ramp does not (it sits about 1.35 spreads above its recent median). The
+budget rule was chosen among ten rules on the development data, the guard added after a second
+study (docs/research-log.md, "The decision rule" and "... with a ramp guard"). Non-finite scores
+are always flagged and never enter the recent window.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import torch
 
 from runtime.errors import UserInputError
 
-ALARM_RULES = ("budget", "train")
-DEFAULT_ALARM_RULE = "budget"
-DEFAULT_ALARM_WINDOW = 1000  # recent scores the budget rule reads (docs/research-log.md)
+ALARM_RULES = ("guarded", "budget", "train")
+DEFAULT_ALARM_RULE = "guarded"
+DEFAULT_ALARM_WINDOW = 1000  # recent scores the budget and guarded rules read (docs/research-log.md)
 BUDGET_QUANTILE = 0.9  # the budget rule flags at most about a tenth of the recent points
+GUARD_SPREADS = 2.0  # how far above the recent median a guarded flag must stand, in robust spreads
+IQR_PER_SPREAD = 1.349  # a normal distribution's interquartile range, in standard deviations
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class RuleState:
 @dataclass(frozen=True)
 class AlarmRule:
     """A fitted decision rule. threshold: the TRAIN percentile q; train_tail: the last `window` TRAIN
-    scores, the recent window at the start of TEST (empty: the rule starts from q alone)."""
+    scores, the recent window at the start of TEST (empty: the rule starts from q alone); train_spread:
+    r0, the robust spread of the TRAIN scores (0: the guard is off)."""
 
     kind: str
     percentile: float
@@ -77,6 +86,7 @@ class AlarmRule:
     threshold: float
     train_tail: np.ndarray  # (<= window,) float64
     label: str = ""  # how the threshold was given, where it was not fitted (e.g. "--threshold value")
+    train_spread: float = 0.0
 
     @classmethod
     def fit(
@@ -98,6 +108,7 @@ class AlarmRule:
             int(window),
             float(np.percentile(finite, percentile)),
             _recent_values(scores[-window:]),
+            train_spread=robust_spread(finite),
         )
 
     def describe(self) -> str:
@@ -117,11 +128,19 @@ class AlarmRule:
         after = RuleState(recent[-self.window :].copy())
         if self.kind == "train":
             return np.full(len(scores), self.threshold), after
-        # The quantile of the `window` values before each point: rolling over the remembered values and the
-        # new ones, read one step back. pandas skips NaN (a non-finite score); nothing remembered yet is NaN.
-        quantiles = pd.Series(recent).rolling(self.window, min_periods=1).quantile(BUDGET_QUANTILE).to_numpy()
-        before = np.concatenate([[np.nan], quantiles[:-1]])[len(state.recent) :]
-        return np.fmax(self.threshold, before), after
+        # Each statistic of the `window` values before each point: rolling over the remembered values and the new
+        # ones, read one step back. pandas skips NaN (a non-finite score); nothing remembered yet is NaN.
+        rolling = pd.Series(recent).rolling(self.window, min_periods=1)
+
+        def before(statistic: pd.Series) -> np.ndarray:
+            return np.concatenate([[np.nan], statistic.to_numpy()[:-1]])[len(state.recent) :]
+
+        thresholds = np.fmax(self.threshold, before(rolling.quantile(BUDGET_QUANTILE)))
+        if self.kind == "guarded" and self.train_spread > 0:
+            spread = (before(rolling.quantile(0.75)) - before(rolling.quantile(0.25))) / IQR_PER_SPREAD
+            guard = before(rolling.quantile(0.5)) + GUARD_SPREADS * np.fmax(spread, self.train_spread)
+            thresholds = np.fmax(thresholds, guard)
+        return thresholds, after
 
     def flags(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, np.ndarray, RuleState]:
         """(flags (N,) uint8, thresholds (N,), state after): a point is flagged above its threshold,
@@ -140,17 +159,16 @@ class AlarmRule:
             "window": self.window,
             "threshold": self.threshold,
             "train_tail": torch.from_numpy(self.train_tail.copy()),
+            "train_spread": self.train_spread,
         }
 
     @classmethod
     def from_checkpoint(cls, record: dict) -> AlarmRule:
-        return cls(
-            record["kind"],
-            float(record["percentile"]),
-            int(record["window"]),
-            float(record["threshold"]),
-            record["train_tail"].numpy().astype(np.float64),
-        )
+        tail = record["train_tail"].numpy().astype(np.float64)
+        # Checkpoints from before the guard existed: the spread of the TRAIN scores they remember.
+        spread = float(record["train_spread"]) if "train_spread" in record else robust_spread(tail)
+        return cls(record["kind"], float(record["percentile"]), int(record["window"]), float(record["threshold"]),
+                   tail, train_spread=spread)  # fmt: skip
 
     def with_kind(self, kind: str, window: int | None = None) -> AlarmRule:
         """The same TRAIN statistics under another rule (window: fewer remembered TRAIN scores only)."""
@@ -161,7 +179,8 @@ class AlarmRule:
                 f"--alarm-window {window} is longer than the {self.window} TRAIN scores the model stores; "
                 f"choose at most {self.window} or retrain with --alarm-window {window}"
             )
-        return AlarmRule(kind, self.percentile, window, self.threshold, self.train_tail[-window:])
+        return AlarmRule(kind, self.percentile, window, self.threshold, self.train_tail[-window:],
+                         train_spread=self.train_spread)  # fmt: skip
 
 
 def rule_text(kind: str, percentile: float, window: int, threshold: float | None = None) -> str:
@@ -169,7 +188,20 @@ def rule_text(kind: str, percentile: float, window: int, threshold: float | None
     base = f"{percentile:g}th percentile of TRAIN scores" + ("" if threshold is None else f" ({threshold:.6g})")
     if kind == "train":
         return base
-    return f"{base} or the {BUDGET_QUANTILE:.0%} quantile of the last {window} scores, whichever is higher"
+    budget = f"{base} or the {BUDGET_QUANTILE:.0%} quantile of the last {window} scores, whichever is higher"
+    if kind == "budget":
+        return budget
+    return f"{budget}, and {GUARD_SPREADS:g} robust spreads above their median"
+
+
+def robust_spread(scores: np.ndarray) -> float:
+    """The interquartile range / 1.349 (a normal distribution's standard deviation) of finite scores; 0 for none."""
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return 0.0
+    q25, q75 = np.percentile(finite, [25, 75])
+    return float((q75 - q25) / IQR_PER_SPREAD)
 
 
 def _recent_values(scores: np.ndarray) -> np.ndarray:

@@ -66,11 +66,12 @@ class DetectorConfig:
     threshold_percentile: float = _setting(99.0, "percentile of TRAIN scores the decision rule starts from")
     alarm_rule: str = _setting(
         DEFAULT_ALARM_RULE,
-        "decision rule stored with the model: budget (flag above the TRAIN percentile and above the 90% "
-        "quantile of the recent scores) or train (above the TRAIN percentile alone)",
+        "decision rule stored with the model: guarded (flag above the TRAIN percentile, above the 90% quantile "
+        "of the recent scores and 2 robust spreads above their median), budget (the first two only) or train "
+        "(above the TRAIN percentile alone)",
         choices=ALARM_RULES,
     )
-    alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the budget rule reads, in points")
+    alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the guarded and budget rules read, in points")
 
     def model_config(self, n_channels: int) -> ModelConfig:
         return ModelConfig(

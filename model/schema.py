@@ -225,6 +225,9 @@ def check_alarm_rule(check: Checker, record: dict) -> None:
     tail = check.tensor(rule, "train_tail", "alarm_rule", None)
     if tail.dim() != 1 or len(tail) > window or tail.dtype != torch.float64:
         check.fail("alarm_rule['train_tail']", f"is not a float64 vector of at most {window} TRAIN scores")
+    spread = check.get(rule, "train_spread", "alarm_rule", (int, float), optional=True)  # absent before the guard
+    if spread is not None and not spread >= 0:
+        check.fail("alarm_rule['train_spread']", f"is {spread}, not a spread of 0 or more")
 
 
 def check_detector(check: Checker, record: dict, shared_config: dict | None = None) -> None:

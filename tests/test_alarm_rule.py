@@ -43,9 +43,10 @@ def test_the_budget_rule_is_the_train_rule_where_the_scores_stay_as_in_train():
     assert (thresholds >= rule.threshold).all()
 
 
-def test_flags_are_the_same_in_one_pass_and_in_chunks_of_any_size():
+@pytest.mark.parametrize("kind", ["guarded", "budget"])
+def test_flags_are_the_same_in_one_pass_and_in_chunks_of_any_size(kind):
     train = _train_scores()
-    rule = AlarmRule.fit(train, "budget", 99.0, window=300)
+    rule = AlarmRule.fit(train, kind, 99.0, window=300)
     rng = np.random.default_rng(3)
     test = np.concatenate([rng.gamma(4.0, 0.25, 700), rng.gamma(4.0, 0.25, 900) * 4, rng.gamma(4.0, 0.25, 400)])
     test[500] = np.nan
@@ -63,17 +64,19 @@ def test_flags_are_the_same_in_one_pass_and_in_chunks_of_any_size():
         np.testing.assert_array_equal(state.recent, whole_state.recent)
 
 
-def test_a_flag_never_reads_a_later_score():
+@pytest.mark.parametrize("kind", ["guarded", "budget"])
+def test_a_flag_never_reads_a_later_score(kind):
     train = _train_scores()
-    rule = AlarmRule.fit(train, "budget", 99.0, window=200)
+    rule = AlarmRule.fit(train, kind, 99.0, window=200)
     test = np.random.default_rng(4).gamma(4.0, 0.25, 1000)
     changed = test.copy()
     changed[600:] *= 50  # the future changes completely
     np.testing.assert_array_equal(rule.flags(test)[1][:601], rule.flags(changed)[1][:601])
 
 
-def test_non_finite_scores_are_flagged_and_do_not_move_the_level():
-    rule = AlarmRule.fit(_train_scores(), "budget", 99.0, window=50)
+@pytest.mark.parametrize("kind", ["guarded", "budget"])
+def test_non_finite_scores_are_flagged_and_do_not_move_the_level(kind):
+    rule = AlarmRule.fit(_train_scores(), kind, 99.0, window=50)
     test = np.full(200, 0.5)
     test[100:] = np.inf
     flags, thresholds, _ = rule.flags(test)
@@ -81,12 +84,35 @@ def test_non_finite_scores_are_flagged_and_do_not_move_the_level():
     assert np.isfinite(thresholds).all()
 
 
-def test_the_rule_round_trips_through_a_checkpoint_record():
-    rule = AlarmSettings("budget", 95.0, 500).fit(_train_scores())
+@pytest.mark.parametrize("kind", ["guarded", "budget"])
+def test_the_rule_round_trips_through_a_checkpoint_record(kind):
+    rule = AlarmSettings(kind, 95.0, 500).fit(_train_scores())
     again = AlarmRule.from_checkpoint(rule.to_checkpoint())
     test = _train_scores(800, seed=9) * 2
     np.testing.assert_array_equal(rule.flags(test)[0], again.flags(test)[0])
-    assert again.percentile == 95.0 and len(again.train_tail) == 500
+    assert again.percentile == 95.0 and len(again.train_tail) == 500 and again.train_spread == rule.train_spread
+
+
+def test_a_record_from_before_the_guard_takes_the_spread_of_its_remembered_train_scores():
+    rule = AlarmSettings("budget", 99.0, 500).fit(_train_scores())
+    record = rule.to_checkpoint()
+    del record["train_spread"]
+    tail = record["train_tail"].numpy()
+    q25, q75 = np.percentile(tail, [25, 75])
+    assert AlarmRule.from_checkpoint(record).train_spread == pytest.approx((q75 - q25) / 1.349)
+
+
+def test_the_guard_lets_a_climbing_score_pass_where_the_budget_flags_it_and_still_flags_a_spike():
+    train = _train_scores()  # gamma(4, 0.25): median about 0.92, robust spread about 0.46
+    ramp = np.linspace(1.0, 40.0, 3000)  # a steady climb, far above TRAIN, with no anomaly on it
+    ramp[2000:2010] += 30.0  # a spike on the climb
+    budget = AlarmRule.fit(train, "budget", 99.0, 1000).flags(ramp)[0].astype(bool)
+    guarded = AlarmRule.fit(train, "guarded", 99.0, 1000).flags(ramp)[0].astype(bool)
+    assert budget[1000:2000].all()  # each new score tops the quantile of its own past
+    assert not guarded[1000:2000].any()  # it sits about 1.35 recent spreads above the recent median, not 2
+    assert guarded[2000:2010].all()
+    # What it flags besides the spike is the start of the climb, while the recent window still holds TRAIN.
+    assert not guarded[1000:2000].any() and not guarded[2010:].any() and guarded.sum() < budget.sum() / 4
 
 
 @pytest.mark.parametrize(("kind", "window", "message"), [("spot", 10, "unknown --alarm-rule"),

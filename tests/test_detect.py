@@ -65,7 +65,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
     frame.to_parquet(parquet_path)
     threshold = run["stored"]["train_scores"]["percentiles"]["99.0"]
     rule = AlarmRule.from_checkpoint(run["stored"]["alarm_rule"])  # the decision rule trained with the model
-    assert rule.kind == "budget" and rule.threshold == threshold
+    assert rule.kind == "guarded" and rule.threshold == threshold
     expected_flags = rule.flags(reference)[0]
     # evaluate.py refits the rule on the TRAIN scores it recomputes: it reports exactly what detect raises.
     np.testing.assert_array_equal(run["flags"], expected_flags)
@@ -90,7 +90,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         assert first == [f"{data.channel_names[c]}:{shares[point, c]:.2f}" for c in top]
         report = json.loads(output.with_suffix(".json").read_text())
         assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
-        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "budget"}
+        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "guarded"}
     assert result.columns[0] == "timestamp" and result["timestamp"].iloc[1] == "2024-01-01 00:01:00"
     # Read in chunks of 333 rows, the rule carries its recent scores across them: the same flags.
     code, output = detect_cli(run, run["dir"] / "test.npy", tmp_path, "--chunk-rows", "333")

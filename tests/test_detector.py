@@ -33,7 +33,7 @@ def test_predict_flags_by_the_decision_rule_fitted_on_the_train_scores(fitted, s
     assert scores.shape == (len(synth.test),) and np.isfinite(scores).all()
     assert fitted.threshold_ == pytest.approx(np.percentile(fitted.train_scores_, 99.0))
     rule = fitted.decision_rule()
-    assert rule.kind == "budget" and rule.threshold == fitted.threshold_
+    assert rule.kind == "guarded" and rule.threshold == fitted.threshold_
     flags = fitted.predict(synth.test)
     np.testing.assert_array_equal(flags, rule.flags(scores)[0])
     assert not (flags & (scores <= fitted.threshold_)).any()  # the budget rule only ever raises the threshold

@@ -56,7 +56,8 @@ def test_a_rule_that_flags_everything_is_degenerate_and_keeps_only_the_shares():
     graded = grade(labels, TRAIN, scores, np.ones(20), -1.0, panel=True)
     assert graded.degenerate_reason == "the threshold -1 flags all 20 TEST points"
     assert graded.alarms["flagged_share"] == 1.0 and graded.alarms["anomaly_share"] == pytest.approx(0.2)
-    assert graded.alarms["false_alarm_rate"] is None and graded.alarms["within_flag_bound"] is None
+    assert graded.alarms["false_alarm_rate"] is None
+    assert graded.alarms["within_flag_bound"] == 0.0  # flagging every point floods: 1.0 > 2 * 0.2 + 0.01
     assert graded.panel["flagged_share"] == 1.0 and graded.panel["f1"] is None and graded.panel["pa_f1"] is None
     # The ranking still reads the scores: anomalies 5, 6, 7 beat the 5 normal points 0..4, and 14 beats 11 of them.
     assert graded.panel["roc_auc"] == pytest.approx((5 + 5 + 5 + 11) / (4 * 16))
