@@ -135,7 +135,6 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         scored_methods = score_methods(detector.to(run.device), data, run.baselines, score=run.score,
                                        score_channels=run.score_channels, smooth=run.smooth,
                                        batch_size=run.batch_size, seed=run.seed, keep_going=True)  # fmt: skip
-        detector, test_points = scored_methods.detector, scored_methods.test_points
         scored = EntityScores(entity, data.test_labels, scored_methods.train, scored_methods.test)
         for name, reason in scored_methods.failed.items():
             scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), reason
@@ -151,12 +150,10 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             scored.metrics[name] = result.metrics
         model = results["model"]
         scored.thresholds = model.thresholds
-        train_error = detector.train_channel_error_
-        if train_error is None:  # bundles from before the TRAIN error was stored
-            train_error = scored_methods.train_points.errors.mean(axis=0, dtype=np.float64)
-        scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds, test_points.errors,
-                                          data.channel_names, entity=entity, top_k=run.top_sensors,
-                                          scale=train_error_scale(train_error))  # fmt: skip
+        scale = train_error_scale(scored_methods.train_channel_error)
+        scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds,
+                                          scored_methods.test_points.errors, data.channel_names, entity=entity,
+                                          top_k=run.top_sensors, scale=scale)  # fmt: skip
     return scored
 
 

@@ -38,6 +38,13 @@ class MethodScores:
     test: dict[str, np.ndarray]  # method -> TEST scores
     failed: dict[str, str] = field(default_factory=dict)  # baseline -> why it could not run on this series
 
+    @property
+    def train_channel_error(self) -> np.ndarray:
+        """Each channel's mean TRAIN reconstruction error (C,): the stored one, or from these TRAIN errors for
+        checkpoints written before it was stored."""
+        stored = self.detector.train_channel_error_
+        return stored if stored is not None else self.train_points.errors.mean(axis=0, dtype=np.float64)
+
 
 def score_methods(
     detector: Detector,

@@ -164,25 +164,21 @@ def evaluate_checkpoint(
                            batch_size=batch_size, seed=seed, context=context)  # fmt: skip
     if scored is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
         return None
-    detector, scoring = scored.detector, scored.scoring
-    train_points, test_points = scored.train_points, scored.test_points  # with the errors attribution reads
+    detector, scoring, test_points = scored.detector, scored.scoring, scored.test_points
     settings = dataclasses.replace(
         settings,
         percentile=detector.config.threshold_percentile if settings.percentile is None else settings.percentile,
         alarm_rule=detector.config.alarm_rule if settings.alarm_rule is None else settings.alarm_rule,
         alarm_window=detector.config.alarm_window if settings.alarm_window is None else settings.alarm_window,
     )
-    raw = {name: (scored.train[name], scored.test[name]) for name in scored.train}
     decide = _decision(rule, ratio, settings, detector.config.val_ratio)
     methods = {
-        name: judge("the checkpoint" if name == "model" else f"the {name} baseline", train_scores, scores,
-                    dataset.test_labels, decide)  # fmt: skip
-        for name, (train_scores, scores) in raw.items()
+        name: judge("the checkpoint" if name == "model" else f"the {name} baseline", scored.train[name],
+                    scored.test[name], dataset.test_labels, decide)  # fmt: skip
+        for name in scored.train
     }
     flagged = methods["model"]
-    channel_error = detector.train_channel_error_
-    if channel_error is None:  # checkpoints from before the TRAIN error was stored
-        channel_error = train_points.errors.mean(axis=0, dtype=np.float64)
+    channel_error = scored.train_channel_error
     attribution = attribute(
         flagged.scores,
         flagged.predictions,

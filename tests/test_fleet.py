@@ -50,14 +50,32 @@ def write_fleet_data(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def fleet_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fleet")
+def train_tiny_fleet(root: Path, jobs: int = 1) -> tuple[Path, Path]:
+    """The three-entity data written under root and a fleet trained on it with the tiny flags: (data, out)."""
     data = write_fleet_data(root)
     out = root / "out"
-    code = train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "2",
+    code = train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", str(jobs),
                        "--output-dir", str(out), *TINY_TRAIN_FLAGS])  # fmt: skip
     assert code == 0
+    return data, out
+
+
+def write_routed_csv(data: Path, path: Path) -> list[tuple[str, np.ndarray]]:
+    """east's first 150 TEST rows, west's first 200, then east's rest, as a CSV with an entity column; the
+    (entity, row) pairs in file order."""
+    east = load_dataset("CUSTOM", data, "east").test
+    west = load_dataset("CUSTOM", data, "west").test
+    rows = [("east", r) for r in east[:150]] + [("west", r) for r in west[:200]] + [("east", r) for r in east[150:]]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "ch0", "ch1", "ch2"])
+        writer.writerows([name, *values.tolist()] for name, values in rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fleet_run(tmp_path_factory):
+    data, out = train_tiny_fleet(tmp_path_factory.mktemp("fleet"), jobs=2)
     return {"data": data, "out": out, "bundle": out / "CUSTOM_fleet.pth"}
 
 
@@ -117,12 +135,8 @@ def test_detect_routes_each_row_to_its_entitys_model(fleet_run, tmp_path):
     fleet = Fleet.load(fleet_run["bundle"])
     east = load_dataset("CUSTOM", fleet_run["data"], "east").test
     west = load_dataset("CUSTOM", fleet_run["data"], "west").test
-    rows = [("east", r) for r in east[:150]] + [("west", r) for r in west[:200]] + [("east", r) for r in east[150:]]
     source = tmp_path / "mixed.csv"
-    with open(source, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["entity", "ch0", "ch1", "ch2"])
-        writer.writerows([name, *values.tolist()] for name, values in rows)
+    rows = write_routed_csv(fleet_run["data"], source)
     out = tmp_path / "routed.csv"
     assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output", str(out),
                         "--entity-column", "entity"]) == 0  # fmt: skip

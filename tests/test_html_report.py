@@ -9,10 +9,8 @@ from html.parser import HTMLParser
 import pytest
 
 import evaluate
-import train
 from evaluation.fleet_report import FLEET_REPORT_METRICS
-from tests.test_fleet import ROWS, write_fleet_data
-from tests.tiny import TINY_TRAIN_FLAGS
+from tests.test_fleet import ROWS, train_tiny_fleet
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)  # fmt: skip
@@ -55,11 +53,7 @@ def parse(text: str) -> Page:
 
 @pytest.fixture(scope="module")
 def fleet_report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    data = write_fleet_data(root)
-    out = root / "out"
-    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1",
-                       "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    data, out = train_tiny_fleet(tmp_path_factory.mktemp("report"))
     common = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), "--device", "cpu",
               "--report", "html"]  # fmt: skip
     assert evaluate.main([*common, "--per-entity", "--baselines", "pca,random", "--jobs", "1"]) == 0

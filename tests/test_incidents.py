@@ -11,13 +11,12 @@ import pytest
 import detect
 import evaluate
 import train
-from data_factory import load_dataset
 from data_factory.registry import load_synth
 from evaluation.attribution import train_error_scale
 from evaluation.incidents import IncidentTracker, find_incidents
 from evaluation.report import evaluate_checkpoint
 from model.detector import Detector
-from tests.test_fleet import write_fleet_data
+from tests.test_fleet import train_tiny_fleet, write_routed_csv
 from tests.tiny import TINY_TRAIN_FLAGS
 
 
@@ -114,11 +113,7 @@ def test_detect_writes_evaluates_incidents_with_timestamps_whatever_the_chunking
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fleet_incidents")
-    data = write_fleet_data(root)
-    out = root / "out"
-    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1",
-                       "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    data, out = train_tiny_fleet(tmp_path_factory.mktemp("fleet_incidents"))
     return {"data": data, "out": out}
 
 
@@ -138,14 +133,8 @@ def test_evaluate_per_entity_writes_each_entitys_incidents(fleet, capsys):
 
 
 def test_detect_routed_by_entity_reports_each_entitys_incidents_at_input_rows(fleet, tmp_path):
-    east = load_dataset("CUSTOM", fleet["data"], "east").test
-    west = load_dataset("CUSTOM", fleet["data"], "west").test
-    rows = [("east", r) for r in east[:150]] + [("west", r) for r in west[:200]] + [("east", r) for r in east[150:]]
     source = tmp_path / "mixed.csv"
-    with open(source, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["entity", "ch0", "ch1", "ch2"])
-        writer.writerows([name, *values.tolist()] for name, values in rows)
+    rows = write_routed_csv(fleet["data"], source)
     output = tmp_path / "routed.csv"
     assert detect.main(["--checkpoint", str(fleet["out"] / "CUSTOM_fleet.pth"), "--input", str(source),
                         "--output", str(output), "--entity-column", "entity", "--device", "cpu"]) == 0  # fmt: skip

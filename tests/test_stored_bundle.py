@@ -10,25 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import detect
 import evaluate
 import inspect_checkpoint
 from data_factory import load_dataset
 from model.fleet import Fleet
+from runtime.workers import one_thread
 from tests.test_fleet import write_fleet_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCORE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-7}  # float32 rounding, should the kernels be reordered
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the fixture's scores were computed
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +34,15 @@ def stored(tmp_path_factory):
     return {"data": data, "out": out, "bundle": bundle, "expected": np.load(FIXTURES / "fleet_bundle_CUSTOM.npz")}
 
 
-def test_the_stored_bundle_scores_as_it_did(stored, one_thread):
+def test_the_stored_bundle_scores_as_it_did(stored):
     fleet = Fleet.load(stored["bundle"])
     assert list(fleet.detectors) == ["east", "west"] and list(fleet.skipped) == ["stub"]
     for name, detector in fleet.detectors.items():
         entity = load_dataset("CUSTOM", stored["data"], name)
-        np.testing.assert_allclose(detector.score(entity.train), stored["expected"][f"{name}/train"], **SCORE_TOLERANCE)
-        np.testing.assert_allclose(detector.score(entity.test), stored["expected"][f"{name}/test"], **SCORE_TOLERANCE)
+        with one_thread():  # as the stored scores were computed
+            train, test = detector.score(entity.train), detector.score(entity.test)
+        np.testing.assert_allclose(train, stored["expected"][f"{name}/train"], **SCORE_TOLERANCE)
+        np.testing.assert_allclose(test, stored["expected"][f"{name}/test"], **SCORE_TOLERANCE)
 
 
 def test_detect_routes_the_stored_bundle(stored, tmp_path):
