@@ -55,10 +55,33 @@ def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
 
 def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The flags and thresholds of `train`, `budget-W` or `guarded-W` (W recent scores), as model/alarm_rule.py
-    makes them."""
+    makes them; `heldK-W`: guarded, and a flagged point's successor held while above max(q, m + K spreads)."""
     kind, _, window = rule.partition("-")
+    if kind.startswith("held"):
+        return held_decision(float(kind[4:]), int(window), train, test)
     flags, thresholds, _ = AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)
     return flags, thresholds
+
+
+def held_decision(spreads: float, window: int, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hold study's candidates (docs/research-log.md, "The decision rule with a hold"), sequentially."""
+    rule = AlarmRule.fit(train, "guarded", 99.0, window)
+    on, _ = rule.thresholds(test)
+    recent = pd.Series(np.concatenate([rule.train_tail, np.where(np.isfinite(test), test, np.nan)]))
+    rolling = recent.rolling(window, min_periods=1)
+    before = len(rule.train_tail)
+
+    def shifted(statistic: pd.Series) -> np.ndarray:
+        return np.concatenate([[np.nan], statistic.to_numpy()[:-1]])[before:]
+
+    spread = (shifted(rolling.quantile(0.75)) - shifted(rolling.quantile(0.25))) / 1.349
+    off = np.fmax(rule.threshold, shifted(rolling.quantile(0.5)) + spreads * np.fmax(spread, rule.train_spread))
+    flags, effective, held = np.zeros(len(test), np.uint8), on.copy(), False
+    for t, score in enumerate(np.asarray(test, dtype=np.float64)):
+        effective[t] = off[t] if held else on[t]
+        held = bool(np.isfinite(score) and score > effective[t])
+        flags[t] = held or not np.isfinite(score)
+    return flags, effective
 
 
 def fleet_means(rows: dict, rule: str, method: str) -> dict:
