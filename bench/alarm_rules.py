@@ -14,7 +14,8 @@ alarm events per 10,000 points; and the study's objective, the mean over dataset
 event F1) / 2. --method scores a baseline instead. The study that chose the budget rule, with its
 eight other candidates and its event logic, ran this script at commit 0b543bd (docs/research-log.md,
 "The decision rule"); the ramp guard's study, with its second candidate, at commit a50f7e6 (same
-page, "... with a ramp guard").
+page, "... with a ramp guard"). The hold study's candidates stay selectable: `--rules held2-1000,held1-1000`
+(same page, "... with a hold").
 """
 
 from __future__ import annotations
