@@ -376,14 +376,7 @@ def fit_model(
     use_amp = config.amp and device.type == "cuda"
     if not context.is_main:
         log, progress = (lambda _: None), False
-    fit_part, val_part = split_validation(series, config, name)
-    win = config.win_size
-    windows = WindowDataset(fit_part, training_starts(len(fit_part), win, config.train_stride), win)
-    val_loader = None
-    if val_part is not None:
-        val_windows = WindowDataset(val_part, scoring_starts(len(val_part), win), win)
-        val_loader = DataLoader(val_windows, batch_size=config.batch_size, num_workers=config.num_workers)
-
+    windows, val_loader = _training_data(series, config, name)
     trained = model
     if context.enabled:
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -393,12 +386,7 @@ def fit_model(
     state = Progress()
     finished = resume is not None and resume["finished"]
     if resume is not None:
-        check_resume_position(resume, len(windows), config, context)
-        state = restore_state(resume, model, optimizer, scaler)
-        if finished:
-            log(f"the run finished its epochs; keeping epoch {state.best_epoch} and scoring TRAIN again")
-        else:
-            log(f"resuming at epoch {state.epoch}, step {state.step}")
+        state = _resumed(resume, len(windows), config, context, (model, optimizer, scaler), log)
     stopping = EarlyStopping(config.patience, state)
 
     def save(epoch: int, step: int, sums: list[float], seconds: float, finished: bool = False) -> None:
@@ -420,15 +408,7 @@ def fit_model(
                 list(state.sums) if resumed else [0.0, 0.0, 0.0, 0.0],
                 seconds_before,
             )
-            totals = context.sum(sums)
-            train_means = np.array(totals[:3]) / max(totals[3], 1.0)
-            record = {
-                "epoch": epoch,
-                "lr": config.lr * 0.5 ** (epoch - 1),
-                "train_rec": float(train_means[0]),
-                "train_loss1": float(train_means[1]),
-                "train_loss2": float(train_means[2]),
-            }
+            record = _epoch_record(epoch, config, context.sum(sums))
             val_rec = None
             if val_loader is not None:
                 val = validation_losses(model, val_loader, config.k, device, use_amp)
@@ -447,3 +427,44 @@ def fit_model(
                 break
     model.load_state_dict(state.best_state)
     return FitResult(model, state.history, state.best_epoch)
+
+
+def _training_data(series: np.ndarray, config: DetectorConfig, name: str) -> tuple[WindowDataset, DataLoader | None]:
+    """The training windows of the fitted part, and the loader of the held-out part's windows (None without one)."""
+    fit_part, val_part = split_validation(series, config, name)
+    win = config.win_size
+    windows = WindowDataset(fit_part, training_starts(len(fit_part), win, config.train_stride), win)
+    if val_part is None:
+        return windows, None
+    val_windows = WindowDataset(val_part, scoring_starts(len(val_part), win), win)
+    return windows, DataLoader(val_windows, batch_size=config.batch_size, num_workers=config.num_workers)
+
+
+def _resumed(
+    resume: dict,
+    n_windows: int,
+    config: DetectorConfig,
+    context: DistributedContext,
+    parts: tuple[AnomalyTransformer, torch.optim.Optimizer, torch.amp.GradScaler],
+    log: Callable[[str], None],
+) -> Progress:
+    """The progress a resumable state holds, with its weights, optimiser and scaler restored into `parts`."""
+    check_resume_position(resume, n_windows, config, context)
+    state = restore_state(resume, *parts)
+    if resume["finished"]:
+        log(f"the run finished its epochs; keeping epoch {state.best_epoch} and scoring TRAIN again")
+    else:
+        log(f"resuming at epoch {state.epoch}, step {state.step}")
+    return state
+
+
+def _epoch_record(epoch: int, config: DetectorConfig, totals: list[float]) -> dict:
+    """An epoch's line in the history from its summed losses (rec, loss1, loss2, windows) over every rank."""
+    train_means = np.array(totals[:3]) / max(totals[3], 1.0)
+    return {
+        "epoch": epoch,
+        "lr": config.lr * 0.5 ** (epoch - 1),
+        "train_rec": float(train_means[0]),
+        "train_loss1": float(train_means[1]),
+        "train_loss2": float(train_means[2]),
+    }
