@@ -14,8 +14,8 @@ alarm events per 10,000 points; and the study's objective, the mean over dataset
 event F1) / 2. --method scores a baseline instead. The study that chose the budget rule, with its
 eight other candidates and its event logic, ran this script at commit 0b543bd (docs/research-log.md,
 "The decision rule"); the ramp guard's study, with its second candidate, at commit a50f7e6 (same
-page, "... with a ramp guard"). The hold study's candidates stay selectable: `--rules held2-1000,held1-1000`
-(same page, "... with a hold").
+page, "... with a ramp guard"). The candidates of the later studies stay selectable: `--rules held2-1000,held1-1000`
+(same page, "... with a hold"), `guardedq95-1000,guardedk3-1000` ("The decision rule's budget and guard").
 """
 
 from __future__ import annotations
@@ -56,27 +56,40 @@ def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
 
 def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The flags and thresholds of `train`, `budget-W` or `guarded-W` (W recent scores), as model/alarm_rule.py
-    makes them; `heldK-W`: guarded, and a flagged point's successor held while above max(q, m + K spreads)."""
+    makes them; the studied variants of the guarded rule (docs/research-log.md) by `variant_decision`:
+    `heldK-W` (an open alarm held while above max(q, m + K spreads)), `guardedqQ-W` (the budget's Q % quantile)
+    and `guardedkK-W` (a guard of K spreads)."""
     kind, _, window = rule.partition("-")
     if kind.startswith("held"):
-        return held_decision(float(kind[4:]), int(window), train, test)
+        return variant_decision(int(window), train, test, hold=float(kind[4:]))
+    if kind.startswith("guardedq"):
+        return variant_decision(int(window), train, test, quantile=float(kind[8:]) / 100)
+    if kind.startswith("guardedk"):
+        return variant_decision(int(window), train, test, spreads=float(kind[8:]))
     flags, thresholds, _ = AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)
     return flags, thresholds
 
 
-def held_decision(spreads: float, window: int, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The hold study's candidates (docs/research-log.md, "The decision rule with a hold"), sequentially."""
+def variant_decision(
+    window: int,
+    train: np.ndarray,
+    test: np.ndarray,
+    quantile: float = 0.9,
+    spreads: float = 2.0,
+    hold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The guarded rule with another budget quantile or guard width, or with a hold, point by point."""
     rule = AlarmRule.fit(train, "guarded", 99.0, window)
-    on, _ = rule.thresholds(test)
     recent = pd.Series(np.concatenate([rule.train_tail, np.where(np.isfinite(test), test, np.nan)]))
     rolling = recent.rolling(window, min_periods=1)
-    before = len(rule.train_tail)
 
-    def shifted(statistic: pd.Series) -> np.ndarray:
-        return np.concatenate([[np.nan], statistic.to_numpy()[:-1]])[before:]
+    def before(statistic: pd.Series) -> np.ndarray:
+        return np.concatenate([[np.nan], statistic.to_numpy()[:-1]])[len(rule.train_tail) :]
 
-    spread = (shifted(rolling.quantile(0.75)) - shifted(rolling.quantile(0.25))) / 1.349
-    off = np.fmax(rule.threshold, shifted(rolling.quantile(0.5)) + spreads * np.fmax(spread, rule.train_spread))
+    spread = np.fmax((before(rolling.quantile(0.75)) - before(rolling.quantile(0.25))) / 1.349, rule.train_spread)
+    median = before(rolling.quantile(0.5))
+    on = np.fmax(np.fmax(rule.threshold, before(rolling.quantile(quantile))), median + spreads * spread)
+    off = on if hold is None else np.fmax(rule.threshold, median + hold * spread)
     flags, effective, held = np.zeros(len(test), np.uint8), on.copy(), False
     for t, score in enumerate(np.asarray(test, dtype=np.float64)):
         effective[t] = off[t] if held else on[t]
