@@ -124,7 +124,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
                                     threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
                                     alarm_window=args.alarm_window, score=args.score,
                                     score_channels=args.score_channels, smooth=args.smooth,
-                                    jobs=args.jobs, top_sensors=args.top_sensors)  # fmt: skip
+                                    jobs=args.jobs, top_sensors=args.top_sensors, settings_checked=True)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
     print(format_fleet_table(evaluation))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 baselines=parse_baselines(args.baselines or "random,pca"), batch_size=args.batch_size,
                 device=args.device, seed=args.seed, score=args.score, score_channels=args.score_channels,
                 smooth=args.smooth, entity=args.entity, top_sensors=args.top_sensors, explain=args.explain,
-                context=context,
+                context=context, settings_checked=True,
             )  # fmt: skip
             if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
                 return 0

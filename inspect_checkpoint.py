@@ -10,11 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from commands.inspection import describe, describe_fleet, format_fleet_text, format_text
+from commands.inspection import describe, format_text
 from data_factory import UserInputError
-from model.checkpoint import load_checkpoint
-from model.detector import Detector
-from model.fleet import Fleet
+from model.fleet import open_fleet
 from runtime.atomic import json_text
 from runtime.errors import error_line
 
@@ -32,15 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.checkpoint).expanduser()
     try:
-        checkpoint = load_checkpoint(path, kind=None)
-        if checkpoint.get("kind") == "fleet":
-            described, text = describe_fleet(Fleet.from_bundle(checkpoint), path), format_fleet_text
-        else:
-            described, text = describe(Detector.from_checkpoint(checkpoint), path), format_text
+        described = describe(open_fleet(path), path)
     except UserInputError as error:
         print(error_line(error), file=sys.stderr)
         return 2
-    print(json_text(described).rstrip("\n") if args.json else text(described))
+    print(json_text(described).rstrip("\n") if args.json else format_text(described))
     return 0
 
 

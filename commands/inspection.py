@@ -1,4 +1,5 @@
-"""What a checkpoint or a fleet bundle holds, as plain JSON-ready values and as readable text."""
+"""What a model file holds, as plain JSON-ready values and as readable text: one model's checkpoint in full,
+a fleet bundle as its shared settings once and one row per entity."""
 
 from __future__ import annotations
 
@@ -14,15 +15,42 @@ CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line pe
 SCORING_FIELDS = ("score", "temperature", "score_channels", "smooth")
 
 
-def describe(detector: Detector, path: Path | None = None) -> dict:
-    """Everything a person opening the checkpoint by hand wants, as plain JSON-ready values; the file's
-    name and size where it has a file of its own (a fleet's entities share the bundle's)."""
+# What the bundle's table shows of each entity's own description (describe_detector).
+FLEET_ENTITY_FIELDS = ("epochs_run", "best_val_rec", "last_train_rec", "threshold")
+
+
+def describe(fleet: Fleet, path: Path) -> dict:
+    """Everything a person opening the file by hand wants, as plain JSON-ready values. Each entity's model is
+    read by describe_detector, the same alone or in a fleet: a single model's checkpoint (a fleet of one, as
+    open_fleet gives it) shows that description whole; a bundle shows the shared config once, then a row of
+    each entity's."""
+    file = {"file": str(path), "file_bytes": path.stat().st_size}
+    described = {name: describe_detector(detector) for name, detector in fleet.detectors.items()}
+    if fleet.single:
+        return {**file, **described[fleet.order[0]]}
+    entities = {name: {"train_rows": entity["dataset"].get("train_length"),
+                       **{key: entity[key] for key in FLEET_ENTITY_FIELDS},
+                       "seconds": fleet.seconds.get(name, 0.0)}
+                for name, entity in described.items()}  # fmt: skip
+    return {
+        **file,
+        "dataset": fleet.dataset,
+        "config": fleet.config.to_dict(),
+        "normalisation": fleet.normalisation,
+        "complete": fleet.complete,
+        "scoring_described": next(iter(fleet.detectors.values())).scoring_.describe() if fleet.detectors else "-",
+        "entities": entities,
+        "skipped": fleet.skipped,
+    }
+
+
+def describe_detector(detector: Detector) -> dict:
+    """One model: its data, architecture, settings, training history, normaliser, stored thresholds, scoring."""
     history = detector.history_
     mean = detector.normalizer_.mean.astype(np.float64)
     std = detector.normalizer_.std.astype(np.float64)
     validation = [record["val_rec"] for record in history if "val_rec" in record]
     return {
-        **({} if path is None else {"file": str(path), "file_bytes": path.stat().st_size}),
         "created": detector.created_,
         "dataset": detector.dataset_,
         "model_config": detector.model_.config.to_dict(),
@@ -63,6 +91,11 @@ def _history_lines(history: list[dict], best_epoch: int | None) -> list[str]:
 
 
 def format_text(described: dict) -> str:
+    """The text of describe(): a single model in full, a bundle as a table of its entities."""
+    return _fleet_text(described) if "entities" in described else _model_text(described)
+
+
+def _model_text(described: dict) -> str:
     dataset, model = described["dataset"], described["model_config"]
     shown_elsewhere = {*SCORING_FIELDS, *model}  # the model and scoring lines show these
     train = {key: value for key, value in described["config"].items() if key not in shown_elsewhere}
@@ -103,33 +136,7 @@ def format_text(described: dict) -> str:
     return "\n".join(lines)
 
 
-# What the bundle's table shows of each entity's own description (describe).
-FLEET_ENTITY_FIELDS = ("epochs_run", "best_val_rec", "last_train_rec", "threshold")
-
-
-def describe_fleet(fleet: Fleet, path: Path) -> dict:
-    """A fleet bundle: the shared config once, then each entity's row, read from that entity's own
-    description (describe), so a detector is read the same way alone or in a fleet."""
-    entities = {}
-    for name, detector in fleet.detectors.items():
-        described = describe(detector)
-        entities[name] = {"train_rows": described["dataset"].get("train_length"),
-                          **{key: described[key] for key in FLEET_ENTITY_FIELDS},
-                          "seconds": fleet.seconds.get(name, 0.0)}  # fmt: skip
-    return {
-        "file": str(path),
-        "file_bytes": path.stat().st_size,
-        "dataset": fleet.dataset,
-        "config": fleet.config.to_dict(),
-        "normalisation": fleet.normalisation,
-        "complete": fleet.complete,
-        "scoring_described": next(iter(fleet.detectors.values())).scoring_.describe() if fleet.detectors else "-",
-        "entities": entities,
-        "skipped": fleet.skipped,
-    }
-
-
-def format_fleet_text(described: dict) -> str:
+def _fleet_text(described: dict) -> str:
     entities = described["entities"]
     lines = [
         f"fleet        {described['file']} ({described['file_bytes'] / 2**20:.2f} MiB): {described['dataset']}, "

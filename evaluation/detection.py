@@ -57,23 +57,46 @@ def check_detect_flags(
     resolve_device(device)
 
 
-class EntityPass:
-    """One detector's pass over one series (one entity's rows), part by part: the values filled, normalised
-    and watched for drift on the way in; each scored part's flags under the decision rule (which carries its
-    recent scores across parts), its flagged points' top sensors and its incidents on the way out. A single
-    model's input and each entity of a routed input take this same pass."""
+class EntityWatch:
+    """One detector watching one entity's rows in order, whether they come as a table (EntityPass) or live
+    (evaluation/live.py's EntityStream): the NaN policy and the TRAIN normaliser on the way in; the decision
+    rule, whose state carries its recent scores from one scored part to the next, and the incident tracker on
+    the way out."""
 
     def __init__(
         self, detector: Detector, rule: AlarmRule, source: str, nan_policy: str, top_sensors: int, entity: str | None
     ) -> None:
         self.detector, self.rule, self.state, self.source = detector, rule, rule.start(), source
         names = detector.channel_names
-        self.scale = sensor_scale(detector.train_channel_error_, len(detector.channel_names))
-        self.top_k = min(top_sensors, len(names))
+        self.scale = sensor_scale(detector.train_channel_error_, len(names))
         self.missing = MissingValues(nan_policy, detector.normalizer_.mean, source, names)
-        self.moments = ChannelMoments(len(names))
         self.incidents = IncidentTracker(names, self.scale, entity, top_sensors)
-        self.rows = self.n_flagged = self.non_finite = 0
+        self.rows = 0  # taken in
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        """The next raw (n, C) rows in the model's channel order, filled by the NaN policy and normalised."""
+        values = self.detector.normalizer_.transform(self.missing.apply(values, self.rows))
+        self.rows += len(values)
+        return values
+
+    def flag(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flags, thresholds) of the next scored points under the decision rule."""
+        flags, thresholds, self.state = self.rule.flags(scores, self.state)
+        return flags, thresholds
+
+
+class EntityPass(EntityWatch):
+    """One detector's pass over one series (one entity's rows), part by part: the values watched for drift on
+    the way in; each scored part's flags, its flagged points' top sensors and its incidents on the way out. A
+    single model's input and each entity of a routed input take this same pass."""
+
+    def __init__(
+        self, detector: Detector, rule: AlarmRule, source: str, nan_policy: str, top_sensors: int, entity: str | None
+    ) -> None:
+        super().__init__(detector, rule, source, nan_policy, top_sensors, entity)
+        self.top_k = min(top_sensors, len(detector.channel_names))
+        self.moments = ChannelMoments(len(detector.channel_names))
+        self.n_flagged = self.non_finite = 0
         self.first_non_finite: object = None
 
     def points(
@@ -83,11 +106,9 @@ class EntityPass:
         return self.detector.stream(self._normalised(chunks), batch_size=batch_size, context=context, normalised=True)
 
     def _normalised(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        normalizer = self.detector.normalizer_
         for chunk in chunks:
-            values = normalizer.transform(self.missing.apply(chunk, self.rows))
+            values = self.normalise(chunk)
             self.moments.update(values)  # the drift check and the model read the same normalised values
-            self.rows += len(values)
             yield values
         if self.rows < self.detector.win_size:
             raise UserInputError(
@@ -98,7 +119,7 @@ class EntityPass:
     def decide(self, part: PointValues, positions: np.ndarray, stamps: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """(flags, top sensors) of the next scored part; positions: its input rows; stamps: its times, if any.
         A non-finite score is flagged (the rule never passes it as normal) with no top sensors."""
-        flags, thresholds, self.state = self.rule.flags(part.scores, self.state)
+        flags, thresholds = self.flag(part.scores)
         non_finite = ~np.isfinite(part.scores)
         tops = np.full(len(flags), "", dtype=object)
         ranked = flags.astype(bool) & ~non_finite

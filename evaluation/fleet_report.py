@@ -201,6 +201,7 @@ def evaluate_fleet(
     smooth: int | None = None,
     jobs: int | None = None,
     top_sensors: int = 3,
+    settings_checked: bool = False,
 ) -> FleetEvaluation:
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
@@ -208,9 +209,11 @@ def evaluate_fleet(
     --score, --score-channels and --smooth do for one model. threshold_percentile / alarm_rule / alarm_window:
     another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated at once, each in
     its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
-    top_sensors: the sensors each incident lists.
+    top_sensors: the sensors each incident lists. settings_checked: the caller has passed batch_size, seed and
+    device through check_scoring_flags (evaluate.py does, before it makes the output folder).
     """
-    check_scoring_flags(batch_size, seed, device)
+    if not settings_checked:
+        check_scoring_flags(batch_size, seed, device)
     if jobs is None:
         jobs = default_jobs(EVALUATION_MEMORY_PER_JOB) if resolve_device(device).type == "cpu" else 1
     check_jobs(jobs)

@@ -1,8 +1,9 @@
 """A live stream: rows scored as they arrive, incidents announced as JSON lines when they open and close.
 
-Each entity (one, for a single model) has its own `EntityStream`: the NaN policy, the TRAIN
-normaliser, the push-style scorer with batches of one window (model/scoring.py PointStream), the
-decision rule with its state, and the incident tracker. A point is decided once its window is full and
+Each entity (one, for a single model) has its own `EntityStream`: what detect.py's pass over a table
+holds of an entity (evaluation/detection.py EntityWatch: the NaN policy, the TRAIN normaliser, the
+decision rule with its state, the incident tracker), with the push-style scorer with batches of one
+window (model/scoring.py PointStream). A point is decided once its window is full and
 the centred smoothing has seen the points after it; the decision rule adds no delay. The scores, flags
 and incidents are detect.py's on the whole input at --batch-size 1, bit for bit.
 
@@ -18,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.missing import MissingValues
 from data_factory.records import decode_array, encode_array
-from evaluation.attribution import sensor_scale
-from evaluation.incidents import Incident, IncidentTracker
+from evaluation.detection import EntityWatch
+from evaluation.incidents import Incident
 from evaluation.thresholds import detection_rule
 from model.alarm_rule import RuleState
 from model.detector import Detector
@@ -35,75 +35,69 @@ def event_line(event: str, incident: Incident) -> str:
     return json.dumps(json_ready({"event": event, **incident.to_json()}), allow_nan=False)
 
 
-class EntityStream:
+class EntityStream(EntityWatch):
     """One model scoring one entity's rows as they arrive."""
 
     def __init__(self, detector: Detector, rule_options: dict, *, entity: str | None, nan_policy: str,
                  top_sensors: int, timestamps: bool, input_name: str) -> None:  # fmt: skip
-        self.detector = detector
-        self.rule = detection_rule(detector, **rule_options)
-        self.rule_state: RuleState = self.rule.start()
+        rule = detection_rule(detector, **rule_options)
+        super().__init__(detector, rule, input_name, nan_policy, top_sensors, entity)
         self.points = PointStream(detector.model_, detector.scoring_, batch_size=1, device=detector._device())
-        self.missing = MissingValues(nan_policy, detector.normalizer_.mean, input_name, detector.channel_names)
-        scale = sensor_scale(detector.train_channel_error_, len(detector.channel_names))
-        self.tracker = IncidentTracker(detector.channel_names, scale, entity, top_sensors)
         self.timestamps = timestamps
-        self.rows: list[int] = []  # input row numbers of the points pushed whose score is not out yet
+        self.waiting_rows: list[int] = []  # input row numbers of the points pushed whose score is not out yet
         self.stamps: list[str] = []
-        self.pushed = 0
 
     def push(self, values: np.ndarray, rows: list[int], stamps: list[str] | None) -> list[str]:
         """Raw (n, C) values of this entity in the model's column order; the event lines they decide."""
-        series = self.detector.normalizer_.transform(self.missing.apply(values, self.pushed))
-        self.pushed += len(values)
-        self.rows += rows
+        series = self.normalise(values)
+        self.waiting_rows += rows
         self.stamps += stamps if self.timestamps else []
         return self._decide(self.points.push(series))
 
     def finish(self) -> list[str]:
         """The end of the input: the tail window scored as detect.py scores it, the open incident closed."""
         lines = self._decide(self.points.finish())
-        closed = len(self.tracker.finish())
-        lines += [event_line("close", incident) for incident in self.tracker.incidents[:closed]]
-        self.tracker.incidents.clear()
+        closed = len(self.incidents.finish())
+        lines += [event_line("close", incident) for incident in self.incidents.incidents[:closed]]
+        self.incidents.incidents.clear()
         return lines
 
     def _decide(self, part: PointValues) -> list[str]:
         n = len(part.scores)
         if n == 0:
             return []
-        index, self.rows = np.asarray(self.rows[:n]), self.rows[n:]
+        index, self.waiting_rows = np.asarray(self.waiting_rows[:n]), self.waiting_rows[n:]
         stamps = None
         if self.timestamps:
             stamps, self.stamps = np.asarray(self.stamps[:n], dtype=object), self.stamps[n:]
-        flags, thresholds, self.rule_state = self.rule.flags(part.scores, self.rule_state)
+        flags, thresholds = self.flag(part.scores)
         # Cut the part after each point that opens an incident, so its open line is the incident at that point.
-        opens = np.flatnonzero(flags & (np.concatenate([[self.tracker.current() is None], flags[:-1] == 0])))
+        opens = np.flatnonzero(flags & (np.concatenate([[self.incidents.current() is None], flags[:-1] == 0])))
         lines, begin = [], 0
         for stop in [*(opens + 1).tolist(), n]:
             if stop == begin:
                 continue
             part_stamps = None if stamps is None else stamps[begin:stop]
-            self.tracker.add(flags[begin:stop], part.scores[begin:stop], thresholds[begin:stop],
-                             part.errors[begin:stop], part_stamps, index[begin:stop])  # fmt: skip
-            lines += [event_line("close", incident) for incident in self.tracker.incidents]
-            self.tracker.incidents.clear()
+            self.incidents.add(flags[begin:stop], part.scores[begin:stop], thresholds[begin:stop],
+                               part.errors[begin:stop], part_stamps, index[begin:stop])  # fmt: skip
+            lines += [event_line("close", incident) for incident in self.incidents.incidents]
+            self.incidents.incidents.clear()
             if stop - 1 in opens:
-                lines.append(event_line("open", self.tracker.current()))
+                lines.append(event_line("open", self.incidents.current()))
             begin = stop
         return lines
 
     def to_dict(self) -> dict:
-        return {"points": self.points.to_dict(), "rule": self.rule_state.to_dict(), "tracker": self.tracker.to_dict(),
+        return {"points": self.points.to_dict(), "rule": self.state.to_dict(), "tracker": self.incidents.to_dict(),
                 "missing": {"last": encode_array(self.missing.last), "filled": self.missing.filled},
-                "rows": self.rows, "stamps": self.stamps, "pushed": self.pushed}  # fmt: skip
+                "rows": self.waiting_rows, "stamps": self.stamps, "pushed": self.rows}  # fmt: skip
 
     def restore(self, record: dict) -> EntityStream:
         self.points.restore(record["points"])
-        self.rule_state = RuleState.from_dict(record["rule"])
-        self.tracker.restore(record["tracker"])
+        self.state = RuleState.from_dict(record["rule"])
+        self.incidents.restore(record["tracker"])
         self.missing.last, self.missing.filled = decode_array(record["missing"]["last"]), record["missing"]["filled"]
-        self.rows, self.stamps, self.pushed = list(record["rows"]), list(record["stamps"]), int(record["pushed"])
+        self.waiting_rows, self.stamps, self.rows = list(record["rows"]), list(record["stamps"]), int(record["pushed"])
         return self
 
 
@@ -150,7 +144,7 @@ class LiveDetector:
         return {entity: stream.points.waiting for entity, stream in self.streams.items()}
 
     def open_incidents(self) -> list[Incident]:
-        return [incident for stream in self.streams.values() if (incident := stream.tracker.current()) is not None]
+        return [incident for stream in self.streams.values() if (incident := stream.incidents.current()) is not None]
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "streams": [[entity, stream.to_dict()] for entity, stream in self.streams.items()]}

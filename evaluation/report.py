@@ -146,15 +146,19 @@ def evaluate_checkpoint(
     top_sensors: int = 3,
     explain: int = 0,
     context: DistributedContext | None = None,
+    settings_checked: bool = False,
 ) -> Evaluation | None:
     """Score TRAIN and TEST with the checkpoint and each baseline, threshold them by the protocol's rule.
 
     The model's flagged segments are attributed to their top_sensors sensors; explain > 0 also keeps
     the association maps of that many top-scoring and normal test windows. Under torchrun (`context`)
-    the ranks share the forward passes; rank 0 gets the Evaluation, the others None.
+    the ranks share the forward passes; rank 0 gets the Evaluation, the others None. settings_checked: the
+    caller has passed these settings through check_evaluation_settings (evaluate.py does, before it makes
+    the output folder).
     """
     settings = threshold or ThresholdSettings()
-    check_evaluation_settings(protocol, settings, dataset_name, batch_size, seed, device, top_sensors, explain)
+    if not settings_checked:
+        check_evaluation_settings(protocol, settings, dataset_name, batch_size, seed, device, top_sensors, explain)
     dataset = load_dataset(dataset_name, data_dir, entity)
     rule, ratio = resolve_rule(protocol, settings, dataset.name)
     detector = load_detector(checkpoint_path, entity, dataset, device)  # a fleet bundle gives the entity's model

@@ -12,7 +12,7 @@ import torch
 
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.readers import missing_file_reason
-from model.schema import FORMAT_VERSION, check_checkpoint, check_fleet_bundle, check_last_state
+from model.schema import FORMAT_VERSION, check_last_state, check_model_file
 from runtime.atomic import atomic_path
 from runtime.errors import UserInputError
 
@@ -55,7 +55,7 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
             f"{path} is a resumable training state, not a checkpoint; pass the {{DATASET}}_checkpoint.pth beside it, "
             "or finish the run with train.py --resume"
         )
-    (check_fleet_bundle if is_fleet else check_checkpoint)(checkpoint, path)
+    check_model_file(checkpoint, path)
     if dataset is not None:
         check_checkpoint_matches(checkpoint, dataset, path)
     return checkpoint

@@ -63,6 +63,7 @@ class Fleet:
     order: list[str] = field(default_factory=list)  # every entity asked for, in order
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each entity's training
     run: str = field(default_factory=lambda: uuid.uuid4().hex)  # shared by the bundle and its shards, kept on resume
+    single: bool = False  # opened from one model's checkpoint (open_fleet), not from a bundle
 
     @property
     def complete(self) -> bool:
@@ -138,8 +139,22 @@ class Fleet:
         return fleet
 
     @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> Fleet:
+        """One model's checkpoint as a fleet of one, whose entity is the label of the data it was trained on
+        (SYNTH, SMAP_A-1)."""
+        detector = Detector.from_checkpoint(checkpoint)
+        label = detector.dataset_["name"]
+        return cls(label, detector.config, detectors={label: detector}, order=[label], run="", single=True)
+
+    @classmethod
     def load(cls, path: str | Path) -> Fleet:
         return cls.from_bundle(load_checkpoint(path, kind="fleet"))
+
+
+def open_fleet(path: str | Path) -> Fleet:
+    """Any model file train.py writes, as a fleet: a bundle as it is, one model's checkpoint as a fleet of one."""
+    checkpoint = load_checkpoint(path, kind=None)
+    return Fleet.from_bundle(checkpoint) if checkpoint.get("kind") == "fleet" else Fleet.from_checkpoint(checkpoint)
 
 
 def _normaliser_record(normaliser: Normalizer | None) -> dict | None:
@@ -406,15 +421,15 @@ def load_detector(
 ) -> Detector:
     """The Detector in a checkpoint, or an entity's Detector in a fleet bundle; with `dataset`, first
     check that it was trained on those data."""
-    checkpoint = load_checkpoint(path, kind=None)
-    if checkpoint.get("kind") == "fleet":
+    fleet = open_fleet(path)
+    if not fleet.single:
         if entity is None:
             raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME")
-        detector = Fleet.from_bundle(checkpoint).detector(entity)
+        detector = fleet.detector(entity)
     elif entity is not None and dataset is None:
         raise UserInputError(f"{path} holds one model, not a fleet bundle; drop --entity or pass the bundle")
     else:
-        detector = Detector.from_checkpoint(checkpoint)
+        (detector,) = fleet.detectors.values()
     if dataset is not None:
         check_checkpoint_matches({"dataset": detector.dataset_}, dataset, Path(path))
     return detector.to(device)

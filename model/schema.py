@@ -230,11 +230,12 @@ def check_alarm_rule(check: Checker, record: dict) -> None:
         check.fail("alarm_rule['train_spread']", f"is {spread}, not a spread of 0 or more")
 
 
-def check_detector(check: Checker, record: dict, shared_config: dict | None = None) -> None:
-    """A single model's checkpoint (or one entity's record in a bundle, whose train_config is shared)."""
+def check_detector(check: Checker, record: dict, settings_shared: bool = False) -> None:
+    """One model's record: a single model's checkpoint, or one entity's in a bundle (settings_shared: its
+    train_config is the bundle's, checked once there)."""
     model_config = check_model_config(check, record)
     n_channels = model_config.n_channels
-    train_config = shared_config if shared_config is not None else check.get(record, "train_config", "", dict, True)
+    train_config = None if settings_shared else check.get(record, "train_config", "", dict, True)
     if train_config is not None:
         check_train_config(check, train_config, "train_config", model_config)
     check_weights(check, record, "model_state", model_config)
@@ -256,37 +257,48 @@ def check_detector(check: Checker, record: dict, shared_config: dict | None = No
         check.fail("'best_epoch'", f"is {best_epoch}, not 0 or positive")
 
 
-def check_checkpoint(checkpoint: dict, path: str | Path) -> None:
-    check = Checker(path, "retrain it, or restore the file train.py wrote")
-    check_version(check, checkpoint)
-    check_detector(check, checkpoint)
+# What a damaged file of each kind is called, and its fix.
+CHECKPOINT_FILE = ("retrain it, or restore the file train.py wrote", "checkpoint")
+BUNDLE_FILE = ("retrain it (train.py --per-entity), or restore the file train.py wrote", "fleet bundle")
 
 
-def check_fleet_bundle(bundle: dict, path: str | Path) -> None:
-    check = Checker(path, "retrain it (train.py --per-entity), or restore the file train.py wrote", "fleet bundle")
-    check_version(check, bundle)
+def check_model_file(record: dict, path: str | Path) -> None:
+    """A model file train.py writes, as a map of entity to model record, each record checked by check_detector:
+    one model's checkpoint is a single record that holds its own settings; a fleet bundle holds one record
+    per entity and their settings once."""
+    bundle = record.get("kind") == "fleet"
+    check = Checker(path, *(BUNDLE_FILE if bundle else CHECKPOINT_FILE))
+    check_version(check, record)
+    for entity_check, model in _bundle_entities(check, record) if bundle else [(check, record)]:
+        check_detector(entity_check, model, settings_shared=bundle)
+
+
+def _bundle_entities(check: Checker, bundle: dict) -> list[tuple[Checker, dict]]:
+    """A bundle's own keys checked; each entity's record, with a Checker that names the entity, once its
+    model_config is one that the shared settings describe."""
     check.get(bundle, "dataset", "", str)
     config = check.get(bundle, "config", "", dict)
     check_train_config(check, config, "config", None)
     normalisation = check.get(bundle, "normalisation", "", str, optional=True)
     if normalisation is not None and normalisation not in NORMALISATIONS:
         check.fail("'normalisation'", f"is {normalisation!r}, not one of {', '.join(NORMALISATIONS)}")
-    entities = check.get(bundle, "entities", "", dict)
-    for name, record in entities.items():
-        entity_check = Checker(f"{path} (entity {name})", check.fix, check.what)
+    entities = []
+    for name, record in check.get(bundle, "entities", "", dict).items():
+        entity_check = Checker(f"{check.path} (entity {name})", check.fix, check.what)
         if not isinstance(record, dict):
             entity_check.fail(f"entities[{name!r}]", "is not a record")
         entity_check.get(record, "model_config", "", dict)
         for key in ARCHITECTURE[1:]:  # the shared settings must describe every entity's model
             if key in config and record["model_config"].get(key) != config[key]:
                 entity_check.fail(f"model_config[{key!r}]", f"disagrees with the bundle's config[{key!r}]")
-        check_detector(entity_check, record, shared_config={})
+        entities.append((entity_check, record))
     skipped = check.get(bundle, "skipped", "", dict, optional=True) or {}
     if not all(isinstance(reason, str) for reason in skipped.values()):
         check.fail("'skipped'", "is not a map of entity to reason")
     order = check.get(bundle, "order", "", list, optional=True)
     if order is not None and not all(isinstance(name, str) for name in order):
         check.fail("'order'", "is not a list of entity names")
+    return entities
 
 
 def check_last_state(state: dict, path: str | Path) -> None:

@@ -198,6 +198,27 @@ def test_evaluate_on_a_bundle_reports_every_entity_and_the_aggregate(fleet_run, 
     assert "per-entity protocol" in capsys.readouterr().out
 
 
+def test_evaluate_checks_the_scoring_flags_once_on_either_path(fleet_run, tmp_path, monkeypatch):
+    import evaluation.fleet_report
+    import evaluation.report
+    from evaluation.method_scores import check_scoring_flags
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        check_scoring_flags(*args)
+
+    for module in (evaluate, evaluation.report, evaluation.fleet_report):
+        monkeypatch.setattr(module, "check_scoring_flags", counted)
+    common = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--device", "cpu", "--baselines", "random",
+              "--checkpoint", str(fleet_run["bundle"])]  # fmt: skip
+    for path, flags in (("one entity", ["--entity", "east"]), ("per entity", ["--per-entity", "--plots", "0"])):
+        calls.clear()
+        assert evaluate.main([*common, *flags, "--output-dir", str(tmp_path / path)]) == 0, path
+        assert calls == [(128, 0, "cpu")], path
+
+
 def test_evaluating_entities_in_parallel_gives_exactly_the_serial_result(fleet_run):
     # Each entity is evaluated on one thread wherever it runs, so workers change the time, not the numbers.
     serial, parallel = (evaluate_fleet(fleet_run["bundle"], "CUSTOM", fleet_run["data"], device="cpu", jobs=jobs)

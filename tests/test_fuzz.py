@@ -232,6 +232,19 @@ CHECKPOINT_EDITS = {  # edit: (change, what the error says)
     "format_version 99": (_set(("format_version",), 99), "has format_version 99, but this tool reads version 1"),
     "n_heads as a float": (_set(("model_config", "n_heads"), 2.0), "model_config['n_heads'] is float 2.0"),
 }  # fmt: skip
+BUNDLE_EDITS = {  # edits of tests/fixtures/fleet_bundle_CUSTOM.pth: (change, what the error says)
+    "an entity's weight deleted": (_drop(("entities", "west", "model_state", "projection.bias")),
+                                   "(entity west) is damaged or was edited: model_state['projection.bias'] is missing"),
+    "an entity's std deleted": (_drop(("entities", "east", "normalization", "std")),
+                                "(entity east) is damaged or was edited: normalization['std'] is missing"),
+    "an entity's window edited": (_set(("entities", "west", "model_config", "win_size"), 30),
+                                  "(entity west) is damaged or was edited: model_config['win_size'] disagrees with "
+                                  "the bundle's config['win_size']"),
+    "an entity as a number": (_set(("entities", "east"), 3), "entities['east'] is not a record"),
+    "shared epochs as text": (_set(("config", "epochs"), "x"), "config['epochs'] is 'x', not a whole number"),
+    "skipped as numbers": (_set(("skipped",), {"stub": 3}), "'skipped' is not a map of entity to reason"),
+    "format_version 99": (_set(("format_version",), 99), "fleet bundle"),
+}  # fmt: skip
 LAST_EDITS = {
     "resume step 10**6": (_set(("step",), 10**6), "at step 1000000 of epoch 1, which has"),
     "finished deleted": (_drop(("finished",)), "'finished' is missing"),
@@ -279,6 +292,20 @@ def test_an_edited_checkpoint_is_refused_by_every_cli_naming_the_key(tiny_run, t
         assert run_cli(module.main, args) == 2, module.__name__
         assert message in one_line(capsys.readouterr().err), module.__name__
     assert not (tmp_path / "d.csv").exists() and not list((tmp_path / "eval").glob("SYNTH_*"))
+
+
+@pytest.mark.parametrize("edit", list(BUNDLE_EDITS))
+def test_an_edited_bundle_is_refused_naming_the_entity_and_the_key(tmp_path, capsys, edit):
+    import inspect_checkpoint
+
+    change, message = BUNDLE_EDITS[edit]
+    bundle = torch.load(Path(__file__).parent / "fixtures" / "fleet_bundle_CUSTOM.pth", weights_only=True)
+    change(bundle)
+    torch.save(bundle, tmp_path / "CUSTOM_fleet.pth")
+    assert run_cli(inspect_checkpoint.main, [str(tmp_path / "CUSTOM_fleet.pth")]) == 2
+    error = one_line(capsys.readouterr().err)
+    assert error.startswith(f"error: fleet bundle {tmp_path / 'CUSTOM_fleet.pth'}") and message in error
+    assert "retrain it" in error
 
 
 @pytest.mark.parametrize("edit", list(LAST_EDITS))

@@ -12,7 +12,9 @@ import detect
 import evaluate
 import inspect_checkpoint
 import train
+from data_factory import load_dataset
 from model.detector import Detector
+from model.fleet import open_fleet
 from tests.tiny import TINY_TRAIN_FLAGS
 
 TINY = [*TINY_TRAIN_FLAGS, "--epochs", "2"]
@@ -74,6 +76,25 @@ def test_text_names_every_section(checkpoint_path, capsys):
     training = next(line for line in text.splitlines() if line.startswith("training "))
     assert "epochs 2" in training and "val_ratio 0.2" in training
     assert not any(f"{key} " in training for key in ("score", "temperature", "score_channels", "smooth"))
+
+
+def test_a_checkpoint_opens_as_a_fleet_of_one_named_by_its_data(checkpoint_path):
+    fleet = open_fleet(checkpoint_path)
+    assert fleet.single and fleet.dataset == "SYNTH" and fleet.order == ["SYNTH"] and fleet.complete
+    series = load_dataset("SYNTH").test[:300]
+    np.testing.assert_array_equal(fleet.detector("SYNTH").score(series), Detector.load(checkpoint_path).score(series))
+
+
+def test_a_bundle_of_one_entity_is_shown_as_a_bundle(checkpoint_path, tmp_path, capsys):
+    fleet = open_fleet(checkpoint_path)
+    fleet.single = False  # the same model, saved as a fleet bundle
+    bundle = fleet.save(tmp_path / "SYNTH_fleet.pth")
+    assert not open_fleet(bundle).single
+    assert inspect_checkpoint.main([str(bundle)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"fleet        {bundle} (") and "1 entities trained, 0 skipped" in text
+    assert inspect_checkpoint.main([str(checkpoint_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"checkpoint   {checkpoint_path} (")
 
 
 class _Trap:
