@@ -21,7 +21,7 @@ from data_factory.missing import NAN_POLICIES
 from evaluation.detection import check_detect_flags, detect, summary_lines
 from evaluation.follow import DEFAULT_POLL_SECONDS, follow
 from evaluation.incidents import write_incidents_csv
-from model.alarm_rule import ALARM_RULES
+from model.alarm_rule import ALARM_RULES, rules_help
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_text, run_stoppably
@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: the checkpoint's, {DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold", type=float, default=None, help="flag above this score instead of the stored decision rule")
     add("--alarm-rule", choices=ALARM_RULES, default=None,
-        help="guarded (above the TRAIN percentile, the 90%% quantile of the recent scores and 2 robust spreads "
-        "above their median), budget (the first two) or train (the TRAIN percentile alone) (default: the checkpoint's)")
+        help=f"{rules_help()} (default: the checkpoint's)".replace("%", "%%"))
     add("--alarm-window", type=int, default=None,
         help="recent scores the guarded and budget rules read; at most the checkpoint's (default: the checkpoint's)")
     add("--top-sensors", type=int, default=3, help="sensors listed for each flagged point (default: 3)")

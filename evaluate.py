@@ -20,7 +20,7 @@ from evaluation.method_scores import check_scoring_flags
 from evaluation.report import check_evaluation_settings
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
-from model.alarm_rule import ALARM_RULES
+from model.alarm_rule import ALARM_RULES, rules_help
 from model.config import DEVICES
 from model.fleet import fleet_path
 from runtime.atomic import ensure_writable_dir, folder_lock, run_stoppably
@@ -43,10 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a fixed threshold rule instead of the decision rule: train (TRAIN percentile), val (validation tail "
         "of TRAIN), fixed, pot (default: none, the decision rule of --alarm-rule)")
     add("--alarm-rule", choices=ALARM_RULES, default=None,
-        help="the decision rule of the default protocol: guarded (above the TRAIN percentile, the 90%% quantile of "
-        "the recent scores and 2 robust spreads above their median), budget (the first two) or train (the TRAIN "
-        "percentile alone) (default: the checkpoint's, "
-        f"{DetectorConfig.alarm_rule} unless trained otherwise)")
+        help=f"the decision rule of the default protocol: {rules_help()} (default: the checkpoint's, "
+        f"{DetectorConfig.alarm_rule} unless trained otherwise)".replace("%", "%%"))
     add("--alarm-window", type=int, default=None,
         help="recent scores the guarded and budget rules read (default: the checkpoint's, "
         f"{DetectorConfig.alarm_window})")

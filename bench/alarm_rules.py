@@ -31,6 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_quality import dataset_dir  # noqa: E402
+from evaluation.baselines import parse_baselines  # noqa: E402
 from evaluation.fleet_report import evaluate_fleet  # noqa: E402
 from evaluation.grading import grade  # noqa: E402
 from model.alarm_rule import AlarmRule  # noqa: E402
@@ -40,14 +41,17 @@ CANDIDATES = ("train", "budget-1000", "guarded-1000")
 STUDY_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")  # the default set when the study ran
 
 
-def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int) -> dict:
-    """entity -> {labels, train: {method: scores}, test: {method: scores}}, computed once per bundle."""
-    cache = fleets / "alarm_scores" / f"{name}_seed{seed}.pkl"
+def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int, every_baseline: bool = False) -> dict:
+    """entity -> {labels, train: {method: scores}, test: {method: scores}}, computed once per bundle: the model
+    and, on seed 0, the study's five baselines, or with every_baseline every baseline of the panel
+    (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour)."""
+    cache = fleets / "alarm_scores" / f"{name}_seed{seed}{'_all' if every_baseline else ''}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
+    baselines = parse_baselines("all") if every_baseline else STUDY_BASELINES if seed == 0 else ()
     evaluation = evaluate_fleet(fleet_path(fleets / f"{name}_seed{seed}", name), name, dataset_dir(data_dir, name),
-                                baselines=STUDY_BASELINES if seed == 0 else (), device="cpu", seed=seed,
-                                whole_series=False, jobs=2)  # fmt: skip
+                                baselines=baselines, device="cpu", seed=seed, whole_series=False,
+                                jobs=1 if every_baseline else 2)  # fmt: skip
     rows = {e.entity: {"labels": e.labels, "train": e.train, "test": e.test} for e in evaluation.entities}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps(rows))
@@ -130,6 +134,26 @@ def table(results: dict, datasets: list[str], rules: list[str]) -> list[str]:
     return lines
 
 
+def method_table(args: argparse.Namespace, rule: str) -> list[str]:
+    """One row per method under `rule`: per dataset, within bound / point F1 at the rule / event F1 / false events
+    per 10k (the model: mean over --seeds; each baseline: seed 0)."""
+    lines = [f"rule {rule}; per dataset: within bound / F1 at the rule / event F1 / false events per 10k",
+             "| method | " + " | ".join(args.datasets) + " |", "|---|" + "---|" * len(args.datasets)]  # fmt: skip
+    every = {name: cached_scores(args.fleets, args.data_dir, name, 0, every_baseline=True) for name in args.datasets}
+    model = {name: [cached_scores(args.fleets, args.data_dir, name, seed) for seed in args.seeds]
+             for name in args.datasets}  # fmt: skip
+    for method in next(iter(next(iter(every.values())).values()))["test"]:
+        cells = []
+        for name in args.datasets:
+            fleets = model[name] if method == "model" else [every[name]]
+            graded = [fleet_means(rows, rule, method) for rows in fleets]
+            mean = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
+            cells.append(f"{mean['within_flag_bound']:.2f} / {mean['f1']:.3f} / {mean['event_f1']:.3f} / "
+                         f"{mean['false_alarm_events_per_10k']:.1f}")  # fmt: skip
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -138,12 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rules", default=",".join(CANDIDATES), help="comma-separated: train, budget-W, guarded-W")
     parser.add_argument("--method", default="model", help="model, or a baseline (scored on seed 0 only)")
+    parser.add_argument("--every-method", action="store_true",
+                        help="instead: the model (the --seeds) and every baseline of the panel (seed 0) under "
+                        "the first of --rules, one row each")  # fmt: skip
     args = parser.parse_args(argv)
     rules = args.rules.split(",")
+    if args.every_method:
+        print("\n".join(method_table(args, rules[0])))
+        return 0
     seeds = args.seeds if args.method == "model" else [0]
+    every = args.method not in ("model", *STUDY_BASELINES)
     results = {}
     for name in args.datasets:
-        fleets = [cached_scores(args.fleets, args.data_dir, name, seed) for seed in seeds]
+        fleets = [cached_scores(args.fleets, args.data_dir, name, seed, every) for seed in seeds]
         for rule in rules:
             graded = [fleet_means(rows, rule, args.method) for rows in fleets]
             results[(name, rule)] = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}

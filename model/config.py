@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from model.alarm_rule import ALARM_RULES, DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, check_alarm_settings
+from model.alarm_rule import ALARM_RULES, DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, check_alarm_settings, rules_help
 from model.scores import DEFAULT_SCORE, SCORES
 from model.transformer import ModelConfig
 from runtime.errors import UserInputError
@@ -66,9 +66,7 @@ class DetectorConfig:
     threshold_percentile: float = _setting(99.0, "percentile of TRAIN scores the decision rule starts from")
     alarm_rule: str = _setting(
         DEFAULT_ALARM_RULE,
-        "decision rule stored with the model: guarded (flag above the TRAIN percentile, above the 90% quantile "
-        "of the recent scores and 2 robust spreads above their median), budget (the first two only) or train "
-        "(above the TRAIN percentile alone)",
+        f"decision rule stored with the model: {rules_help()}",
         choices=ALARM_RULES,
     )
     alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the guarded and budget rules read, in points")
