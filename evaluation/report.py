@@ -311,7 +311,6 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path, report: str 
     if evaluation.attribution is not None:
         paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
         paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
-    if evaluation.attribution is not None:
         paths["incidents_csv"] = folder / f"{evaluation.dataset}_incidents.csv"
         paths["incidents_json"] = folder / f"{evaluation.dataset}_incidents.json"
     if report == "html":
