@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -86,30 +86,11 @@ def follow(
     """Run the live stream until stdin ends (0) or a signal stops it (128 + the signal)."""
     if poll_seconds <= 0:
         raise UserInputError(f"--poll-seconds must be positive, got {poll_seconds}")
-    saved = read_state(state_path) if state_path is not None else None
     about = {"format": STATE_FORMAT, "checkpoint": str(checkpoint), "input": source, "entity": entity,
              "entity_column": entity_column}  # fmt: skip
-    if saved is not None:
-        if {key: saved.get(key) for key in about} != about:
-            raise UserInputError(f"the --state file {state_path} belongs to another stream ({saved.get('input')} "
-                                 f"with {saved.get('checkpoint')}); give another file to start over")  # fmt: skip
-        if saved["finished"]:
-            raise UserInputError(f"the stream saved in {state_path} reached the end of its input; "
-                                 "delete the file to start over")  # fmt: skip
+    saved = _saved_stream(state_path, about)
     routed = entity_column is not None
-    if routed:
-        if entity is not None:
-            raise UserInputError("--entity and --entity-column both choose the model; give one of them")
-        fleet = Fleet.load(checkpoint)
-        detectors = fleet.detectors
-        pick = fleet.detector
-    else:
-        only = load_detector(checkpoint, entity, device=device)
-        detectors = {entity: only}
-
-        def pick(_: str | None):
-            return only
-
+    detectors, pick = _stream_models(checkpoint, entity, routed, device)
     parser = RowParser("stdin" if source == "-" else source, timestamp_column, entity_column)
     if saved is not None:
         parser.header, parser.width, parser.rows = saved["header"], saved["width"], saved["rows"]
@@ -167,6 +148,33 @@ def follow(
         feed.close()
     print(f"end of {feed.name}: {parser.rows} rows scored", file=err)
     return 0
+
+
+def _saved_stream(state_path: Path | None, about: dict) -> dict | None:
+    """The state a stopped run of this same stream saved (None: none was asked for, or none saved yet)."""
+    saved = read_state(state_path) if state_path is not None else None
+    if saved is not None:
+        if {key: saved.get(key) for key in about} != about:
+            raise UserInputError(f"the --state file {state_path} belongs to another stream ({saved.get('input')} "
+                                 f"with {saved.get('checkpoint')}); give another file to start over")  # fmt: skip
+        if saved["finished"]:
+            raise UserInputError(f"the stream saved in {state_path} reached the end of its input; "
+                                 "delete the file to start over")  # fmt: skip
+    return saved
+
+
+def _stream_models(
+    checkpoint: str, entity: str | None, routed: bool, device: str
+) -> tuple[dict[str | None, Detector], Callable[[str | None], Detector]]:
+    """The models a stream may use and how a row's entity picks one: a bundle's by the entity column when
+    routed, else the one model (a checkpoint's, or the --entity of a bundle) for every row."""
+    if routed:
+        if entity is not None:
+            raise UserInputError("--entity and --entity-column both choose the model; give one of them")
+        fleet = Fleet.load(checkpoint)
+        return dict(fleet.detectors), fleet.detector
+    only = load_detector(checkpoint, entity, device=device)
+    return {entity: only}, lambda _: only
 
 
 def decision_lag(detector: Detector) -> int:
