@@ -82,7 +82,8 @@ def variant_decision(
     spreads: float = 2.0,
     hold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The guarded rule with another budget quantile or guard width, or with a hold, point by point."""
+    """The guarded rule with another budget quantile or guard width, or with a hold, point by point. The
+    defaults are the rule the studies varied, at two spreads; the shipped guard is three (`guardedk3-W`)."""
     rule = AlarmRule.fit(train, "guarded", 99.0, window)
     recent = pd.Series(np.concatenate([rule.train_tail, np.where(np.isfinite(test), test, np.nan)]))
     rolling = recent.rolling(window, min_periods=1)
