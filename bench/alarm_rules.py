@@ -85,16 +85,9 @@ def variant_decision(
     """The guarded rule with another budget quantile or guard width, or with a hold, point by point. The
     defaults are the rule the studies varied, at two spreads; the shipped guard is three (`guardedk3-W`)."""
     rule = AlarmRule.fit(train, "guarded", 99.0, window)
-    recent = pd.Series(np.concatenate([rule.train_tail, np.where(np.isfinite(test), test, np.nan)]))
-    rolling = recent.rolling(window, min_periods=1)
-
-    def before(statistic: pd.Series) -> np.ndarray:
-        return np.concatenate([[np.nan], statistic.to_numpy()[:-1]])[len(rule.train_tail) :]
-
-    spread = np.fmax((before(rolling.quantile(0.75)) - before(rolling.quantile(0.25))) / 1.349, rule.train_spread)
-    median = before(rolling.quantile(0.5))
-    on = np.fmax(np.fmax(rule.threshold, before(rolling.quantile(quantile))), median + spreads * spread)
-    off = on if hold is None else np.fmax(rule.threshold, median + hold * spread)
+    budget, q25, median, q75 = rule.recent_quantiles(test, (quantile, 0.25, 0.5, 0.75))
+    on = np.fmax(np.fmax(rule.threshold, budget), rule.guard(median, q25, q75, spreads))
+    off = on if hold is None else np.fmax(rule.threshold, rule.guard(median, q25, q75, hold))
     flags, effective, held = np.zeros(len(test), np.uint8), on.copy(), False
     for t, score in enumerate(np.asarray(test, dtype=np.float64)):
         effective[t] = off[t] if held else on[t]
@@ -121,6 +114,12 @@ def fleet_means(rows: dict, rule: str, method: str) -> dict:
     return pd.DataFrame(records).mean(numeric_only=False).to_dict()
 
 
+def seed_means(fleets: list[dict], rule: str, method: str) -> dict:
+    """fleet_means of each seed's fleet, averaged over the seeds."""
+    graded = [fleet_means(rows, rule, method) for rows in fleets]
+    return {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
+
+
 def table(results: dict, datasets: list[str], rules: list[str]) -> list[str]:
     lines = ["| rule | objective | " + " | ".join(f"{d} within bound / F1 (best) / event F1 / flagged (anom.) / "
                                                   f"false ev. per 10k" for d in datasets) + " |",
@@ -143,12 +142,11 @@ def method_table(args: argparse.Namespace, rule: str) -> list[str]:
     every = {name: cached_scores(args.fleets, args.data_dir, name, 0, every_baseline=True) for name in args.datasets}
     model = {name: [cached_scores(args.fleets, args.data_dir, name, seed) for seed in args.seeds]
              for name in args.datasets}  # fmt: skip
-    for method in next(iter(next(iter(every.values())).values()))["test"]:
+    first_entity = next(iter(every[args.datasets[0]].values()))
+    for method in first_entity["test"]:
         cells = []
         for name in args.datasets:
-            fleets = model[name] if method == "model" else [every[name]]
-            graded = [fleet_means(rows, rule, method) for rows in fleets]
-            mean = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
+            mean = seed_means(model[name] if method == "model" else [every[name]], rule, method)
             cells.append(f"{mean['within_flag_bound']:.2f} / {mean['f1']:.3f} / {mean['event_f1']:.3f} / "
                          f"{mean['false_alarm_events_per_10k']:.1f}")  # fmt: skip
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -177,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         fleets = [cached_scores(args.fleets, args.data_dir, name, seed, every) for seed in seeds]
         for rule in rules:
-            graded = [fleet_means(rows, rule, args.method) for rows in fleets]
-            results[(name, rule)] = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
+            results[(name, rule)] = seed_means(fleets, rule, args.method)
     print(f"method {args.method}, seeds {' '.join(map(str, seeds))}")
     print("\n".join(table(results, args.datasets, rules)))
     return 0

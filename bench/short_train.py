@@ -19,11 +19,9 @@ import pickle
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alarm_rules import CANDIDATES, fleet_means, table  # noqa: E402
+from bench.alarm_rules import CANDIDATES, seed_means, table  # noqa: E402
 from bench.fleet_quality import dataset_dir  # noqa: E402
 from data_factory.entities import entity_names  # noqa: E402
 from data_factory.registry import load_dataset  # noqa: E402
@@ -65,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         fleets = [short_train_scores(args.cache, args.data_dir, name, args.rows, seed) for seed in args.seeds]
         for rule in rules:
-            graded = [fleet_means(scores, rule, "model") for scores in fleets]
-            results[(name, rule)] = {key: float(np.mean([g[key] for g in graded])) for key in graded[0]}
+            results[(name, rule)] = seed_means(fleets, rule, "model")
     print(f"TRAIN cut to its first {args.rows} rows per entity, seeds {' '.join(map(str, args.seeds))}")
     print("\n".join(table(results, args.datasets, rules)))
     return 0

@@ -125,24 +125,28 @@ class AlarmRule:
     def thresholds(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, RuleState]:
         """Each point's threshold (N,) for the next scores in the stream, and the state after them."""
         state = state or self.start()
-        scores = np.asarray(scores, dtype=np.float64)
         recent = np.concatenate([state.recent, _recent_values(scores)])
         after = RuleState(recent[-self.window :].copy())
         if self.kind == "train":
-            return np.full(len(scores), self.threshold), after
-        # Each statistic of the `window` values before each point: rolling over the remembered values and the new
-        # ones, read one step back. pandas skips NaN (a non-finite score); nothing remembered yet is NaN.
-        rolling = pd.Series(recent).rolling(self.window, min_periods=1)
-
-        def before(statistic: pd.Series) -> np.ndarray:
-            return np.concatenate([[np.nan], statistic.to_numpy()[:-1]])[len(state.recent) :]
-
-        thresholds = np.fmax(self.threshold, before(rolling.quantile(BUDGET_QUANTILE)))
+            return np.full(len(recent) - len(state.recent), self.threshold), after
         if self.kind == "guarded" and self.train_spread > 0:
-            spread = (before(rolling.quantile(0.75)) - before(rolling.quantile(0.25))) / IQR_PER_SPREAD
-            guard = before(rolling.quantile(0.5)) + GUARD_SPREADS * np.fmax(spread, self.train_spread)
-            thresholds = np.fmax(thresholds, guard)
-        return thresholds, after
+            budget, q25, median, q75 = _quantiles_before(recent, len(state.recent), self.window,
+                                                         (BUDGET_QUANTILE, 0.25, 0.5, 0.75))  # fmt: skip
+            return np.fmax(np.fmax(self.threshold, budget), self.guard(median, q25, q75, GUARD_SPREADS)), after
+        (budget,) = _quantiles_before(recent, len(state.recent), self.window, (BUDGET_QUANTILE,))
+        return np.fmax(self.threshold, budget), after
+
+    def recent_quantiles(
+        self, scores: np.ndarray, quantiles: tuple[float, ...], state: RuleState | None = None
+    ) -> list[np.ndarray]:
+        """Each quantile (N,) of the `window` scores before each of the next scores in the stream."""
+        state = state or self.start()
+        recent = np.concatenate([state.recent, _recent_values(scores)])
+        return _quantiles_before(recent, len(state.recent), self.window, quantiles)
+
+    def guard(self, median: np.ndarray, q25: np.ndarray, q75: np.ndarray, spreads: float) -> np.ndarray:
+        """The recent median raised by `spreads` robust spreads (interquartile range / 1.349, never below TRAIN's)."""
+        return median + spreads * np.fmax((q75 - q25) / IQR_PER_SPREAD, self.train_spread)
 
     def flags(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, np.ndarray, RuleState]:
         """(flags (N,) uint8, thresholds (N,), state after): a point is flagged above its threshold,
@@ -211,6 +215,16 @@ def robust_spread(scores: np.ndarray) -> float:
         return 0.0
     q25, q75 = np.percentile(finite, [25, 75])
     return float((q75 - q25) / IQR_PER_SPREAD)
+
+
+def _quantiles_before(
+    recent: np.ndarray, remembered: int, window: int, quantiles: tuple[float, ...]
+) -> list[np.ndarray]:
+    """Each quantile of the `window` values before each point of `recent` after its first `remembered`: rolling
+    over the remembered values and the new ones, read one step back. pandas skips NaN (a non-finite score);
+    nothing remembered yet is NaN."""
+    rolling = pd.Series(recent).rolling(window, min_periods=1)
+    return [np.concatenate([[np.nan], rolling.quantile(q).to_numpy()[:-1]])[remembered:] for q in quantiles]
 
 
 def _recent_values(scores: np.ndarray) -> np.ndarray:
