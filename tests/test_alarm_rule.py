@@ -109,7 +109,7 @@ def test_the_guard_lets_a_climbing_score_pass_where_the_budget_flags_it_and_stil
     budget = AlarmRule.fit(train, "budget", 99.0, 1000).flags(ramp)[0].astype(bool)
     guarded = AlarmRule.fit(train, "guarded", 99.0, 1000).flags(ramp)[0].astype(bool)
     assert budget[1000:2000].all()  # each new score tops the quantile of its own past
-    assert not guarded[1000:2000].any()  # it sits about 1.35 recent spreads above the recent median, not 2
+    assert not guarded[1000:2000].any()  # it sits about 1.35 recent spreads above the recent median, below the guard
     assert guarded[2000:2010].all()
     # What it flags besides the spike is the start of the climb, while the recent window still holds TRAIN.
     assert not guarded[1000:2000].any() and not guarded[2010:].any() and guarded.sum() < budget.sum() / 4
