@@ -15,7 +15,8 @@ event F1) / 2. --method scores a baseline instead. The study that chose the budg
 eight other candidates and its event logic, ran this script at commit 0b543bd (docs/research-log.md,
 "The decision rule"); the ramp guard's study, with its second candidate, at commit a50f7e6 (same
 page, "... with a ramp guard"). The candidates of the later studies stay selectable: `--rules held2-1000,held1-1000`
-(same page, "... with a hold"), `guardedq95-1000,guardedk3-1000` ("The decision rule's budget and guard").
+(same page, "... with a hold"), `guardedq95-1000,guardedk3-1000` ("The decision rule's budget and guard"),
+`guardedt300-1000` ("The decision rule's start").
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bench.fleet_quality import dataset_dir  # noqa: E402
 from evaluation.baselines import parse_baselines  # noqa: E402
 from evaluation.fleet_report import evaluate_fleet  # noqa: E402
 from evaluation.grading import grade  # noqa: E402
-from model.alarm_rule import AlarmRule  # noqa: E402
+from model.alarm_rule import AlarmRule, RuleState  # noqa: E402
 from model.fleet import fleet_path  # noqa: E402
 
 CANDIDATES = ("train", "budget-1000", "guarded-1000")
@@ -62,7 +63,7 @@ def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[
     """The flags and thresholds of `train`, `budget-W` or `guarded-W` (W recent scores), as model/alarm_rule.py
     makes them; the studied variants of the guarded rule (docs/research-log.md) by `variant_decision`:
     `heldK-W` (an open alarm held while above max(q, m + K spreads)), `guardedqQ-W` (the budget's Q % quantile)
-    and `guardedkK-W` (a guard of K spreads)."""
+    and `guardedkK-W` (a guard of K spreads); `guardedtT-W` by `short_start_decision`."""
     kind, _, window = rule.partition("-")
     if kind.startswith("held"):
         return variant_decision(int(window), train, test, hold=float(kind[4:]))
@@ -70,6 +71,8 @@ def candidate_decision(rule: str, train: np.ndarray, test: np.ndarray) -> tuple[
         return variant_decision(int(window), train, test, quantile=float(kind[8:]) / 100)
     if kind.startswith("guardedk"):
         return variant_decision(int(window), train, test, spreads=float(kind[8:]))
+    if kind.startswith("guardedt"):
+        return short_start_decision(int(window), train, test, int(kind[8:]))
     flags, thresholds, _ = AlarmRule.fit(train, kind, 99.0, int(window or 1)).flags(test)
     return flags, thresholds
 
@@ -94,6 +97,14 @@ def variant_decision(
         held = bool(np.isfinite(score) and score > effective[t])
         flags[t] = held or not np.isfinite(score)
     return flags, effective
+
+
+def short_start_decision(window: int, train: np.ndarray, test: np.ndarray, tail: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped guarded rule whose recent window starts TEST with only the last `tail` TRAIN scores (0: none)
+    and grows with the TEST scores up to `window`; q and TRAIN's spread still come from every TRAIN score."""
+    rule = AlarmRule.fit(train, "guarded", 99.0, window)
+    flags, thresholds, _ = rule.flags(test, RuleState(rule.train_tail[max(len(rule.train_tail) - tail, 0) :]))
+    return flags, thresholds
 
 
 def fleet_means(rows: dict, rule: str, method: str) -> dict:
