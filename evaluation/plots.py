@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,9 @@ def _draw_scores(axis, evaluation: Evaluation, start: int, stop: int, title: str
     time = np.arange(start, stop)
     scores = model.scores[start:stop]
     axis.plot(time, scores, linewidth=0.6, color="tab:blue", label="anomaly score")
-    axis.axhline(model.threshold.value, color="tab:red", linestyle="--", linewidth=1, label="threshold")
+    # Each point's own threshold: the decision rule raises it with recent scores; a flat line misplaces flags.
+    axis.plot(time, model.thresholds[start:stop], color="tab:red", linestyle="--", linewidth=1, label="threshold",
+              drawstyle="steps-mid")  # fmt: skip
     flagged = np.flatnonzero(model.predictions[start:stop])
     axis.scatter(time[flagged], scores[flagged], s=8, color="tab:red", zorder=3, label="flagged")
     labels = evaluation.labels
@@ -72,8 +75,8 @@ def plot_scores(evaluation: Evaluation, path: Path) -> None:
         evaluation,
         0,
         length,
-        f"{evaluation.dataset}: {evaluation.scoring.score} score on the test split, "
-        f"threshold = {evaluation.model.threshold.rule}",
+        textwrap.fill(f"{evaluation.dataset}: {evaluation.scoring.score} score on the test split, "
+                      f"threshold = {evaluation.model.threshold.rule}", 160),  # a rule in words can be long
     )
     overview.legend(loc="upper right", fontsize=8, ncol=4)
 

@@ -286,9 +286,8 @@ def evaluation_page(evaluation: Evaluation) -> ReportPage:
     notes = [f"{evaluation.protocol} protocol, {evaluation.scoring.describe()}",
              f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})",
              "metrics on the whole test split as one series (VUS: evaluation/vus.py)"]  # fmt: skip
-    thresholds = np.full(len(model.scores), model.threshold.value)
     metrics = {name: method.metrics for name, method in evaluation.methods.items()}
-    entity = ReportEntity(evaluation.dataset, model.scores, thresholds, evaluation.labels, evaluation.incidents,
+    entity = ReportEntity(evaluation.dataset, model.scores, model.thresholds, evaluation.labels, evaluation.incidents,
                           metrics)  # fmt: skip
     return ReportPage(f"{evaluation.dataset}: anomaly report", notes, list(evaluation.methods), list(REPORT_METRICS),
                       [entity])  # fmt: skip

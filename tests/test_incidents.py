@@ -14,7 +14,7 @@ import train
 from data_factory.registry import load_synth
 from evaluation.attribution import train_error_scale
 from evaluation.incidents import IncidentTracker, find_incidents
-from evaluation.report import evaluate_checkpoint
+from evaluation.report import evaluate_checkpoint, evaluation_page
 from model.detector import Detector
 from tests.test_fleet import train_tiny_fleet, write_routed_csv
 from tests.tiny import TINY_TRAIN_FLAGS
@@ -146,3 +146,10 @@ def test_detect_routed_by_entity_reports_each_entitys_incidents_at_input_rows(fl
     # east's injected anomaly (its test points 100 to 119) lies at input rows 100 to 119
     hit = [i for i in incidents if i["entity"] == "east" and i["start"] <= 119 and i["end"] >= 100]
     assert hit and hit[0]["top_sensors"][0]["name"] == "ch1"
+
+
+def test_the_report_page_draws_the_threshold_each_point_was_judged_by(run):
+    model = run["evaluation"].model
+    (entity,) = evaluation_page(run["evaluation"]).entities
+    assert np.array_equal(entity.scores > entity.thresholds, model.predictions.astype(bool))
+    assert np.ptp(entity.thresholds) > 0  # the default rule raises it with the recent scores: no flat line
