@@ -14,12 +14,13 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
+from data_factory.custom import ENTITIES_FILE
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
 from data_factory.names import dataset_label
 from data_factory.registry import load_dataset
 from data_factory.windows import training_starts
-from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint
+from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint, set_aside_model_of_other_data
 from model.config import DetectorConfig
 from model.detector import Detector
 from model.fleet import (
@@ -157,6 +158,9 @@ def _train_locked(
             f"d_model {model_config.d_model}, heads {model_config.n_heads}, layers {model_config.e_layers}, "
             f"window {model_config.win_size}" + (f"; {context.world_size} processes" if context.enabled else "")
         )
+        if entity is None and dataset.name == "CUSTOM" and (Path(data_dir).expanduser() / ENTITIES_FILE).is_file():
+            log(f"note: {ENTITIES_FILE} lists {len(entity_names('CUSTOM', data_dir))} entities; this one model learns "
+                "them as one series, its windows crossing from one to the next; --per-entity trains one per entity")
     metadata = {
         "format_version": FORMAT_VERSION,
         "kind": "last",
@@ -183,9 +187,12 @@ def _train_locked(
             config_checked=True,
         )
         if context.is_main:
+            kept = set_aside_model_of_other_data(best_path, dataset)
             detector.save(best_path)
     if context.is_main:
         saved = f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}"
+        if kept is not None:
+            saved += f"; the model of other {dataset.name} data that was there is kept as {kept}"
         if stop.signal_number is not None:
             saved = (f"{signal.Signals(stop.signal_number).name} arrived after the last epoch: finished the final "
                      f"TRAIN scoring first and {saved}; the run is complete")  # fmt: skip

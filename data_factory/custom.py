@@ -47,11 +47,15 @@ def read_entity_rows(folder: Path) -> list[dict]:
         raise UserInputError(f"{folder} has no {ENTITIES_FILE}; add one with columns {','.join(ENTITY_COLUMNS)}")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            records = list(csv.DictReader(handle))
+            # A space after a comma is easy to type and means nothing: " train_start" is train_start.
+            records = [{(key or "").strip(): value for key, value in record.items()}
+                       for record in csv.DictReader(handle)]  # fmt: skip
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserInputError(f"cannot read {path}: {error}") from None
     if not records or any(column not in records[0] for column in ENTITY_COLUMNS):
-        raise UserInputError(f"{path} needs the columns {','.join(ENTITY_COLUMNS)} and one row per entity")
+        found = ",".join(records[0]) if records else "no row"
+        raise UserInputError(f"{path} needs the columns {','.join(ENTITY_COLUMNS)} and one row per entity; it has "
+                             f"{found}")  # fmt: skip
     rows = []
     for number, record in enumerate(records, start=2):
         try:
@@ -62,8 +66,9 @@ def read_entity_rows(folder: Path) -> list[dict]:
             raise UserInputError(f"{path} line {number}: an entity needs a name and non-negative offsets")
         rows.append(row)
     names = [row["entity"] for row in rows]
-    if len(set(names)) != len(names):
-        raise UserInputError(f"{path} names an entity twice")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserInputError(f"{path} names {', '.join(twice)} twice; give each entity one row")
     return rows
 
 

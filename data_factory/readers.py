@@ -284,7 +284,12 @@ def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np
         return None, "by name"
     if sorted(table.columns) == sorted(expected):
         return np.array([table.columns.index(name) for name in expected]), "reordered by name"
-    return None, "by position (the input's column names differ from the checkpoint's)"
+    named = f"the input's column names ({_listed(table.columns)}) are not the checkpoint's ({_listed(expected)})"
+    return None, f"by position: {named}"
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
 

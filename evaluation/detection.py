@@ -322,6 +322,18 @@ def incident_line(document: dict) -> str:
 
 def summary_lines(report: dict) -> list[str]:
     """What detect.py prints after a run."""
+    return _column_warning(report) + _scored_lines(report)
+
+
+def _column_warning(report: dict) -> list[str]:
+    """A line when the input's header names other sensors than TRAIN's: its columns were taken in their order."""
+    if not report["columns"].startswith("by position:"):
+        return []
+    return [f"warning: columns matched {report['columns']}: taken in order; if that is not TRAIN's order, the "
+            "scores mean nothing"]  # fmt: skip
+
+
+def _scored_lines(report: dict) -> list[str]:
     if "entities" in report:  # routed by an entity column
         lines = [f"scored {report['rows']} rows of {report['input']} with the {report['dataset']} fleet "
                  f"({len(report['entities'])} entities); {report['n_flagged']} points flagged "

@@ -32,7 +32,7 @@ from evaluation.range_metrics import event_metrics, pa_k_f1, pa_k_f1_auc
 from evaluation.tsb_vus import tsb_vus
 from evaluation.vus import DEFAULT_MAX_BUFFER, vus
 
-# Metrics that pick their own threshold with the test labels: upper bounds, never results.
+# Metrics that pick their own threshold with the test labels: never results (bounds on fixed thresholds only).
 ORACLE_METRICS = ("best_f1",)
 # Read the scores alone (no flags): None where the labels hold one class.
 SCORE_METRICS = ("roc_auc", "pr_auc", "vus_roc", "vus_pr", "tsb_vus_pr", "tsb_vus_roc", "tsb_vus_window", "best_f1")

@@ -72,7 +72,8 @@ def descending_thresholds(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> float:
     """ORACLE best point-wise F1 over every threshold. It USES THE TEST LABELS to pick the
-    threshold, so it is an upper bound no deployed detector can claim, never a result.
+    threshold, so no deployed detector can claim it; it bounds every fixed threshold, not a rule whose
+    threshold moves with time (the decision rule's can beat it), and is never a result.
 
     Thresholds are all distinct score values, predicting `scores >= t`; F1 = 2 TP / (TP + FP + P)
     at each. Invariant under any strictly increasing transform of the scores. NaN without

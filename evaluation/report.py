@@ -272,7 +272,8 @@ def format_table(evaluation: Evaluation) -> str:
     lines.extend(degenerate)
     lines.append("PA = point-adjusted: one flagged point marks its whole labelled segment as found.")
     if "best_f1" in model.metrics:
-        lines.append("best F1 (oracle) picks its threshold with the test labels: an upper bound, not a result.")
+        lines.append("best F1 (oracle) picks one fixed threshold with the test labels: not a result, and no "
+                     "bound on a rule whose threshold moves with the recent scores.")
     return "\n".join(lines)
 
 

@@ -47,7 +47,8 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
         raise UserInputError(f"checkpoint {path} is not an Anomaly Transformer checkpoint of this tool; retrain it")
     is_fleet = checkpoint.get("kind") == "fleet"
     if kind == "detector" and is_fleet:
-        raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one model")
+        raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one of "
+                             "its models (detect.py: or --entity-column COLUMN to route rows of several entities)")
     if kind == "fleet" and not is_fleet:
         raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity")
     if checkpoint.get("kind") == "last":
@@ -99,6 +100,24 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
             f"checkpoint {path} was trained on different {dataset.name} data (fingerprint mismatch); "
             "retrain on these data or point --data-dir at the data it was trained on"
         )
+
+
+def set_aside_model_of_other_data(path: Path, dataset: TimeSeriesDataset) -> Path | None:
+    """Before a new model of `dataset` is saved at `path`: a model of other data already there (another
+    CUSTOM folder trained into the same --output-dir) is renamed to {stem}.{its fingerprint}.pth, not
+    replaced; its new path, or None where there was nothing to keep (no file, the same data, no record)."""
+    if not path.is_file():
+        return None
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True).get("dataset") or {}
+    except Exception:  # noqa: BLE001 - a file no checkpoint reader opens holds no model to keep
+        return None
+    fingerprint = record.get("fingerprint") if isinstance(record, dict) else None
+    if not isinstance(fingerprint, str) or fingerprint == dataset.fingerprint():
+        return None
+    kept = path.with_name(f"{path.stem}.{fingerprint[:12]}{path.suffix}")
+    path.replace(kept)
+    return kept
 
 
 def load_last_state(path: Path) -> dict:

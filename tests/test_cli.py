@@ -208,6 +208,33 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
     assert not (tmp_path / "CUSTOM_evaluation.npz").exists()
 
 
+def test_a_model_of_other_data_in_the_output_folder_is_kept_not_replaced(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    folders = {}
+    for name, channels in (("pump", 4), ("fan", 3)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        np.save(folders[name] / "train_data.npy", rng.normal(size=(300, channels)))
+        np.save(folders[name] / "test_data.npy", rng.normal(size=(150, channels)))
+    out = tmp_path / "out"
+    checkpoint = out / "CUSTOM_checkpoint.pth"
+
+    def train_on(name: str) -> str:
+        args = ["--dataset", "CUSTOM", "--data-dir", str(folders[name]), *TINY, "--output-dir", str(out)]
+        assert train.main(args) == 0
+        return capsys.readouterr().out
+
+    train_on("pump")
+    pump_model = checkpoint.read_bytes()
+    said = train_on("fan")
+    (kept,) = [path for path in out.glob("CUSTOM_checkpoint.*.pth")]
+    assert f"the model of other CUSTOM data that was there is kept as {kept}" in said
+    assert kept.read_bytes() == pump_model  # the pump model, untouched, under its data's fingerprint
+    assert torch.load(checkpoint, weights_only=True)["dataset"]["n_channels"] == 3
+    assert "kept as" not in train_on("fan")  # the same data again: replaced, as a retrain should
+    assert {path.name for path in out.glob("CUSTOM_checkpoint*.pth")} == {"CUSTOM_checkpoint.pth", kept.name}
+
+
 def test_custom_without_labels_scores_and_flags(tmp_path, capsys):
     rng = np.random.default_rng(2)
     np.save(tmp_path / "train_data.npy", rng.normal(size=(400, 3)))

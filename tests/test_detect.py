@@ -168,6 +168,23 @@ def test_columns_are_matched_by_name_and_timestamps_echoed(run, tmp_path):
     assert json.loads(output.with_suffix(".json").read_text())["columns"] == "reordered by name"
 
 
+def test_columns_named_otherwise_are_taken_in_order_with_a_warning(run, tmp_path, capsys):
+    data = run["data"]
+    names = [f"gauge_{i}" for i in range(data.n_channels)]
+    source = tmp_path / "renamed.csv"
+    pd.DataFrame(data.test[:500], columns=names).to_csv(source, index=False, float_format="%.9g")
+    code, output = detect_cli(run, source, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: columns matched by position: the input's column names (gauge_0, gauge_1" in err
+    assert f"are not the checkpoint's ({data.channel_names[0]}" in err
+    plain = tmp_path / "plain.npy"
+    np.save(plain, data.test[:500])
+    code, plain_output = detect_cli(run, plain, tmp_path)
+    assert code == 0 and "warning: columns" not in capsys.readouterr().err  # no names: nothing to mismatch
+    np.testing.assert_array_equal(pd.read_csv(plain_output)["score"], pd.read_csv(output)["score"])
+
+
 def test_drift_warning_fires_on_shifted_data_and_stays_quiet_on_train_like_data(run, tmp_path, capsys):
     data = run["data"]
     code, output = detect_cli(run, run["dir"] / "test.npy", tmp_path)

@@ -14,10 +14,12 @@ import evaluate
 import inspect_checkpoint
 import train
 from data_factory import load_dataset
+from data_factory.custom import read_entity_rows
 from data_factory.entities import entity_names
 from evaluation.fleet_report import evaluate_fleet
 from model import Detector, DetectorConfig
 from model.fleet import Fleet
+from runtime.errors import UserInputError
 from tests.tiny import TINY_TRAIN_FLAGS
 
 ROWS = {"east": (400, 300), "west": (360, 280), "stub": (12, 30)}  # entity: (train rows, test rows)
@@ -83,6 +85,29 @@ def test_custom_entities_come_from_entities_csv(fleet_run):
     assert entity_names("CUSTOM", fleet_run["data"]) == ["east", "west", "stub"]
     east = load_dataset("CUSTOM", fleet_run["data"], "east")
     assert east.name == "CUSTOM_east" and east.train.shape == (400, 3) and east.test_labels.sum() == 20
+
+
+def test_entities_csv_takes_spaces_after_commas_and_names_what_is_wrong(tmp_path):
+    np.save(tmp_path / "train_data.npy", np.zeros((10, 2), dtype=np.float32))
+    (tmp_path / "entities.csv").write_text("entity, train_start, train_len, test_start, test_len\na, 0, 5, 0, 5\n")
+    assert read_entity_rows(tmp_path) == [{"entity": "a", "train_start": 0, "train_len": 5, "test_start": 0,
+                                           "test_len": 5}]  # fmt: skip
+    (tmp_path / "entities.csv").write_text("entity,start,train_len,test_start,test_len\na,0,5,0,5\n")
+    with pytest.raises(UserInputError, match="needs the columns entity,train_start.*; it has entity,start,train_len"):
+        read_entity_rows(tmp_path)
+    (tmp_path / "entities.csv").write_text("entity,train_start,train_len,test_start,test_len\na,0,5,0,5\nb,5,5,5,5\n"
+                                           "a,0,5,0,5\n")  # fmt: skip
+    with pytest.raises(UserInputError, match=r"entities.csv names a twice; give each entity one row"):
+        read_entity_rows(tmp_path)
+
+
+def test_one_model_on_data_with_entities_says_it_learns_them_as_one_series(tmp_path, capsys):
+    data = write_fleet_data(tmp_path)
+    common = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(tmp_path / "out"), *TINY_TRAIN_FLAGS]
+    assert train.main(common) == 0
+    assert "note: entities.csv lists 3 entities; this one model learns them as one series" in capsys.readouterr().out
+    assert train.main([*common, "--entity", "east"]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 def test_an_entity_that_cannot_train_is_skipped_and_the_rest_train(fleet_run):
