@@ -16,7 +16,9 @@ eight other candidates and its event logic, ran this script at commit 0b543bd (d
 "The decision rule"); the ramp guard's study, with its second candidate, at commit a50f7e6 (same
 page, "... with a ramp guard"). The candidates of the later studies stay selectable: `--rules held2-1000,held1-1000`
 (same page, "... with a hold"), `guardedq95-1000,guardedk3-1000` ("The decision rule's budget and guard"),
-`guardedt300-1000` ("The decision rule's start").
+`guardedt300-1000` ("The decision rule's start"; the shipped rule since, and `guardedt1000-1000` the rule
+before it). Every variant opens on the shipped start, as `guarded-1000` does; the studies before that one
+ran at their commits (same page).
 """
 
 from __future__ import annotations

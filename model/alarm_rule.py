@@ -9,7 +9,8 @@ carries what the next chunk needs).
 | rule      | flags point t when                                                                        |
 |-----------|-------------------------------------------------------------------------------------------|
 | `guarded` | s_t > max(q, b_t, m_t + 3 max(r_t, r0)): the budget rule's bound, and at least 3 robust   |
-|           | spreads above the median of the recent scores (m_t, r_t over the same window; r0 TRAIN's) |
+|           | spreads above the median of the recent scores (m_t, r_t over the same window; r0 TRAIN's);|
+|           | its window opens TEST with the last 300 TRAIN scores and grows to `window`                |
 | `budget`  | s_t > max(q, b_t): q the TRAIN percentile, b_t the 90th percentile of the `window` scores |
 |           | before t (the last TRAIN scores fill the window at the start)                             |
 | `train`   | s_t > q (the rule before the budget one)                                                  |
@@ -25,7 +26,11 @@ below TRAIN's), which a steady ramp does not (it sits about 1.35 spreads above i
 The budget rule was chosen among ten rules on the development data, the guard added after a second
 study and widened from two spreads to three after a third, which also trained on short TRAINs
 (docs/research-log.md, "The decision rule", "... with a ramp guard" and "The decision rule's budget
-and guard"). The width is the rule's, not the checkpoint's: a checkpoint that stores `guarded` flags
+and guard"). The guarded window opens TEST with only the last 300 TRAIN scores: they are in-sample
+errors, lower than a new point's wherever the model generalises imperfectly, and a full window of
+them floods the first hundred or so TEST points until a tenth of it holds TEST scores; a study on
+the development data chose 300 among 1000, 300, 100 and 0 (same page, "The decision rule's start").
+The width and the start are the rule's, not the checkpoint's: a checkpoint that stores `guarded` flags
 with today's. Non-finite scores are always flagged and never enter the recent window.
 """
 
@@ -44,6 +49,7 @@ DEFAULT_ALARM_RULE = "guarded"
 DEFAULT_ALARM_WINDOW = 1000  # recent scores the budget and guarded rules read (docs/research-log.md)
 BUDGET_QUANTILE = 0.9  # the budget rule flags at most about a tenth of the recent points
 GUARD_SPREADS = 3.0  # how far above the recent median a guarded flag must stand, in robust spreads
+GUARDED_START = 300  # the last TRAIN scores the guarded rule's window opens TEST with (docs/research-log.md)
 IQR_PER_SPREAD = 1.349  # a normal distribution's interquartile range, in standard deviations
 
 
@@ -119,8 +125,10 @@ class AlarmRule:
         return rule_text(self.kind, self.percentile, self.window, self.threshold)
 
     def start(self) -> RuleState:
-        """The state at the first point after TRAIN."""
-        return RuleState(self.train_tail.copy())
+        """The state at the first point after TRAIN: the guarded rule's last GUARDED_START TRAIN scores, the
+        budget rule's whole remembered tail."""
+        opening = GUARDED_START if self.kind == "guarded" else len(self.train_tail)
+        return RuleState(self.train_tail[len(self.train_tail) - min(opening, len(self.train_tail)) :].copy())
 
     def thresholds(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, RuleState]:
         """Each point's threshold (N,) for the next scores in the stream, and the state after them."""

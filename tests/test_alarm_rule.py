@@ -127,3 +127,20 @@ def test_a_shorter_window_can_be_chosen_but_not_a_longer_one():
     assert len(rule.with_kind("budget", 100).train_tail) == 100
     with pytest.raises(UserInputError, match="longer than the 500 TRAIN scores"):
         rule.with_kind("budget", 1000)
+
+
+def test_the_guarded_window_opens_on_300_train_scores_and_learns_a_higher_test_level_sooner():
+    train = _train_scores()
+    rng = np.random.default_rng(6)
+    higher = rng.gamma(4.0, 0.25, 3000) * 2.0  # normal TEST errors twice TRAIN's in-sample ones: no anomaly
+    guarded = AlarmRule.fit(train, "guarded", 99.0, 1000)
+    budget = AlarmRule.fit(train, "budget", 99.0, 1000)
+    np.testing.assert_array_equal(guarded.start().recent, train[-300:])
+    np.testing.assert_array_equal(budget.start().recent, train[-1000:])
+    flags = guarded.flags(higher)[0]
+    # The same rule opening on the whole remembered tail, as it did before: it flags longer at the start.
+    full_start = guarded.flags(higher, RuleState(guarded.train_tail.copy()))[0]
+    assert flags[:300].sum() < full_start[:300].sum()
+    np.testing.assert_array_equal(flags[1400:], full_start[1400:])  # once both windows hold only TEST scores
+    short = AlarmRule.fit(train[:120], "guarded", 99.0, 1000)  # fewer TRAIN scores than the opening: all of them
+    np.testing.assert_array_equal(short.start().recent, train[:120])
