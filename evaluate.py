@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="html: also write {DATASET}_report.html (--per-entity: {DATASET}_fleet_report.html), one "
         "self-contained page of metrics, scores, labelled segments and incidents (default: none)")
     add("--per-entity", action="store_true",
-        help="evaluate the fleet bundle {DATASET}_fleet.pth per entity, beside the baselines")
+        help="evaluate per entity, beside the baselines: the fleet bundle {DATASET}_fleet.pth, or a model of the "
+        "whole dataset ({DATASET}_checkpoint.pth where there is no bundle) lent to every entity")
     add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
     add("--jobs", type=int, default=None,
         help="--per-entity: entities evaluated at once, each in its own process on one thread "
@@ -88,13 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_checkpoint(args: argparse.Namespace) -> str:
-    """{label}_checkpoint.pth; for an entity without one, the dataset's fleet bundle when there is one."""
+    """{label}_checkpoint.pth; for an entity without one, the dataset's fleet bundle when there is one. Per entity:
+    the bundle, or where there is none the dataset's one model, lent to every entity."""
     if args.checkpoint:
         return args.checkpoint
     folder = Path(args.output_dir)
     single = folder / f"{dataset_label(args.dataset, args.entity)}_checkpoint.pth"
     bundle = fleet_path(folder, args.dataset)
-    return str(bundle if args.per_entity or (args.entity and not single.is_file() and bundle.is_file()) else single)
+    if args.per_entity:
+        return str(single if single.is_file() and not bundle.is_file() else bundle)
+    return str(bundle if args.entity and not single.is_file() and bundle.is_file() else single)
 
 
 # Flags of the single-model report that a per-entity evaluation has no use for, with their defaults.

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from data_factory.dataset import TimeSeriesDataset
+from data_factory.entities import entity_names
 from data_factory.registry import load_dataset
 from evaluation.attribution import train_error_scale
 from evaluation.baselines import DEFAULT_FLEET_BASELINES
@@ -32,7 +35,7 @@ from evaluation.tsb_vus import dominant_period
 from model.alarm_rule import AlarmSettings, check_alarm_settings
 from model.checkpoint import check_checkpoint_matches
 from model.detector import Detector
-from model.fleet import Fleet
+from model.fleet import Fleet, open_fleet
 from model.scoring import resolve_device
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_text
 from runtime.errors import UserInputError
@@ -71,6 +74,16 @@ class FleetEvaluation:
     whole_series: dict[str, dict]  # method -> metric panel of the concatenated, TRAIN-z-scored scores
     alarm: AlarmSettings  # the decision rule every method's flags come from, each fitted on its own TRAIN scores
     complete: bool = True  # False: the bundle's training stopped before every entity was done
+    shared: bool = False  # one model of the whole dataset scored every entity (a checkpoint, not a bundle)
+
+    @property
+    def stem(self) -> str:
+        """What its files are called: {DATASET}_fleet_* for a bundle, {DATASET}_shared_* for one shared model."""
+        return f"{self.dataset}_{'shared' if self.shared else 'fleet'}"
+
+    def models(self) -> str:
+        """Which model scored each entity, in words."""
+        return "the one shared model" if self.shared else "their own model"
 
     def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
         """method -> metric -> {mean, std, n} over the entities where the metric is defined: the ranking
@@ -122,6 +135,11 @@ class EntityRun:
     score_channels: str | None
     smooth: int | None
     top_sensors: int
+    shared: bool = False  # one model of the whole dataset scores every entity (Fleet.lent_to)
+
+
+class EntityTooShort(UserInputError):
+    """An entity's TRAIN or TEST is shorter than a shared model's window: it is left out, with this reason."""
 
 
 def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thread: bool = True) -> EntityScores:
@@ -129,7 +147,10 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
     (runtime.workers) unless single_thread is False, so that the result is the same for any --jobs."""
     with one_thread() if single_thread else contextlib.nullcontext():
         data = load_dataset(run.dataset_name, run.data_dir, entity)
-        check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
+        if run.shared:
+            _check_shared_model(detector, data, run.bundle_path)
+        else:
+            check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
         scored_methods = score_methods(detector.to(run.device), data, run.baselines, score=run.score,
@@ -142,7 +163,8 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         window = dominant_period(scored_methods.normalised_test[:, 0])
         # Each method judged as evaluate.py judges one model (evaluation/result.py), at the decision rule.
         decide = alarm_decision(run.alarm)
-        results = {name: judge(f"entity {entity}'s model" if name == "model" else f"the {name} baseline",
+        owner = f"the model of {run.bundle_path}" if run.shared else f"entity {entity}'s model"
+        results = {name: judge(owner if name == "model" else f"the {name} baseline",
                                scored.train[name], scored.test[name], scored.labels, decide, panel=False,
                                tsb_window=window) for name in scored_methods.train}  # fmt: skip
         for name, result in results.items():
@@ -157,22 +179,43 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
     return scored
 
 
-def _evaluate_entity_in_worker(run: EntityRun, entity: str, checkpoint: dict) -> EntityScores:
-    return evaluate_entity(run, entity, Detector.from_checkpoint(checkpoint))
+def _check_shared_model(detector: Detector, data: TimeSeriesDataset, path: str) -> None:
+    """One model of the whole dataset on one of its entities: the same channels, and a series it can window."""
+    if detector.dataset_["n_channels"] != data.n_channels:
+        raise UserInputError(f"{path} expects {detector.dataset_['n_channels']} channels but {data.name} has "
+                             f"{data.n_channels}; retrain on these data")  # fmt: skip
+    window = detector.config.win_size
+    if min(len(data.train), len(data.test)) < window:
+        raise EntityTooShort(f"TRAIN ({len(data.train)} rows) or TEST ({len(data.test)}) is shorter than the "
+                             f"model's window of {window}")  # fmt: skip
 
 
-def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> list[EntityScores]:
-    """evaluate_entity over the fleet's entities in order: in this process for one job, else in workers."""
+def _evaluate_entity_in_worker(run: EntityRun, entity: str, checkpoint: dict) -> EntityScores | EntityTooShort:
+    return _left_out_when_short(lambda: evaluate_entity(run, entity, Detector.from_checkpoint(checkpoint)))
+
+
+def _left_out_when_short(work: Callable[[], EntityScores]) -> EntityScores | EntityTooShort:
+    try:
+        return work()
+    except EntityTooShort as short:
+        return short
+
+
+def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> tuple[list[EntityScores], dict[str, str]]:
+    """evaluate_entity over the fleet's entities in order: in this process for one job, else in workers; and
+    the entities too short for a shared model, with why."""
     entities = list(fleet.detectors.items())
     jobs = min(jobs, len(entities))
     if jobs == 1:  # on a GPU, the baselines may use every core
         on_cpu = resolve_device(run.device).type == "cpu"
-        return [evaluate_entity(run, entity, detector, single_thread=on_cpu) for entity, detector in entities]
+        outcomes = [_left_out_when_short(lambda e=entity, d=detector: evaluate_entity(run, e, d, single_thread=on_cpu))
+                    for entity, detector in entities]  # fmt: skip
+        return _split_outcomes(entities, outcomes)
     pool = spawn_pool(jobs, initializer=ignore_interrupt)
     try:
         futures = [pool.submit(_evaluate_entity_in_worker, run, entity, detector.to_checkpoint())
                    for entity, detector in entities]  # fmt: skip
-        results = [future.result() for future in futures]
+        outcomes = [future.result() for future in futures]
     except BaseException as error:  # an entity's error, or a signal: nothing is kept, so nothing is waited for
         stop_now(pool)
         if isinstance(error, BrokenProcessPool):
@@ -180,7 +223,13 @@ def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> list[EntityScore
                                  f"memory?); lower --jobs (it was {jobs})") from None  # fmt: skip
         raise
     pool.shutdown()
-    return results
+    return _split_outcomes(entities, outcomes)
+
+
+def _split_outcomes(entities: list, outcomes: list) -> tuple[list[EntityScores], dict[str, str]]:
+    left_out = {name: str(outcome) for (name, _), outcome in zip(entities, outcomes, strict=True)
+                if isinstance(outcome, EntityTooShort)}  # fmt: skip
+    return [outcome for outcome in outcomes if isinstance(outcome, EntityScores)], left_out
 
 
 def evaluate_fleet(
@@ -217,9 +266,15 @@ def evaluate_fleet(
     if jobs is None:
         jobs = default_jobs(EVALUATION_MEMORY_PER_JOB) if resolve_device(device).type == "cpu" else 1
     check_jobs(jobs)
-    fleet = Fleet.load(bundle_path)
+    fleet = open_fleet(bundle_path)
+    if fleet.single and fleet.dataset.startswith(f"{dataset_name.upper()}_"):
+        raise UserInputError(f"{bundle_path} is one model of {fleet.dataset} alone; per entity, pass a model of the "
+                             f"whole {dataset_name.upper()} dataset or its fleet bundle")  # fmt: skip
     if fleet.dataset != dataset_name.upper():
-        raise UserInputError(f"{bundle_path} is a {fleet.dataset} fleet; pass --dataset {fleet.dataset}")
+        what = "model" if fleet.single else "fleet"
+        raise UserInputError(f"{bundle_path} is a {fleet.dataset} {what}; pass --dataset {fleet.dataset}")
+    if fleet.single:  # one model of the whole dataset, graded on each entity's own series
+        fleet = fleet.lent_to(entity_names(dataset_name, data_dir))
     alarm = AlarmSettings(
         fleet.config.alarm_rule if alarm_rule is None else alarm_rule,
         fleet.config.threshold_percentile if threshold_percentile is None else threshold_percentile,
@@ -231,15 +286,17 @@ def evaluate_fleet(
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
-                    batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors)  # fmt: skip
-    results = _entity_results(run, fleet, jobs)
+                    batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors,
+                    fleet.shared)  # fmt: skip
+    results, left_out = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])
         for name in (m for m in methods if not any(m in entity.failed for entity in results)):
             train, test, flags, thresholds = _whole_series(results, name, alarm)
             panels[name] = grade(labels, train, test, flags, thresholds, panel=True).panel
-    return FleetEvaluation(fleet.dataset, methods, results, fleet.skipped, panels, alarm, fleet.complete)
+    return FleetEvaluation(fleet.dataset, methods, results, {**fleet.skipped, **left_out}, panels, alarm,
+                           fleet.complete, fleet.shared)  # fmt: skip
 
 
 def _cell(summary: dict, expected: int) -> str:
@@ -279,9 +336,10 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
     graded = sum(entity.graded for entity in evaluation.entities)
     total = len(evaluation.entities)
     lines = [
-        f"{evaluation.dataset} fleet{'' if evaluation.complete else ' (incomplete bundle)'}: "
-        f"{total} entities scored by their own model "
-        f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} skipped in training",
+        f"{evaluation.dataset} {'shared model' if evaluation.shared else 'fleet'}"
+        f"{'' if evaluation.complete else ' (incomplete bundle)'}: {total} entities scored by {evaluation.models()} "
+        f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} "
+        f"{'left out' if evaluation.shared else 'skipped in training'}",
         "per-entity protocol, ranking: mean ± std over the graded entities; (n) where fewer are defined",
         *text_table(["method", *RANKING_METRICS[:4]],
                     [[method, *(_cell(table[method][m], graded) for m in RANKING_METRICS[:4])]
@@ -309,6 +367,7 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
     """The fleet metrics JSON (docs/evaluation.md, "Fleet metrics")."""
     return {
         "dataset": evaluation.dataset,
+        "models": "one shared model for every entity" if evaluation.shared else "one model per entity",
         "protocols": {
             "per_entity": "each entity its own series; mean and std over entities with both classes in TEST",
             "whole_series": "entities concatenated, each method's scores z-scored by that entity's TRAIN scores; "
@@ -365,13 +424,15 @@ def plot_entities(entities: list[EntityScores], title: str, path: Path, alarm: A
 
 def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
     """The HTML report of a fleet: one table row and one section per entity."""
-    notes = [f"{len(evaluation.entities)} entities, each scored by its own model; {len(evaluation.skipped)} skipped "
-             "in training", "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
+    left = "left out" if evaluation.shared else "skipped in training"
+    notes = [f"{len(evaluation.entities)} entities, each scored by {evaluation.models()}; {len(evaluation.skipped)} "
+             f"{left}", "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
              f"alarms, F1 and incidents at the decision rule, fitted on the entity's TRAIN scores: "
              f"{evaluation.alarm.describe()}"]  # fmt: skip
     entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds, entity.labels, entity.incidents,
                              entity.metrics) for entity in evaluation.entities]  # fmt: skip
-    return ReportPage(f"{evaluation.dataset} fleet: anomaly report", notes, evaluation.methods,
+    title = f"{evaluation.dataset} {'shared model' if evaluation.shared else 'fleet'}: anomaly report"
+    return ReportPage(title, notes, evaluation.methods,
                       list(FLEET_REPORT_METRICS), entities)  # fmt: skip
 
 
@@ -386,10 +447,10 @@ def fleet_incidents(evaluation: FleetEvaluation) -> dict:
 def write_fleet_artifacts(
     evaluation: FleetEvaluation, output_dir: str | Path, k: int = 3, report: str | None = None
 ) -> dict[str, Path]:
-    """{DATASET}_fleet_metrics.json, {DATASET}_fleet_entities.csv, the k worst / best entities' plots,
-    {DATASET}_fleet_incidents.csv/.json and, with report "html", {DATASET}_fleet_report.html."""
+    """{STEM}_metrics.json, {STEM}_entities.csv, the k worst / best entities' plots, {STEM}_incidents.csv/.json
+    and, with report "html", {STEM}_report.html; STEM is {DATASET}_fleet, or {DATASET}_shared for one shared model."""
     folder = ensure_writable_dir(output_dir)
-    stem = f"{evaluation.dataset}_fleet"
+    stem = evaluation.stem
     paths = {
         "json": folder / f"{stem}_metrics.json",
         "csv": folder / f"{stem}_entities.csv",

@@ -64,6 +64,7 @@ class Fleet:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each entity's training
     run: str = field(default_factory=lambda: uuid.uuid4().hex)  # shared by the bundle and its shards, kept on resume
     single: bool = False  # opened from one model's checkpoint (open_fleet), not from a bundle
+    shared: bool = False  # that one model lent to every entity of its dataset (lent_to), not one trained per entity
 
     @property
     def complete(self) -> bool:
@@ -145,6 +146,13 @@ class Fleet:
         detector = Detector.from_checkpoint(checkpoint)
         label = detector.dataset_["name"]
         return cls(label, detector.config, detectors={label: detector}, order=[label], run="", single=True)
+
+    def lent_to(self, entities: list[str]) -> Fleet:
+        """One model's fleet of one lent to each of `entities`: the same Detector scores every entity's own
+        series, so that one model of a whole dataset is graded per entity as a fleet is."""
+        (detector,) = self.detectors.values()
+        return Fleet(self.dataset, self.config, detectors=dict.fromkeys(entities, detector), order=list(entities),
+                     run="", single=True, shared=True)  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> Fleet:

@@ -17,6 +17,7 @@ from data_factory import load_dataset
 from data_factory.custom import read_entity_rows
 from data_factory.entities import entity_names
 from evaluation.fleet_report import evaluate_fleet
+from evaluation.metrics import roc_auc
 from model import Detector, DetectorConfig
 from model.fleet import Fleet
 from runtime.errors import UserInputError
@@ -256,6 +257,33 @@ def test_evaluating_entities_in_parallel_gives_exactly_the_serial_result(fleet_r
             np.testing.assert_array_equal(one.test[method], other.test[method])
             np.testing.assert_array_equal(one.train[method], other.train[method])
     np.testing.assert_equal(serial.whole_series, parallel.whole_series)
+
+
+def test_one_model_of_the_whole_dataset_is_graded_per_entity_when_there_is_no_bundle(fleet_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--output-dir", str(out)]
+    assert train.main([*common, *TINY_TRAIN_FLAGS]) == 0
+    capsys.readouterr()
+    assert evaluate.main([*common, "--per-entity", "--device", "cpu", "--baselines", "pca", "--jobs", "1"]) == 0
+    assert "CUSTOM shared model: 2 entities scored by the one shared model" in capsys.readouterr().out
+    report = json.loads((out / "CUSTOM_shared_metrics.json").read_text())
+    assert report["models"] == "one shared model for every entity" and set(report["entities"]) == {"east", "west"}
+    assert "shorter than the model's window of 20" in report["skipped"]["stub"]  # 12 TRAIN rows: left out
+    model = Detector.load(out / "CUSTOM_checkpoint.pth")
+    for name in ("east", "west"):  # each entity's own series, scored by the one model
+        data = load_dataset("CUSTOM", fleet_run["data"], name)
+        expected = roc_auc(data.test_labels, model.score(data.test))
+        assert report["entities"][name]["model"]["roc_auc"] == pytest.approx(expected)
+    serial, parallel = (evaluate_fleet(out / "CUSTOM_checkpoint.pth", "CUSTOM", fleet_run["data"], baselines=(),
+                                       device="cpu", jobs=jobs) for jobs in (1, 2))  # fmt: skip
+    assert parallel.skipped.keys() == {"stub"} and parallel.shared
+    for one, other in zip(serial.entities, parallel.entities, strict=True):
+        np.testing.assert_equal(one.metrics, other.metrics)
+    one_entity = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--output-dir", str(tmp_path)]
+    assert train.main([*one_entity, "--entity", "east", *TINY_TRAIN_FLAGS]) == 0
+    capsys.readouterr()
+    code = evaluate.main([*one_entity, "--per-entity", "--checkpoint", str(tmp_path / "CUSTOM_east_checkpoint.pth")])
+    assert code == 2 and "is one model of CUSTOM_east alone" in capsys.readouterr().err
 
 
 def test_jobs_is_a_per_entity_flag(fleet_run, capsys):
