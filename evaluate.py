@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--checkpoint", default=None,
         help="checkpoint path (default: {OUTPUT_DIR}/{DATASET}_checkpoint.pth, i.e. ./artifacts/...)")
     add("--protocol", choices=PROTOCOLS, default="default",
-        help="default: threshold from TRAIN scores only; paper: the reference's train+test percentile threshold "
-        "and, unless --score is given, the paper score, to reproduce the published table (default: default)")
+        help="default: the decision rule (TRAIN scores and the scores before each point; no labels); paper: the "
+        "reference's train+test percentile threshold and, unless --score is given, the paper score, to reproduce "
+        "the published table (default: default)")
     add("--threshold", choices=[rule for rule in THRESHOLD_RULES if rule != "paper"], default=None,
         help="a fixed threshold rule instead of the decision rule: train (TRAIN percentile), val (validation tail "
         "of TRAIN), fixed, pot (default: none, the decision rule of --alarm-rule)")

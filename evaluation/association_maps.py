@@ -86,7 +86,7 @@ def choose_windows(
 class AssociationMaps:
     dataset: str
     win_size: int
-    threshold: float  # the score above which a point is flagged
+    threshold: float  # the rule's TRAIN threshold: its floor; each point's own is stretch["thresholds"]
     groups: dict[str, dict[str, np.ndarray]]  # "anomalous", "normal" -> window_associations(...), "scores", "kinds"
     stretch: dict[str, np.ndarray]  # steps around the top anomalous window: start, discrepancy, scores, ...
 
@@ -110,11 +110,13 @@ def explain_windows(
     device: torch.device | None = None,
     *,
     threshold: float,
+    thresholds: np.ndarray | None = None,
 ) -> AssociationMaps:
     """Associations of the n highest-scoring and n normal windows of a normalised series, plus the
     per-step discrepancy of the stretch around the highest-scoring window.
 
-    `predictions` are `scores > threshold`; each window's kind (window_kind) follows its flags and labels.
+    `predictions` are `scores > thresholds` (each point's own, as the decision rule gave them; None: `threshold`,
+    the rule's TRAIN threshold, for every point); each window's kind (window_kind) follows its flags and labels.
     """
     win_size = model.config.win_size
     groups = {}
@@ -144,6 +146,7 @@ def explain_windows(
         "discrepancy": window_associations(model, series, np.array(stretch_starts), device)["discrepancy"].reshape(-1),
         "scores": scores[first:stop],
         "predictions": predictions[first:stop],
+        "thresholds": (np.full(len(scores), threshold) if thresholds is None else np.asarray(thresholds))[first:stop],
         "labels": labels[first:stop] if labels is not None else np.zeros(0, dtype=np.uint8),
     }
     return AssociationMaps(dataset, win_size, float(threshold), groups, stretch)
@@ -225,7 +228,8 @@ def association_figure(maps: AssociationMaps) -> Figure:
     )
     score_axis = axis.twinx()
     score_axis.plot(time, stretch["scores"], color="grey", linewidth=0.8, alpha=0.8, label="anomaly score")
-    score_axis.axhline(maps.threshold, color="tab:red", linestyle="--", linewidth=1, label="threshold")
+    score_axis.plot(time, stretch["thresholds"], color="tab:red", linestyle="--", linewidth=1, label="threshold",
+                    drawstyle="steps-mid")  # each point's own, as the decision rule gave it
     flagged = np.flatnonzero(stretch["predictions"])
     score_axis.scatter(time[flagged], stretch["scores"][flagged], s=14, color="tab:red", zorder=3, label="flagged")
     score_axis.set_ylabel("anomaly score", color="grey")

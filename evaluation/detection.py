@@ -98,6 +98,7 @@ class EntityPass(EntityWatch):
         self.moments = ChannelMoments(len(detector.channel_names))
         self.n_flagged = self.non_finite = 0
         self.first_non_finite: object = None
+        self.applied = (np.inf, -np.inf)  # the lowest and highest threshold any point met: the rule moves it
 
     def points(
         self, chunks: Iterable[np.ndarray], batch_size: int, context: DistributedContext | None = None
@@ -120,6 +121,9 @@ class EntityPass(EntityWatch):
         """(flags, top sensors) of the next scored part; positions: its input rows; stamps: its times, if any.
         A non-finite score is flagged (the rule never passes it as normal) with no top sensors."""
         flags, thresholds = self.flag(part.scores)
+        if len(thresholds):
+            lowest, highest = self.applied
+            self.applied = (min(lowest, float(thresholds.min())), max(highest, float(thresholds.max())))
         non_finite = ~np.isfinite(part.scores)
         tops = np.full(len(flags), "", dtype=object)
         ranked = flags.astype(bool) & ~non_finite
@@ -133,9 +137,11 @@ class EntityPass(EntityWatch):
         return flags, tops
 
     def report(self) -> dict:
+        lowest, highest = self.applied if np.isfinite(self.applied[0]) else (None, None)  # None: no point scored
         return {
             "rows": self.rows,
-            "threshold": {"value": self.rule.threshold, "source": self.rule.describe(), "rule": self.rule.kind},
+            "threshold": {"value": self.rule.threshold, "source": self.rule.describe(), "rule": self.rule.kind,
+                          "lowest": lowest, "highest": highest},
             "n_flagged": self.n_flagged,
             "non_finite_scores": self.non_finite,  # flagged too; see decide
             "first_non_finite": self.first_non_finite,
@@ -299,6 +305,14 @@ def _detect_routed(
     }
 
 
+def _applied(threshold: dict) -> str:
+    """The thresholds the points met, in words: the decision rule raises them from the TRAIN percentile."""
+    if threshold["lowest"] is None or threshold["lowest"] == threshold["highest"]:
+        return f"every point's threshold {threshold['value']:.6g}"
+    return (f"the points' thresholds {threshold['lowest']:.6g} to {threshold['highest']:.6g} (the {threshold['rule']} "
+            f"rule, from the TRAIN percentile {threshold['value']:.6g})")  # fmt: skip
+
+
 def non_finite_line(count: int, first: object) -> str:
     where = f" (the first at {first})" if first is not None else ""
     return (
@@ -339,8 +353,7 @@ def _scored_lines(report: dict) -> list[str]:
                  f"({len(report['entities'])} entities); {report['n_flagged']} points flagged "
                  f"({report['flagged_share']:.2%})"]  # fmt: skip
         for name, part in report["entities"].items():
-            lines.append(f"  {name}: {part['rows']} rows, threshold {part['threshold']['value']:.6g}, "
-                         f"{part['n_flagged']} flagged")  # fmt: skip
+            lines.append(f"  {name}: {part['rows']} rows, {part['n_flagged']} flagged; {_applied(part['threshold'])}")
             if part["non_finite_scores"]:
                 lines.append(f"  {name}: {non_finite_line(part['non_finite_scores'], None)}")
             warning = drift_warning(part["drift"])
@@ -350,7 +363,8 @@ def _scored_lines(report: dict) -> list[str]:
     lines = [
         f"scored {report['rows']} rows of {report['input']} with the {report['dataset']} checkpoint "
         f"({report['score_variant']} score); threshold {report['threshold']['value']:.6g} = "
-        f"{report['threshold']['source']}; {report['n_flagged']} points flagged ({report['flagged_share']:.2%})",
+        f"{report['threshold']['source']}; {report['n_flagged']} points flagged ({report['flagged_share']:.2%}); "
+        f"{_applied(report['threshold'])}",
         incident_line(report["incidents"]),
     ]
     if report["non_finite_scores"]:

@@ -29,7 +29,7 @@ from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
 from evaluation.method_scores import check_scoring_flags, score_methods
-from evaluation.result import alarm_decision, judge
+from evaluation.result import alarm_decision, judge, stored_rule_decision
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period
 from model.alarm_rule import AlarmSettings, check_alarm_settings
@@ -56,7 +56,8 @@ class EntityScores:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
     non_finite: dict[str, int] = field(default_factory=dict)  # method -> NaN/Inf TEST scores, ranked most anomalous
     failed: dict[str, str] = field(default_factory=dict)  # method -> why it could not run on this entity
-    thresholds: np.ndarray | None = None  # (N_test,) the model's threshold at each point
+    flags: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its decision rule's flags (N_test,)
+    thresholds: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its threshold at each point
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
 
     @property
@@ -107,15 +108,15 @@ def _z_scored(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return (test - float(train.mean())) / (std if std > 0 else 1.0)
 
 
-def _whole_series(entities: list[EntityScores], method: str, alarm: AlarmSettings) -> tuple[np.ndarray, ...]:
+def _whole_series(entities: list[EntityScores], method: str) -> tuple[np.ndarray, ...]:
     """One method's TRAIN scores, TEST scores, flags and thresholds over the entities concatenated in order,
     the scores and thresholds z-scored by each entity's TRAIN scores. Each entity is watched on its own: its
     flags are its own rule's, fitted on its own TRAIN scores."""
     parts = []
     for entity in entities:
-        train, test = entity.train[method], entity.test[method]
-        flags, thresholds, _ = alarm.fit(train).flags(test)
-        parts.append((_z_scored(train, train), _z_scored(train, test), flags, _z_scored(train, thresholds)))
+        train, test, thresholds = entity.train[method], entity.test[method], entity.thresholds[method]
+        parts.append((_z_scored(train, train), _z_scored(train, test), entity.flags[method],
+                      _z_scored(train, thresholds)))  # fmt: skip
     return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
 
 
@@ -163,15 +164,19 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         window = dominant_period(scored_methods.normalised_test[:, 0])
         # Each method judged as evaluate.py judges one model (evaluation/result.py), at the decision rule.
         decide = alarm_decision(run.alarm)
+        # The entity's own model, scored as it was trained to: its stored rule, as detect.py applies it. A shared
+        # model's rule belongs to the whole dataset's TRAIN: it is fitted again on the entity's.
+        stored = not run.shared and scored_methods.detector is detector
+        model_decide = stored_rule_decision(detector, run.alarm) if stored else decide
         owner = f"the model of {run.bundle_path}" if run.shared else f"entity {entity}'s model"
-        results = {name: judge(owner if name == "model" else f"the {name} baseline",
-                               scored.train[name], scored.test[name], scored.labels, decide, panel=False,
-                               tsb_window=window) for name in scored_methods.train}  # fmt: skip
+        results = {name: judge(owner if name == "model" else f"the {name} baseline", scored.train[name],
+                               scored.test[name], scored.labels, model_decide if name == "model" else decide,
+                               panel=False, tsb_window=window) for name in scored_methods.train}  # fmt: skip
         for name, result in results.items():
             scored.test[name], scored.non_finite[name] = result.scores, result.non_finite
             scored.metrics[name] = result.metrics
+            scored.flags[name], scored.thresholds[name] = result.predictions, result.thresholds
         model = results["model"]
-        scored.thresholds = model.thresholds
         scale = train_error_scale(scored_methods.train_channel_error)
         scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds,
                                           scored_methods.test_points.errors, data.channel_names, entity=entity,
@@ -293,7 +298,7 @@ def evaluate_fleet(
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])
         for name in (m for m in methods if not any(m in entity.failed for entity in results)):
-            train, test, flags, thresholds = _whole_series(results, name, alarm)
+            train, test, flags, thresholds = _whole_series(results, name)
             panels[name] = grade(labels, train, test, flags, thresholds, panel=True).panel
     return FleetEvaluation(fleet.dataset, methods, results, {**fleet.skipped, **left_out}, panels, alarm,
                            fleet.complete, fleet.shared)  # fmt: skip
@@ -396,7 +401,7 @@ def ranked_entities(evaluation: FleetEvaluation, k: int) -> tuple[list[EntitySco
     return graded[:k], graded[::-1][:k]
 
 
-def plot_entities(entities: list[EntityScores], title: str, path: Path, alarm: AlarmSettings) -> None:
+def plot_entities(entities: list[EntityScores], title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,7 +411,7 @@ def plot_entities(entities: list[EntityScores], title: str, path: Path, alarm: A
     for axis, entity in zip(axes[:, 0], entities, strict=False):
         scores = entity.test["model"]
         time = np.arange(len(scores))
-        _, thresholds, _ = alarm.fit(entity.train["model"]).flags(scores)
+        thresholds = entity.thresholds["model"]
         axis.plot(time, scores, linewidth=0.6, color="tab:blue", label="model score")
         axis.plot(time, thresholds, color="tab:red", linestyle="--", linewidth=1, label="threshold")
         axis.fill_between(time, 0, 1, where=entity.labels.astype(bool), transform=axis.get_xaxis_transform(),
@@ -429,8 +434,8 @@ def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
              f"{left}", "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
              f"alarms, F1 and incidents at the decision rule, fitted on the entity's TRAIN scores: "
              f"{evaluation.alarm.describe()}"]  # fmt: skip
-    entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds, entity.labels, entity.incidents,
-                             entity.metrics) for entity in evaluation.entities]  # fmt: skip
+    entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds["model"], entity.labels,
+                             entity.incidents, entity.metrics) for entity in evaluation.entities]  # fmt: skip
     title = f"{evaluation.dataset} {'shared model' if evaluation.shared else 'fleet'}: anomaly report"
     return ReportPage(title, notes, evaluation.methods,
                       list(FLEET_REPORT_METRICS), entities)  # fmt: skip
@@ -468,8 +473,7 @@ def write_fleet_artifacts(
         _write_entities_csv(evaluation, staged["csv"])
         worst, best = ranked_entities(evaluation, k)
         for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
-            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key],
-                          evaluation.alarm)  # fmt: skip
+            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key])
         incidents = fleet_incidents(evaluation)
         staged["incidents_json"].write_text(json_text(incidents))
         write_incidents_csv(incidents, staged["incidents_csv"])

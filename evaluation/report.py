@@ -17,7 +17,7 @@ from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
 from evaluation.method_scores import check_scoring_flags, score_methods
 from evaluation.plots import plot_scores
-from evaluation.result import Decision, Evaluation, alarm_decision, judge
+from evaluation.result import Decision, Evaluation, alarm_decision, judge, rank_non_finite, stored_rule_decision
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
@@ -93,7 +93,8 @@ def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: f
         return alarm_decision(AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window))
 
     def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
-        threshold = choose_threshold(rule, train_scores, scores, percentile=settings.percentile, val_ratio=val_ratio,
+        finite, _ = rank_non_finite(scores, train_scores)  # a rule that reads TEST scores (paper) needs numbers
+        threshold = choose_threshold(rule, train_scores, finite, percentile=settings.percentile, val_ratio=val_ratio,
                                      value=settings.value, pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
         return threshold, np.full(len(scores), threshold.value)
 
@@ -120,6 +121,11 @@ def check_evaluation_settings(
         check_alarm_settings(settings.alarm_rule or DEFAULT_ALARM_RULE, settings.alarm_window or DEFAULT_ALARM_WINDOW)
         percentile_threshold(stand_in, percentile)
     else:
+        flags = (("--alarm-rule", settings.alarm_rule), ("--alarm-window", settings.alarm_window))
+        given = [flag for flag, setting in flags if setting is not None]
+        if given:
+            named = "--protocol paper" if rule == "paper" else f"--threshold {rule}"
+            raise UserInputError(f"{named} replaces the decision rule, so {given[0]} would be ignored; drop one")
         choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
                          pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
     if top_sensors < 1:
@@ -168,6 +174,7 @@ def evaluate_checkpoint(
                            batch_size=batch_size, seed=seed, context=context)  # fmt: skip
     if scored is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
         return None
+    stored_rule = scored.detector is detector  # not rescored: its stored decision rule applies, as in detect.py
     detector, scoring, test_points = scored.detector, scored.scoring, scored.test_points
     settings = dataclasses.replace(
         settings,
@@ -176,9 +183,11 @@ def evaluate_checkpoint(
         alarm_window=detector.config.alarm_window if settings.alarm_window is None else settings.alarm_window,
     )
     decide = _decision(rule, ratio, settings, detector.config.val_ratio)
+    alarm = AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window)
+    model_decide = stored_rule_decision(detector, alarm) if rule == ALARM and stored_rule else decide
     methods = {
         name: judge("the checkpoint" if name == "model" else f"the {name} baseline", scored.train[name],
-                    scored.test[name], dataset.test_labels, decide)  # fmt: skip
+                    scored.test[name], dataset.test_labels, model_decide if name == "model" else decide)  # fmt: skip
         for name in scored.train
     }
     flagged = methods["model"]
@@ -206,6 +215,7 @@ def evaluate_checkpoint(
             explain,
             dataset.name,
             threshold=flagged.threshold.value,
+            thresholds=flagged.thresholds,
         )
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations,
                       incidents)  # fmt: skip

@@ -4,6 +4,7 @@ scores to its MethodResult, which evaluate.py's report and the per-entity report
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,12 +14,14 @@ from evaluation.association_maps import AssociationMaps
 from evaluation.attribution import Attribution
 from evaluation.grading import grade
 from evaluation.incidents import Incident
-from evaluation.thresholds import Threshold
+from evaluation.thresholds import Threshold, percentile_threshold
 from model.alarm_rule import AlarmSettings
+from model.detector import Detector
 from model.score_settings import ScoreSettings
 from runtime.errors import UserInputError
 
-# A method's TRAIN and (finite) TEST scores -> its threshold and each TEST point's threshold (N,).
+# A method's TRAIN scores and its TEST scores as they came (NaN/Inf included) -> its threshold and each TEST
+# point's threshold (N,), finite.
 Decision = Callable[[np.ndarray, np.ndarray], tuple[Threshold, np.ndarray]]
 
 
@@ -83,6 +86,26 @@ def alarm_decision(alarm: AlarmSettings) -> Decision:
     return decide
 
 
+def stored_rule_decision(detector: Detector, alarm: AlarmSettings) -> Decision:
+    """The decision rule the checkpoint stores, as detect.py applies it (Detector.decision_rule: for a checkpoint
+    written before the rule was stored, its TRAIN percentile with no remembered scores), under `alarm`'s rule,
+    percentile and window, so that evaluate.py grades exactly the flags detect.py raises. Only for the scoring the
+    rule was fitted with; a TRAIN percentile the checkpoint does not store is read from the TRAIN scores."""
+
+    def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
+        rule = detector.decision_rule()
+        if alarm.percentile != rule.percentile:
+            stored = (detector.train_score_stats_ or {}).get("percentiles", {}).get(str(float(alarm.percentile)))
+            value = float(stored) if stored is not None else percentile_threshold(train_scores, alarm.percentile)
+            rule = dataclasses.replace(rule, percentile=float(alarm.percentile), threshold=value)
+        rule = rule.with_kind(alarm.kind, alarm.window)
+        _, thresholds, _ = rule.flags(scores)
+        adaptive = rule.kind != "train"
+        return Threshold(rule.threshold, rule.describe(), False, reads_earlier_test_scores=adaptive), thresholds
+
+    return decide
+
+
 def judge(
     owner: str,
     train_scores: np.ndarray,
@@ -93,13 +116,15 @@ def judge(
     panel: bool = True,
     tsb_window: int | None = None,
 ) -> MethodResult:
-    """One method on one series: its TRAIN scores checked (`owner` names it in the error), a non-finite TEST
-    score ranked as the most anomalous, the decision, and the grade (evaluation/grading.py): the whole-series
-    panel, or with panel=False the per-entity metrics (TSB-AD's VUS over `tsb_window`)."""
+    """One method on one series: its TRAIN scores checked (`owner` names it in the error), the decision on the
+    scores as they came (the decision rule skips a non-finite one in its recent window, as detect.py's does, and
+    flags it), a non-finite TEST score then ranked as the most anomalous, and the grade (evaluation/grading.py):
+    the whole-series panel, or with panel=False the per-entity metrics (TSB-AD's VUS over `tsb_window`)."""
     check_train_scores_finite(owner, train_scores)
-    scores, non_finite = rank_non_finite(scores, train_scores)
     threshold, thresholds = decide(train_scores, scores)
-    graded = grade(labels, train_scores, scores, scores > thresholds, thresholds, panel=panel, tsb_window=tsb_window)
+    ranked, non_finite = rank_non_finite(scores, train_scores)
+    flags = (ranked > thresholds) | ~np.isfinite(scores)
+    graded = grade(labels, train_scores, ranked, flags, thresholds, panel=panel, tsb_window=tsb_window)
     metrics = graded.panel if panel else graded.per_entity()
-    return MethodResult(train_scores, scores, threshold, graded.flags, thresholds, metrics, graded.degenerate_reason,
+    return MethodResult(train_scores, ranked, threshold, graded.flags, thresholds, metrics, graded.degenerate_reason,
                         non_finite)  # fmt: skip

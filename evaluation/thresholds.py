@@ -126,6 +126,11 @@ def detection_rule(
     if value is not None:
         if not np.isfinite(value):
             raise UserInputError(f"--threshold must be a finite number, got {value}")
+        given = [flag for flag, setting in (("--threshold-percentile", percentile), ("--alarm-rule", kind),
+                                            ("--alarm-window", window)) if setting is not None]  # fmt: skip
+        if given:
+            raise UserInputError(f"--threshold VALUE flags above one fixed value, so {given[0]} would be ignored; "
+                                 "drop one of them")  # fmt: skip
         return AlarmRule("train", float("nan"), 1, float(value), np.zeros(0), "--threshold value")
     rule = detector.decision_rule()
     if percentile is not None and float(percentile) != rule.percentile:

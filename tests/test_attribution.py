@@ -152,7 +152,12 @@ def test_evaluate_explain_writes_the_association_maps(run):
     assert maps["anomalous_series"].shape == maps["normal_prior"].shape == (2, 1, 2, 20, 20)  # n, layer, head, L, L
     assert maps["anomalous_sigma"].shape == (2, 1, 2, 20) and maps["normal_discrepancy"].shape == (2, 20)
     metrics = json.loads((run["dir"] / "SYNTH_metrics.json").read_text())
-    assert float(maps["threshold"]) == metrics["results"]["model"]["threshold"]  # the one the flags came from
+    assert float(maps["threshold"]) == metrics["results"]["model"]["threshold"]  # the rule's TRAIN threshold
+    start = int(maps["stretch_start"])
+    evaluation = np.load(run["dir"] / "SYNTH_evaluation.npz")
+    stretch = evaluation["thresholds"][start : start + len(maps["stretch_scores"])]
+    np.testing.assert_array_equal(maps["stretch_thresholds"], stretch)  # each point's own, as the flags came from
+    np.testing.assert_array_equal(maps["stretch_predictions"], maps["stretch_scores"] > maps["stretch_thresholds"])
     assert (run["dir"] / "SYNTH_associations.png").read_bytes()[:4] == b"\x89PNG"
 
 

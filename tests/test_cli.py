@@ -235,6 +235,18 @@ def test_a_model_of_other_data_in_the_output_folder_is_kept_not_replaced(tmp_pat
     assert {path.name for path in out.glob("CUSTOM_checkpoint*.pth")} == {"CUSTOM_checkpoint.pth", kept.name}
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--threshold", "train", "--alarm-rule", "budget"], "--threshold train replaces the decision rule, so --alarm-"),
+    (["--protocol", "paper", "--alarm-window", "5"], "--protocol paper replaces the decision rule, so --alarm-window"),
+])  # fmt: skip
+def test_a_threshold_rule_with_decision_rule_flags_is_refused(synth_run, tmp_path, capsys, flags, message):
+    checkpoint = str(synth_run / "SYNTH_checkpoint.pth")
+    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(tmp_path),
+                                   *flags], capsys)  # fmt: skip
+    assert code == 2 and message in err and "\n" not in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_custom_without_labels_scores_and_flags(tmp_path, capsys):
     rng = np.random.default_rng(2)
     np.save(tmp_path / "train_data.npy", rng.normal(size=(400, 3)))

@@ -90,12 +90,30 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         assert first == [f"{data.channel_names[c]}:{shares[point, c]:.2f}" for c in top]
         report = json.loads(output.with_suffix(".json").read_text())
         assert report["rows"] == 10_000 and report["n_flagged"] == len(flagged)
-        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "guarded"}
+        _, thresholds, _ = rule.flags(reference)
+        assert report["threshold"] == {"value": threshold, "source": rule.describe(), "rule": "guarded",
+                                       "lowest": thresholds.min(), "highest": thresholds.max()}  # fmt: skip
+        assert thresholds.max() > thresholds.min() >= threshold  # the rule raises it from the TRAIN percentile
     assert result.columns[0] == "timestamp" and result["timestamp"].iloc[1] == "2024-01-01 00:01:00"
     # Read in chunks of 333 rows, the rule carries its recent scores across them: the same flags.
     code, output = detect_cli(run, run["dir"] / "test.npy", tmp_path, "--chunk-rows", "333")
     assert code == 0
     np.testing.assert_array_equal(pd.read_csv(output, keep_default_na=False)["flag"].to_numpy(), expected_flags)
+
+
+@pytest.mark.parametrize("written", ["before the rule was stored", "before the guard's spread was stored"])
+def test_evaluate_flags_what_detect_raises_for_a_checkpoint_of_an_older_format(run, tmp_path, written):
+    stored = dict(run["stored"])
+    if written == "before the rule was stored":
+        del stored["alarm_rule"]
+    else:
+        stored["alarm_rule"] = {key: value for key, value in stored["alarm_rule"].items() if key != "train_spread"}
+    older = tmp_path / "older.pth"
+    torch.save(stored, older)
+    evaluated = evaluate_checkpoint(older, "SYNTH", baselines=(), device="cpu").model.predictions
+    code, output = detect_cli({**run, "checkpoint": older}, run["dir"] / "test.npy", tmp_path)
+    assert code == 0
+    np.testing.assert_array_equal(pd.read_csv(output)["flag"].to_numpy(), evaluated)
 
 
 def test_chunked_scoring_equals_unchunked_bit_for_bit():
@@ -295,10 +313,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(run, tmp_path, capsy
     assert not output.exists() and not output.with_suffix(".json").exists()
 
 
+def test_a_fixed_threshold_with_rule_flags_is_refused_not_half_applied(run, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", run["data"].test[:300])
+    code, output = detect_cli(run, tmp_path / "x.npy", tmp_path, "--threshold", "0.5", "--alarm-window", "200")
+    err = capsys.readouterr().err
+    assert code == 2 and "--threshold VALUE flags above one fixed value, so --alarm-window would be ignored" in err
+    assert not output.exists()
+
+
 def test_threshold_value_overrides_the_stored_percentile(run, tmp_path):
     np.save(tmp_path / "x.npy", run["data"].test[:1000])
     code, output = detect_cli(run, tmp_path / "x.npy", tmp_path, "--threshold", "0.5")
     result = pd.read_csv(output)
     assert code == 0 and (result["flag"] == (result["score"] > 0.5)).all()
     report = json.loads(output.with_suffix(".json").read_text())
-    assert report["threshold"] == {"value": 0.5, "source": "--threshold value", "rule": "train"}
+    assert report["threshold"] == {"value": 0.5, "source": "--threshold value", "rule": "train", "lowest": 0.5,
+                                   "highest": 0.5}  # fmt: skip

@@ -8,7 +8,9 @@ import train
 from data_factory.registry import load_dataset
 from evaluation.fleet_report import evaluate_fleet
 from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
+from evaluation.result import alarm_decision, judge
 from evaluation.tsb_vus import dominant_period
+from model.alarm_rule import AlarmSettings
 from model.fleet import Fleet
 from tests.test_fleet import write_fleet_data
 from tests.tiny import TINY_TRAIN_FLAGS
@@ -87,6 +89,23 @@ def test_without_labels_only_the_flags_and_the_degeneracy_are_graded():
     graded = grade(None, np.zeros(50), np.arange(20) / 20, np.zeros(20), 2.0)
     assert graded.degenerate_reason == "its TRAIN scores are constant (0)"
     assert graded.ranking == {} and graded.alarms == {} and graded.panel == {}
+
+
+def test_judge_flags_what_the_streaming_rule_flags_when_scores_go_non_finite():
+    rng = np.random.default_rng(0)
+    train_scores = rng.gamma(4.0, 0.25, 3000)
+    test = rng.gamma(4.0, 0.25, 2000)
+    test[500:650] = np.inf  # a stretch the model cannot score (inputs far outside TRAIN's range)
+    test[800:810] += 20.0  # a spike after it
+    labels = np.zeros(2000, dtype=np.uint8)
+    labels[800:810] = 1
+    alarm = AlarmSettings()
+    result = judge("the model", train_scores, test, labels, alarm_decision(alarm))
+    streamed, thresholds, _ = alarm.fit(train_scores).flags(test)  # what detect.py raises on these scores
+    np.testing.assert_array_equal(result.predictions, streamed)
+    np.testing.assert_array_equal(result.thresholds, thresholds)
+    assert result.predictions[500:650].all() and result.predictions[800:810].all()
+    assert result.non_finite == 150 and np.isfinite(result.scores).all()  # ranked as the most anomalous
 
 
 def test_the_panel_of_a_threshold_reads_precision_recall_and_point_adjustment_by_hand():
