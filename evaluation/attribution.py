@@ -77,13 +77,31 @@ class SegmentAttribution:
         return [(int(channel), float(self.shares[channel])) for channel in ranking(self.shares)[:k]]
 
 
+def exceedance_peak(scores: np.ndarray, thresholds: np.ndarray) -> tuple[int, np.ndarray]:
+    """The point of a run that stands highest above its own threshold, and each point's score / threshold: how
+    segments and incidents both find their peak. A point the model could not score outranks any finite one; a
+    threshold <= 0 gives -inf (then the highest score is the peak)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        key = np.where(thresholds > 0, scores / thresholds, -np.inf)
+    key[~np.isfinite(scores)] = np.inf
+    peak = int(np.argmax(key)) if (key > -np.inf).any() else int(np.argmax(np.nan_to_num(scores, nan=np.inf)))
+    return peak, key
+
+
 def attribute_segments(
-    scores: np.ndarray, predictions: np.ndarray, errors: np.ndarray, scale: np.ndarray
+    scores: np.ndarray,
+    predictions: np.ndarray,
+    errors: np.ndarray,
+    scale: np.ndarray,
+    thresholds: np.ndarray | None = None,
 ) -> list[SegmentAttribution]:
-    """One attribution per maximal run of flagged points."""
+    """One attribution per maximal run of flagged points, peaking where the score stands highest above its own
+    threshold (thresholds (N,); None: the highest score), as its incident does."""
+    thresholds = np.ones(len(scores)) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
     segments = []
     for start, stop in label_segments(predictions):
-        peak = int(start + np.argmax(scores[start:stop]))
+        peak = start + exceedance_peak(scores[start:stop], thresholds[start:stop])[0]
         segments.append(
             SegmentAttribution(
                 int(start), int(stop - 1), peak, float(scores[peak]), segment_shares(errors, scale, start, stop - 1)
@@ -208,6 +226,7 @@ def attribute(
     channel_names: list[str],
     anomalies: list[dict] | None = None,
     top_k: int = 3,
+    thresholds: np.ndarray | None = None,
 ) -> Attribution:
     """Attribute every flagged segment to sensors; measure HitRates where the anomalies name their channels.
 
@@ -215,7 +234,7 @@ def attribute(
     error on test; train_channel_error: (C,) its mean on TRAIN.
     """
     scale = train_error_scale(train_channel_error)
-    segments = attribute_segments(scores, predictions, errors, scale)
+    segments = attribute_segments(scores, predictions, errors, scale, thresholds)
     interpretation = interpretation_report(errors, scale, segments, anomalies or [])
     return Attribution(list(channel_names), min(top_k, errors.shape[1]), scale, segments, interpretation)
 

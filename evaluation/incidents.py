@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.attribution import ranking, relative_shares
+from evaluation.attribution import exceedance_peak, ranking, relative_shares
 from evaluation.metrics import label_segments
 
 INCIDENT_COLUMNS = ("entity", "start", "end", "start_time", "end_time", "duration", "peak_index", "peak_time",
@@ -113,10 +113,7 @@ class IncidentTracker:
 
     def _extend(self, scores, thresholds, errors, timestamps, index, start: int, stop: int) -> None:
         run = self._open
-        with np.errstate(divide="ignore", invalid="ignore"):
-            key = np.where(thresholds > 0, scores / thresholds, -np.inf)
-        key[~np.isfinite(scores)] = np.inf  # a point the model could not score outranks any finite one
-        peak = int(np.argmax(key)) if (key > -np.inf).any() else int(np.argmax(np.nan_to_num(scores, nan=np.inf)))
+        peak, key = exceedance_peak(scores, thresholds)
         if run.duration == 0 or key[peak] > run.peak_key:
             run.peak_key, run.peak_score = float(key[peak]), float(scores[peak])
             run.peak_index, run.peak_time = int(index[start + peak]), _stamp(timestamps, start + peak)

@@ -200,6 +200,7 @@ def evaluate_checkpoint(
         dataset.channel_names,
         dataset.anomalies,
         top_sensors,
+        flagged.thresholds,
     )
     incidents = find_incidents(flagged.predictions, flagged.scores, flagged.thresholds, test_points.errors,
                                dataset.channel_names, entity=dataset.name, top_k=top_sensors,

@@ -19,6 +19,7 @@ from evaluation.attribution import (
     segment_shares,
     train_error_scale,
 )
+from evaluation.incidents import IncidentTracker
 from evaluation.metrics import label_segments
 from model.detector import Detector
 from model.score_settings import ScoreSettings
@@ -79,6 +80,19 @@ def test_flagged_segments_take_the_union_of_the_channels_they_touch():
     assert [(s.start, s.end, s.peak_index) for s in segments] == [(3, 5, 4), (12, 12, 12), (25, 25, 25)]
     anomalies = [{"start": 0, "end": 3, "channels": [2]}, {"start": 5, "end": 12, "channels": [0]}]
     assert flagged_truth(segments, anomalies) == [(3, 5, [0, 2]), (12, 12, [0])]
+
+
+def test_a_segment_peaks_where_it_stands_highest_above_its_own_threshold_as_its_incident_does():
+    scores = np.array([0.0, 2.0, 2.1, 1.9, 0.0])
+    thresholds = np.array([1.0, 1.5, 1.9, 1.0, 1.0])  # the rule raised the threshold under the highest score
+    predictions = (scores > thresholds).astype(np.uint8)
+    (segment,) = attribute_segments(scores, predictions, np.ones((5, 2)), np.ones(2), thresholds)
+    assert (segment.start, segment.end, segment.peak_index, segment.peak_score) == (1, 3, 3, 1.9)
+    tracker = IncidentTracker(["a", "b"])
+    tracker.add(predictions, scores, thresholds, np.ones((5, 2)))
+    (incident,) = tracker.finish()
+    assert incident.peak_index == segment.peak_index and incident.severity == pytest.approx(1.9)
+    assert attribute_segments(scores, predictions, np.ones((5, 2)), np.ones(2))[0].peak_index == 2  # no thresholds
 
 
 def test_attribution_on_synth_beats_a_random_ranking(run):
