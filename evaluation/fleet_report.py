@@ -446,7 +446,7 @@ def fleet_incidents(evaluation: FleetEvaluation) -> dict:
     incidents = [incident for entity in evaluation.entities for incident in entity.incidents]
     top_k = max((len(incident.top_sensors) for incident in incidents), default=0)
     return incidents_document(incidents, top_k, dataset=evaluation.dataset,
-                              threshold=f"each entity's decision rule: {evaluation.alarm.describe()}")  # fmt: skip
+                              threshold_rule=f"each entity's decision rule: {evaluation.alarm.describe()}")  # fmt: skip
 
 
 def write_fleet_artifacts(

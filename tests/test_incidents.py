@@ -125,6 +125,7 @@ def test_evaluate_per_entity_writes_each_entitys_incidents(fleet, capsys):
     with open(fleet["out"] / "CUSTOM_fleet_incidents.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == document["n_incidents"] > 0 and document["top_k"] == 2
+    assert document["threshold_rule"].startswith("each entity's decision rule")  # the key evaluate.py's file uses
     assert {row["entity"] for row in rows} <= {"east", "west"}  # stub was skipped in training
     assert all(float(row["severity"]) > 1 and row["sensor_2"] for row in rows)
     # The injected anomaly is on channel 1 of points 100 to 119: an incident there names it first.
