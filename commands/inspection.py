@@ -70,12 +70,21 @@ def describe_detector(detector: Detector) -> dict:
             "unit_std_channels": int(np.sum(std == 1.0)),  # includes columns that never moved in TRAIN
         },
         "threshold": detector.threshold_,
+        "decision_rule": _rule_record(detector),
         "stored_thresholds": detector.train_score_stats_,
         "train_channel_error": detector.train_channel_error_,
         "scoring": detector.scoring_.to_dict(),
         "scoring_described": detector.scoring_.describe(),
         "versions": detector.versions_,
     }
+
+
+def _rule_record(detector: Detector) -> dict:
+    """The decision rule detect.py applies, in words and numbers; stored: False for a checkpoint written before."""
+    rule = detector.decision_rule()
+    return {"kind": rule.kind, "percentile": rule.percentile, "window": rule.window, "threshold": rule.threshold,
+            "train_scores_remembered": len(rule.train_tail), "train_spread": rule.train_spread,
+            "stored": detector.alarm_rule_ is not None, "description": rule.describe()}  # fmt: skip
 
 
 def _history_lines(history: list[dict], best_epoch: int | None) -> list[str]:
@@ -132,6 +141,14 @@ def _model_text(described: dict) -> str:
         )
     else:
         lines.append("thresholds   none stored")
+    rule = described["decision_rule"]
+    if rule["stored"]:
+        lines.append(f"rule         {rule['kind']}: {rule['description']}; remembers the last "
+                     f"{rule['train_scores_remembered']} TRAIN scores, their robust spread {rule['train_spread']:.6g}")
+    else:
+        lines.append(f"rule         not stored (the file is older than the rule): detect.py starts from the "
+                     f"{rule['percentile']:g}th TRAIN percentile ({rule['threshold']:.6g}) with no remembered scores "
+                     "and no guard; retrain for the full rule")  # fmt: skip
     lines.append("versions     " + ", ".join(f"{key} {value}" for key, value in described["versions"].items()))
     return "\n".join(lines)
 

@@ -46,6 +46,10 @@ def test_json_holds_what_a_person_opening_the_file_wants(checkpoint_path, capsys
     assert len(described["normalization"]["std"]) == 12
     assert described["stored_thresholds"]["percentiles"] == stored["train_scores"]["percentiles"]
     assert described["scoring"] == stored["scoring"]
+    rule = described["decision_rule"]  # the rule detect.py applies, as stored
+    assert rule["stored"] and rule["kind"] == "guarded" and rule["threshold"] == stored["alarm_rule"]["threshold"]
+    assert rule["train_scores_remembered"] == len(stored["alarm_rule"]["train_tail"])
+    assert rule["train_spread"] == stored["alarm_rule"]["train_spread"]
     assert described["scoring_described"] == "reconstruction score, all channels, smoothed over 50 points"
     assert described["train_channel_error"] == pytest.approx(stored["train_channel_error"].tolist())
     assert len(described["train_channel_error"]) == 12 and min(described["train_channel_error"]) > 0
@@ -70,6 +74,7 @@ def test_text_names_every_section(checkpoint_path, capsys):
         f"torch {torch.__version__}",
         f"created      {stored['created']}",
         "scoring      reconstruction score, all channels, smoothed over 50 points",
+        "rule         guarded: 99th percentile of TRAIN scores",
     ):
         assert expected in text, expected
     # The scoring settings appear once, resolved, on the scoring line; not again among the training settings.
