@@ -88,7 +88,7 @@ def follow(
         raise UserInputError(f"--poll-seconds must be positive, got {poll_seconds}")
     about = {"format": STATE_FORMAT, "checkpoint": str(checkpoint), "input": source, "entity": entity,
              "entity_column": entity_column}  # fmt: skip
-    saved = _saved_stream(state_path, about)
+    saved = _saved_stream(state_path, about, rule_options)
     routed = entity_column is not None
     detectors, pick = _stream_models(checkpoint, entity, routed, device)
     parser = RowParser("stdin" if source == "-" else source, timestamp_column, entity_column)
@@ -111,8 +111,8 @@ def follow(
           f"({_lag_text(slowest)}); incidents as JSON lines on stdout", file=err)  # fmt: skip
 
     def state(finished: bool = False) -> dict:
-        return {**about, "finished": finished, "offset": feed.offset, "rows": parser.rows, "header": parser.header,
-                "width": parser.width, "live": live.to_dict()}  # fmt: skip
+        return {**about, "rule": rule_options, "finished": finished, "offset": feed.offset, "rows": parser.rows,
+                "header": parser.header, "width": parser.width, "live": live.to_dict()}  # fmt: skip
 
     try:
         with signals_held():
@@ -150,13 +150,18 @@ def follow(
     return 0
 
 
-def _saved_stream(state_path: Path | None, about: dict) -> dict | None:
-    """The state a stopped run of this same stream saved (None: none was asked for, or none saved yet)."""
+def _saved_stream(state_path: Path | None, about: dict, rule_options: dict) -> dict | None:
+    """The state a stopped run of this same stream, under the same decision-rule flags, saved (None: none was asked
+    for, or none saved yet)."""
     saved = read_state(state_path) if state_path is not None else None
     if saved is not None:
         if {key: saved.get(key) for key in about} != about:
             raise UserInputError(f"the --state file {state_path} belongs to another stream ({saved.get('input')} "
                                  f"with {saved.get('checkpoint')}); give another file to start over")  # fmt: skip
+        if saved.get("rule", rule_options) != rule_options:  # a state from before the flags were kept: not known
+            given = ", ".join(f"{key} {value}" for key, value in saved["rule"].items() if value is not None) or "none"
+            raise UserInputError(f"the --state file {state_path} was saved under other decision-rule flags "
+                                 f"({given}); resume with those, or give another file to start over")  # fmt: skip
         if saved["finished"]:
             raise UserInputError(f"the stream saved in {state_path} reached the end of its input; "
                                  "delete the file to start over")  # fmt: skip

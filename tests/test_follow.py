@@ -175,6 +175,19 @@ def test_bad_row_mid_stream_exits_2_and_keeps_the_saved_state(stream_run, tmp_pa
     assert json.loads(state.read_text())["rows"] == 300  # the last commit before the bad row
 
 
+def test_a_saved_stream_resumes_only_under_the_decision_rule_it_was_saved_with(stream_run, tmp_path):
+    state = tmp_path / "stream.json"
+    process = start(follow_command(stream_run, "-", "--state", str(state)))
+    process.communicate("\n".join(stream_run["lines"][:201]) + "\n", timeout=120)  # the header, 200 rows, the end
+    assert process.returncode == 0 and json.loads(state.read_text())["finished"]
+    other = start([*follow_command(stream_run, "-", "--state", str(state)), "--alarm-window", "500"])
+    _, err = other.communicate("", timeout=120)
+    assert other.returncode == 2 and "was saved under other decision-rule flags (percentile 90.0, kind budget)" in err
+    same = start(follow_command(stream_run, "-", "--state", str(state)))
+    _, err = same.communicate("", timeout=120)
+    assert same.returncode == 2 and "reached the end of its input" in err
+
+
 def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
     args = ["--checkpoint", str(stream_run["checkpoint"]), "--input", "-", "--follow"]
     assert detect.main([*args, "--output", "x.csv"]) == 2
