@@ -118,8 +118,8 @@ class EntityPass(EntityWatch):
             )
 
     def decide(self, part: PointValues, positions: np.ndarray, stamps: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """(flags, top sensors) of the next scored part; positions: its input rows; stamps: its times, if any.
-        A non-finite score is flagged (the rule never passes it as normal) with no top sensors."""
+        """(flags, thresholds, top sensors) of the next scored part; positions: its input rows; stamps: its times,
+        if any. A non-finite score is flagged (the rule never passes it as normal) with no top sensors."""
         flags, thresholds = self.flag(part.scores)
         if len(thresholds):
             lowest, highest = self.applied
@@ -134,7 +134,7 @@ class EntityPass(EntityWatch):
         if non_finite.any() and self.first_non_finite is None:
             self.first_non_finite = (positions if stamps is None else stamps)[np.argmax(non_finite)].item()
         self.incidents.add(flags, part.scores, thresholds, part.errors, stamps, positions)
-        return flags, tops
+        return flags, thresholds, tops
 
     def report(self) -> dict:
         lowest, highest = self.applied if np.isfinite(self.applied[0]) else (None, None)  # None: no point scored
@@ -210,13 +210,13 @@ def detect(
     done = 0
     for number, part in enumerate(run.points(ordered_chunks(), batch_size, context)):
         if number == 0:  # the header waits until the first chunk passed its checks
-            writer.writerow([table.stamp_column or "index", "score", "flag", "top_sensors"])
+            writer.writerow([table.stamp_column or "index", "score", "threshold", "flag", "top_sensors"])
         index = _take(stamps, len(part.scores))
         positions = np.arange(done, done + len(index))
         done += len(index)
-        flags, tops = run.decide(part, positions, index if table.stamp_column else None)
-        writer.writerows(zip(index.tolist(), _shown(part.scores), flags.astype(int).tolist(), tops.tolist(),
-                             strict=True))  # fmt: skip
+        flags, thresholds, tops = run.decide(part, positions, index if table.stamp_column else None)
+        writer.writerows(zip(index.tolist(), _shown(part.scores), _exact(thresholds), flags.astype(int).tolist(),
+                             tops.tolist(), strict=True))  # fmt: skip
     return {
         "checkpoint": str(checkpoint_path),
         "dataset": detector.dataset_["name"],
@@ -234,6 +234,10 @@ def detect(
 
 def _shown(scores: np.ndarray) -> list[str]:
     return np.char.mod("%.9g", scores).tolist()  # 9 digits: a float32 score reads back exactly
+
+
+def _exact(thresholds: np.ndarray) -> list[str]:
+    return np.char.mod("%.17g", thresholds).tolist()  # 17 digits: a float64 threshold reads back exactly
 
 
 def _detect_routed(
@@ -268,6 +272,7 @@ def _detect_routed(
     for name in present:
         fleet.detector(name)  # an unknown or skipped entity stops the run before any scoring
     scores, flags = np.zeros(len(values), dtype=np.float32), np.zeros(len(values), dtype=np.int64)
+    thresholds = np.zeros(len(values), dtype=np.float64)
     tops = np.full(len(values), "", dtype=object)
     report_entities, incidents = {}, []
     for name in present:
@@ -281,12 +286,13 @@ def _detect_routed(
             at = rows[done : done + len(part.scores)]
             done += len(at)
             scores[at] = part.scores
-            flags[at], tops[at] = run.decide(part, at, stamps[at] if table.stamp_column else None)
+            flags[at], thresholds[at], tops[at] = run.decide(part, at, stamps[at] if table.stamp_column else None)
         incidents += run.incidents.finish()
         report_entities[name] = {key: value for key, value in run.report().items() if key != "first_non_finite"}
     writer = csv.writer(output, lineterminator="\n")
-    writer.writerow([table.stamp_column or "index", "entity", "score", "flag", "top_sensors"])
-    writer.writerows(zip(stamps.tolist(), labels.tolist(), _shown(scores), flags.tolist(), tops.tolist(), strict=True))
+    writer.writerow([table.stamp_column or "index", "entity", "score", "threshold", "flag", "top_sensors"])
+    writer.writerows(zip(stamps.tolist(), labels.tolist(), _shown(scores), _exact(thresholds), flags.tolist(),
+                         tops.tolist(), strict=True))  # fmt: skip
     n_flagged = int(flags.sum())
     return {
         "non_finite_scores": sum(part["non_finite_scores"] for part in report_entities.values()),

@@ -67,7 +67,7 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
     rule = AlarmRule.from_checkpoint(run["stored"]["alarm_rule"])  # the decision rule trained with the model
     assert rule.kind == "guarded" and rule.threshold == threshold
     expected_flags = rule.flags(reference)[0]
-    # evaluate.py refits the rule on the TRAIN scores it recomputes: it reports exactly what detect raises.
+    # evaluate.py applies the rule the checkpoint stores, as detect does: it reports exactly what detect raises.
     np.testing.assert_array_equal(run["flags"], expected_flags)
     # A flagged point's top sensors: each channel's squared error over its mean TRAIN error, as shares.
     detector = Detector.load(run["checkpoint"])
@@ -81,6 +81,10 @@ def test_detect_reproduces_evaluate_scores_exactly_from_npy_csv_and_parquet(run,
         # 9 significant digits make a float32 read back bit for bit.
         np.testing.assert_array_equal(result["score"].to_numpy(np.float32), reference)
         np.testing.assert_array_equal(result["flag"].to_numpy(), expected_flags)
+        # Each point's own threshold, read back exactly: a flag is the score above it.
+        np.testing.assert_array_equal(result["threshold"].to_numpy(), rule.flags(reference)[1])
+        read = result["score"].to_numpy(np.float32).astype(np.float64)  # the float32 score, as the rule compares it
+        np.testing.assert_array_equal(result["flag"].to_numpy(), read > result["threshold"].to_numpy())
         flagged = result[result["flag"] == 1]
         assert len(flagged) > 0 and (result.loc[result["flag"] == 0, "top_sensors"] == "").all()
         first = flagged["top_sensors"].iloc[0].split(";")
@@ -154,7 +158,7 @@ def test_small_chunks_from_stdin_in_a_real_process_give_the_same_scores(run):
     )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
-    assert lines[0] == "index,score,flag,top_sensors" and len(lines) == 1001
+    assert lines[0] == "index,score,threshold,flag,top_sensors" and len(lines) == 1001
     scores = np.array([float(line.split(",")[1]) for line in lines[1:]], dtype=np.float32)
     model = Detector.from_checkpoint(run["stored"]).model_
     normalised = (data.test[:1000] - run["stored"]["normalization"]["mean"].numpy()) / run["stored"]["normalization"][
