@@ -15,9 +15,17 @@ from evaluation.attribution import attribute, train_error_scale
 from evaluation.grading import ORACLE_METRICS
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
-from evaluation.method_scores import check_scoring_flags, score_methods
+from evaluation.method_scores import MethodScores, check_scoring_flags, score_methods
 from evaluation.plots import plot_scores
-from evaluation.result import Decision, Evaluation, alarm_decision, judge, rank_non_finite, stored_rule_decision
+from evaluation.result import (
+    Decision,
+    Evaluation,
+    MethodResult,
+    alarm_decision,
+    judge,
+    rank_non_finite,
+    stored_rule_decision,
+)
 from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
@@ -176,32 +184,11 @@ def evaluate_checkpoint(
         return None
     stored_rule = scored.detector is detector  # not rescored: its stored decision rule applies, as in detect.py
     detector, scoring, test_points = scored.detector, scored.scoring, scored.test_points
-    settings = dataclasses.replace(
-        settings,
-        percentile=detector.config.threshold_percentile if settings.percentile is None else settings.percentile,
-        alarm_rule=detector.config.alarm_rule if settings.alarm_rule is None else settings.alarm_rule,
-        alarm_window=detector.config.alarm_window if settings.alarm_window is None else settings.alarm_window,
-    )
-    decide = _decision(rule, ratio, settings, detector.config.val_ratio)
-    alarm = AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window)
-    model_decide = stored_rule_decision(detector, alarm) if rule == ALARM and stored_rule else decide
-    methods = {
-        name: judge("the checkpoint" if name == "model" else f"the {name} baseline", scored.train[name],
-                    scored.test[name], dataset.test_labels, model_decide if name == "model" else decide)  # fmt: skip
-        for name in scored.train
-    }
+    methods = _judged_methods(scored, dataset.test_labels, rule, ratio, settings, stored_rule)
     flagged = methods["model"]
     channel_error = scored.train_channel_error
-    attribution = attribute(
-        flagged.scores,
-        flagged.predictions,
-        test_points.errors,
-        channel_error,
-        dataset.channel_names,
-        dataset.anomalies,
-        top_sensors,
-        flagged.thresholds,
-    )
+    attribution = attribute(flagged.scores, flagged.predictions, test_points.errors, channel_error,
+                            dataset.channel_names, dataset.anomalies, top_sensors, flagged.thresholds)  # fmt: skip
     incidents = find_incidents(flagged.predictions, flagged.scores, flagged.thresholds, test_points.errors,
                                dataset.channel_names, entity=dataset.name, top_k=top_sensors,
                                scale=train_error_scale(channel_error))  # fmt: skip
@@ -220,6 +207,31 @@ def evaluate_checkpoint(
         )
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations,
                       incidents)  # fmt: skip
+
+
+def _judged_methods(
+    scored: MethodScores,
+    labels: np.ndarray | None,
+    rule: str,
+    ratio: float,
+    settings: ThresholdSettings,
+    stored_rule: bool,
+) -> dict[str, MethodResult]:
+    """Each method judged by the protocol's rule, the settings not given taken from the checkpoint's; the model
+    by the decision rule it stores, as detect.py applies it, unless it was rescored (stored_rule False)."""
+    config = scored.detector.config
+    settings = dataclasses.replace(
+        settings,
+        percentile=config.threshold_percentile if settings.percentile is None else settings.percentile,
+        alarm_rule=config.alarm_rule if settings.alarm_rule is None else settings.alarm_rule,
+        alarm_window=config.alarm_window if settings.alarm_window is None else settings.alarm_window,
+    )
+    decide = _decision(rule, ratio, settings, config.val_ratio)
+    alarm = AlarmSettings(settings.alarm_rule, settings.percentile, settings.alarm_window)
+    model_decide = stored_rule_decision(scored.detector, alarm) if rule == ALARM and stored_rule else decide
+    return {name: judge("the checkpoint" if name == "model" else f"the {name} baseline", scored.train[name],
+                        scored.test[name], labels, model_decide if name == "model" else decide)
+            for name in scored.train}  # fmt: skip
 
 
 def summary(evaluation: Evaluation) -> dict:
