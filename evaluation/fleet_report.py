@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,15 +194,18 @@ def _check_shared_model(detector: Detector, data: TimeSeriesDataset, path: str) 
                              f"model's window of {window}")  # fmt: skip
 
 
-def _evaluate_entity_in_worker(run: EntityRun, entity: str, checkpoint: dict) -> EntityScores | EntityTooShort:
-    return _left_out_when_short(lambda: evaluate_entity(run, entity, Detector.from_checkpoint(checkpoint)))
-
-
-def _left_out_when_short(work: Callable[[], EntityScores]) -> EntityScores | EntityTooShort:
+def _outcome(
+    run: EntityRun, entity: str, detector: Detector, single_thread: bool = True
+) -> EntityScores | EntityTooShort:
+    """evaluate_entity, or why a shared model leaves the entity out (a series shorter than its window)."""
     try:
-        return work()
+        return evaluate_entity(run, entity, detector, single_thread)
     except EntityTooShort as short:
         return short
+
+
+def _outcome_in_worker(run: EntityRun, entity: str, checkpoint: dict) -> EntityScores | EntityTooShort:
+    return _outcome(run, entity, Detector.from_checkpoint(checkpoint))
 
 
 def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> tuple[list[EntityScores], dict[str, str]]:
@@ -213,12 +215,11 @@ def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> tuple[list[Entit
     jobs = min(jobs, len(entities))
     if jobs == 1:  # on a GPU, the baselines may use every core
         on_cpu = resolve_device(run.device).type == "cpu"
-        outcomes = [_left_out_when_short(lambda e=entity, d=detector: evaluate_entity(run, e, d, single_thread=on_cpu))
-                    for entity, detector in entities]  # fmt: skip
+        outcomes = [_outcome(run, entity, detector, single_thread=on_cpu) for entity, detector in entities]
         return _split_outcomes(entities, outcomes)
     pool = spawn_pool(jobs, initializer=ignore_interrupt)
     try:
-        futures = [pool.submit(_evaluate_entity_in_worker, run, entity, detector.to_checkpoint())
+        futures = [pool.submit(_outcome_in_worker, run, entity, detector.to_checkpoint())
                    for entity, detector in entities]  # fmt: skip
         outcomes = [future.result() for future in futures]
     except BaseException as error:  # an entity's error, or a signal: nothing is kept, so nothing is waited for
