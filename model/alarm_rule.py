@@ -85,8 +85,8 @@ class RuleState:
 @dataclass(frozen=True)
 class AlarmRule:
     """A fitted decision rule. threshold: the TRAIN percentile q; train_tail: the last `window` TRAIN
-    scores, the recent window at the start of TEST (empty: the rule starts from q alone); train_spread:
-    r0, the robust spread of the TRAIN scores (0: the guard is off)."""
+    scores, from which the recent window at the start of TEST is taken (start(); empty: the rule starts
+    from q alone); train_spread: r0, the robust spread of the TRAIN scores (0: the guard is off)."""
 
     kind: str
     percentile: float
