@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--explain", type=int, default=0, metavar="N",
         help="save S, P and sigma of the N highest-scoring and N normal test windows, and a figure (default: 0, off)")
     add("--report", choices=("html",), default=None,
-        help="html: also write {DATASET}_report.html (--per-entity: {DATASET}_fleet_report.html), one "
-        "self-contained page of metrics, scores, labelled segments and incidents (default: none)")
+        help="html: also write {DATASET}_report.html (--per-entity: {DATASET}_fleet_report.html, or "
+        "{DATASET}_shared_report.html for one shared model), one self-contained page of metrics, scores, labelled "
+        "segments and incidents (default: none)")
     add("--per-entity", action="store_true",
         help="evaluate per entity, beside the baselines: the fleet bundle {DATASET}_fleet.pth, or a model of the "
         "whole dataset ({DATASET}_checkpoint.pth where there is no bundle) lent to every entity")
