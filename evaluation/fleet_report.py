@@ -79,11 +79,18 @@ class FleetEvaluation:
     @property
     def stem(self) -> str:
         """What its files are called: {DATASET}_fleet_* for a bundle, {DATASET}_shared_* for one shared model."""
-        return f"{self.dataset}_{'shared' if self.shared else 'fleet'}"
+        return f"{self.dataset}_{'shared' if self.shared else 'fleet'}"  # not kind(): file names have no space
 
     def models(self) -> str:
         """Which model scored each entity, in words."""
         return "the one shared model" if self.shared else "their own model"
+
+    def kind(self) -> str:
+        return "shared model" if self.shared else "fleet"
+
+    def not_scored(self) -> str:
+        """Why `skipped` entities have no scores: a fleet could not train them, a shared model cannot window them."""
+        return "left out" if self.shared else "skipped in training"
 
     def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
         """method -> metric -> {mean, std, n} over the entities where the metric is defined: the ranking
@@ -342,10 +349,9 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
     graded = sum(entity.graded for entity in evaluation.entities)
     total = len(evaluation.entities)
     lines = [
-        f"{evaluation.dataset} {'shared model' if evaluation.shared else 'fleet'}"
-        f"{'' if evaluation.complete else ' (incomplete bundle)'}: {total} entities scored by {evaluation.models()} "
-        f"({graded} with both classes in TEST are graded), {len(evaluation.skipped)} "
-        f"{'left out' if evaluation.shared else 'skipped in training'}",
+        f"{evaluation.dataset} {evaluation.kind()}{'' if evaluation.complete else ' (incomplete bundle)'}: "
+        f"{total} entities scored by {evaluation.models()} ({graded} with both classes in TEST are graded), "
+        f"{len(evaluation.skipped)} {evaluation.not_scored()}",
         "per-entity protocol, ranking: mean ± std over the graded entities; (n) where fewer are defined",
         *text_table(["method", *RANKING_METRICS[:4]],
                     [[method, *(_cell(table[method][m], graded) for m in RANKING_METRICS[:4])]
@@ -430,15 +436,14 @@ def plot_entities(entities: list[EntityScores], title: str, path: Path) -> None:
 
 def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
     """The HTML report of a fleet: one table row and one section per entity."""
-    left = "left out" if evaluation.shared else "skipped in training"
     notes = [f"{len(evaluation.entities)} entities, each scored by {evaluation.models()}; {len(evaluation.skipped)} "
-             f"{left}", "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
+             f"{evaluation.not_scored()}",
+             "per-entity protocol: every metric on the entity's own TEST (TSB-AD 1.5 VUS); "
              f"alarms, F1 and incidents at the decision rule, fitted on the entity's TRAIN scores: "
              f"{evaluation.alarm.describe()}"]  # fmt: skip
     entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds["model"], entity.labels,
                              entity.incidents, entity.metrics) for entity in evaluation.entities]  # fmt: skip
-    title = f"{evaluation.dataset} {'shared model' if evaluation.shared else 'fleet'}: anomaly report"
-    return ReportPage(title, notes, evaluation.methods,
+    return ReportPage(f"{evaluation.dataset} {evaluation.kind()}: anomaly report", notes, evaluation.methods,
                       list(FLEET_REPORT_METRICS), entities)  # fmt: skip
 
 

@@ -4,7 +4,6 @@ scores to its MethodResult, which evaluate.py's report and the per-entity report
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,7 +13,7 @@ from evaluation.association_maps import AssociationMaps
 from evaluation.attribution import Attribution
 from evaluation.grading import grade
 from evaluation.incidents import Incident
-from evaluation.thresholds import Threshold, percentile_threshold
+from evaluation.thresholds import Threshold, detection_rule
 from model.alarm_rule import AlarmSettings
 from model.detector import Detector
 from model.score_settings import ScoreSettings
@@ -93,12 +92,7 @@ def stored_rule_decision(detector: Detector, alarm: AlarmSettings) -> Decision:
     rule was fitted with; a TRAIN percentile the checkpoint does not store is read from the TRAIN scores."""
 
     def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
-        rule = detector.decision_rule()
-        if alarm.percentile != rule.percentile:
-            stored = (detector.train_score_stats_ or {}).get("percentiles", {}).get(str(float(alarm.percentile)))
-            value = float(stored) if stored is not None else percentile_threshold(train_scores, alarm.percentile)
-            rule = dataclasses.replace(rule, percentile=float(alarm.percentile), threshold=value)
-        rule = rule.with_kind(alarm.kind, alarm.window)
+        rule = detection_rule(detector, alarm.percentile, None, alarm.kind, alarm.window, train_scores)
         _, thresholds, _ = rule.flags(scores)
         adaptive = rule.kind != "train"
         return Threshold(rule.threshold, rule.describe(), False, reads_earlier_test_scores=adaptive), thresholds

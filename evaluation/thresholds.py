@@ -120,9 +120,11 @@ def detection_rule(
     value: float | None,
     kind: str | None = None,
     window: int | None = None,
+    train_scores: np.ndarray | None = None,
 ) -> AlarmRule:
     """The rule detect applies: a given threshold value (fixed), else the stored decision rule, with another
-    stored TRAIN percentile, rule or shorter window where asked."""
+    stored TRAIN percentile, rule or shorter window where asked. With train_scores (evaluate.py has them), a
+    percentile the checkpoint does not store is read from them instead of refused."""
     if value is not None:
         if not np.isfinite(value):
             raise UserInputError(f"--threshold must be a finite number, got {value}")
@@ -135,13 +137,17 @@ def detection_rule(
     rule = detector.decision_rule()
     if percentile is not None and float(percentile) != rule.percentile:
         stored = (detector.train_score_stats_ or {}).get("percentiles", {})
-        if str(float(percentile)) not in stored:  # the Detector's own message speaks to API users, not to flags
+        if str(float(percentile)) in stored:
+            value = float(stored[str(float(percentile))])
+        elif train_scores is not None:
+            value = percentile_threshold(train_scores, percentile)
+        else:  # the Detector's own message speaks to API users, not to flags
             choices = ", ".join(f"{float(key):g}" for key in stored) or "none"
             raise UserInputError(
                 f"--threshold-percentile {percentile:g} is not stored in the checkpoint; choose one of {choices} "
                 "or pass --threshold VALUE"
             )
-        rule = dataclasses.replace(rule, percentile=float(percentile), threshold=float(stored[str(float(percentile))]))
+        rule = dataclasses.replace(rule, percentile=float(percentile), threshold=value)
     if kind is None and window is None:
         return rule
     return rule.with_kind(rule.kind if kind is None else kind, window)

@@ -128,7 +128,7 @@ class AlarmRule:
         """The state at the first point after TRAIN: the guarded rule's last GUARDED_START TRAIN scores, the
         budget rule's whole remembered tail."""
         opening = GUARDED_START if self.kind == "guarded" else len(self.train_tail)
-        return RuleState(self.train_tail[len(self.train_tail) - min(opening, len(self.train_tail)) :].copy())
+        return RuleState(self.train_tail[max(len(self.train_tail) - opening, 0) :].copy())
 
     def thresholds(self, scores: np.ndarray, state: RuleState | None = None) -> tuple[np.ndarray, RuleState]:
         """Each point's threshold (N,) for the next scores in the stream, and the state after them."""

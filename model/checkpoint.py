@@ -109,9 +109,10 @@ def set_aside_model_of_other_data(path: Path, dataset: TimeSeriesDataset) -> Pat
     if not path.is_file():
         return None
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True).get("dataset") or {}
-    except Exception:  # noqa: BLE001 - a file no checkpoint reader opens holds no model to keep
+        checkpoint = _safe_load(path, "it is replaced")
+    except UserInputError:  # a file no checkpoint reader opens holds no model to keep
         return None
+    record = checkpoint.get("dataset") if isinstance(checkpoint, dict) else None
     fingerprint = record.get("fingerprint") if isinstance(record, dict) else None
     if not isinstance(fingerprint, str) or fingerprint == dataset.fingerprint():
         return None
