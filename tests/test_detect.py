@@ -1,5 +1,6 @@
 """detect.py on real files from a real tiny model: exact agreement with evaluate.py, chunking, drift, bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import detect
 import train
 from data_factory.registry import load_synth
 from evaluation.attribution import train_error_scale
-from evaluation.report import evaluate_checkpoint
+from evaluation.report import ThresholdSettings, evaluate_checkpoint
+from evaluation.thresholds import percentile_threshold
 from model.alarm_rule import AlarmRule
 from model.detector import Detector, stored_scoring
 from model.score_settings import ScoreSettings
@@ -118,6 +120,16 @@ def test_evaluate_flags_what_detect_raises_for_a_checkpoint_of_an_older_format(r
     code, output = detect_cli({**run, "checkpoint": older}, run["dir"] / "test.npy", tmp_path)
     assert code == 0
     np.testing.assert_array_equal(pd.read_csv(output)["flag"].to_numpy(), evaluated)
+
+
+def test_evaluate_reads_a_percentile_the_checkpoint_does_not_store_from_the_train_scores(run):
+    model = evaluate_checkpoint(run["checkpoint"], "SYNTH", threshold=ThresholdSettings(percentile=97.0),
+                                baselines=(), device="cpu").model  # fmt: skip
+    assert "97.0" not in run["stored"]["train_scores"]["percentiles"]  # detect.py refuses it; evaluate.py reads it
+    assert model.threshold.value == percentile_threshold(model.train_scores, 97.0)
+    stored = AlarmRule.from_checkpoint(run["stored"]["alarm_rule"])
+    expected = dataclasses.replace(stored, percentile=97.0, threshold=model.threshold.value).flags(model.scores)[0]
+    np.testing.assert_array_equal(model.predictions, expected)  # the stored rule otherwise: its tail and spread
 
 
 def test_chunked_scoring_equals_unchunked_bit_for_bit():
