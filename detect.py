@@ -24,8 +24,8 @@ from evaluation.incidents import write_incidents_csv
 from model.alarm_rule import ALARM_RULES, rules_help
 from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
-from runtime.atomic import atomic_paths, ensure_writable_dir, json_text, run_stoppably
-from runtime.distributed import init_distributed, shutdown_distributed
+from runtime.atomic import atomic_paths, ensure_writable_dir, json_text, new_folders_kept_only_on_success, run_stoppably
+from runtime.distributed import DistributedContext, init_distributed, shutdown_distributed
 from runtime.errors import error_line
 
 
@@ -134,15 +134,16 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     try:
         check_detect_flags(args.chunk_rows, 1, args.top_sensors, args.nan, args.device, args.threshold)
         state = Path(args.state).expanduser() if args.state else None
-        if state is not None:
-            check_outputs(args, {"--state": state})
-            ensure_writable_dir(state.parent)
         rule_options = {"percentile": args.threshold_percentile, "value": args.threshold, "kind": args.alarm_rule,
                         "window": args.alarm_window}  # fmt: skip
-        return follow(args.checkpoint, args.input, sys.stdout, state_path=state, poll_seconds=args.poll_seconds,
-                      rule_options=rule_options, top_sensors=args.top_sensors, nan_policy=args.nan,
-                      timestamp_column=args.timestamp_column, device=args.device, entity=args.entity,
-                      entity_column=args.entity_column)  # fmt: skip
+        with new_folders_kept_only_on_success([] if state is None else [state.parent]):
+            if state is not None:
+                check_outputs(args, {"--state": state})
+                ensure_writable_dir(state.parent)
+            return follow(args.checkpoint, args.input, sys.stdout, state_path=state, poll_seconds=args.poll_seconds,
+                          rule_options=rule_options, top_sensors=args.top_sensors, nan_policy=args.nan,
+                          timestamp_column=args.timestamp_column, device=args.device, entity=args.entity,
+                          entity_column=args.entity_column)  # fmt: skip
     except UserInputError as error:
         print(error_line(error), file=sys.stderr)
         return 2
@@ -173,32 +174,8 @@ def run(args: argparse.Namespace) -> int:
     }
     context = init_distributed(args.device)  # under torchrun the ranks share the forward passes
     try:
-        if context.enabled and "-" in (args.input, args.output):
-            raise UserInputError(
-                "under torchrun every rank reads --input and rank 0 writes --output: give files, not -"
-            )
-        check_detect_flags(args.chunk_rows, args.batch_size, args.top_sensors, args.nan, args.device, args.threshold)
-        check_outputs(args, outputs)
-        # Every rank checks the folders, so a bad one stops them all before any scoring.
-        for path in outputs.values():
-            ensure_writable_dir(path.parent)
-        if not context.is_main:  # score its share of the batches; rank 0 writes everything
-            with open(os.devnull, "w") as sink:
-                detect(args.checkpoint, args.input, sink, **options, context=context)
-            return 0
-        # The CSV and the report go to temp files, renamed together at the end: replaced together or not at all.
-        with atomic_paths(outputs.values()) as temps:
-            staged = dict(zip(outputs, temps, strict=True))
-            with contextlib.ExitStack() as stack:
-                output = sys.stdout if to_stdout else stack.enter_context(open(staged["--output"], "w", newline=""))
-                report = detect(args.checkpoint, args.input, output, **options, context=context)
-            incidents = report["incidents"]  # its own files; the report keeps the count
-            if "--report" in staged:
-                kept = {key: value for key, value in report.items() if key != "incidents"}
-                staged["--report"].write_text(json_text(kept | {"n_incidents": incidents["n_incidents"]}))
-            if "incidents JSON" in staged:
-                staged["incidents JSON"].write_text(json_text(incidents))
-                write_incidents_csv(incidents, staged["incidents CSV"])
+        with new_folders_kept_only_on_success(path.parent for path in outputs.values() if context.is_main):
+            return _detect_into(args, outputs, options, context, to_stdout)
     except UserInputError as error:
         if context.is_main:  # the other ranks meet the same error; one line is enough
             print(error_line(error), file=sys.stderr)
@@ -212,6 +189,36 @@ def run(args: argparse.Namespace) -> int:
         return 1  # rank 0 stopped mid-run (its own error says why): the gather has no peer left
     finally:
         shutdown_distributed()
+
+
+def _detect_into(
+    args: argparse.Namespace, outputs: dict[str, Path], options: dict, context: DistributedContext, to_stdout: bool
+) -> int:
+    """The whole-file run once the flags are read: score, write the CSV, the report and the incidents, summarise."""
+    if context.enabled and "-" in (args.input, args.output):
+        raise UserInputError("under torchrun every rank reads --input and rank 0 writes --output: give files, not -")
+    check_detect_flags(args.chunk_rows, args.batch_size, args.top_sensors, args.nan, args.device, args.threshold)
+    check_outputs(args, outputs)
+    # Every rank checks the folders, so a bad one stops them all before any scoring.
+    for path in outputs.values():
+        ensure_writable_dir(path.parent)
+    if not context.is_main:  # score its share of the batches; rank 0 writes everything
+        with open(os.devnull, "w") as sink:
+            detect(args.checkpoint, args.input, sink, **options, context=context)
+        return 0
+    # The CSV and the report go to temp files, renamed together at the end: replaced together or not at all.
+    with atomic_paths(outputs.values()) as temps:
+        staged = dict(zip(outputs, temps, strict=True))
+        with contextlib.ExitStack() as stack:
+            output = sys.stdout if to_stdout else stack.enter_context(open(staged["--output"], "w", newline=""))
+            report = detect(args.checkpoint, args.input, output, **options, context=context)
+        incidents = report["incidents"]  # its own files; the report keeps the count
+        if "--report" in staged:
+            kept = {key: value for key, value in report.items() if key != "incidents"}
+            staged["--report"].write_text(json_text(kept | {"n_incidents": incidents["n_incidents"]}))
+        if "incidents JSON" in staged:
+            staged["incidents JSON"].write_text(json_text(incidents))
+            write_incidents_csv(incidents, staged["incidents CSV"])
     for line in summary_lines(report):
         print(line, file=sys.stderr)
     if outputs:

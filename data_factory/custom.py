@@ -103,8 +103,9 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     label_path = _find(folder, "test_labels", required=False)
 
     train_raw, names = read_array(train_path)
-    train = check_series(train_raw, str(train_path))
-    test = check_series(read_array(test_path)[0], str(test_path), n_channels=train.shape[1])
+    train = check_series(train_raw, str(train_path), channel_names=names)
+    test_raw, test_names = read_array(test_path)
+    test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=test_names)
     labels = None
     if label_path is not None:
         labels = check_labels(read_array(label_path)[0], str(label_path), len(test))

@@ -59,8 +59,11 @@ def as_float32(array: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def check_series(array: np.ndarray, what: str, n_channels: int | None = None) -> np.ndarray:
-    """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it."""
+def check_series(
+    array: np.ndarray, what: str, n_channels: int | None = None, channel_names: list[str] | None = None
+) -> np.ndarray:
+    """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it (a column by its
+    name where `channel_names` gives one)."""
     array = np.asarray(array)
     if array.ndim == 1 and n_channels == 1:
         array = array[:, None]
@@ -78,9 +81,10 @@ def check_series(array: np.ndarray, what: str, n_channels: int | None = None) ->
     bad = ~np.isfinite(array)
     if bad.any():
         rows, columns = np.nonzero(bad)
+        column = channel_names[columns[0]] if channel_names else columns[0]
         raise UserInputError(
-            f"{what} has {int(bad.sum())} NaN/Inf values in {len(np.unique(rows))} rows "
-            f"(first at row {rows[0]}, column {columns[0]}); fill or drop them before training"
+            f"{what} has {int(bad.sum())} NaN/Inf values in {len(np.unique(rows))} rows (first at row {rows[0]}, "
+            f"column {column}); fill them in the file (or drop those rows, and their labels with them)"
         )
     return array
 

@@ -264,12 +264,9 @@ def summary(evaluation: Evaluation) -> dict:
 
 def format_table(evaluation: Evaluation) -> str:
     model = evaluation.model
-    used = "uses TEST scores" if model.threshold.uses_test_scores else "no test data used"
-    if model.threshold.reads_earlier_test_scores:
-        used = "each point's from TRAIN and the TEST scores before it, as a live stream would; no labels"
     header = (
         f"{evaluation.dataset}, {evaluation.protocol} protocol, {evaluation.scoring.describe()}: "
-        f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})"
+        f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({model.threshold.data_used()})"
     )
     degenerate = [
         f"{name} is degenerate: {method.degenerate_reason}; its threshold metrics are left out (-)"
@@ -306,9 +303,8 @@ REPORT_METRICS = ("roc_auc", "pr_auc", "vus_pr", "f1", "event_f1", "flagged_shar
 def evaluation_page(evaluation: Evaluation) -> ReportPage:
     """The HTML report of one model: a one-row table (the dataset) and its section."""
     model = evaluation.model
-    used = "uses TEST scores" if model.threshold.uses_test_scores else "no test data used"
     notes = [f"{evaluation.protocol} protocol, {evaluation.scoring.describe()}",
-             f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({used})",
+             f"threshold {model.threshold.value:.6g} = {model.threshold.rule} ({model.threshold.data_used()})",
              "metrics on the whole test split as one series (VUS: evaluation/vus.py)"]  # fmt: skip
     metrics = {name: method.metrics for name, method in evaluation.methods.items()}
     entity = ReportEntity(evaluation.dataset, model.scores, model.thresholds, evaluation.labels, evaluation.incidents,

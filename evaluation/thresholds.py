@@ -36,6 +36,14 @@ class Threshold:
     uses_test_labels: bool = False  # no rule here does; the oracle best-F1 is reported apart
     reads_earlier_test_scores: bool = False  # the adaptive decision rule: each point's threshold reads those before it
 
+    def data_used(self) -> str:
+        """What the threshold read, in words, for the table and the report."""
+        if self.uses_test_scores:
+            return "uses TEST scores"
+        if self.reads_earlier_test_scores:
+            return "each point's from TRAIN and the TEST scores before it, as a live stream would; no labels"
+        return "no test data used"
+
 
 def percentile_threshold(reference_scores: np.ndarray, percentile: float) -> float:
     """The given percentile of scores the model produced on data without test labels (e.g. TRAIN)."""

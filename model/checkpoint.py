@@ -16,6 +16,9 @@ from model.schema import FORMAT_VERSION, check_last_state, check_model_file
 from runtime.atomic import atomic_path
 from runtime.errors import UserInputError
 
+# A file that is not a model, or a damaged one: the fix for every such --checkpoint.
+NOT_A_MODEL_FIX = "pass a *_checkpoint.pth or *_fleet.pth file that train.py wrote (retrain if it is damaged)"
+
 __all__ = ["FORMAT_VERSION", "check_checkpoint_matches", "load_checkpoint", "load_last_state", "save_checkpoint"]
 
 
@@ -42,9 +45,9 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
         raise UserInputError(
             f"checkpoint {path} {missing_file_reason(path)}; train first (./train.sh) or pass --checkpoint PATH"
         )
-    checkpoint = _safe_load(path, "retrain it")
+    checkpoint = _safe_load(path, NOT_A_MODEL_FIX)
     if not isinstance(checkpoint, dict) or not ({"format_version", "model_state", "entities"} & set(checkpoint)):
-        raise UserInputError(f"checkpoint {path} is not an Anomaly Transformer checkpoint of this tool; retrain it")
+        raise UserInputError(f"checkpoint {path} is not a model file of this tool; {NOT_A_MODEL_FIX}")
     is_fleet = checkpoint.get("kind") == "fleet"
     if kind == "detector" and is_fleet:
         raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one of "
@@ -53,8 +56,8 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
         raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity")
     if checkpoint.get("kind") == "last":
         raise UserInputError(
-            f"{path} is a resumable training state, not a checkpoint; pass the {{DATASET}}_checkpoint.pth beside it, "
-            "or finish the run with train.py --resume"
+            f"{path} is a resumable training state, not a checkpoint; pass the "
+            f"{path.name.removesuffix('_last.pth')}_checkpoint.pth beside it, or finish the run with train.py --resume"
         )
     check_model_file(checkpoint, path)
     if dataset is not None:
@@ -63,21 +66,28 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
 
 
 def _safe_load(path: Path, fix: str) -> object:
-    """torch.load with weights_only=True: a pickle that would run code is refused, never executed."""
+    """torch.load with weights_only=True: a pickle that would run code is refused, never executed. Any file
+    that is not one (a CSV, an array, a damaged copy) fails in torch with one of many error types, every one
+    of them a wrong --checkpoint, so all of them end in one line."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise UserInputError(
-            f"checkpoint {path} is corrupt or not a safe checkpoint of this tool ({_reason(error)}); {fix}"
-        ) from None
+        reason = _reason(error)
+    except Exception:  # noqa: BLE001 - on a foreign file (a CSV) torch's legacy reader fails with IndexError, KeyError, ...
+        reason = "not a PyTorch file"
+    raise UserInputError(f"checkpoint {path} is not a model file of this tool, or is damaged ({reason}); {fix}")
 
 
 def _reason(error: Exception) -> str:
-    """The informative line of a torch.load error (the unpickler's complaint, when there is one), whole
-    sentences only: a long line keeps its first sentence."""
+    """The informative line of a torch.load error: the unpickler's own complaint where torch gives one (not its
+    advice to file an issue or to load unsafely), else the first line; whole sentences only."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    unpickler = [line for line in lines if "WeightsUnpickler error" in line]
-    reason = (unpickler or lines or [type(error).__name__])[0]
+    if any("WeightsUnpickler error" in line for line in lines):
+        after = lines[next(i for i, line in enumerate(lines) if "WeightsUnpickler error" in line) + 1 :]
+        complaint = after[0] if after and not after[0].startswith("Check the documentation") else ""
+        reason = f"unsafe or unknown content: {complaint}" if complaint else "unsafe or unknown content"
+    else:
+        reason = (lines or [type(error).__name__])[0]
     if len(reason) > 200 and ". " in reason:
         reason = reason[: reason.index(". ") + 1]
     return reason.rstrip(".")

@@ -2,7 +2,8 @@
 
 `atomic_path` / `atomic_paths` write beside the target and rename at the end, so an interrupted or
 failed write (a full disk included) never leaves a half-written file and never touches the old one.
-`folder_lock` makes a folder the property of one run; `signals_raise` turns SIGTERM into an
+`folder_lock` makes a folder the property of one run, and `new_folders_kept_only_on_success` takes back
+the folders of a run that failed before writing anything; `signals_raise` turns SIGTERM into an
 exception like SIGINT's, so that the cleanup of both (temps, the lock) runs before the process ends.
 """
 
@@ -122,6 +123,24 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
             f"cannot write to output dir {folder}: {error.strerror}; choose another --output-dir"
         ) from None
     return folder
+
+
+@contextlib.contextmanager
+def new_folders_kept_only_on_success(folders: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """The folders the block creates on the way to `folders` are removed again if it fails and leaves them
+    empty, so that a run refused for a missing checkpoint or bad data leaves no trace on disk. A folder that
+    existed before, or that holds anything at the end (a resumable state, a file of another run), stays."""
+    new: list[Path] = []
+    for folder in folders:
+        path = Path(folder).expanduser().absolute()
+        new += [part for part in (path, *path.parents) if not part.exists() and part not in new]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda part: len(part.parts), reverse=True):  # the deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _holder(handle: int) -> str:

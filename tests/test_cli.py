@@ -180,8 +180,18 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
 
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"\x00not a checkpoint at all")
-    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(corrupt), *out], capsys)
-    assert code == 2 and "is corrupt" in err and "\n" not in err
+    table = tmp_path / "new.csv"  # a data file given as the model: torch's legacy reader fails with an IndexError
+    table.write_text("a,b\n1,2\n")
+    array = tmp_path / "new.npy"
+    np.save(array, np.zeros(3))
+    for wrong in (corrupt, table, array):
+        code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(wrong), *out], capsys)
+        assert code == 2 and "\n" not in err.strip(), err
+        assert f"{wrong} is not a model file of this tool, or is damaged" in err and "_checkpoint.pth" in err
+        assert "file an issue" not in err
+    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(synth_run / "SYNTH_last.pth"), *out],
+                        capsys)  # fmt: skip
+    assert code == 2 and "pass the SYNTH_checkpoint.pth beside it" in err
 
     rng = np.random.default_rng(1)
     custom = tmp_path / "custom"
@@ -277,3 +287,27 @@ def test_deterministic_flag_is_stored_with_the_run(tmp_path):
     for name in ("SYNTH_checkpoint.pth", "SYNTH_last.pth"):  # --resume reads it from _last.pth
         assert torch.load(tmp_path / name, weights_only=True)["train_config"]["deterministic"] is True
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_refused_run_leaves_no_folder_it_created_and_keeps_the_ones_that_were_there(tmp_path, capsys):
+    import detect
+
+    table = tmp_path / "rows.csv"
+    table.write_text("a,b\n1,2\n")
+    missing = str(tmp_path / "none.pth")
+    runs = {
+        "train": (train, ["--dataset", "CUSTOM", "--data-dir", str(tmp_path / "no-data"), "--output-dir"]),
+        "evaluate": (evaluate, ["--dataset", "SYNTH", "--output-dir"]),
+        "evaluate --per-entity": (evaluate, ["--dataset", "SYNTH", "--per-entity", "--output-dir"]),
+        "detect": (detect, ["--checkpoint", missing, "--input", str(table), "--output"]),
+        "detect --follow": (detect, ["--checkpoint", missing, "--input", str(table), "--follow", "--state"]),
+    }
+    for number, (name, (module, args)) in enumerate(runs.items()):
+        target = tmp_path / f"new{number}" / "deeper" / ("out.csv" if name.startswith("detect") else "run")
+        code, err = run_cli(module, [*args, str(target)], capsys)
+        assert code == 2 and err.startswith("error: "), (name, err)
+        assert not (tmp_path / f"new{number}").exists(), name
+    there = tmp_path / "there"
+    there.mkdir()
+    assert run_cli(evaluate, ["--dataset", "SYNTH", "--output-dir", str(there)], capsys)[0] == 2
+    assert there.is_dir() and not any(there.iterdir())

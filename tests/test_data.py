@@ -143,6 +143,15 @@ def test_custom_reports_how_many_nan_values_and_where(tmp_path):
         load_dataset("CUSTOM", tmp_path)
 
 
+def test_custom_csv_with_nan_names_the_column_and_keeps_the_labels_in_mind(tmp_path):
+    (tmp_path / "train_data.csv").write_text("supply_temp,return_temp\n1,2\n3,4\n5,7\n")
+    (tmp_path / "test_data.csv").write_text("supply_temp,return_temp\n1,2\n3,\n")
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path)
+    assert "test_data.csv has 1 NaN/Inf values in 1 rows (first at row 1, column return_temp)" in str(error.value)
+    assert "and their labels with them" in str(error.value) and "training" not in str(error.value)
+
+
 def test_custom_without_data_dir_or_files_says_what_is_missing(tmp_path):
     with pytest.raises(UserInputError, match="needs --data-dir"):
         load_dataset("CUSTOM", None)

@@ -74,6 +74,11 @@ def test_the_report_is_one_file_that_fetches_nothing(fleet_report):
     assert len(parse(fleet_report["single"].read_text()).rows) == 1
 
 
+def test_the_single_model_page_says_what_its_threshold_read_as_the_console_does(fleet_report):
+    text = fleet_report["single"].read_text()
+    assert "TRAIN and the TEST scores before it" in text and "no test data used" not in text
+
+
 def rendered(path, fragment: str = "") -> Page:
     """The DOM after the page's scripts ran in headless Chromium."""
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"{path.as_uri()}{fragment}"]

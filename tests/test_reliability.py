@@ -604,3 +604,21 @@ def test_user_input_errors_are_printed_on_one_line():
     from runtime.errors import error_line
 
     assert error_line(UserInputError("first\n  second\n")) == "error: first; second"
+
+
+def test_new_folders_stay_when_the_failed_block_left_something_in_them(tmp_path):
+    from runtime.atomic import new_folders_kept_only_on_success
+
+    target = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError), new_folders_kept_only_on_success([target]):
+        target.mkdir(parents=True)
+        (target / "SYNTH_last.pth").write_bytes(b"state")  # a resumable state the user must not lose
+        raise RuntimeError("stopped")
+    assert (target / "SYNTH_last.pth").read_bytes() == b"state"
+    with pytest.raises(RuntimeError), new_folders_kept_only_on_success([tmp_path / "c" / "d"]):
+        (tmp_path / "c" / "d").mkdir(parents=True)
+        raise RuntimeError("refused")
+    assert not (tmp_path / "c").exists()
+    with new_folders_kept_only_on_success([tmp_path / "e"]):  # success: the new folder stays, empty or not
+        (tmp_path / "e").mkdir()
+    assert (tmp_path / "e").is_dir()
