@@ -75,17 +75,20 @@ def _safe_load(path: Path, fix: str) -> object:
         reason = _reason(error)
     except Exception:  # noqa: BLE001 - on a foreign file (a CSV) torch's legacy reader fails with IndexError, KeyError, ...
         reason = "not a PyTorch file"
-    raise UserInputError(f"checkpoint {path} is not a model file of this tool, or is damaged ({reason}); {fix}")
+    raise UserInputError(f"checkpoint {path} is not a safe checkpoint of this tool, or is damaged ({reason}); {fix}")
 
 
 def _reason(error: Exception) -> str:
     """The informative line of a torch.load error: the unpickler's own complaint where torch gives one (not its
     advice to file an issue or to load unsafely), else the first line; whole sentences only."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if any("WeightsUnpickler error" in line for line in lines):
-        after = lines[next(i for i, line in enumerate(lines) if "WeightsUnpickler error" in line) + 1 :]
-        complaint = after[0] if after and not after[0].startswith("Check the documentation") else ""
-        reason = f"unsafe or unknown content: {complaint}" if complaint else "unsafe or unknown content"
+    marker = "WeightsUnpickler error:"
+    at = next((i for i, line in enumerate(lines) if marker in line), None)
+    if at is not None:  # the complaint follows the marker, on its line or on the next
+        complaint = lines[at].split(marker, 1)[1].strip()
+        if not complaint and at + 1 < len(lines) and not lines[at + 1].startswith("Check the documentation"):
+            complaint = lines[at + 1]
+        reason = f"refused to unpickle: {complaint}" if complaint else "refused to unpickle it"
     else:
         reason = (lines or [type(error).__name__])[0]
     if len(reason) > 200 and ". " in reason:

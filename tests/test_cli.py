@@ -187,7 +187,7 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
     for wrong in (corrupt, table, array):
         code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(wrong), *out], capsys)
         assert code == 2 and "\n" not in err.strip(), err
-        assert f"{wrong} is not a model file of this tool, or is damaged" in err and "_checkpoint.pth" in err
+        assert f"{wrong} is not a safe checkpoint of this tool, or is damaged" in err and "_checkpoint.pth" in err
         assert "file an issue" not in err
     code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(synth_run / "SYNTH_last.pth"), *out],
                         capsys)  # fmt: skip
