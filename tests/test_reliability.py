@@ -278,6 +278,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_removed_at_the_end(tmp_
 
 def test_the_lock_is_removed_after_an_error(tmp_path, capsys):
     out = tmp_path / "out"
+    out.mkdir()  # a folder that was there stays (one the failed run created would go with the lock)
     assert train.main(["--dataset", "CUSTOM", "--data-dir", str(tmp_path / "none"), "--output-dir", str(out),
                        *TINY_TRAIN_FLAGS]) == 2  # fmt: skip
     one_error_line(capsys.readouterr().err)
