@@ -111,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         if args.aggregate:
             stem = f"{name}_fleet_metrics{args.tag}.json"
-            runs = [json.loads((args.output_dir / f"{name}_seed{seed}" / stem).read_text()) for seed in args.seeds]
+            paths = [args.output_dir / f"{name}_seed{seed}" / stem for seed in args.seeds]
+            missing = [str(path) for path in paths if not path.is_file()]
+            if missing:  # bundles without their metrics (another checkout's, or runs that stopped): run first
+                print(f"error: --aggregate found no {missing[0]}; run this command without --aggregate (or "
+                      "with --rescore, to evaluate bundles already trained) to write it", file=sys.stderr)  # fmt: skip
+                return 2
+            runs = [json.loads(path.read_text()) for path in paths]
         else:
             runs = [run(args, name, seed) for seed in args.seeds]
         print(table(name, runs), flush=True)

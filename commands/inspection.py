@@ -9,6 +9,7 @@ import numpy as np
 
 from model.detector import Detector
 from model.fleet import Fleet
+from model.schema import FORMAT_VERSION
 
 CHANNELS_LISTED = 20  # wider datasets get a summary line instead of one line per channel
 # Shown resolved on the "scoring" line (None there would only mean "the score's own default").
@@ -24,7 +25,8 @@ def describe(fleet: Fleet, path: Path) -> dict:
     read by describe_detector, the same alone or in a fleet: a single model's checkpoint (a fleet of one, as
     open_fleet gives it) shows that description whole; a bundle shows the shared config once, then a row of
     each entity's."""
-    file = {"file": str(path), "file_bytes": path.stat().st_size}
+    # Every file that opens has this format: open_fleet refuses any other version.
+    file = {"file": str(path), "file_bytes": path.stat().st_size, "format_version": FORMAT_VERSION}
     described = {name: describe_detector(detector) for name, detector in fleet.detectors.items()}
     if fleet.single:
         return {**file, **described[fleet.order[0]]}
@@ -111,7 +113,7 @@ def _model_text(described: dict) -> str:
     normalization = described["normalization"]
     size = described["file_bytes"] / 2**20
     lines = [
-        f"checkpoint   {described['file']} ({size:.2f} MiB)",
+        f"checkpoint   {described['file']} ({size:.2f} MiB, format version {described['format_version']})",
         f"created      {described['created'] or 'not recorded (written before this field existed)'}",
         f"dataset      {dataset.get('name')}: {dataset.get('n_channels')} channels, "
         f"train {dataset.get('train_length')} and test {dataset.get('test_length')} steps",
@@ -156,7 +158,8 @@ def _model_text(described: dict) -> str:
 def _fleet_text(described: dict) -> str:
     entities = described["entities"]
     lines = [
-        f"fleet        {described['file']} ({described['file_bytes'] / 2**20:.2f} MiB): {described['dataset']}, "
+        f"fleet        {described['file']} ({described['file_bytes'] / 2**20:.2f} MiB, format version "
+        f"{described['format_version']}): {described['dataset']}, "
         f"{len(entities)} entities trained, {len(described['skipped'])} skipped"
         + ("" if described["complete"] else ", incomplete (resume with train.py --per-entity --resume)"),
         "config       "

@@ -54,6 +54,7 @@ def test_json_holds_what_a_person_opening_the_file_wants(checkpoint_path, capsys
     assert described["train_channel_error"] == pytest.approx(stored["train_channel_error"].tolist())
     assert len(described["train_channel_error"]) == 12 and min(described["train_channel_error"]) > 0
     assert described["versions"]["torch"] == str(torch.__version__)
+    assert described["format_version"] == stored["format_version"] == 1
     created = datetime.fromisoformat(described["created"])
     assert created.tzinfo is not None and abs((datetime.now(UTC) - created).total_seconds()) < 3600
 
@@ -73,6 +74,7 @@ def test_text_names_every_section(checkpoint_path, capsys):
         f"99th {stored['train_scores']['percentiles']['99.0']:.6g}",
         f"torch {torch.__version__}",
         f"created      {stored['created']}",
+        "MiB, format version 1)",
         "scoring      reconstruction score, all channels, smoothed over 50 points",
         "rule         guarded: 99th percentile of TRAIN scores",
     ):
