@@ -70,7 +70,7 @@ class EntityWatch:
         names = detector.channel_names
         self.scale = sensor_scale(detector.train_channel_error_, len(names))
         self.missing = MissingValues(nan_policy, detector.normalizer_.mean, source, names)
-        self.incidents = IncidentTracker(names, self.scale, entity, top_sensors)
+        self.incidents = IncidentTracker(names, self.scale, entity, top_sensors, detector.scoring_.channels)
         self.rows = 0  # taken in
 
     def normalise(self, values: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ An incident is built from the final per-point decision (flags) and the per-point
 made it, whatever rule produced them. Its severity is the peak of score / threshold over the run:
 how many times the threshold it reached (2.0: twice the threshold). Its top sensors are the
 project's segment attribution (evaluation/attribution.py): each channel's mean squared
-reconstruction error over the run, divided by its mean on TRAIN, as shares summing to 1.
+reconstruction error over the run, divided by its mean on TRAIN, as shares summing to 1. Its error peak is
+the point where the unsmoothed errors of the channels the score reads, each over its TRAIN mean and summed,
+are largest.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from evaluation.attribution import exceedance_peak, ranking, relative_shares
 from evaluation.metrics import label_segments
 
 INCIDENT_COLUMNS = ("entity", "start", "end", "start_time", "end_time", "duration", "peak_index", "peak_time",
-                    "peak_score", "severity")  # fmt: skip
+                    "peak_score", "severity", "error_peak_index", "error_peak_time")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class Incident:
     start_time: str | None = None  # the timestamps of start, end and peak, where the input has them
     end_time: str | None = None
     peak_time: str | None = None
+    # The point of the largest unsmoothed error of the score's channels (each over its TRAIN mean, summed): the
+    # smoothing spreads a short fault over the span, and this is where inside it the fault shows most.
+    error_peak_index: int | None = None
+    error_peak_time: str | None = None
 
     def to_json(self) -> dict:
         row = {column: getattr(self, column) for column in INCIDENT_COLUMNS}
@@ -60,6 +66,9 @@ class _OpenRun:
     peak_time: str | None = None
     error_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
     error_rows: int = 0  # rows whose channel errors are all finite, the ones the shares average
+    error_peak_key: float = -math.inf  # the largest relative error so far, and where
+    error_peak_index: int | None = None
+    error_peak_time: str | None = None
 
 
 def _stamp(timestamps: np.ndarray | None, position: int) -> str | None:
@@ -72,11 +81,18 @@ class IncidentTracker:
     the parts are cut."""
 
     def __init__(
-        self, channel_names: Sequence[str], scale: np.ndarray | None = None, entity: str | None = None, top_k: int = 3
+        self,
+        channel_names: Sequence[str],
+        scale: np.ndarray | None = None,
+        entity: str | None = None,
+        top_k: int = 3,
+        score_channels: Sequence[int] | None = None,
     ) -> None:
         self.channel_names = list(channel_names)
         # Without TRAIN errors the raw errors are ranked, as detect does for old checkpoints.
         self.scale = np.ones(len(self.channel_names)) if scale is None else np.asarray(scale, dtype=np.float64)
+        # The error peak reads the channels the score reads (None: all), so it finds what raised the incident.
+        self.peak_channels = list(range(len(self.channel_names))) if score_channels is None else list(score_channels)
         self.entity = entity or ""
         self.top_k = min(top_k, len(self.channel_names))
         self.incidents: list[Incident] = []
@@ -122,6 +138,13 @@ class IncidentTracker:
             run.error_sum = np.zeros(errors.shape[1])
         run.error_sum += errors[finite].sum(axis=0, dtype=np.float64)
         run.error_rows += int(finite.sum())
+        if finite.any():
+            relative = np.asarray(errors, dtype=np.float64)[:, self.peak_channels] / self.scale[self.peak_channels]
+            relative = np.where(finite, relative.sum(axis=1), -np.inf)
+            top = int(np.argmax(relative))
+            if relative[top] > run.error_peak_key:
+                run.error_peak_key = float(relative[top])
+                run.error_peak_index, run.error_peak_time = int(index[start + top]), _stamp(timestamps, start + top)
         run.duration += stop - start
         run.end, run.end_time = int(index[stop - 1]), _stamp(timestamps, stop - 1)
 
@@ -132,7 +155,8 @@ class IncidentTracker:
             top = tuple((self.channel_names[c], float(shares[c])) for c in ranking(shares)[: self.top_k])
         severity = run.peak_key if math.isfinite(run.peak_key) else None
         return Incident(self.entity, run.start, run.end, run.duration, run.peak_index, run.peak_score, severity,
-                        top, run.start_time, run.end_time, run.peak_time)  # fmt: skip
+                        top, run.start_time, run.end_time, run.peak_time, run.error_peak_index,
+                        run.error_peak_time)  # fmt: skip
 
     def _close(self) -> None:
         run, self._open = self._open, None
@@ -175,14 +199,16 @@ def find_incidents(
     *,
     scale: np.ndarray | None = None,
     index: np.ndarray | None = None,
+    score_channels: Sequence[int] | None = None,
 ) -> list[Incident]:
     """One incident per maximal run of flagged points of a whole series.
 
     flags: (N,) the final decision; scores: (N,); thresholds: (N,) or a scalar; channel_errors: (N, C)
     squared reconstruction errors; scale: (C,) each channel's TRAIN error (train_error_scale), the
-    denominator of the shares; index: (N,) the positions to report (default 0..N-1).
+    denominator of the shares; index: (N,) the positions to report (default 0..N-1); score_channels: the
+    channels the score reads (None: all), whose errors place the error peak.
     """
-    tracker = IncidentTracker(channel_names, scale, entity, top_k)
+    tracker = IncidentTracker(channel_names, scale, entity, top_k, score_channels)
     tracker.add(flags, scores, thresholds, channel_errors, timestamps, index)
     return tracker.finish()
 
@@ -218,6 +244,8 @@ def incidents_document(incidents: list[Incident], top_k: int, **about: object) -
         **about,
         "severity": "peak over the incident of score / threshold: how many times the threshold it reached",
         "top_sensors": "mean squared reconstruction error over the incident / the channel's mean on TRAIN, as shares",
+        "error_peak": "the point of the incident where the unsmoothed reconstruction error of the score's channels, "
+        "each / its mean on TRAIN and summed, is largest: where a fault shorter than the smoothing sits",
         "top_k": top_k,
         "n_incidents": len(incidents),
         "incidents": [incident.to_json() for incident in incidents],

@@ -191,7 +191,7 @@ def evaluate_checkpoint(
                             dataset.channel_names, dataset.anomalies, top_sensors, flagged.thresholds)  # fmt: skip
     incidents = find_incidents(flagged.predictions, flagged.scores, flagged.thresholds, test_points.errors,
                                dataset.channel_names, entity=dataset.name, top_k=top_sensors,
-                               scale=train_error_scale(channel_error))  # fmt: skip
+                               scale=train_error_scale(channel_error), score_channels=scoring.channels)  # fmt: skip
     associations = None
     if explain:
         associations = explain_windows(

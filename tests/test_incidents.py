@@ -63,12 +63,45 @@ def test_streamed_incidents_do_not_depend_on_where_the_series_is_cut(run):
     for start, stop in zip([0, *cuts], [*cuts, len(flags)], strict=True):
         tracker.add(flags[start:stop], model.scores[start:stop], thresholds[start:stop], errors[start:stop])
     streamed = tracker.finish()
-    assert [(i.start, i.end, i.peak_index, i.duration) for i in streamed] == [
-        (i.start, i.end, i.peak_index, i.duration) for i in whole
+    assert [(i.start, i.end, i.peak_index, i.duration, i.error_peak_index) for i in streamed] == [
+        (i.start, i.end, i.peak_index, i.duration, i.error_peak_index) for i in whole
     ]
     for a, b in zip(streamed, whole, strict=True):
         assert [n for n, _ in a.top_sensors] == [n for n, _ in b.top_sensors]
         np.testing.assert_allclose([s for _, s in a.top_sensors], [s for _, s in b.top_sensors], rtol=1e-9)
+
+
+def test_the_error_peak_is_where_the_score_channels_unsmoothed_error_is_highest_over_train():
+    names = ["valve", "fan", "flag"]
+    errors = np.ones((8, 3))
+    errors[3, 2] = 500.0  # a command flag toggling: not a channel the score reads
+    errors[5, 1] = 40.0  # the fan's fault: 40 over a TRAIN error of 2 is 20, the valve's 6 over 0.25 is 24
+    errors[6, 0] = 6.0
+    scale = np.array([0.25, 2.0, 1.0])
+    flags = np.array([0, 1, 1, 1, 1, 1, 1, 0], dtype=np.uint8)
+    scores = np.array([0, 2, 3, 4, 5, 4, 3, 0], dtype=float)  # a smoothed score peaks at 4, away from the fault
+    stamps = np.array([f"t{i}" for i in range(8)])
+    (incident,) = find_incidents(flags, scores, 1.0, errors, names, stamps, scale=scale, score_channels=[0, 1])
+    # relative sums over valve and fan: point 5 is 4 + 20 = 24, point 6 is 24 + 0.5 = 24.5, the others 4.5
+    assert (incident.peak_index, incident.error_peak_index, incident.error_peak_time) == (4, 6, "t6")
+    (every,) = find_incidents(flags, scores, 1.0, errors, names, scale=scale)  # all channels: the flag's toggle
+    assert every.error_peak_index == 3
+    assert incident.to_json()["error_peak_index"] == 6
+
+
+def test_a_streams_state_from_before_the_error_peak_resumes_its_open_incident():
+    names = ["a", "b"]
+    tracker = IncidentTracker(names)
+    tracker.add(np.ones(3, np.uint8), np.arange(3.0), 1.0, np.ones((3, 2)))
+    state = tracker.to_dict()
+    for key in ("error_peak_key", "error_peak_index", "error_peak_time"):  # what older states lack
+        del state["open"][key]
+    resumed = IncidentTracker(names).restore(state)
+    errors = np.ones((2, 2))
+    errors[1] = 9.0
+    resumed.add(np.array([1, 0], np.uint8), np.array([5.0, 0.0]), 1.0, errors)
+    (incident,) = resumed.finish()
+    assert (incident.start, incident.end, incident.error_peak_index) == (0, 3, 3)
 
 
 def test_severity_is_the_peak_of_score_over_a_per_point_threshold(run):
