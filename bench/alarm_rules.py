@@ -166,12 +166,19 @@ def method_table(args: argparse.Namespace, rule: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fleet_scores_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of a bench that reads the cached scores of the fleets: where the data and the fleets are, which
+    datasets and seeds."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--fleets", type=Path, default=Path("artifacts/fleet_quality"))
     parser.add_argument("--datasets", nargs="+", default=["MSL", "SMAP", "SMD"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = fleet_scores_parser(__doc__.splitlines()[0])
     parser.add_argument("--rules", default=",".join(CANDIDATES), help="comma-separated: train, budget-W, guarded-W")
     parser.add_argument("--method", default="model", help="model, or a baseline (scored on seed 0 only)")
     parser.add_argument("--every-method", action="store_true",

@@ -20,7 +20,6 @@ of bench/alarm_rules.py (the `--preset fleet` fleets of bench/fleet_quality.py),
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alarm_rules import cached_scores  # noqa: E402
+from bench.alarm_rules import cached_scores, fleet_scores_parser  # noqa: E402
 from evaluation.alarm_metrics import alarm_metrics  # noqa: E402
 from evaluation.metrics import best_f1  # noqa: E402
 from model.alarm_rule import AlarmRule  # noqa: E402
@@ -102,12 +101,7 @@ def table(results: dict[str, tuple[float, dict]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--fleets", type=Path, default=Path("artifacts/fleet_quality"))
-    parser.add_argument("--datasets", nargs="+", default=["MSL", "SMAP", "SMD"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    args = parser.parse_args(argv)
+    args = fleet_scores_parser(__doc__.splitlines()[0]).parse_args(argv)
     results = {name: dataset_means([cached_scores(args.fleets, args.data_dir, name, seed) for seed in args.seeds],
                                    "model") for name in args.datasets}  # fmt: skip
     print(f"model, seeds {' '.join(map(str, args.seeds))}; point F1 at each rule (its ratio to the best-threshold "
