@@ -334,9 +334,11 @@ def incident_line(document: dict) -> str:
         return f"{document['n_incidents']} incidents"
     top = max(ranked, key=lambda row: row["severity"])
     where = top["peak_time"] if top["peak_time"] is not None else top["peak_index"]
+    fault = top["error_peak_time"] if top["error_peak_time"] is not None else top["error_peak_index"]
     entity = f" of {top['entity']}" if top["entity"] else ""
     sensors = ", ".join(f"{sensor['name']} {sensor['share']:.0%}" for sensor in top["top_sensors"])
-    return (f"{document['n_incidents']} incidents; the most severe{entity} peaks at {where}, "
+    error = f" (its error at {fault})" if fault is not None and fault != where else ""
+    return (f"{document['n_incidents']} incidents; the most severe{entity} peaks at {where}{error}, "
             f"{top['severity']:.3g}x its threshold: {sensors}")  # fmt: skip
 
 

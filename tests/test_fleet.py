@@ -191,6 +191,19 @@ def test_an_unknown_or_skipped_entity_is_a_clear_error(fleet_run, tmp_path, caps
         assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
 
 
+def test_a_bundle_without_an_entity_names_both_ways_to_use_it(fleet_run, tmp_path, capsys):
+    from model.fleet import load_detector
+    from runtime.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="pass --entity NAME .*--entity-column COLUMN"):
+        load_detector(fleet_run["bundle"])
+    source = tmp_path / "x.npy"
+    np.save(source, np.zeros((50, 3), dtype=np.float32))
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output",
+                        str(tmp_path / "o.csv")]) == 2  # fmt: skip
+    assert "--entity-column COLUMN" in capsys.readouterr().err
+
+
 def test_inspect_lists_a_bundle_one_line_per_entity(fleet_run, capsys):
     assert inspect_checkpoint.main([str(fleet_run["bundle"])]) == 0
     text = capsys.readouterr().out
