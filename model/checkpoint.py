@@ -73,6 +73,8 @@ def _safe_load(path: Path, fix: str) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
         reason = _reason(error)
+    except MemoryError:  # a real file too large for this machine: not a wrong --checkpoint
+        raise
     except Exception:  # noqa: BLE001 - on a foreign file (a CSV) torch's legacy reader fails with IndexError, KeyError, ...
         reason = "not a PyTorch file"
     raise UserInputError(f"checkpoint {path} is not a safe checkpoint of this tool, or is damaged ({reason}); {fix}")
