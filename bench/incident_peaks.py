@@ -42,6 +42,8 @@ def incident_rows(labels: np.ndarray, incidents: list) -> list[dict]:
         overlapped = [(start, stop) for start, stop in segments if start <= incident.end and stop > incident.start]
         if not overlapped:
             continue
+        if incident.error_peak_index is None:  # every error of the incident was NaN/Inf: no error peak to place
+            continue
         labelled = np.concatenate([np.arange(start, stop) for start, stop in overlapped])
         rows.append({
             "length": incident.end - incident.start + 1,

@@ -47,7 +47,9 @@ def entity_rules(labels: np.ndarray, train: np.ndarray, test: np.ndarray) -> dic
     finite = train[np.isfinite(train)]
     rules = {"guarded": AlarmRule.fit(train).flags(test)[0]}
     for percentile in PERCENTILES:
-        rules[f"train p{percentile:g}"] = (test > np.percentile(finite, percentile)).astype(np.uint8)
+        # A non-finite score is flagged, as every rule of the project flags it.
+        above = (test > np.percentile(finite, percentile)) | ~np.isfinite(test)
+        rules[f"train p{percentile:g}"] = above.astype(np.uint8)
     rules["share oracle"] = share_oracle_flags(labels, test)
     return rules
 

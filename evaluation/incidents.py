@@ -138,9 +138,10 @@ class IncidentTracker:
             run.error_sum = np.zeros(errors.shape[1])
         run.error_sum += errors[finite].sum(axis=0, dtype=np.float64)
         run.error_rows += int(finite.sum())
-        if finite.any():
-            relative = np.asarray(errors, dtype=np.float64)[:, self.peak_channels] / self.scale[self.peak_channels]
-            relative = np.where(finite, relative.sum(axis=1), -np.inf)
+        relative = np.asarray(errors, dtype=np.float64)[:, self.peak_channels] / self.scale[self.peak_channels]
+        scored = np.isfinite(relative).all(axis=1)  # a NaN in a channel the score does not read does not matter
+        if scored.any():
+            relative = np.where(scored, relative.sum(axis=1), -np.inf)
             top = int(np.argmax(relative))
             if relative[top] > run.error_peak_key:
                 run.error_peak_key = float(relative[top])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -55,9 +56,10 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
     if kind == "fleet" and not is_fleet:
         raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity")
     if checkpoint.get("kind") == "last":
+        label = path.name.removesuffix("_last.pth") if path.name.endswith("_last.pth") else "{DATASET}"
         raise UserInputError(
-            f"{path} is a resumable training state, not a checkpoint; pass the "
-            f"{path.name.removesuffix('_last.pth')}_checkpoint.pth beside it, or finish the run with train.py --resume"
+            f"{path} is a resumable training state, not a checkpoint; pass the {label}_checkpoint.pth that train.py "
+            "wrote beside it, or finish the run with train.py --resume"
         )
     check_model_file(checkpoint, path)
     if dataset is not None:
@@ -66,16 +68,15 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
 
 
 def _safe_load(path: Path, fix: str) -> object:
-    """torch.load with weights_only=True: a pickle that would run code is refused, never executed. Any file
-    that is not one (a CSV, an array, a damaged copy) fails in torch with one of many error types, every one
-    of them a wrong --checkpoint, so all of them end in one line."""
+    """torch.load with weights_only=True: a pickle that would run code is refused, never executed. A file that
+    is not a checkpoint (a CSV, an array, a damaged copy) fails in torch's readers with one of several error
+    types, each a wrong --checkpoint, so each ends in one line. Anything else (a signal's stop raised while the
+    file is read, a MemoryError) goes on as it came."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
         reason = _reason(error)
-    except MemoryError:  # a real file too large for this machine: not a wrong --checkpoint
-        raise
-    except Exception:  # noqa: BLE001 - on a foreign file (a CSV) torch's legacy reader fails with IndexError, KeyError, ...
+    except (LookupError, TypeError, AttributeError, struct.error):  # torch's legacy reader on a CSV: IndexError
         reason = "not a PyTorch file"
     raise UserInputError(f"checkpoint {path} is not a safe checkpoint of this tool, or is damaged ({reason}); {fix}")
 

@@ -191,7 +191,11 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
         assert "file an issue" not in err
     code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(synth_run / "SYNTH_last.pth"), *out],
                         capsys)  # fmt: skip
-    assert code == 2 and "pass the SYNTH_checkpoint.pth beside it" in err
+    assert code == 2 and "pass the SYNTH_checkpoint.pth that train.py wrote beside it" in err
+    renamed = tmp_path / "backup.pth"  # a state under another name: no file name guessed from it
+    renamed.write_bytes((synth_run / "SYNTH_last.pth").read_bytes())
+    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", str(renamed), *out], capsys)
+    assert code == 2 and "pass the {DATASET}_checkpoint.pth that train.py wrote beside it" in err
 
     rng = np.random.default_rng(1)
     custom = tmp_path / "custom"

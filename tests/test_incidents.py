@@ -87,6 +87,9 @@ def test_the_error_peak_is_where_the_score_channels_unsmoothed_error_is_highest_
     (every,) = find_incidents(flags, scores, 1.0, errors, names, scale=scale)  # all channels: the flag's toggle
     assert every.error_peak_index == 3
     assert incident.to_json()["error_peak_index"] == 6
+    errors[:, 2] = np.nan  # the unread channel overflowed everywhere: the peak still reads valve and fan
+    (incident,) = find_incidents(flags, scores, 1.0, errors, names, scale=scale, score_channels=[0, 1])
+    assert incident.error_peak_index == 6 and incident.top_sensors == ()  # no row with every error finite
 
 
 def test_a_streams_state_from_before_the_error_peak_resumes_its_open_incident():

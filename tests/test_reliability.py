@@ -623,3 +623,20 @@ def test_new_folders_stay_when_the_failed_block_left_something_in_them(tmp_path)
     with new_folders_kept_only_on_success([tmp_path / "e"]):  # success: the new folder stays, empty or not
         (tmp_path / "e").mkdir()
     assert (tmp_path / "e").is_dir()
+
+
+def test_a_stop_raised_while_a_checkpoint_is_read_is_not_taken_for_a_bad_file(tmp_path, monkeypatch):
+    """A second signal after the last epoch stops the run while the checkpoint beside it is read (to keep a model of
+    other data): that stop must go on, not become 'not a checkpoint', or the other model would be overwritten."""
+    import signal
+
+    from model import checkpoint
+    from model.solver import TrainingInterrupted
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted(signal.SIGINT, epoch=2, step=0, after_training=True)
+
+    monkeypatch.setattr(checkpoint.torch, "load", stopped)
+    (tmp_path / "SYNTH_checkpoint.pth").write_bytes(b"a model of other data")
+    with pytest.raises(TrainingInterrupted):
+        checkpoint.load_checkpoint(tmp_path / "SYNTH_checkpoint.pth")
