@@ -19,20 +19,38 @@ from typing import Self
 import numpy as np
 
 from evaluation.thresholds import percentile_threshold
+from runtime.errors import UserInputError
 
 TRAIN, SERIES = "train", "series"
 FIT_MODES = (TRAIN, SERIES)
 DEFAULT_THRESHOLD_PERCENTILE = 99.0
 
 
+def checked_input(series: np.ndarray, what: str, n_channels: int | None = None) -> np.ndarray:
+    """`series` as an array (its dtype kept), or a UserInputError naming what is wrong: not (N, C), empty, a
+    NaN/Inf, another channel count than TRAIN's. The reports pass normalised, finite data; this is for a caller
+    of the contract itself."""
+    array = np.asarray(series)
+    if array.ndim != 2 or 0 in array.shape:
+        raise UserInputError(f"{what} must be a non-empty 2-D array (time, channels), got shape {array.shape}")
+    if n_channels is not None and array.shape[1] != n_channels:
+        raise UserInputError(f"{what} has {array.shape[1]} channels but the baseline was fitted on {n_channels}")
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise UserInputError(f"{what} holds NaN/Inf or non-numbers; fill them first")
+    return array
+
+
 class Baseline:
-    """A baseline fitted on TRAIN (fit mode `train`); subclasses write `_fit` and `score`."""
+    """A baseline fitted on TRAIN (fit mode `train`); subclasses write `_fit` and `_score`, and the contract's
+    `fit`, `score` and `predict` check what they are given before calling them."""
 
     fit_mode = TRAIN
     threshold_percentile = DEFAULT_THRESHOLD_PERCENTILE
 
     def fit(self, train: np.ndarray) -> Self:
-        self.train_scores_ = self._fit(np.asarray(train))
+        train = checked_input(train, f"the TRAIN given to {type(self).__name__}.fit")
+        self.n_channels_ = train.shape[1]
+        self.train_scores_ = self._fit(train)
         self.threshold_ = percentile_threshold(self.train_scores_, self.threshold_percentile)
         return self
 
@@ -41,11 +59,19 @@ class Baseline:
         raise NotImplementedError
 
     def score(self, series: np.ndarray) -> np.ndarray:
-        """(N,) scores of `series` (N, C)."""
+        """(N,) scores of `series` (N, C), the channels of TRAIN: higher is more anomalous."""
+        if self.fit_mode == TRAIN and not hasattr(self, "n_channels_"):
+            raise UserInputError(f"this {type(self).__name__} is not fitted yet; call fit(train) first")
+        return self._score(checked_input(series, "the series to score", getattr(self, "n_channels_", None)))
+
+    def _score(self, series: np.ndarray) -> np.ndarray:
+        """(N,) scores of a checked `series` (N, C)."""
         raise NotImplementedError
 
     def predict(self, series: np.ndarray) -> np.ndarray:
         """(N,) uint8: 1 where the score exceeds threshold_."""
+        if not hasattr(self, "threshold_"):
+            raise UserInputError(f"this {type(self).__name__} is not fitted yet; call fit(train) first")
         return (self.score(series) > self.threshold_).astype(np.uint8)
 
 
@@ -60,5 +86,5 @@ class FittedOnSeries(Baseline):
     def _fit(self, train: np.ndarray) -> np.ndarray:
         return self.make().fit(train).train_scores_
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         return self.make().fit(series).train_scores_

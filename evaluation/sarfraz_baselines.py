@@ -37,7 +37,7 @@ class SensorRangeDeviation(TrainMinMaxScaled):
         self._scale_fit(train)
         return self.score(train)
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         scaled = self._scaled(series)
         return ((scaled < 0) | (scaled > 1)).any(axis=1).astype(np.float64)
 
@@ -48,7 +48,7 @@ class L2Norm(TrainMinMaxScaled):
     def _fit(self, train: np.ndarray) -> np.ndarray:
         return np.linalg.norm(self._scale_fit(train), axis=1)
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         return np.linalg.norm(self._scaled(series), axis=1)
 
 
@@ -60,7 +60,7 @@ class NearestTrainDistance(TrainMinMaxScaled):
         self.neighbours_ = NearestNeighbors(n_neighbors=1).fit(self._scale_fit(train))
         return self.neighbours_.kneighbors()[0][:, 0]
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         return self.neighbours_.kneighbors(self._scaled(series))[0][:, 0]
 
 
@@ -85,5 +85,5 @@ class PcaError(TrainMinMaxScaled):
     def _errors(self, scaled: np.ndarray) -> np.ndarray:
         return np.linalg.norm(scaled - self.pca_.inverse_transform(self.pca_.transform(scaled)), axis=1)
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         return self._errors(self._scaled(series))

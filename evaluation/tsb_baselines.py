@@ -49,7 +49,7 @@ class TsbPca(Baseline):
     def _scores(self, standard: np.ndarray) -> np.ndarray:
         return centred_window_scores(np.sum(cdist(standard, self.components_) / self.weights_, axis=1), self.window)
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         return self._scores(self.scaler_.transform(flat_windows(series, self.window))[:, self.kept_])
 
 
@@ -143,7 +143,7 @@ class TsbCnn(Baseline):
                       for start in range(0, len(inputs), self.batch_size)]  # fmt: skip
         return sum(losses) / max(len(losses), 1)
 
-    def score(self, series: np.ndarray) -> np.ndarray:
+    def _score(self, series: np.ndarray) -> np.ndarray:
         inputs, targets = self._windows(series)
         self.network_.eval()
         with torch.no_grad():

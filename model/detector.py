@@ -10,14 +10,17 @@ inspect_checkpoint.py all go through this class.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import platform
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from data_factory.dataset import TimeSeriesDataset, check_series
@@ -55,7 +58,16 @@ class TrainData:
 
     @classmethod
     def of(cls, data: TimeSeriesDataset | np.ndarray) -> TrainData:
+        """The TRAIN of a dataset, or an array (a DataFrame's column names become the channel names), checked:
+        float32 (N, C), finite, one name per channel."""
         if isinstance(data, TimeSeriesDataset):
+            # A dataset built by hand is checked as the loaders check theirs (they return it unchanged).
+            names = list(data.channel_names)
+            columns = np.shape(data.train)[1] if np.ndim(data.train) == 2 else None
+            if columns is not None and len(names) != columns:
+                raise UserInputError(f"{data.name} names {len(names)} channels but its train has {columns} columns; "
+                                     "give one name per column")  # fmt: skip
+            data = dataclasses.replace(data, train=check_series(data.train, f"{data.name} train", channel_names=names))
             record = {
                 "name": data.name,
                 "n_channels": data.n_channels,
@@ -65,8 +77,9 @@ class TrainData:
                 "fingerprint": data.fingerprint(),
             }
             return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
-        train = check_series(data, "the training array")
-        names = [f"channel_{index:02d}" for index in range(train.shape[1])]
+        given = [str(column) for column in data.columns] if isinstance(data, pd.DataFrame) else None
+        train = check_series(data, "the training array", channel_names=given)
+        names = given or [f"channel_{index:02d}" for index in range(train.shape[1])]
         digest = hashlib.sha256(repr(train.shape).encode() + train.tobytes()).hexdigest()
         record = {
             "name": "array",
@@ -238,9 +251,10 @@ class Detector:
     def score_points(
         self, series: np.ndarray, *, batch_size: int | None = None, context: DistributedContext | None = None
     ) -> PointValues:
-        """Scores (N,) and per-channel squared reconstruction errors (N, C) of a raw series (N, C)."""
+        """Scores (N,) and per-channel squared reconstruction errors (N, C) of a raw series (N, C); a DataFrame's
+        columns are taken by the model's channel names where it has them all, as detect.py takes a CSV's."""
         self._check_fitted()
-        series = check_series(series, "the series to score", self.model_.config.n_channels)
+        series = check_series(self._in_channel_order(series), "the series to score", self.model_.config.n_channels)
         normalised = self.normalizer_.transform(series)
         return score_series(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
                             device=self._device(), context=context)  # fmt: skip
@@ -262,9 +276,29 @@ class Detector:
         already z-scored with normalizer_ (a caller that needs them so itself normalises only once)."""
         self._check_fitted()
         if not normalised:
-            chunks = (self.normalizer_.transform(np.asarray(chunk, dtype=np.float32)) for chunk in chunks)
+            chunks = (self.normalizer_.transform(self._checked_chunk(chunk)) for chunk in chunks)
         return score_stream(self.model_, chunks, self.scoring_, batch_size=batch_size or self.config.batch_size,
                             device=self._device(), context=context)  # fmt: skip
+
+    def _in_channel_order(self, series: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
+        """A DataFrame holding every channel name of the model, its columns in the model's order; any other
+        input as it came (taken by position), with a warning for a DataFrame whose names are other ones."""
+        if not isinstance(series, pd.DataFrame) or not self.channel_names:
+            return series
+        columns = [str(column) for column in series.columns]
+        if set(self.channel_names) <= set(columns):
+            return series.set_axis(columns, axis=1)[self.channel_names]
+        warnings.warn(f"the DataFrame's columns ({', '.join(columns[:6])}) are not the model's channels "
+                      f"({', '.join(self.channel_names[:6])}): taken by position", stacklevel=3)  # fmt: skip
+        return series
+
+    def _checked_chunk(self, chunk: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """One chunk of a streamed series, checked as score_points checks a whole one (an empty chunk passes)."""
+        chunk = self._in_channel_order(chunk)
+        values = np.asarray(chunk, dtype=np.float32)
+        if values.ndim == 2 and len(values) == 0 and values.shape[1] == self.model_.config.n_channels:
+            return values
+        return check_series(chunk, "a chunk of the series to score", self.model_.config.n_channels)
 
     def threshold(self, percentile: float | None = None) -> float:
         """The stored percentile of TRAIN scores (default: config.threshold_percentile)."""

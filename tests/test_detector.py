@@ -106,3 +106,41 @@ def test_the_reconstruction_error_helper_limits_the_error_to_the_named_channels(
 def test_an_unfitted_detector_says_so():
     with pytest.raises(UserInputError, match="not fitted"):
         Detector(TINY).score(np.zeros((50, 4), dtype=np.float32))
+
+
+def test_a_dataset_built_by_hand_is_checked_as_the_loaders_check_theirs(synth):
+    train = synth.train.astype(np.float64)
+    train[123, 1] = np.nan
+    with pytest.raises(UserInputError, match=r"first at row 123, column sensor_01"):
+        Detector(TINY).fit(replace(synth, train=train))
+    with pytest.raises(UserInputError, match="names 3 channels but its train has 4 columns"):
+        Detector(TINY).fit(replace(synth, channel_names=synth.channel_names[:3]))
+
+
+def test_a_dataframe_keeps_its_column_names_and_is_scored_by_them(synth):
+    import pandas as pd
+
+    names = ["temp", "pressure", "flow", "level"]
+    detector = Detector(TINY).fit(pd.DataFrame(synth.train, columns=names))
+    assert detector.channel_names == names
+    test = pd.DataFrame(synth.test, columns=names)
+    reordered = test[["flow", "level", "temp", "pressure"]]  # as a CSV with another column order reads
+    np.testing.assert_array_equal(detector.score(reordered), detector.score(test))
+    np.testing.assert_array_equal(detector.predict(reordered), detector.predict(synth.test))
+    chunks = [reordered.iloc[:500], reordered.iloc[500:]]
+    streamed = np.concatenate([part.scores for part in detector.stream(chunks)])
+    np.testing.assert_array_equal(streamed, detector.score(test))
+    with pytest.warns(UserWarning, match="not the model's channels"):
+        detector.score(pd.DataFrame(synth.test, columns=["a", "b", "c", "d"]))
+
+
+def test_a_streamed_chunk_is_checked_as_a_whole_series_is(fitted, synth):
+    bad = synth.test[:300].copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(UserInputError, match="a chunk of the series to score has 1 NaN/Inf values"):
+        list(fitted.stream([synth.test[:200], bad]))
+    with pytest.raises(UserInputError, match="has 2 channels but 4 were expected"):
+        list(fitted.stream([synth.test[:200, :2]]))
+    empty = [synth.test[:0], synth.test[:300]]  # an empty chunk between reads passes
+    streamed = np.concatenate([part.scores for part in fitted.stream(empty)])
+    np.testing.assert_array_equal(streamed, fitted.score(synth.test[:300]))

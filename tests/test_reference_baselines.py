@@ -25,7 +25,7 @@ class MeanLevel(Baseline):
         self.level_ = train.mean()
         return self.score(train)
 
-    def score(self, series):
+    def _score(self, series):
         return np.abs(series.mean(axis=1) - self.level_)
 
 
@@ -180,3 +180,21 @@ def test_the_fleet_table_keeps_a_cell_with_a_count_apart_from_the_next():
         assert len(re.split(r"\s{2,}", row.strip())) == 10, row
     assert "0.844 ± 0.000  " in ranking[1]
     assert re.split(r"\s{2,}", alarms[1].strip())[1] == "0.700 ± 0.000 (1)"
+
+
+@pytest.mark.parametrize("name", ["pca", "knn", "sarfraz_nn", "kmeans"])
+def test_a_baseline_used_by_hand_refuses_bad_input_in_one_line(name):
+    train = np.random.default_rng(0).normal(size=(400, 3))
+    fresh = METHODS[name].build(seed=0)
+    with pytest.raises(UserInputError, match="is not fitted yet; call fit"):
+        fresh.predict(train)
+    with pytest.raises(UserInputError, match=r"must be a non-empty 2-D array .* got shape \(400,\)"):
+        METHODS[name].build(seed=0).fit(train[:, 0])
+    nan = train.copy()
+    nan[5, 1] = np.nan
+    with pytest.raises(UserInputError, match="holds NaN/Inf"):
+        METHODS[name].build(seed=0).fit(nan)
+    fitted = METHODS[name].build(seed=0).fit(train)
+    with pytest.raises(UserInputError, match="has 2 channels but the baseline was fitted on 3"):
+        fitted.score(train[:, :2])
+    assert fitted.predict(train).shape == (400,)
