@@ -36,7 +36,8 @@ def checked_input(series: np.ndarray, what: str, n_channels: int | None = None) 
     if n_channels is not None and array.shape[1] != n_channels:
         raise UserInputError(f"{what} has {array.shape[1]} channels but the baseline was fitted on {n_channels}")
     if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-        raise UserInputError(f"{what} holds NaN/Inf or non-numbers; fill them first")
+        raise UserInputError(f"{what} holds NaN/Inf or non-numbers (in a report: a value so far outside TRAIN's "
+                             "range that normalising it overflowed); fill or clip them first")  # fmt: skip
     return array
 
 
@@ -49,8 +50,12 @@ class Baseline:
 
     def fit(self, train: np.ndarray) -> Self:
         train = checked_input(train, f"the TRAIN given to {type(self).__name__}.fit")
-        self.n_channels_ = train.shape[1]
-        self.train_scores_ = self._fit(train)
+        self.n_channels_ = train.shape[1]  # _fit may score TRAIN through score(), which checks against it
+        try:
+            self.train_scores_ = self._fit(train)
+        except BaseException:
+            del self.n_channels_  # a failed fit leaves the baseline unfitted, not half-fitted
+            raise
         self.threshold_ = percentile_threshold(self.train_scores_, self.threshold_percentile)
         return self
 

@@ -63,6 +63,7 @@ class TrainData:
         if isinstance(data, TimeSeriesDataset):
             # A dataset built by hand is checked as the loaders check theirs (they return it unchanged).
             names = list(data.channel_names)
+            _check_unique(names, data.name)
             columns = np.shape(data.train)[1] if np.ndim(data.train) == 2 else None
             if columns is not None and len(names) != columns:
                 raise UserInputError(f"{data.name} names {len(names)} channels but its train has {columns} columns; "
@@ -78,6 +79,7 @@ class TrainData:
             }
             return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
         given = [str(column) for column in data.columns] if isinstance(data, pd.DataFrame) else None
+        _check_unique(given or [], "the DataFrame")
         train = check_series(data, "the training array", channel_names=given)
         names = given or [f"channel_{index:02d}" for index in range(train.shape[1])]
         digest = hashlib.sha256(repr(train.shape).encode() + train.tobytes()).hexdigest()
@@ -90,6 +92,13 @@ class TrainData:
             "fingerprint": digest,
         }
         return cls("array", train, names, None, record)
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    """Channel names that can be told apart: scoring takes a DataFrame's columns by them."""
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise UserInputError(f"{what} names channel {twice!r} more than once; give each channel its own name")
 
 
 def train_score_statistics(scores: np.ndarray, percentiles: Iterable[float]) -> dict:
@@ -252,7 +261,7 @@ class Detector:
         self, series: np.ndarray, *, batch_size: int | None = None, context: DistributedContext | None = None
     ) -> PointValues:
         """Scores (N,) and per-channel squared reconstruction errors (N, C) of a raw series (N, C); a DataFrame's
-        columns are taken by the model's channel names where it has them all, as detect.py takes a CSV's."""
+        columns are taken by the model's channel names where it has them all (other columns are left out)."""
         self._check_fitted()
         series = check_series(self._in_channel_order(series), "the series to score", self.model_.config.n_channels)
         normalised = self.normalizer_.transform(series)
@@ -295,9 +304,12 @@ class Detector:
     def _checked_chunk(self, chunk: np.ndarray | pd.DataFrame) -> np.ndarray:
         """One chunk of a streamed series, checked as score_points checks a whole one (an empty chunk passes)."""
         chunk = self._in_channel_order(chunk)
-        values = np.asarray(chunk, dtype=np.float32)
-        if values.ndim == 2 and len(values) == 0 and values.shape[1] == self.model_.config.n_channels:
-            return values
+        if np.ndim(chunk) == 2 and np.shape(chunk)[0] == 0:  # nothing arrived: only its width must be right
+            width = np.shape(chunk)[1]
+            if width != self.model_.config.n_channels:
+                raise UserInputError(f"a chunk of the series to score has {width} channels but "
+                                     f"{self.model_.config.n_channels} were expected")  # fmt: skip
+            return np.zeros((0, width), dtype=np.float32)
         return check_series(chunk, "a chunk of the series to score", self.model_.config.n_channels)
 
     def threshold(self, percentile: float | None = None) -> float:

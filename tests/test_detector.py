@@ -144,3 +144,19 @@ def test_a_streamed_chunk_is_checked_as_a_whole_series_is(fitted, synth):
     empty = [synth.test[:0], synth.test[:300]]  # an empty chunk between reads passes
     streamed = np.concatenate([part.scores for part in fitted.stream(empty)])
     np.testing.assert_array_equal(streamed, fitted.score(synth.test[:300]))
+
+
+def test_channel_names_must_be_told_apart_and_a_failed_baseline_fit_leaves_it_unfitted(synth):
+    import pandas as pd
+
+    from evaluation.baselines import METHODS
+
+    with pytest.raises(UserInputError, match="names channel 'a' more than once"):
+        Detector(TINY).fit(pd.DataFrame(synth.train, columns=["a", "a", "b", "c"]))
+    with pytest.raises(UserInputError, match="names channel '1' more than once"):  # equal once read as text
+        Detector(TINY).fit(pd.DataFrame(synth.train, columns=[1, "1", 2, 3]))
+    knn = METHODS["knn"].build(seed=0)
+    with pytest.raises(UserInputError):
+        knn.fit(synth.train[:10])  # too few rows for its neighbours
+    with pytest.raises(UserInputError, match="is not fitted yet"):
+        knn.score(synth.test)
