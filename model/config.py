@@ -28,7 +28,10 @@ def _setting(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class DetectorConfig:
-    """Architecture, optimisation and scoring of one Anomaly Transformer; defaults are the original README's."""
+    """Architecture, optimisation and scoring of one Anomaly Transformer; defaults are the original README's.
+
+    Each field is a flag of train.py (`win_size` is `--win-size`), and errors name the flag: from Python,
+    read `--win-size` as the field `win_size`."""
 
     # Architecture (paper §3.1).
     win_size: int = _setting(100, "sliding window length")
