@@ -23,8 +23,8 @@ from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES, rules_help
 from model.config import DEVICES
 from model.fleet import fleet_path
-from runtime.atomic import ensure_writable_dir, folder_lock, new_folders_kept_only_on_success, run_stoppably
-from runtime.distributed import init_distributed, own_output_folder, shutdown_distributed
+from runtime.atomic import run_stoppably
+from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import error_line
 
 
@@ -121,17 +121,16 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     if args.top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {args.top_sensors}")
     names = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
-    with new_folders_kept_only_on_success([args.output_dir]):
-        ensure_writable_dir(args.output_dir)
-        with folder_lock(args.output_dir):
-            evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
-                                        batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                        threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
-                                        alarm_window=args.alarm_window, score=args.score,
-                                        score_channels=args.score_channels, smooth=args.smooth,
-                                        jobs=args.jobs, top_sensors=args.top_sensors,
-                                        settings_checked=True)  # fmt: skip
-            paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
+    with contextlib.ExitStack() as stack:
+        own_output_folder(Path(args.output_dir).expanduser(), DistributedContext(), stack)  # one process
+        evaluation = evaluate_fleet(checkpoint, args.dataset, args.data_dir, baselines=names,
+                                    batch_size=args.batch_size, device=args.device, seed=args.seed,
+                                    threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
+                                    alarm_window=args.alarm_window, score=args.score,
+                                    score_channels=args.score_channels, smooth=args.smooth,
+                                    jobs=args.jobs, top_sensors=args.top_sensors,
+                                    settings_checked=True)  # fmt: skip
+        paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
     print(format_fleet_table(evaluation))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
@@ -160,8 +159,6 @@ def run(args: argparse.Namespace) -> int:
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
                                   args.top_sensors, args.explain)  # fmt: skip
         with contextlib.ExitStack() as stack:
-            if context.is_main:
-                stack.enter_context(new_folders_kept_only_on_success([args.output_dir]))
             own_output_folder(Path(args.output_dir).expanduser(), context, stack)  # one run at a time writes it
             evaluation = evaluate_checkpoint(
                 checkpoint, args.dataset, args.data_dir, protocol=args.protocol, threshold=threshold,

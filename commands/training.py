@@ -37,7 +37,6 @@ from model.fleet import (
 from model.schema import expected_shapes
 from model.solver import StopOnSignal, check_resume_position, split_validation
 from model.transformer import ModelConfig
-from runtime.atomic import new_folders_kept_only_on_success
 from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import UserInputError
 from runtime.workers import check_jobs
@@ -115,8 +114,6 @@ def _in_output_folder(
     try:
         folder = Path(output_dir).expanduser()
         with contextlib.ExitStack() as stack:
-            if context.is_main:  # the folder is rank 0's: it creates it, and takes it back if the run fails empty
-                stack.enter_context(new_folders_kept_only_on_success([folder]))
             own_output_folder(folder, context, stack)
             return work(folder, context)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from runtime.atomic import ensure_writable_dir, folder_lock
+from runtime.atomic import ensure_writable_dir, folder_lock, new_folders_kept_only_on_success
 from runtime.errors import UserInputError
 
 
@@ -94,9 +94,11 @@ def shutdown_distributed() -> None:
 
 def own_output_folder(folder: Path, context: DistributedContext, stack: contextlib.ExitStack) -> None:
     """Rank 0 creates the folder and takes its lock for the rest of `stack`; every rank learns whether that
-    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0."""
+    worked, so a folder in use stops them all instead of leaving the others waiting for rank 0. If the run fails
+    with the folders it created still empty, rank 0 removes them as `stack` closes."""
     failure = None
     if context.is_main:
+        stack.enter_context(new_folders_kept_only_on_success([folder]))  # entered first: it exits after the lock
         try:
             ensure_writable_dir(folder)
             stack.enter_context(folder_lock(folder))  # one run per folder: its files are this run's alone
