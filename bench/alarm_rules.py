@@ -44,18 +44,23 @@ CANDIDATES = ("train", "budget-1000", "guarded-1000")
 STUDY_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")  # the default set when the study ran
 
 
-def cached_scores(fleets: Path, data_dir: Path, name: str, seed: int, every_baseline: bool = False) -> dict:
-    """entity -> {labels, train: {method: scores}, test: {method: scores}}, computed once per bundle: the model
-    and, on seed 0, the study's five baselines, or with every_baseline every baseline of the panel
-    (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour)."""
-    cache = fleets / "alarm_scores" / f"{name}_seed{seed}{'_all' if every_baseline else ''}.pkl"
+def cached_scores(
+    fleets: Path, data_dir: Path, name: str, seed: int, every_baseline: bool = False, smooth: int | None = None
+) -> dict:
+    """entity -> {labels, window (TSB-AD's), train: {method: scores}, test: {method: scores}}, computed once per
+    bundle: the model and, on seed 0, the study's five baselines, or with every_baseline every baseline of the
+    panel (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour); with smooth, the model
+    alone at that span instead of its stored one (`..._smooth{N}.pkl`; 0: unsmoothed)."""
+    suffix = "_all" if every_baseline else "" if smooth is None else f"_smooth{smooth}"
+    cache = fleets / "alarm_scores" / f"{name}_seed{seed}{suffix}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    baselines = parse_baselines("all") if every_baseline else STUDY_BASELINES if seed == 0 else ()
+    baselines = parse_baselines("all") if every_baseline else STUDY_BASELINES if seed == 0 and smooth is None else ()
     evaluation = evaluate_fleet(fleet_path(fleets / f"{name}_seed{seed}", name), name, dataset_dir(data_dir, name),
-                                baselines=baselines, device="cpu", seed=seed, whole_series=False,
+                                baselines=baselines, device="cpu", seed=seed, whole_series=False, smooth=smooth,
                                 jobs=1 if every_baseline else 2)  # fmt: skip
-    rows = {e.entity: {"labels": e.labels, "train": e.train, "test": e.test} for e in evaluation.entities}
+    rows = {e.entity: {"labels": e.labels, "window": e.metrics["model"]["tsb_vus_window"], "train": e.train,
+                       "test": e.test} for e in evaluation.entities}  # fmt: skip
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps(rows))
     return rows

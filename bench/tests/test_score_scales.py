@@ -6,26 +6,36 @@ import numpy as np
 import pytest
 
 from bench.score_scales import candidate_scores
+from runtime.errors import UserInputError
 
 
 def test_one_span_is_the_centred_moving_average():
     errors = np.array([0.0, 0.0, 3.0, 0.0, 0.0, 0.0])
     train, test = candidate_scores("s3", errors, errors)
-    # Interior points average their neighbours; the edges average what exists (model/scoring.py).
-    assert test[1:4] == pytest.approx([1.0, 1.0, 1.0])
+    # Interior points average their neighbours; an edge averages the points that exist on its side.
+    assert test.tolist() == pytest.approx([0.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     assert train.tolist() == test.tolist()
 
 
-def test_joined_spans_are_z_scored_with_train_alone():
-    train = np.array([1.0, 3.0, 1.0, 3.0])  # mean 2, std 1 at span 1
-    test = np.array([2.0, 6.0])
-    joined_train, joined_test = candidate_scores("sum1+1", train, test)
-    assert joined_train.tolist() == [-2.0, 2.0, -2.0, 2.0]  # the same span twice: twice its z-score
-    assert joined_test.tolist() == [0.0, 8.0]
-    _, maxed = candidate_scores("max1+1", train, test)
-    assert maxed.tolist() == [0.0, 4.0]
+def test_joined_spans_are_each_z_scored_with_their_own_train_statistics():
+    train = np.array([0.0, 0.0, 3.0, 0.0, 0.0, 0.0])
+    # Span 1: TRAIN mean 0.5, std sqrt(1.25). Span 3: TRAIN [0, 1, 1, 1, 0, 0], mean 0.5, std 0.5.
+    test = np.array([0.0, 0.0, 6.0, 0.0, 0.0, 0.0])  # span 3 of it: [0, 2, 2, 2, 0, 0]
+    raw_z = (test - 0.5) / np.sqrt(1.25)
+    smoothed_z = (np.array([0.0, 2.0, 2.0, 2.0, 0.0, 0.0]) - 0.5) / 0.5
+    _, summed = candidate_scores("sum1+3", train, test)
+    assert summed == pytest.approx(raw_z + smoothed_z)
+    joined_train, maxed = candidate_scores("max1+3", train, test)
+    assert maxed == pytest.approx(np.maximum(raw_z, smoothed_z))
+    assert joined_train.max() == pytest.approx((3.0 - 0.5) / np.sqrt(1.25))  # TRAIN's own spike, span 1
 
 
 def test_a_constant_train_scale_does_not_divide_by_zero():
     _, test = candidate_scores("sum1+1", np.ones(5), np.array([1.0, 2.0]))
     assert np.isfinite(test).all() and test.tolist() == [0.0, 2.0]
+
+
+@pytest.mark.parametrize("candidate", ["avg1+50", "sum1+x", "model"])
+def test_an_unknown_candidate_is_refused_in_one_line(candidate):
+    with pytest.raises(UserInputError, match="unknown candidate"):
+        candidate_scores(candidate, np.ones(5), np.ones(5))
