@@ -45,17 +45,25 @@ STUDY_BASELINES = ("random", "pca", "iforest", "knn", "kmeans")  # the default s
 
 
 def cached_scores(
-    fleets: Path, data_dir: Path, name: str, seed: int, every_baseline: bool = False, smooth: int | None = None
+    fleets: Path,
+    data_dir: Path,
+    name: str,
+    seed: int,
+    every_baseline: bool = False,
+    smooth: int | None = None,
+    baseline: str | None = None,
 ) -> dict:
     """entity -> {labels, window (TSB-AD's), train: {method: scores}, test: {method: scores}}, computed once per
     bundle: the model and, on seed 0, the study's five baselines, or with every_baseline every baseline of the
-    panel (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour); with smooth, the model
-    alone at that span instead of its stored one (`..._smooth{N}.pkl`; 0: unsmoothed)."""
-    suffix = "_all" if every_baseline else "" if smooth is None else f"_smooth{smooth}"
+    panel (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour); with baseline, the model
+    and that one baseline, fitted with this seed (`..._{NAME}.pkl`); with smooth, the model alone at that span
+    instead of its stored one (`..._smooth{N}.pkl`; 0: unsmoothed)."""
+    suffix = "_all" if every_baseline else f"_{baseline}" if baseline else "" if smooth is None else f"_smooth{smooth}"
     cache = fleets / "alarm_scores" / f"{name}_seed{seed}{suffix}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    baselines = parse_baselines("all") if every_baseline else STUDY_BASELINES if seed == 0 and smooth is None else ()
+    baselines = (parse_baselines("all") if every_baseline else (baseline,) if baseline
+                 else STUDY_BASELINES if seed == 0 and smooth is None else ())  # fmt: skip
     evaluation = evaluate_fleet(fleet_path(fleets / f"{name}_seed{seed}", name), name, dataset_dir(data_dir, name),
                                 baselines=baselines, device="cpu", seed=seed, whole_series=False, smooth=smooth,
                                 jobs=1 if every_baseline else 2)  # fmt: skip
@@ -185,7 +193,9 @@ def fleet_scores_parser(description: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = fleet_scores_parser(__doc__.splitlines()[0])
     parser.add_argument("--rules", default=",".join(CANDIDATES), help="comma-separated: train, budget-W, guarded-W")
-    parser.add_argument("--method", default="model", help="model, or a baseline (scored on seed 0 only)")
+    parser.add_argument("--method", default="model",
+                        help="model, or a baseline: on seed 0 from the panel's cache, on other --seeds fitted with "
+                        "that seed beside the model")  # fmt: skip
     parser.add_argument("--every-method", action="store_true",
                         help="instead: the model (the --seeds) and every baseline of the panel (seed 0) under "
                         "the first of --rules, one row each")  # fmt: skip
@@ -194,11 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.every_method:
         print("\n".join(method_table(args, rules[0])))
         return 0
-    seeds = args.seeds if args.method == "model" else [0]
+    seeds = args.seeds
     every = args.method not in ("model", *STUDY_BASELINES)
     results = {}
     for name in args.datasets:
-        fleets = [cached_scores(args.fleets, args.data_dir, name, seed, every) for seed in seeds]
+        fleets = [cached_scores(args.fleets, args.data_dir, name, seed, every)
+                  if seed == 0 or args.method == "model"
+                  else cached_scores(args.fleets, args.data_dir, name, seed, baseline=args.method)
+                  for seed in seeds]  # fmt: skip
         for rule in rules:
             results[(name, rule)] = seed_means(fleets, rule, args.method)
     print(f"method {args.method}, seeds {' '.join(map(str, seeds))}")
