@@ -58,12 +58,17 @@ def cached_scores(
     panel (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour); with baseline, the model
     and that one baseline, fitted with this seed (`..._{NAME}.pkl`); with smooth, the model alone at that span
     instead of its stored one (`..._smooth{N}.pkl`; 0: unsmoothed)."""
-    suffix = "_all" if every_baseline else f"_{baseline}" if baseline else "" if smooth is None else f"_smooth{smooth}"
+    if every_baseline:
+        suffix, baselines = "_all", parse_baselines("all")
+    elif baseline:
+        suffix, baselines = f"_{baseline}", (baseline,)
+    elif smooth is not None:
+        suffix, baselines = f"_smooth{smooth}", ()
+    else:
+        suffix, baselines = "", STUDY_BASELINES if seed == 0 else ()
     cache = fleets / "alarm_scores" / f"{name}_seed{seed}{suffix}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    baselines = (parse_baselines("all") if every_baseline else (baseline,) if baseline
-                 else STUDY_BASELINES if seed == 0 and smooth is None else ())  # fmt: skip
     evaluation = evaluate_fleet(fleet_path(fleets / f"{name}_seed{seed}", name), name, dataset_dir(data_dir, name),
                                 baselines=baselines, device="cpu", seed=seed, whole_series=False, smooth=smooth,
                                 jobs=1 if every_baseline else 2)  # fmt: skip

@@ -91,16 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     print("| candidate | objective | " + " | ".join(f"{name} ROC / PR / VUS-PR / within bound / F1 / event F1"
                                                     for name in args.datasets) + " |")  # fmt: skip
     print("|---|---|" + "---|" * len(args.datasets))
+    grades: dict[tuple[str, str, int], dict[str, Grade]] = {}  # each candidate graded once per fleet
+
+    def graded_once(candidate: str, name: str, seed: int) -> dict[str, Grade]:
+        if (candidate, name, seed) not in grades:
+            grades[(candidate, name, seed)] = graded_entities(fleets[(name, seed)], candidate)
+        return grades[(candidate, name, seed)]
+
     counts = []
     for candidate in candidates:
         cells, ranking = [], []
         for name in args.datasets:
             per_seed = []
             for seed in args.seeds:
-                graded = graded_entities(fleets[(name, seed)], candidate)
+                graded = graded_once(candidate, name, seed)
                 per_seed.append(fleet_means(graded))
                 if args.versus and candidate != args.versus:
-                    reference = graded_entities(fleets[(name, seed)], args.versus)
+                    reference = graded_once(args.versus, name, seed)
                     counts.append(f"{candidate} against {args.versus}, {name} seed {seed}: higher VUS-PR on "
                                   f"{wins(graded, reference, 'tsb_vus_pr')}, higher event F1 on "
                                   f"{wins(graded, reference, 'event_f1')} of "
