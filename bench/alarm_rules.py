@@ -52,18 +52,20 @@ def cached_scores(
     every_baseline: bool = False,
     smooth: int | None = None,
     baseline: str | None = None,
+    score: str | None = None,
 ) -> dict:
     """entity -> {labels, window (TSB-AD's), train: {method: scores}, test: {method: scores}}, computed once per
     bundle: the model and, on seed 0, the study's five baselines, or with every_baseline every baseline of the
     panel (`{DATASET}_seed{SEED}_all.pkl`; SMD's reference ones take most of an hour); with baseline, the model
     and that one baseline, fitted with this seed (`..._{NAME}.pkl`); with smooth, the model alone at that span
-    instead of its stored one (`..._smooth{N}.pkl`; 0: unsmoothed)."""
+    instead of its stored one (`..._smooth{N}.pkl`; 0: unsmoothed), and with score too, the model scoring
+    that way (evaluate.py --score; `..._{SCORE}_smooth{N}.pkl`)."""
     if every_baseline:
         suffix, baselines = "_all", parse_baselines("all")
     elif baseline:
         suffix, baselines = f"_{baseline}", (baseline,)
     elif smooth is not None:
-        suffix, baselines = f"_smooth{smooth}", ()
+        suffix, baselines = f"_{score}_smooth{smooth}" if score else f"_smooth{smooth}", ()
     else:
         suffix, baselines = "", STUDY_BASELINES if seed == 0 else ()
     cache = fleets / "alarm_scores" / f"{name}_seed{seed}{suffix}.pkl"
@@ -71,6 +73,7 @@ def cached_scores(
         return pickle.loads(cache.read_bytes())
     evaluation = evaluate_fleet(fleet_path(fleets / f"{name}_seed{seed}", name), name, dataset_dir(data_dir, name),
                                 baselines=baselines, device="cpu", seed=seed, whole_series=False, smooth=smooth,
+                                score=score if smooth is not None else None,
                                 jobs=1 if every_baseline else 2)  # fmt: skip
     rows = {e.entity: {"labels": e.labels, "window": e.metrics["model"]["tsb_vus_window"], "train": e.train,
                        "test": e.test} for e in evaluation.entities}  # fmt: skip

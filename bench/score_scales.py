@@ -7,15 +7,19 @@ bundle's model is scored once unsmoothed (`evaluate.py --per-entity --smooth 0`)
 errors cached by bench/alarm_rules.py's `cached_scores` (`{fleets}/alarm_scores/..._smooth0.pkl`); every
 candidate then smooths them with model/scoring.py's centred moving average. A candidate is one span
 (`sK`; `s50` is the shipped score) or several spans each z-scored with its own TRAIN mean and standard
-deviation, then summed (`sumA+B`) or maxed (`maxA+B`). Per dataset: ROC-AUC / PR-AUC / TSB-AD VUS-PR
+deviation, then summed (`sumA+B`) or maxed (`maxA+B`). A `d` or `p` before a span reads the association
+discrepancy or the paper's criterion instead of the reconstruction error (`d50`, `sum50+d50`; scored once
+more, `--score discrepancy` / `paper`, and cached beside). Per dataset: ROC-AUC / PR-AUC / TSB-AD VUS-PR
 (entities with both classes in TEST), and at the shipped decision rule the share of entities within
 the flood bound / point F1 / event F1; means over entities averaged over seeds. --versus REF adds, per
-candidate and seed, on how many graded entities it beats REF on VUS-PR and on event F1. The study it
-ran: docs/research-log.md, "The default score across time scales".
+candidate and seed, on how many graded entities it beats REF on VUS-PR and on event F1. The
+studies it ran: docs/research-log.md, "The default score across time scales" and "The association
+discrepancy, per entity".
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -32,30 +36,56 @@ from runtime.errors import UserInputError  # noqa: E402
 CANDIDATES = ("s50", "s10", "sum1+50", "max1+50", "sum1+10+50+100")
 SHIPPED_RULE = "guarded-1000"
 JOINS = {"sum": np.sum, "max": np.max}
+# A term's letter names the unsmoothed score it smooths: none or r, the reconstruction error; d, the
+# association discrepancy; p, the paper's criterion (evaluate.py --score reconstruction/discrepancy/paper).
+SCORE_OF = {"r": "reconstruction", "d": "discrepancy", "p": "paper"}
+TERM = re.compile(r"([rdp]?)(\d+)")
 
 
-def candidate_scores(candidate: str, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """TRAIN and TEST scores of `sK`, `sumA+B+...` or `maxA+B+...` from the unsmoothed ones."""
-    if candidate.startswith("s") and candidate[1:].isdigit():
-        span = int(candidate[1:])
-        return smooth_scores(train, span), smooth_scores(test, span)
-    join, spans = candidate[:3], candidate[3:].split("+")
-    if join not in JOINS or not all(span.isdigit() for span in spans):
-        raise UserInputError(f"unknown candidate {candidate!r}; use sK, sumA+B+... or maxA+B+... (K, A, B: spans)")
+def _terms(candidate: str) -> tuple[str | None, list[tuple[str, int]]]:
+    """`sK`/`dK`/`pK` -> (None, [(letter, K)]); `sumT+T...`/`maxT+T...` -> (join, its terms); a term is K, rK, dK
+    or pK."""
+    single = TERM.fullmatch(candidate[1:]) if candidate[:1] in ("s", "d", "p") else None
+    if single and not single.group(1):
+        return None, [("r" if candidate[0] == "s" else candidate[0], int(single.group(2)))]
+    join, parts = candidate[:3], candidate[3:].split("+")
+    matches = [TERM.fullmatch(part) for part in parts]
+    if join not in JOINS or not all(matches):
+        raise UserInputError(f"unknown candidate {candidate!r}; use sK, dK, pK, sumA+B+... or maxA+B+... (K: a span; "
+                             "A, B: a span, d or p before it for the discrepancy or the paper score)")  # fmt: skip
+    return join, [(match.group(1) or "r", int(match.group(2))) for match in matches]
+
+
+def scores_needed(candidates: list[str]) -> set[str]:
+    """The unsmoothed scores (reconstruction, discrepancy, paper) the candidates read."""
+    return {SCORE_OF[letter] for candidate in candidates for letter, _ in _terms(candidate)[1]}
+
+
+def candidate_scores(candidate: str, train: dict[str, np.ndarray], test: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """TRAIN and TEST scores of a candidate from the unsmoothed ones, by score name (SCORE_OF's values).
+    A join z-scores each term with its own TRAIN mean and standard deviation."""
+    join, terms = _terms(candidate)
+    smoothed = [(smooth_scores(train[SCORE_OF[letter]], span), smooth_scores(test[SCORE_OF[letter]], span))
+                for letter, span in terms]  # fmt: skip
+    if join is None:
+        return smoothed[0]
     parts_train, parts_test = [], []
-    for span in map(int, spans):
-        smoothed_train, smoothed_test = smooth_scores(train, span), smooth_scores(test, span)
+    for smoothed_train, smoothed_test in smoothed:
         mean, std = float(np.mean(smoothed_train)), float(np.std(smoothed_train)) or 1.0
         parts_train.append((smoothed_train - mean) / std)
         parts_test.append((smoothed_test - mean) / std)
     return JOINS[join](parts_train, axis=0), JOINS[join](parts_test, axis=0)
 
 
-def graded_entities(rows: dict, candidate: str) -> dict[str, Grade]:
-    """Each entity of one fleet graded under `candidate`, at the shipped rule fitted on its own TRAIN scores."""
+def graded_entities(rows: dict[str, dict], candidate: str) -> dict[str, Grade]:
+    """Each entity of one fleet graded under `candidate`, at the shipped rule fitted on its own TRAIN scores.
+    rows: score name -> the fleet's cached rows (bench/alarm_rules.py's cached_scores)."""
     graded = {}
-    for entity, row in rows.items():
-        train, test = candidate_scores(candidate, row["train"]["model"], row["test"]["model"])
+    first = next(iter(rows.values()))
+    for entity, row in first.items():
+        train, test = candidate_scores(candidate, {score: rows[score][entity]["train"]["model"] for score in rows},
+                                       {score: rows[score][entity]["test"]["model"] for score in rows})  # fmt: skip
         graded[entity] = grade(row["labels"], train, test, *candidate_decision(SHIPPED_RULE, train, test),
                                tsb_window=row["window"])  # fmt: skip
     return graded
@@ -86,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versus", default=None, help="a candidate to count per-entity wins against")
     args = parser.parse_args(argv)
     candidates = args.candidates.split(",")
-    fleets = {(name, seed): cached_scores(args.fleets, args.data_dir, name, seed, smooth=0)
+    needed = scores_needed(candidates)
+    fleets = {(name, seed): {score: cached_scores(args.fleets, args.data_dir, name, seed, smooth=0,
+                                                  score=None if score == "reconstruction" else score)
+                             for score in needed}
               for name in args.datasets for seed in args.seeds}  # fmt: skip
     print("| candidate | objective | " + " | ".join(f"{name} ROC / PR / VUS-PR / within bound / F1 / event F1"
                                                     for name in args.datasets) + " |")  # fmt: skip

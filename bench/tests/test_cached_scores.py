@@ -9,6 +9,8 @@ import pytest
 
 import train
 from bench import alarm_rules, score_scales
+from evaluation.fleet_report import evaluate_fleet
+from model.fleet import fleet_path
 from model.scoring import smooth_scores
 from tests.test_fleet import write_fleet_data
 from tests.tiny import TINY_TRAIN_FLAGS
@@ -53,3 +55,18 @@ def test_the_shipped_span_over_the_unsmoothed_errors_is_the_default_score(fleets
         assert row["window"] > 0
         for split in ("train", "test"):
             assert smooth_scores(row[split]["model"], 50) == pytest.approx(default[entity][split]["model"], rel=1e-6)
+
+
+def test_another_score_is_cached_apart_and_is_what_evaluate_scores_with_it(fleets, capsys):
+    data, root = fleets
+    flags = ["--data-dir", str(data), "--fleets", str(root), "--datasets", "CUSTOM", "--seeds", "0"]
+    assert score_scales.main([*flags, "--candidates", "s50,d50,sum50+d50"]) == 0
+    assert "| d50 |" in capsys.readouterr().out
+    unsmoothed = pickle.loads((root / "alarm_scores" / "CUSTOM_seed0_discrepancy_smooth0.pkl").read_bytes())
+    reconstruction = alarm_rules.cached_scores(root, data, "CUSTOM", 0, smooth=0)
+    direct = evaluate_fleet(fleet_path(root / "CUSTOM_seed0", "CUSTOM"), "CUSTOM", data, baselines=(), device="cpu",
+                            whole_series=False, score="discrepancy", smooth=50, jobs=1)  # fmt: skip
+    for result in direct.entities:
+        discrepancy = unsmoothed[result.entity]["test"]["model"]
+        assert smooth_scores(discrepancy, 50) == pytest.approx(result.test["model"], rel=1e-6)
+        assert not np.allclose(discrepancy, reconstruction[result.entity]["test"]["model"])
