@@ -297,9 +297,8 @@ def _open_fleet(
         if unknown:
             raise UserInputError(f"{dataset_name} has no entity {unknown[0]!r}; it has {', '.join(names[:8])}, ...")
         names = [name for name in names if name in entities]
-    widest = max(load_dataset(dataset_name, data_dir, names[0]).n_channels, 1) if names else 1
     folder = path.parent
-    check_free_space(folder, config.model_config(widest), copies=len(names))
+    check_free_space(folder, config.model_config(_channels(dataset_name, data_dir, names)), copies=len(names))
     fleet = prepare_fleet(dataset_name, data_dir, names, config, normalisation, previous)
     kept = sum(fleet.finished(name) for name in fleet.order)
     ranks = f"; {context.world_size} processes" if context.enabled else ""
@@ -314,6 +313,14 @@ def _open_fleet(
     if resume or context.enabled:  # shards merged just now, or left by a run whose bundle was since replaced
         remove_shards(path)
     return fleet, names
+
+
+def _channels(dataset_name: str, data_dir: str | Path | None, names: list[str]) -> int:
+    """The channel count of the first entity that loads: one with bad data is skipped later, with its reason."""
+    for name in names:
+        with contextlib.suppress(UserInputError):
+            return max(load_dataset(dataset_name, data_dir, name).n_channels, 1)
+    return 1
 
 
 def _train_sharded(

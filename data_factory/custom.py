@@ -18,15 +18,31 @@ from runtime.errors import UserInputError
 
 
 def _find(folder: Path, stem: str, required: bool) -> Path | None:
+    found = []
     for suffix in (".npy", ".csv"):
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
-            return candidate
-        if candidate.is_symlink() or candidate.exists():  # there, but not a readable file: say what it is
+            found.append(candidate)
+        elif candidate.is_symlink() or candidate.exists():  # there, but not a readable file: say what it is
             raise UserInputError(f"{candidate} {missing_file_reason(candidate)}; replace it with the {stem} file")
+    if len(found) == 2:  # an edited CSV beside an older array must not be passed over in silence
+        raise UserInputError(f"{folder} has both {stem}.npy and {stem}.csv; keep the one CUSTOM should read")
+    if found:
+        return found[0]
     if required:
         raise UserInputError(f"{folder} has no {stem}.npy or {stem}.csv; CUSTOM needs train_data and test_data there")
     return None
+
+
+# Names a labels file is easily given; CUSTOM reads test_labels.npy or .csv only.
+LABEL_NAME_SLIPS = ("test_label.npy", "test_label.csv", "labels.npy", "labels.csv", "test_labels.txt")
+
+
+def _refuse_misnamed_labels(folder: Path) -> None:
+    slip = next((name for name in LABEL_NAME_SLIPS if (folder / name).is_file()), None)
+    if slip is not None:
+        raise UserInputError(f"{folder} has {slip}, but CUSTOM reads its labels from test_labels.npy or "
+                             "test_labels.csv; rename it (or move it away to go without labels)")  # fmt: skip
 
 
 def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
@@ -46,7 +62,7 @@ def read_entity_rows(folder: Path) -> list[dict]:
     if not path.is_file():
         raise UserInputError(f"{folder} has no {ENTITIES_FILE}; add one with columns {','.join(ENTITY_COLUMNS)}")
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
             # A space after a comma is easy to type and means nothing: " train_start" is train_start.
             records = [{(key or "").strip(): value for key, value in record.items()}
                        for record in csv.DictReader(handle)]  # fmt: skip
@@ -81,12 +97,33 @@ def _entity_rows(folder: Path, entity: str) -> dict:
     raise UserInputError(f"unknown CUSTOM entity {entity!r}; {folder / ENTITIES_FILE} lists {shown}")
 
 
-def _slice(array, start: int, length: int, what: str):
-    if start + length > len(array) or length == 0:
-        raise UserInputError(
-            f"{ENTITIES_FILE}: {what} rows {start}..{start + length - 1} are not inside its {len(array)} rows"
-        )
-    return array[start : start + length]
+def _entity_series(
+    array: np.ndarray, path: Path, row: dict, split: str, names: list[str] | None, n_channels: int | None = None
+) -> np.ndarray:
+    """One entity's rows of a split, checked on their own: a gap in another entity's rows does not stop this one."""
+    start, length = row[f"{split}_start"], row[f"{split}_len"]
+    if np.ndim(array) == 0:
+        return check_series(array, str(path))  # refused there: not a (time, channels) array
+    if length == 0 or start + length > len(array):
+        raise UserInputError(f"{ENTITIES_FILE}: {row['entity']} {split} rows {start}..{start + length - 1} are not "
+                             f"inside the {len(array)} rows of {path.name}"
+                             + (" (its length is 0)" if length == 0 else ""))  # fmt: skip
+    return check_series(array[start : start + length], f"{path} (entity {row['entity']})", n_channels, names,
+                        first_row=start, missing_values_fix=f"fill them in the file (dropping rows would shift the "
+                        f"offsets in {ENTITIES_FILE})")  # fmt: skip
+
+
+def _in_train_order(test: np.ndarray, test_names: list[str], names: list[str], test_path: Path, train_path: Path
+                    ) -> np.ndarray:  # fmt: skip
+    """TEST's columns put in TRAIN's order by their header names, as detect.py matches its input's."""
+    if sorted(test_names) != sorted(names):
+        missing = [name for name in names if name not in test_names]
+        extra = [name for name in test_names if name not in names]
+        differences = "; ".join(part for part in (f"without {', '.join(missing[:4])}" if missing else "",
+                                                  f"with {', '.join(extra[:4])}" if extra else "") if part)  # fmt: skip
+        raise UserInputError(f"{test_path.name}'s columns are not {train_path.name}'s ({differences}); give both "
+                             "files the same header, or none to match the columns by position")  # fmt: skip
+    return np.asarray(test)[:, [test_names.index(name) for name in names]]
 
 
 def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeSeriesDataset:
@@ -101,19 +138,25 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     train_path = _find(folder, "train_data", required=True)
     test_path = _find(folder, "test_data", required=True)
     label_path = _find(folder, "test_labels", required=False)
+    if label_path is None:
+        _refuse_misnamed_labels(folder)
 
     train_raw, names = read_array(train_path)
-    train = check_series(train_raw, str(train_path), channel_names=names)
     test_raw, test_names = read_array(test_path)
-    test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=test_names)
+    if names and test_names and test_names != names:
+        test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
     labels = None
-    if label_path is not None:
-        labels = check_labels(read_array(label_path)[0], str(label_path), len(test))
-    if entity is not None:
+    if entity is None:
+        train = check_series(train_raw, str(train_path), channel_names=names)
+        test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=names)
+        if label_path is not None:
+            labels = check_labels(read_array(label_path)[0], str(label_path), len(test))
+    else:
         row = _entity_rows(folder, entity)
-        train = _slice(train, row["train_start"], row["train_len"], f"{entity} train")
-        test = _slice(test, row["test_start"], row["test_len"], f"{entity} test")
-        if labels is not None:
+        train = _entity_series(train_raw, train_path, row, "train", names)
+        test = _entity_series(test_raw, test_path, row, "test", names, n_channels=train.shape[1])
+        if label_path is not None:
+            labels = check_labels(read_array(label_path)[0], str(label_path), len(test_raw))
             labels = labels[row["test_start"] : row["test_start"] + row["test_len"]]
     return TimeSeriesDataset(
         name="CUSTOM" if entity is None else f"CUSTOM_{entity}",

@@ -59,11 +59,19 @@ def as_float32(array: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
+MISSING_VALUES_FIX = "fill them in the file (or drop those rows, and their labels with them)"
+
+
 def check_series(
-    array: np.ndarray, what: str, n_channels: int | None = None, channel_names: list[str] | None = None
+    array: np.ndarray,
+    what: str,
+    n_channels: int | None = None,
+    channel_names: list[str] | None = None,
+    first_row: int = 0,
+    missing_values_fix: str = MISSING_VALUES_FIX,
 ) -> np.ndarray:
     """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it (a column by its
-    name where `channel_names` gives one)."""
+    name where `channel_names` gives one). first_row: the file row of array[0], for the messages."""
     array = np.asarray(array)
     if array.ndim == 1 and n_channels == 1:
         array = array[:, None]
@@ -77,14 +85,14 @@ def check_series(
         raise UserInputError(
             f"{what} has {array.shape[1]} channels but {n_channels} were expected; every split needs the same columns"
         )
-    array = as_float32(array, what)
+    array = as_float32(array, what, first_row)
     bad = ~np.isfinite(array)
     if bad.any():
         rows, columns = np.nonzero(bad)
         column = channel_names[columns[0]] if channel_names else columns[0]
         raise UserInputError(
-            f"{what} has {int(bad.sum())} NaN/Inf values in {len(np.unique(rows))} rows (first at row {rows[0]}, "
-            f"column {column}); fill them in the file (or drop those rows, and their labels with them)"
+            f"{what} has {int(bad.sum())} NaN/Inf values in {len(np.unique(rows))} rows (first at row "
+            f"{first_row + rows[0]}, column {column}); {missing_values_fix}"
         )
     return array
 

@@ -82,22 +82,40 @@ def _frame_chunk(
         bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
         where = f" (first: {column.iloc[np.argmax(bad)]!r} in row {first_row + np.argmax(bad)})" if bad.any() else ""
         raise UserInputError(
-            f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric "
-            "sensor columns (detect.py also takes a timestamp column named by --timestamp-column)"
+            f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric sensor "
+            f"columns, or name the timestamps: detect.py --timestamp-column {non_numeric[0]} (CUSTOM files: a first "
+            f"column named {', '.join(TIME_COLUMN_NAMES)} is read as times)"
         )
     return Chunk(as_float32(frame.to_numpy(dtype=np.float64), name, first_row), stamps, entities)
+
+
+# read_table's timestamp column: the first column, where its name says it holds times (a CUSTOM file
+# exported from a historian or a spreadsheet starts with one); its values are not sensor readings.
+FIRST_TIME_COLUMN = "<the first column, when named as times>"
+TIME_COLUMN_NAMES = ("timestamp", "time", "date", "datetime")
+
+
+def _stamp_column(names: list[str] | None, stamp_column: str | None) -> str | None:
+    """The column kept apart as timestamps: `stamp_column` where the input has it (FIRST_TIME_COLUMN: the
+    first column, when it is named timestamp, time, date or datetime, any case, or timestamp_...)."""
+    if not names:
+        return None
+    if stamp_column == FIRST_TIME_COLUMN:
+        first = names[0].strip().lower()
+        return names[0] if first in TIME_COLUMN_NAMES or first.startswith("timestamp") else None
+    return stamp_column if stamp_column in names else None
 
 
 def _csv_table(
     handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool, entity_column: str | None
 ) -> InputTable:
     try:
-        first = handle.readline()
+        first = handle.readline().removeprefix("\ufeff")  # the byte-order mark of a spreadsheet's "CSV UTF-8"
     except UnicodeDecodeError:
         raise UserInputError(f"{name} is not a UTF-8 text CSV file") from None
     fields = next(csv.reader([first]), [])
     header = [field.strip() for field in fields] if not all(is_number(f) for f in fields) else None
-    stamp = stamp_column if header and stamp_column in header else None
+    stamp = _stamp_column(header, stamp_column)
     entity = _entity_column(header, entity_column, name)
     columns = [c for c in header if c not in (stamp, entity)] if header else None
 
@@ -229,7 +247,7 @@ def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None, entity
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise UserInputError(f"cannot read {path} as parquet: {error}") from None
     names = list(source.schema_arrow.names)
-    stamp = stamp_column if stamp_column in names else None
+    stamp = _stamp_column(names, stamp_column)
     entity = _entity_column(names, entity_column, str(path))
 
     def chunks() -> Iterator[Chunk]:
@@ -295,8 +313,9 @@ def _listed(names: list[str]) -> str:
 
 
 def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:
-    """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its column names if it has them."""
-    table = open_input(str(path), chunk_rows, stamp_column=None)
+    """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its sensor column names if it has
+    them; a first column named as times (FIRST_TIME_COLUMN) is left out."""
+    table = open_input(str(path), chunk_rows, stamp_column=FIRST_TIME_COLUMN)
     parts = [chunk.values for chunk in table.chunks]
     width = len(table.columns) if table.columns is not None else (parts[0].shape[1] if parts else 0)
     values = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)

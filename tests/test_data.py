@@ -152,6 +152,57 @@ def test_custom_csv_with_nan_names_the_column_and_keeps_the_labels_in_mind(tmp_p
     assert "and their labels with them" in str(error.value) and "training" not in str(error.value)
 
 
+def test_custom_matches_test_columns_to_train_columns_by_their_header_names(tmp_path):
+    (tmp_path / "train_data.csv").write_text("flow,temp,level\n1,10,100\n2,20,200\n3,30,300\n")
+    (tmp_path / "test_data.csv").write_text("level,flow,temp\n400,4,40\n")
+    assert load_dataset("CUSTOM", tmp_path).test.tolist() == [[4.0, 40.0, 400.0]]
+    (tmp_path / "test_data.csv").write_text("level,flow,pressure\n400,4,40\n")
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path)
+    assert "test_data.csv's columns are not train_data.csv's (without temp; with pressure)" in str(error.value)
+
+
+def test_custom_csv_reads_a_byte_order_mark_and_a_leading_timestamp_column(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "train_data.csv").write_text(f"{bom}timestamp,flow,temp\n2026-01-01 00:00,1,10\n"
+                                             "2026-01-01 00:01,2,20\n")  # fmt: skip
+    (tmp_path / "test_data.csv").write_text("Time,flow,temp\n2026-02-01 00:00,3,30\n2026-02-01 00:01,4,40\n")
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n2026-02-01 00:00,0\n2026-02-01 00:01,1\n")
+    dataset = load_dataset("CUSTOM", tmp_path)
+    assert dataset.channel_names == ["flow", "temp"]
+    assert dataset.train.tolist() == [[1.0, 10.0], [2.0, 20.0]] and dataset.test_labels.tolist() == [0, 1]
+    (tmp_path / "test_data.csv").write_text("when,flow,temp\n2026-02-01 00:00,3,30\n")
+    with pytest.raises(UserInputError, match=r"non-numeric columns \['when'\].*--timestamp-column when"):
+        load_dataset("CUSTOM", tmp_path)
+
+
+def test_custom_refuses_a_misnamed_labels_file_and_a_stem_given_twice(tmp_path):
+    write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
+    np.save(tmp_path / "test_label.npy", np.zeros(10))
+    with pytest.raises(UserInputError, match="has test_label.npy, but CUSTOM reads its labels from test_labels.npy"):
+        load_dataset("CUSTOM", tmp_path)
+    (tmp_path / "test_label.npy").rename(tmp_path / "test_labels.npy")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0] * 10
+    np.savetxt(tmp_path / "train_data.csv", np.ones((30, 2)), delimiter=",")
+    with pytest.raises(UserInputError, match="has both train_data.npy and train_data.csv; keep the one"):
+        load_dataset("CUSTOM", tmp_path)
+
+
+def test_a_gap_in_one_entitys_rows_does_not_stop_another_entity(tmp_path):
+    train = np.arange(40, dtype=float).reshape(20, 2)
+    train[15, 0] = np.nan  # in b's rows
+    write_custom(tmp_path, train, np.zeros((10, 2)))
+    (tmp_path / "entities.csv").write_text("entity,train_start,train_len,test_start,test_len\na,0,10,0,5\n"
+                                           "b,10,10,5,5\n")  # fmt: skip
+    assert load_dataset("CUSTOM", tmp_path, "a").train.tolist() == train[:10].tolist()
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path, "b")
+    assert "(entity b) has 1 NaN/Inf values in 1 rows (first at row 15, column 0)" in str(error.value)
+    assert "dropping rows would shift the offsets in entities.csv" in str(error.value)
+    with pytest.raises(UserInputError, match="has 1 NaN/Inf values"):  # the whole dataset, as one model reads it
+        load_dataset("CUSTOM", tmp_path)
+
+
 def test_custom_without_data_dir_or_files_says_what_is_missing(tmp_path):
     with pytest.raises(UserInputError, match="needs --data-dir"):
         load_dataset("CUSTOM", None)

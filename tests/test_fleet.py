@@ -119,6 +119,26 @@ def test_an_entity_that_cannot_train_is_skipped_and_the_rest_train(fleet_run):
     torch.load(fleet_run["bundle"], weights_only=True)
 
 
+def test_a_nan_in_one_entity_skips_that_entity_alone_and_the_rest_train_and_evaluate(tmp_path, capsys):
+    data = write_fleet_data(tmp_path)
+    train_rows = np.load(data / "train_data.npy")
+    west_start = ROWS["east"][0]
+    train_rows[west_start + 7, 1] = np.nan  # west's row 7, in the file's rows
+    np.save(data / "train_data.npy", train_rows)
+    out = tmp_path / "out"
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--jobs", "1",
+                       "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    fleet = Fleet.load(out / "CUSTOM_fleet.pth")
+    assert list(fleet.detectors) == ["east"]
+    assert f"(entity west) has 1 NaN/Inf values in 1 rows (first at row {west_start + 7}, column 1)" in (
+        fleet.skipped["west"])
+    assert "offsets in entities.csv" in fleet.skipped["west"]
+    capsys.readouterr()
+    assert evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out),
+                          "--per-entity", "--jobs", "1", "--baselines", "none"]) == 0  # fmt: skip
+    assert "1 entities scored by their own model" in capsys.readouterr().out  # east; west and stub skipped
+
+
 def test_each_entity_in_the_bundle_is_that_entity_trained_alone(fleet_run):
     fleet = Fleet.load(fleet_run["bundle"])
     threads = torch.get_num_threads()
