@@ -26,6 +26,7 @@ from model.detector import Detector
 from model.fleet import (
     Fleet,
     ShardWriter,
+    entity_problem,
     fleet_path,
     merge_shards,
     prepare_fleet,
@@ -35,7 +36,7 @@ from model.fleet import (
     train_unfinished,
 )
 from model.schema import expected_shapes
-from model.solver import StopOnSignal, check_resume_position, split_validation
+from model.solver import StopOnSignal, TrainingFailed, check_resume_position, split_validation
 from model.transformer import ModelConfig
 from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import UserInputError
@@ -145,6 +146,9 @@ def _train_locked(
         config = config_from_state(state).validate()  # the resumed run's settings, read from the file
     dataset = load_dataset(dataset_name, data_dir, entity)
     fit_part, _ = split_validation(dataset.train, config, dataset.name)  # a window too long fails before any model
+    problem = entity_problem(dataset, config)  # what makes a fleet skip an entity stops one model too
+    if problem is not None:
+        raise UserInputError(f"{dataset.name}: {problem}, so there is nothing to learn; check the TRAIN file")
     model_config = config.model_config(dataset.n_channels)
     if state is not None and state["dataset"] != _dataset_record(dataset):
         raise UserInputError(f"{last_path} was trained on other data than {dataset.name} here; resume is impossible")
@@ -258,6 +262,9 @@ def _train_fleet_locked(
             log(f"skipped {entity}: {reason}")
         log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
     context.barrier()
+    if context.is_main and not fleet.detectors:  # rank 0 alone holds the merged fleet
+        raise TrainingFailed(f"no entity of {dataset_name.upper()} could train (each one skipped, for the reason "
+                             "logged above); fix their data or choose others with --entities")  # fmt: skip
     return path
 
 

@@ -292,9 +292,13 @@ def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np
     got = len(table.columns) if table.columns is not None else width
     if got != len(expected):
         shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
+        extra = [name for name in table.columns or [] if name not in expected]
+        missing = [name for name in expected if table.columns is not None and name not in table.columns]
+        named = "".join(f"; {what}: {_listed(names)}" for what, names in (("not in the checkpoint", extra),
+                                                                         ("missing", missing)) if names)  # fmt: skip
         raise UserInputError(
             f"{table.name} has {got} sensor column{'s' * (got != 1)} but the checkpoint expects "
-            f"{len(expected)} ({shown})"
+            f"{len(expected)} ({shown}){named}"
         )
     if table.columns is None:
         return None, "by position (the input names no columns)"

@@ -274,6 +274,10 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
     if kind == "named channel count":
         (folder / "x.csv").write_text("a,b\n" + "1,2\n" * 30)
         return folder / "x.csv", [], "has 2 sensor columns but the checkpoint expects 12"
+    if kind == "extra column":
+        (folder / "x.csv").write_text(",".join([*data.channel_names, "spare"]) + "\n" + ("1," * 12 + "2\n") * 30)
+        return folder / "x.csv", [], "the checkpoint expects 12 (sensor_00, sensor_01, sensor_02, sensor_03, " \
+            "sensor_04, sensor_05, sensor_06, sensor_07, ...); not in the checkpoint: spare"
     if kind == "non-numeric":
         bad = "1,1,oops" + ",1" * 9 + "\n"
         (folder / "x.csv").write_text(",".join(data.channel_names) + "\n" + ROW * 5 + bad + ROW * 30)
@@ -310,6 +314,7 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
     [
         "channel count",
         "named channel count",
+        "extra column",
         "non-numeric",
         "nan",
         "short",

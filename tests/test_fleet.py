@@ -139,6 +139,23 @@ def test_a_nan_in_one_entity_skips_that_entity_alone_and_the_rest_train_and_eval
     assert "1 entities scored by their own model" in capsys.readouterr().out  # east; west and stub skipped
 
 
+def test_constant_train_data_stop_one_model_and_a_fleet_with_no_entity_trained_fails(tmp_path, capsys):
+    data = tmp_path / "flat"
+    data.mkdir()
+    np.save(data / "train_data.npy", np.ones((300, 3), dtype=np.float32))
+    np.save(data / "test_data.npy", np.ones((100, 3), dtype=np.float32))
+    (data / "entities.csv").write_text("entity,train_start,train_len,test_start,test_len\na,0,150,0,50\n"
+                                       "b,150,150,50,50\n")  # fmt: skip
+    flags = ["--dataset", "CUSTOM", "--data-dir", str(data), *TINY_TRAIN_FLAGS]
+    assert train.main([*flags, "--output-dir", str(tmp_path / "one")]) == 2
+    assert "CUSTOM: TRAIN is constant in every channel, so there is nothing to learn" in capsys.readouterr().err
+    assert not (tmp_path / "one" / "CUSTOM_checkpoint.pth").exists()
+    assert train.main([*flags, "--output-dir", str(tmp_path / "fleet"), "--per-entity", "--jobs", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "skipped a: TRAIN is constant in every channel" in captured.out
+    assert "no entity of CUSTOM could train" in captured.err
+
+
 def test_each_entity_in_the_bundle_is_that_entity_trained_alone(fleet_run):
     fleet = Fleet.load(fleet_run["bundle"])
     threads = torch.get_num_threads()
