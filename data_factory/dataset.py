@@ -102,6 +102,9 @@ def check_labels(labels: np.ndarray, what: str, length: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim == 2 and 1 in labels.shape:  # a single column or row, as CSV tools write it
         labels = labels.reshape(-1)
+    if labels.ndim == 2 and labels.shape[0] == length:
+        raise UserInputError(f"{what} has {labels.shape[1]} columns; keep one, the label of each test row (0 "
+                             "normal, 1 anomaly)")  # fmt: skip
     if labels.ndim != 1 or labels.shape[0] != length:
         raise UserInputError(f"{what} must have shape ({length},) to match the test data, got {labels.shape}")
     if not np.isin(labels, (0, 1)).all():

@@ -127,6 +127,7 @@ def test_custom_csv_header_names_the_channels(tmp_path):
         (np.zeros((20, 3)), np.zeros((10, 4)), None, "has 4 channels but 3 were expected"),
         (np.zeros((20, 3)), np.zeros((10, 3)), np.zeros(9), r"must have shape \(10,\)"),
         (np.zeros((20, 3)), np.zeros((10, 3)), np.full(10, 2), "only 0 \\(normal\\) and 1"),
+        (np.zeros((20, 3)), np.zeros((10, 3)), np.zeros((10, 2)), "has 2 columns; keep one, the label"),
     ],
 )
 def test_custom_rejects_bad_shapes_with_a_clear_message(tmp_path, train, test, labels, message):
