@@ -65,7 +65,17 @@ def check_free_space(folder: Path, model_config: ModelConfig, copies: int = 1) -
 
 
 def _dataset_record(dataset: TimeSeriesDataset) -> dict:
-    return {"name": dataset.name, "n_channels": dataset.n_channels, "fingerprint": dataset.fingerprint()}
+    return {"name": dataset.name, "n_channels": dataset.n_channels, "fingerprint": dataset.fingerprint(),
+            "train_fingerprint": dataset.train_fingerprint()}  # fmt: skip
+
+
+def _resumes_on(stored: dict, dataset: TimeSeriesDataset) -> bool:
+    """Whether a resumable state's dataset record describes these data (TRAIN and TEST, as it always has); a
+    state written before records held train_fingerprint is compared on the keys it has."""
+    record = _dataset_record(dataset)
+    if "train_fingerprint" not in stored:
+        del record["train_fingerprint"]
+    return stored == record
 
 
 def config_from_state(state: dict) -> DetectorConfig:
@@ -150,7 +160,7 @@ def _train_locked(
     if problem is not None:
         raise UserInputError(f"{dataset.name}: {problem}, so there is nothing to learn; check the TRAIN file")
     model_config = config.model_config(dataset.n_channels)
-    if state is not None and state["dataset"] != _dataset_record(dataset):
+    if state is not None and not _resumes_on(state["dataset"], dataset):
         raise UserInputError(f"{last_path} was trained on other data than {dataset.name} here; resume is impossible")
     if state is not None:
         windows = len(training_starts(len(fit_part), config.win_size, config.train_stride))

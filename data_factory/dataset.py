@@ -30,11 +30,20 @@ class TimeSeriesDataset:
 
     def fingerprint(self) -> str:
         """sha256 over shapes and float32 bytes of both splits: identifies the exact data."""
-        digest = hashlib.sha256()
-        for array in (self.train, self.test):
-            digest.update(repr(array.shape).encode())
-            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-        return digest.hexdigest()
+        return fingerprint_of(self.train, self.test)
+
+    def train_fingerprint(self) -> str:
+        """sha256 of TRAIN alone: a model learns only from TRAIN, so it fits any TEST beside the same TRAIN."""
+        return fingerprint_of(self.train)
+
+
+def fingerprint_of(*arrays: np.ndarray) -> str:
+    """sha256 over the shape and float32 bytes of each array in turn."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(repr(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

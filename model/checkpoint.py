@@ -100,6 +100,8 @@ def _reason(error: Exception) -> str:
 
 
 def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path: Path) -> None:
+    """Refuse a checkpoint of another dataset, channel count or TRAIN; a checkpoint written before the record
+    held train_fingerprint must match TRAIN and TEST."""
     trained_on = checkpoint["dataset"]
     if trained_on["name"] != dataset.name:
         raise UserInputError(
@@ -111,10 +113,18 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
             f"checkpoint {path} expects {trained_on['n_channels']} channels but {dataset.name} data have "
             f"{dataset.n_channels}; retrain on these data"
         )
-    if trained_on["fingerprint"] != dataset.fingerprint():
+    # Training reads TRAIN alone, so a model fits any TEST beside the TRAIN it learned from.
+    if "train_fingerprint" in trained_on:
+        if trained_on["train_fingerprint"] != dataset.train_fingerprint():
+            raise UserInputError(
+                f"checkpoint {path} was trained on different {dataset.name} TRAIN data (fingerprint mismatch); "
+                "retrain on these data or point --data-dir at the data it was trained on"
+            )
+    elif trained_on["fingerprint"] != dataset.fingerprint():
         raise UserInputError(
-            f"checkpoint {path} was trained on different {dataset.name} data (fingerprint mismatch); "
-            "retrain on these data or point --data-dir at the data it was trained on"
+            f"checkpoint {path} was trained on different {dataset.name} data (fingerprint mismatch) and predates "
+            "matching on TRAIN alone, so a new TEST needs a retrain too; retrain on these data or point --data-dir "
+            "at the data it was trained on"
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import platform
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data_factory.dataset import TimeSeriesDataset, check_series
+from data_factory.dataset import TimeSeriesDataset, check_series, fingerprint_of
 from data_factory.windows import Normalizer
 from model.alarm_rule import AlarmRule
 from model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -54,7 +53,7 @@ class TrainData:
     train: np.ndarray  # (N, C) float32
     channel_names: list[str]
     target_channels: list[int] | None  # the channels `--score-channels target` means; None: all
-    record: dict  # name, n_channels, channel names, lengths and fingerprint, stored in the checkpoint
+    record: dict  # name, n_channels, channel names, lengths and fingerprints, stored in the checkpoint
 
     @classmethod
     def of(cls, data: TimeSeriesDataset | np.ndarray) -> TrainData:
@@ -76,13 +75,14 @@ class TrainData:
                 "train_length": len(data.train),
                 "test_length": len(data.test),
                 "fingerprint": data.fingerprint(),
+                "train_fingerprint": data.train_fingerprint(),
             }
             return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
         given = [str(column) for column in data.columns] if isinstance(data, pd.DataFrame) else None
         _check_unique(given or [], "the DataFrame")
         train = check_series(data, "the training array", channel_names=given)
         names = given or [f"channel_{index:02d}" for index in range(train.shape[1])]
-        digest = hashlib.sha256(repr(train.shape).encode() + train.tobytes()).hexdigest()
+        digest = fingerprint_of(train)
         record = {
             "name": "array",
             "n_channels": train.shape[1],
@@ -90,6 +90,7 @@ class TrainData:
             "train_length": len(train),
             "test_length": 0,
             "fingerprint": digest,
+            "train_fingerprint": digest,  # there is no TEST: the same digest
         }
         return cls("array", train, names, None, record)
 

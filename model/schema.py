@@ -158,6 +158,7 @@ def check_dataset_record(check: Checker, record: dict, n_channels: int, win_size
     dataset = check.get(record, "dataset", "", dict)
     check.get(dataset, "name", "dataset", str)
     check.get(dataset, "fingerprint", "dataset", str)
+    check.get(dataset, "train_fingerprint", "dataset", str, optional=True)  # absent in files written before it
     if check.get(dataset, "n_channels", "dataset", int) != n_channels:
         check.fail("dataset['n_channels']", f"is {dataset['n_channels']} but the model has {n_channels} channels")
     names = check.get(dataset, "channel_names", "dataset", list, optional=True)
@@ -314,6 +315,7 @@ def check_last_state(state: dict, path: str | Path) -> None:
     dataset = check.get(state, "dataset", "", dict)
     check.get(dataset, "name", "dataset", str)
     check.get(dataset, "fingerprint", "dataset", str)
+    check.get(dataset, "train_fingerprint", "dataset", str, optional=True)  # absent in files written before it
     if check.get(dataset, "n_channels", "dataset", int) != model_config.n_channels:
         check.fail("dataset['n_channels']", f"is {dataset['n_channels']} but the model has {model_config.n_channels}")
     for key in ("optimizer_state", "scaler_state", "rng"):

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +221,77 @@ def test_evaluate_rejects_missing_corrupt_and_mismatched_checkpoints(tmp_path, c
     code, err = run_cli(evaluate, evaluate_custom, capsys)
     assert code == 2 and "fingerprint mismatch" in err
     assert not (tmp_path / "CUSTOM_evaluation.npz").exists()
+
+
+def write_labelled_period(folder: Path, seed: int, test_rows: int, train_from: Path | None = None) -> Path:
+    """A CUSTOM folder with a labelled TEST drawn from `seed`; its TRAIN a byte copy of train_from's, or drawn too."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    if train_from is None:
+        np.save(folder / "train_data.npy", rng.normal(size=(400, 4)))
+    else:
+        shutil.copyfile(train_from / "train_data.npy", folder / "train_data.npy")
+    test, labels = rng.normal(size=(test_rows, 4)), np.zeros(test_rows, dtype=np.uint8)
+    test[100:120, 1] += 4.0
+    labels[100:120] = 1
+    np.save(folder / "test_data.npy", test)
+    np.save(folder / "test_labels.npy", labels)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def custom_periods(tmp_path_factory):
+    """A model trained on a CUSTOM folder, a folder with the same TRAIN and a new TEST, and one with a new TRAIN."""
+    root = tmp_path_factory.mktemp("periods")
+    first = write_labelled_period(root / "first", seed=0, test_rows=200)
+    out = root / "out"
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(first), *TINY, "--output-dir", str(out)]) == 0
+    return {
+        "first": first,
+        "checkpoint": out / "CUSTOM_checkpoint.pth",
+        "new_test": write_labelled_period(root / "new_test", seed=1, test_rows=240, train_from=first),
+        "new_train": write_labelled_period(root / "new_train", seed=2, test_rows=240),
+    }
+
+
+def test_a_model_grades_a_new_test_period_beside_the_same_train_and_refuses_another_train(
+    custom_periods, tmp_path, capsys
+):
+    shutil.copyfile(custom_periods["checkpoint"], tmp_path / "CUSTOM_checkpoint.pth")  # as a user copies it
+    evaluate_on = ["--dataset", "CUSTOM", "--output-dir", str(tmp_path), "--data-dir"]
+    code, err = run_cli(evaluate, [*evaluate_on, str(custom_periods["new_test"])], capsys)
+    assert code == 0, err
+    graded = np.load(tmp_path / "CUSTOM_evaluation.npz")
+    np.testing.assert_array_equal(graded["labels"], np.load(custom_periods["new_test"] / "test_labels.npy"))
+    assert json.loads((tmp_path / "CUSTOM_metrics.json").read_text())["n_points"] == 240
+
+    code, err = run_cli(evaluate, [*evaluate_on, str(custom_periods["new_train"])], capsys)
+    assert code == 2 and "\n" not in err
+    assert "was trained on different CUSTOM TRAIN data (fingerprint mismatch); retrain on these data" in err
+
+
+def test_a_checkpoint_without_a_train_fingerprint_loads_and_must_match_train_and_test(custom_periods, tmp_path, capsys):
+    checkpoint = torch.load(custom_periods["checkpoint"], weights_only=True)
+    del checkpoint["dataset"]["train_fingerprint"]  # as checkpoints were written before it
+    old = tmp_path / "old_checkpoint.pth"
+    torch.save(checkpoint, old)
+    evaluate_on = ["--dataset", "CUSTOM", "--checkpoint", str(old), "--output-dir", str(tmp_path), "--data-dir"]
+    code, err = run_cli(evaluate, [*evaluate_on, str(custom_periods["first"])], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "CUSTOM_metrics.json").read_text())["n_points"] == 200
+
+    code, err = run_cli(evaluate, [*evaluate_on, str(custom_periods["new_test"])], capsys)
+    assert code == 2 and "\n" not in err
+    assert "(fingerprint mismatch) and predates matching on TRAIN alone, so a new TEST needs a retrain too" in err
+
+
+def test_a_resumable_state_without_a_train_fingerprint_still_resumes_on_its_data(custom_periods, tmp_path):
+    state = torch.load(custom_periods["checkpoint"].with_name("CUSTOM_last.pth"), weights_only=True)
+    del state["dataset"]["train_fingerprint"]  # as resumable states were written before it
+    torch.save(state, tmp_path / "CUSTOM_last.pth")
+    resume = ["--resume", "--dataset", "CUSTOM", "--output-dir", str(tmp_path), "--no-progress"]
+    assert train.main([*resume, "--data-dir", str(custom_periods["first"])]) == 0  # redoes the final TRAIN scoring
+    assert (tmp_path / "CUSTOM_checkpoint.pth").is_file()
 
 
 def test_a_model_of_other_data_in_the_output_folder_is_kept_not_replaced(tmp_path, capsys):

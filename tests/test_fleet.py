@@ -3,6 +3,7 @@ routing in detect, evaluate and inspect on a bundle."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -395,6 +396,34 @@ def test_evaluate_one_entity_of_a_bundle_gives_its_full_report(fleet_run, capsys
     assert metrics["dataset"] == "CUSTOM_east" and (out / "CUSTOM_east_associations.png").is_file()
     assert (out / "CUSTOM_east_attribution.json").is_file()
     assert DetectorConfig.from_dict(Fleet.load(fleet_run["bundle"]).config.to_dict()).win_size == 20
+
+
+def copy_with_new(data: Path, folder: Path, split: str) -> Path:
+    """A copy of the fleet's CUSTOM folder whose `split` ("train" or "test") data are new (noise added)."""
+    folder.mkdir()
+    for name in ("train_data.npy", "test_data.npy", "test_labels.npy", "entities.csv"):
+        shutil.copyfile(data / name, folder / name)
+    values = np.load(data / f"{split}_data.npy")
+    noise = 0.05 * np.random.default_rng(7).standard_normal(values.shape)
+    np.save(folder / f"{split}_data.npy", (values + noise).astype(np.float32))
+    return folder
+
+
+def test_a_bundle_grades_a_new_test_period_beside_the_same_train_and_refuses_another_train(fleet_run, tmp_path, capsys):
+    new_test = copy_with_new(fleet_run["data"], tmp_path / "new_test", "test")
+    new_train = copy_with_new(fleet_run["data"], tmp_path / "new_train", "train")
+    bundle = ["--dataset", "CUSTOM", "--checkpoint", str(fleet_run["bundle"]), "--device", "cpu",
+              "--output-dir", str(tmp_path)]  # fmt: skip
+    per_entity, one_entity = ["--per-entity", "--baselines", "pca"], ["--entity", "east"]
+    assert evaluate.main([*bundle, "--data-dir", str(new_test), *per_entity]) == 0
+    assert set(json.loads((tmp_path / "CUSTOM_fleet_metrics.json").read_text())["entities"]) == {"east", "west"}
+    assert evaluate.main([*bundle, "--data-dir", str(new_test), *one_entity]) == 0
+    assert (tmp_path / "CUSTOM_east_metrics.json").is_file()
+    capsys.readouterr()
+    for flags in (per_entity, one_entity):
+        assert evaluate.main([*bundle, "--data-dir", str(new_train), *flags]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "\n" not in error and "different CUSTOM_east TRAIN data (fingerprint mismatch)" in error
 
 
 @pytest.mark.slow
