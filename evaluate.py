@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_checkpoint(args: argparse.Namespace) -> str:
     """{label}_checkpoint.pth; for an entity without one, the dataset's fleet bundle when there is one. Per entity:
-    the bundle, or where there is none the dataset's one model, lent to every entity."""
+    the bundle, or where there is none the dataset's one model, lent to every entity. A folder that holds only the
+    bundle, evaluated as one model, is a UserInputError naming --per-entity and --entity."""
     if args.checkpoint:
         return args.checkpoint
     folder = Path(args.output_dir)
@@ -100,7 +101,12 @@ def default_checkpoint(args: argparse.Namespace) -> str:
     bundle = fleet_path(folder, args.dataset)
     if args.per_entity:
         return str(single if single.is_file() and not bundle.is_file() else bundle)
-    return str(bundle if args.entity and not single.is_file() and bundle.is_file() else single)
+    if single.is_file() or not bundle.is_file():
+        return str(single)
+    if args.entity:
+        return str(bundle)
+    raise UserInputError(f"checkpoint {single} does not exist, but the fleet bundle {bundle} does: evaluate it with "
+                         "--per-entity (every entity) or --entity NAME (one)")  # fmt: skip
 
 
 # Flags of the single-model report that a per-entity evaluation has no use for, with their defaults.
@@ -142,10 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = default_checkpoint(args)
     if args.per_entity:
         try:
-            return run_fleet(args, checkpoint)
+            return run_fleet(args, default_checkpoint(args))
         except UserInputError as error:
             print(error_line(error), file=sys.stderr)
             return 2
@@ -158,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError("--jobs is for --per-entity (one process per entity); one model scores in one")
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
                                   args.top_sensors, args.explain)  # fmt: skip
+        checkpoint = default_checkpoint(args)
         with contextlib.ExitStack() as stack:
             own_output_folder(Path(args.output_dir).expanduser(), context, stack)  # one run at a time writes it
             evaluation = evaluate_checkpoint(

@@ -204,6 +204,21 @@ def test_a_bundle_without_an_entity_names_both_ways_to_use_it(fleet_run, tmp_pat
     assert "--entity-column COLUMN" in capsys.readouterr().err
 
 
+def test_evaluate_as_one_model_on_a_bundle_names_per_entity_and_entity(fleet_run, tmp_path, capsys):
+    common = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--device", "cpu"]
+    before = sorted(fleet_run["out"].iterdir())
+    assert evaluate.main([*common, "--output-dir", str(fleet_run["out"])]) == 2  # the folder holds only the bundle
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and f"the fleet bundle {fleet_run['bundle']} does" in error
+    assert "--per-entity (every entity) or --entity NAME (one)" in error
+    assert sorted(fleet_run["out"].iterdir()) == before
+    given = ["--checkpoint", str(fleet_run["bundle"]), "--output-dir", str(tmp_path / "out")]
+    assert evaluate.main([*common, *given]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "pass --entity NAME" in error and "--per-entity for every entity" in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_inspect_lists_a_bundle_one_line_per_entity(fleet_run, capsys):
     assert inspect_checkpoint.main([str(fleet_run["bundle"])]) == 0
     text = capsys.readouterr().out
