@@ -264,6 +264,7 @@ def test_nan_fill_carries_the_last_value_forward(run, tmp_path, capsys):
 
 
 ROW = ",".join(["1"] * 12) + "\n"
+RETRAIN = "retrain with a smaller train.py --win-size, or give a longer series"  # detect.py has no --win-size
 
 
 def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
@@ -287,10 +288,10 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
         )
     if kind == "short":
         np.save(folder / "x.npy", data.test[:10])
-        return folder / "x.npy", [], "has 10 rows, fewer than the model's window of 20"
+        return folder / "x.npy", [], f"{folder / 'x.npy'} has 10 time steps, fewer than the window of 20; {RETRAIN}"
     if kind == "header only":
         (folder / "x.csv").write_text(",".join(data.channel_names) + "\n")
-        return folder / "x.csv", [], "has 0 rows, fewer than the model's window of 20"
+        return folder / "x.csv", [], f"{folder / 'x.csv'} has 0 time steps, fewer than the window of 20; {RETRAIN}"
     if kind == "truncated":
         np.save(folder / "x.npy", data.test[:100])
         (folder / "x.npy").write_bytes((folder / "x.npy").read_bytes()[:2000])
