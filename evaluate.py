@@ -15,7 +15,8 @@ from data_factory.names import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_baselines
-from evaluation.fleet_report import evaluate_fleet, format_fleet_table, write_fleet_artifacts
+from evaluation.drift import drift_warning
+from evaluation.fleet_report import drift_lines, evaluate_fleet, format_fleet_table, write_fleet_artifacts
 from evaluation.method_scores import check_scoring_flags
 from evaluation.report import check_evaluation_settings
 from evaluation.thresholds import THRESHOLD_RULES
@@ -138,6 +139,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
                                     settings_checked=True)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
     print(format_fleet_table(evaluation))
+    for line in drift_lines(evaluation):
+        print(line, file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 
@@ -184,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed()
     print(format_table(evaluation))
     print(format_summary(evaluation.attribution))
+    warning = drift_warning(evaluation.drift)
+    if warning:
+        print(warning, file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 

@@ -24,6 +24,7 @@ from data_factory.entities import entity_names
 from data_factory.registry import load_dataset
 from evaluation.attribution import train_error_scale
 from evaluation.baselines import DEFAULT_FLEET_BASELINES
+from evaluation.drift import drift_warning, series_drift
 from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
@@ -58,6 +59,7 @@ class EntityScores:
     flags: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its decision rule's flags (N_test,)
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its threshold at each point
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
+    drift: dict | None = None  # TEST against its model's TRAIN statistics where they are its own (drift_lines)
 
     @property
     def graded(self) -> bool:
@@ -143,6 +145,7 @@ class EntityRun:
     smooth: int | None
     top_sensors: int
     shared: bool = False  # one model of the whole dataset scores every entity (Fleet.lent_to)
+    own_statistics: bool = False  # each model normalises by its own entity's TRAIN: TEST is checked for drift
 
 
 class EntityTooShort(UserInputError):
@@ -183,6 +186,9 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             scored.metrics[name] = result.metrics
             scored.flags[name], scored.thresholds[name] = result.predictions, result.thresholds
         model = results["model"]
+        if run.own_statistics:
+            scored.drift = series_drift(scored_methods.normalised_test, detector.normalizer_.std,
+                                        detector.channel_names)  # fmt: skip
         scale = train_error_scale(scored_methods.train_channel_error)
         scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds,
                                           scored_methods.test_points.errors, data.channel_names, entity=entity,
@@ -299,9 +305,10 @@ def evaluate_fleet(
     if not fleet.detectors:
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
+    own_statistics = not fleet.shared and fleet.normalisation == "entity"
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
                     batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors,
-                    fleet.shared)  # fmt: skip
+                    fleet.shared, own_statistics)  # fmt: skip
     results, left_out = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:
@@ -311,6 +318,15 @@ def evaluate_fleet(
             panels[name] = grade(labels, train, test, flags, thresholds, panel=True).panel
     return FleetEvaluation(fleet.dataset, methods, results, {**fleet.skipped, **left_out}, panels, alarm,
                            fleet.complete, fleet.shared)  # fmt: skip
+
+
+def drift_lines(evaluation: FleetEvaluation) -> list[str]:
+    """detect.py's drift warning for each entity whose TEST drifted from its model's TRAIN statistics. Only models
+    normalised by their own entity's TRAIN are checked: a shared model's statistics, or a fleet's under
+    --normalisation global, are the whole dataset's TRAIN, so an entity that merely differs from the others would
+    read as drifted."""
+    warnings = ((entity.entity, drift_warning(entity.drift)) for entity in evaluation.entities)
+    return [f"{name}: {warning}" for name, warning in warnings if warning]
 
 
 def _cell(summary: dict, expected: int) -> str:

@@ -273,6 +273,32 @@ def test_evaluate_checks_the_scoring_flags_once_on_either_path(fleet_run, tmp_pa
         assert calls == [(128, 0, "cpu")], path
 
 
+def test_evaluate_per_entity_warns_of_drift_for_the_entity_whose_test_moved_as_detect_does(tmp_path, capsys):
+    data = write_fleet_data(tmp_path)
+    n_train, n_test = ROWS["east"]
+    test = np.load(data / "test_data.npy")
+    test[:n_test, 0] += np.load(data / "train_data.npy")[:n_train, 0].std()  # east's TEST: an offset sensor
+    np.save(data / "test_data.npy", test)
+    common = ["--dataset", "CUSTOM", "--data-dir", str(data)]
+    evaluated = ["--per-entity", "--device", "cpu", "--baselines", "none", "--plots", "0", "--jobs", "1"]
+    out = tmp_path / "out"
+    assert train.main([*common, "--per-entity", "--jobs", "1", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    capsys.readouterr()
+    assert evaluate.main([*common, *evaluated, "--output-dir", str(out)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning: drift" in line]
+    assert len(warned) == 1 and warned[0].startswith("east: warning: drift in 1 of 3 channels")
+    np.save(tmp_path / "east.npy", test[:n_test])
+    assert detect.main(["--checkpoint", str(out / "CUSTOM_fleet.pth"), "--entity", "east", "--input",
+                        str(tmp_path / "east.npy"), "--output", str(tmp_path / "east.csv"), "--device", "cpu"]) == 0
+    assert [f"east: {line}" for line in capsys.readouterr().err.splitlines() if "warning: drift" in line] == warned
+    # One model of the whole dataset normalises by every entity's TRAIN: entities that differ are not drift.
+    shared = tmp_path / "shared"
+    assert train.main([*common, "--output-dir", str(shared), *TINY_TRAIN_FLAGS]) == 0
+    capsys.readouterr()
+    assert evaluate.main([*common, *evaluated, "--output-dir", str(shared)]) == 0
+    assert "warning: drift" not in capsys.readouterr().err
+
+
 def test_evaluating_entities_in_parallel_gives_exactly_the_serial_result(fleet_run):
     # Each entity is evaluated on one thread wherever it runs, so workers change the time, not the numbers.
     serial, parallel = (evaluate_fleet(fleet_run["bundle"], "CUSTOM", fleet_run["data"], device="cpu", jobs=jobs)
