@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--per-entity", action="store_true",
         help="evaluate per entity, beside the baselines: the fleet bundle {DATASET}_fleet.pth, or a model of the "
         "whole dataset ({DATASET}_checkpoint.pth where there is no bundle) lent to every entity")
-    add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
+    add("--plots", type=int, default=3,
+        help="--per-entity: plot the N worst and N best entities (split between the two plots when fewer than 2N "
+        "are graded) (default: 3)")
     add("--jobs", type=int, default=None,
         help="--per-entity: entities evaluated at once, each in its own process on one thread "
         "(default: the cores, at most one per 2 GB of memory; 1 on a GPU)")

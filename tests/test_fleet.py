@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ import train
 from data_factory import load_dataset
 from data_factory.custom import read_entity_rows
 from data_factory.entities import entity_names
-from evaluation.fleet_report import evaluate_fleet
+from evaluation.fleet_report import entities_figure, evaluate_fleet, plotted_entities
 from evaluation.metrics import roc_auc
 from model import Detector, DetectorConfig
 from model.fleet import Fleet
@@ -297,6 +298,25 @@ def test_evaluate_per_entity_warns_of_drift_for_the_entity_whose_test_moved_as_d
     capsys.readouterr()
     assert evaluate.main([*common, *evaluated, "--output-dir", str(shared)]) == 0
     assert "warning: drift" not in capsys.readouterr().err
+
+
+def test_the_worst_and_best_plots_say_what_they_show_and_share_no_entity(fleet_run):
+    evaluation = evaluate_fleet(fleet_run["bundle"], "CUSTOM", fleet_run["data"], baselines=(), device="cpu", jobs=1)
+    lowest, highest = sorted(evaluation.entities, key=lambda entity: entity.metrics["model"]["tsb_vus_pr"])
+    plots = plotted_entities(evaluation, 3)  # 2 graded entities, fewer than twice 3: split, not shown twice
+    assert {key: ([entity.entity for entity in chosen], title) for key, (chosen, title) in plots.items()} == {
+        "worst": ([lowest.entity], "CUSTOM fleet: the 1 entity with the lowest VUS-PR, of 2 graded"),
+        "best": ([highest.entity], "CUSTOM fleet: the 1 entity with the highest VUS-PR, of 2 graded"),
+    }
+    for chosen, title in plots.values():
+        figure = entities_figure(chosen, title)
+        metrics = chosen[0].metrics["model"]
+        assert figure.get_suptitle() == title  # the figure's own title, not its last panel's
+        assert [axis.get_title() for axis in figure.axes] == [
+            f"{chosen[0].entity}: VUS-PR {metrics['tsb_vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}"
+        ]
+        plt.close(figure)
+    assert plotted_entities(evaluation, 0)["best"] == ([], "CUSTOM fleet: no entity plotted (--plots 0)")
 
 
 def test_evaluating_entities_in_parallel_gives_exactly_the_serial_result(fleet_run):
