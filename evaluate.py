@@ -15,7 +15,8 @@ from data_factory.names import dataset_label
 from evaluation import PROTOCOLS, ThresholdSettings, evaluate_checkpoint, format_table, write_artifacts
 from evaluation.attribution import format_summary
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_baselines
-from evaluation.fleet_report import evaluate_fleet, format_fleet_table, write_fleet_artifacts
+from evaluation.drift import drift_warning
+from evaluation.fleet_report import drift_lines, evaluate_fleet, format_fleet_table, write_fleet_artifacts
 from evaluation.method_scores import check_scoring_flags
 from evaluation.report import check_evaluation_settings
 from evaluation.thresholds import THRESHOLD_RULES
@@ -83,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--per-entity", action="store_true",
         help="evaluate per entity, beside the baselines: the fleet bundle {DATASET}_fleet.pth, or a model of the "
         "whole dataset ({DATASET}_checkpoint.pth where there is no bundle) lent to every entity")
-    add("--plots", type=int, default=3, help="--per-entity: plot the N worst and N best entities (default: 3)")
+    add("--plots", type=int, default=3,
+        help="--per-entity: plot the N worst and N best entities (split between the two plots when fewer than 2N "
+        "are graded) (default: 3)")
     add("--jobs", type=int, default=None,
         help="--per-entity: entities evaluated at once, each in its own process on one thread "
         "(default: the cores, at most one per 2 GB of memory; 1 on a GPU)")
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_checkpoint(args: argparse.Namespace) -> str:
     """{label}_checkpoint.pth; for an entity without one, the dataset's fleet bundle when there is one. Per entity:
-    the bundle, or where there is none the dataset's one model, lent to every entity."""
+    the bundle, or where there is none the dataset's one model, lent to every entity. A folder that holds only the
+    bundle, evaluated as one model, is a UserInputError naming --per-entity and --entity."""
     if args.checkpoint:
         return args.checkpoint
     folder = Path(args.output_dir)
@@ -100,7 +104,12 @@ def default_checkpoint(args: argparse.Namespace) -> str:
     bundle = fleet_path(folder, args.dataset)
     if args.per_entity:
         return str(single if single.is_file() and not bundle.is_file() else bundle)
-    return str(bundle if args.entity and not single.is_file() and bundle.is_file() else single)
+    if single.is_file() or not bundle.is_file():
+        return str(single)
+    if args.entity:
+        return str(bundle)
+    raise UserInputError(f"checkpoint {single} does not exist, but the fleet bundle {bundle} does: evaluate it with "
+                         "--per-entity (every entity) or --entity NAME (one)")  # fmt: skip
 
 
 # Flags of the single-model report that a per-entity evaluation has no use for, with their defaults.
@@ -132,6 +141,8 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
                                     settings_checked=True)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
     print(format_fleet_table(evaluation))
+    for line in drift_lines(evaluation):
+        print(line, file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 
@@ -142,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = default_checkpoint(args)
     if args.per_entity:
         try:
-            return run_fleet(args, checkpoint)
+            return run_fleet(args, default_checkpoint(args))
         except UserInputError as error:
             print(error_line(error), file=sys.stderr)
             return 2
@@ -158,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError("--jobs is for --per-entity (one process per entity); one model scores in one")
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
                                   args.top_sensors, args.explain)  # fmt: skip
+        checkpoint = default_checkpoint(args)
         with contextlib.ExitStack() as stack:
             own_output_folder(Path(args.output_dir).expanduser(), context, stack)  # one run at a time writes it
             evaluation = evaluate_checkpoint(
@@ -178,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed()
     print(format_table(evaluation))
     print(format_summary(evaluation.attribution))
+    warning = drift_warning(evaluation.drift)
+    if warning:
+        print(warning, file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 

@@ -32,7 +32,12 @@ class Normalizer:
         return ((series - self.mean) / self.std).astype(np.float32, copy=False)
 
 
+# A series too short to score: the window is fixed when the model is trained, so no scoring flag can lower it.
+SCORING_FIX = "retrain with a smaller train.py --win-size, or give a longer series"
+
+
 def check_long_enough(length: int, win_size: int, what: str, fix: str = "lower --win-size") -> None:
+    """what: the series in the user's words (e.g. "TEST of CUSTOM"); fix: how to get a window that fits."""
     if length < win_size:
         raise UserInputError(f"{what} has {length} time steps, fewer than the window of {win_size}; {fix}")
 

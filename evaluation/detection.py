@@ -17,6 +17,7 @@ import numpy as np
 
 from data_factory.missing import NAN_POLICIES, MissingValues
 from data_factory.readers import column_order, open_input
+from data_factory.windows import SCORING_FIX, check_long_enough
 from evaluation.attribution import sensor_scale, top_sensor_text
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
 from evaluation.incidents import IncidentTracker, incidents_document
@@ -111,11 +112,7 @@ class EntityPass(EntityWatch):
             values = self.normalise(chunk)
             self.moments.update(values)  # the drift check and the model read the same normalised values
             yield values
-        if self.rows < self.detector.win_size:
-            raise UserInputError(
-                f"{self.source} has {self.rows} rows, fewer than the model's window of {self.detector.win_size}; "
-                "detect needs at least one full window"
-            )
+        check_long_enough(self.rows, self.detector.win_size, self.source, SCORING_FIX)
 
     def decide(self, part: PointValues, positions: np.ndarray, stamps: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """(flags, thresholds, top sensors) of the next scored part; positions: its input rows; stamps: its times,

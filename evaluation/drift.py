@@ -56,11 +56,16 @@ def drift_report(moments: ChannelMoments, train_std: np.ndarray, channel_names: 
     }
 
 
+def series_drift(normalised: np.ndarray, train_std: np.ndarray, channel_names: list[str]) -> dict:
+    """drift_report of a whole normalised series (N, C) held in memory, e.g. evaluate.py's TEST."""
+    moments = ChannelMoments(len(channel_names))
+    moments.update(normalised)
+    return drift_report(moments, train_std, channel_names)
 
 
-def drift_warning(drift: dict) -> str | None:
-    """One line naming the drifted channels, or None."""
-    if not drift["drifted"]:
+def drift_warning(drift: dict | None) -> str | None:
+    """One line naming the drifted channels, or None (also for None: no drift was computed)."""
+    if not drift or not drift["drifted"]:
         return None
     moved = [c for c in drift["channels"] if c["drifted"]]
     details = ", ".join(

@@ -16,6 +16,7 @@ import csv
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from data_factory.entities import entity_names
 from data_factory.registry import load_dataset
 from evaluation.attribution import train_error_scale
 from evaluation.baselines import DEFAULT_FLEET_BASELINES
+from evaluation.drift import drift_warning, series_drift
 from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
@@ -39,6 +41,9 @@ from model.scoring import resolve_device
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_text
 from runtime.errors import UserInputError
 from runtime.workers import check_jobs, default_jobs, ignore_interrupt, one_thread, spawn_pool, stop_now
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # The columns of the HTML report's table: ranking, then the alarms at the rule.
 FLEET_REPORT_METRICS = ("roc_auc", "pr_auc", "tsb_vus_pr", "f1", "event_f1", "flagged_share")
@@ -58,6 +63,7 @@ class EntityScores:
     flags: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its decision rule's flags (N_test,)
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its threshold at each point
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
+    drift: dict | None = None  # TEST against its model's TRAIN statistics where they are its own (drift_lines)
 
     @property
     def graded(self) -> bool:
@@ -143,6 +149,7 @@ class EntityRun:
     smooth: int | None
     top_sensors: int
     shared: bool = False  # one model of the whole dataset scores every entity (Fleet.lent_to)
+    own_statistics: bool = False  # each model normalises by its own entity's TRAIN: TEST is checked for drift
 
 
 class EntityTooShort(UserInputError):
@@ -183,6 +190,9 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             scored.metrics[name] = result.metrics
             scored.flags[name], scored.thresholds[name] = result.predictions, result.thresholds
         model = results["model"]
+        if run.own_statistics:
+            scored.drift = series_drift(scored_methods.normalised_test, detector.normalizer_.std,
+                                        detector.channel_names)  # fmt: skip
         scale = train_error_scale(scored_methods.train_channel_error)
         scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds,
                                           scored_methods.test_points.errors, data.channel_names, entity=entity,
@@ -299,9 +309,10 @@ def evaluate_fleet(
     if not fleet.detectors:
         raise UserInputError(f"{bundle_path} holds no trained entity")
     methods = ["model", *baselines]
+    own_statistics = not fleet.shared and fleet.normalisation == "entity"
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
                     batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors,
-                    fleet.shared)  # fmt: skip
+                    fleet.shared, own_statistics)  # fmt: skip
     results, left_out = _entity_results(run, fleet, jobs)
     panels = {}
     if whole_series:
@@ -311,6 +322,15 @@ def evaluate_fleet(
             panels[name] = grade(labels, train, test, flags, thresholds, panel=True).panel
     return FleetEvaluation(fleet.dataset, methods, results, {**fleet.skipped, **left_out}, panels, alarm,
                            fleet.complete, fleet.shared)  # fmt: skip
+
+
+def drift_lines(evaluation: FleetEvaluation) -> list[str]:
+    """detect.py's drift warning for each entity whose TEST drifted from its model's TRAIN statistics. Only models
+    normalised by their own entity's TRAIN are checked: a shared model's statistics, or a fleet's under
+    --normalisation global, are the whole dataset's TRAIN, so an entity that merely differs from the others would
+    read as drifted."""
+    warnings = ((entity.entity, drift_warning(entity.drift)) for entity in evaluation.entities)
+    return [f"{name}: {warning}" for name, warning in warnings if warning]
 
 
 def _cell(summary: dict, expected: int) -> str:
@@ -402,14 +422,36 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
     }
 
 
-def ranked_entities(evaluation: FleetEvaluation, k: int) -> tuple[list[EntityScores], list[EntityScores]]:
-    """The k graded entities where the model's VUS-PR is lowest, and the k where it is highest."""
-    graded = [entity for entity in evaluation.entities if entity.graded]
-    graded.sort(key=lambda entity: entity.metrics["model"]["tsb_vus_pr"])
-    return graded[:k], graded[::-1][:k]
+def plotted_entities(evaluation: FleetEvaluation, k: int) -> dict[str, tuple[list[EntityScores], str]]:
+    """The worst and the best plot: each one's entities and its figure title. The k graded entities with the lowest
+    model VUS-PR, lowest first, and the k with the highest, highest first; with fewer than 2k graded entities they
+    are split (the middle one to the worst), so that no entity is in both."""
+    graded = sorted((entity for entity in evaluation.entities if entity.graded),
+                    key=lambda entity: entity.metrics["model"]["tsb_vus_pr"])  # fmt: skip
+    n_worst = min(k, (len(graded) + 1) // 2)
+    n_best = min(k, len(graded) - n_worst)
+    worst, best = graded[:n_worst], graded[::-1][:n_best]
+    return {"worst": (worst, _plot_title(evaluation, worst, "lowest", len(graded), k)),
+            "best": (best, _plot_title(evaluation, best, "highest", len(graded), k))}  # fmt: skip
 
 
-def plot_entities(entities: list[EntityScores], title: str, path: Path) -> None:
+def _plot_title(evaluation: FleetEvaluation, chosen: list[EntityScores], extreme: str, n_graded: int, k: int) -> str:
+    head = f"{evaluation.dataset} {evaluation.kind()}"
+    if chosen:
+        noun = "entity" if len(chosen) == 1 else "entities"
+        return f"{head}: the {len(chosen)} {noun} with the {extreme} VUS-PR, of {n_graded} graded"
+    if k == 0:
+        reason = "--plots 0"
+    elif n_graded == 0:
+        reason = "no entity has both classes in TEST"
+    else:
+        reason = f"the only graded entity is in {evaluation.stem}_worst.png"
+    return f"{head}: no entity plotted ({reason})"
+
+
+def entities_figure(entities: list[EntityScores], title: str) -> Figure:
+    """One panel per entity, titled with its name and metrics, under the figure's own title: the model's TEST
+    score, its threshold and the labelled anomalies."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -425,12 +467,22 @@ def plot_entities(entities: list[EntityScores], title: str, path: Path) -> None:
         axis.fill_between(time, 0, 1, where=entity.labels.astype(bool), transform=axis.get_xaxis_transform(),
                           color="tab:orange", alpha=0.3, linewidth=0, label="labelled anomaly")  # fmt: skip
         metrics = entity.metrics["model"]
-        title = f"{entity.entity}: VUS-PR {metrics['tsb_vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}"
-        axis.set_title(title, fontsize=9)
+        axis.set_title(f"{entity.entity}: VUS-PR {metrics['tsb_vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}",
+                       fontsize=9)  # fmt: skip
         axis.set_xlim(0, max(len(scores) - 1, 1))
-    axes[0, 0].legend(loc="upper right", fontsize=7)
+    if entities:
+        axes[0, 0].legend(loc="upper right", fontsize=7)
+    else:
+        axes[0, 0].set_axis_off()  # the title says why the figure is empty
     figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def plot_entities(entities: list[EntityScores], title: str, path: Path) -> None:
+    figure = entities_figure(entities, title)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
     figure.savefig(path, dpi=110, format="png")
     plt.close(figure)
 
@@ -478,9 +530,8 @@ def write_fleet_artifacts(
         staged = dict(zip(paths, temps, strict=True))
         staged["json"].write_text(json_text(fleet_summary(evaluation)))
         _write_entities_csv(evaluation, staged["csv"])
-        worst, best = ranked_entities(evaluation, k)
-        for key, chosen, what in (("worst", worst, "lowest"), ("best", best, "highest")):
-            plot_entities(chosen, f"{evaluation.dataset}: the {len(chosen)} entities of {what} VUS-PR", staged[key])
+        for key, (chosen, title) in plotted_entities(evaluation, k).items():
+            plot_entities(chosen, title, staged[key])
         incidents = fleet_incidents(evaluation)
         staged["incidents_json"].write_text(json_text(incidents))
         write_incidents_csv(incidents, staged["incidents_csv"])

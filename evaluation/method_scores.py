@@ -66,8 +66,9 @@ def score_methods(
     scoring = override_score_settings(detector.scoring_, score, score_channels, smooth, data.channel_names,
                                       data.target_channels, train_length=len(data.train))  # fmt: skip
     detector = detector.rescored(scoring)
-    train_points = detector.score_points(data.train, batch_size=batch_size, context=context)
-    test_points = detector.score_points(data.test, batch_size=batch_size, context=context)
+    train_points = detector.score_points(data.train, batch_size=batch_size, context=context,
+                                         what=f"TRAIN of {data.name}")  # fmt: skip
+    test_points = detector.score_points(data.test, batch_size=batch_size, context=context, what=f"TEST of {data.name}")
     if context is not None and not context.is_main:
         return None
     train, test = detector.normalizer_.transform(data.train), detector.normalizer_.transform(data.test)

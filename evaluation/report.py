@@ -12,6 +12,7 @@ import numpy as np
 from data_factory.registry import load_dataset
 from evaluation.association_maps import explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import attribute, train_error_scale
+from evaluation.drift import series_drift
 from evaluation.grading import ORACLE_METRICS
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
@@ -205,8 +206,9 @@ def evaluate_checkpoint(
             threshold=flagged.threshold.value,
             thresholds=flagged.thresholds,
         )
+    drift = series_drift(scored.normalised_test, detector.normalizer_.std, detector.channel_names)  # as detect.py's
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations,
-                      incidents)  # fmt: skip
+                      incidents, drift)  # fmt: skip
 
 
 def _judged_methods(

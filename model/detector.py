@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from data_factory.dataset import TimeSeriesDataset, check_series, fingerprint_of
-from data_factory.windows import Normalizer
+from data_factory.windows import SCORING_FIX, Normalizer, check_long_enough
 from model.alarm_rule import AlarmRule
 from model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from model.config import DetectorConfig
@@ -259,12 +259,19 @@ class Detector:
         return next(self.model_.parameters()).device
 
     def score_points(
-        self, series: np.ndarray, *, batch_size: int | None = None, context: DistributedContext | None = None
+        self,
+        series: np.ndarray,
+        *,
+        batch_size: int | None = None,
+        context: DistributedContext | None = None,
+        what: str = "the series to score",
     ) -> PointValues:
         """Scores (N,) and per-channel squared reconstruction errors (N, C) of a raw series (N, C); a DataFrame's
-        columns are taken by the model's channel names where it has them all (other columns are left out)."""
+        columns are taken by the model's channel names where it has them all (other columns are left out).
+        what: the series in the user's words, for the errors (e.g. "TEST of CUSTOM")."""
         self._check_fitted()
-        series = check_series(self._in_channel_order(series), "the series to score", self.model_.config.n_channels)
+        series = check_series(self._in_channel_order(series), what, self.model_.config.n_channels)
+        check_long_enough(len(series), self.win_size, what, SCORING_FIX)
         normalised = self.normalizer_.transform(series)
         return score_series(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
                             device=self._device(), context=context)  # fmt: skip

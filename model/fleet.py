@@ -433,7 +433,8 @@ def load_detector(
     if not fleet.single:
         if entity is None:
             raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one of "
-                                 "its models (detect.py: or --entity-column COLUMN to route rows of several entities)")
+                                 "its models (evaluate.py: or --per-entity for every entity; detect.py: or "
+                                 "--entity-column COLUMN to route rows of several entities)")  # fmt: skip
         detector = fleet.detector(entity)
     elif entity is not None and dataset is None:
         raise UserInputError(f"{path} holds one model, not a fleet bundle; drop --entity or pass the bundle")

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from data_factory.records import decode_array, encode_array
-from data_factory.windows import check_long_enough
+from data_factory.windows import SCORING_FIX, check_long_enough
 from model.config import check_device_available
 from model.score_settings import ScoreSettings
 from model.scores import SCORES, WindowOutputs
@@ -140,7 +140,7 @@ class WindowScorer:
 
     def finish_batches(self) -> Iterator[PointValues]:
         """finish, one PointValues per batch of windows scored."""
-        check_long_enough(self.seen, self.win_size, "the series")
+        check_long_enough(self.seen, self.win_size, "the series", SCORING_FIX)
         remainder = len(self.pending)
         if remainder:
             self.batch.append(np.concatenate([self.last_window[remainder:], self.pending]))

@@ -294,6 +294,20 @@ def test_a_resumable_state_without_a_train_fingerprint_still_resumes_on_its_data
     assert (tmp_path / "CUSTOM_checkpoint.pth").is_file()
 
 
+def test_a_test_split_shorter_than_the_window_is_named_with_the_retraining_fix(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "train_data.npy", rng.normal(size=(300, 3)))
+    np.save(tmp_path / "test_data.npy", rng.normal(size=(12, 3)))
+    np.save(tmp_path / "test_labels.npy", np.zeros(12, dtype=np.uint8))
+    args = ["--dataset", "CUSTOM", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]
+    assert train.main([*args, *TINY]) == 0  # the window of 20 fits TRAIN only
+    capsys.readouterr()
+    code, err = run_cli(evaluate, [*args, "--device", "cpu"], capsys)
+    assert code == 2 and "\n" not in err
+    assert err == ("error: TEST of CUSTOM has 12 time steps, fewer than the window of 20; retrain with a smaller "
+                   "train.py --win-size, or give a longer series")  # evaluate.py has no --win-size to lower
+
+
 def test_a_model_of_other_data_in_the_output_folder_is_kept_not_replaced(tmp_path, capsys):
     rng = np.random.default_rng(3)
     folders = {}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import detect
+import evaluate
 import train
 from data_factory.registry import load_synth
 from evaluation.attribution import train_error_scale
@@ -243,6 +244,38 @@ def test_drift_warning_fires_on_shifted_data_and_stays_quiet_on_train_like_data(
     )
 
 
+def drift_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "warning: drift" in line]
+
+
+def test_evaluate_warns_of_drift_in_test_with_the_line_detect_prints_for_the_same_rows(run, tmp_path, capsys):
+    data = run["data"]
+    quiet = ["--dataset", "SYNTH", "--checkpoint", str(run["checkpoint"]), "--output-dir", str(tmp_path / "synth")]
+    assert evaluate.main([*quiet, "--baselines", "none", "--device", "cpu"]) == 0
+    assert drift_lines(capsys.readouterr().err) == []  # SYNTH's own TEST stays within the bound
+
+    shifted = data.test.copy()
+    shifted[:, 3] += 1.0 * data.train[:, 3].std()  # an offset sensor
+    shifted[:, 7] = shifted[0, 7]  # a stuck sensor
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    np.save(folder / "train_data.npy", data.train)
+    np.save(folder / "test_data.npy", shifted)
+    np.save(folder / "test_labels.npy", data.test_labels)
+    args = ["--dataset", "CUSTOM", "--data-dir", str(folder), "--output-dir", str(folder / "out")]
+    assert train.main([*args, *TINY]) == 0
+    capsys.readouterr()
+    assert evaluate.main([*args, "--baselines", "none", "--device", "cpu"]) == 0
+    evaluated = drift_lines(capsys.readouterr().err)
+    assert len(evaluated) == 1 and "warning: drift in 2 of 12 channels" in evaluated[0]
+    assert "drift" not in json.loads((folder / "out" / "CUSTOM_metrics.json").read_text())  # printed, not written
+    np.save(folder / "shifted.npy", shifted)
+    assert detect.main(["--checkpoint", str(folder / "out" / "CUSTOM_checkpoint.pth"), "--input",
+                        str(folder / "shifted.npy"), "--output", str(folder / "detections.csv"),
+                        "--device", "cpu"]) == 0  # fmt: skip
+    assert drift_lines(capsys.readouterr().err) == evaluated
+
+
 def test_nan_fill_carries_the_last_value_forward(run, tmp_path, capsys):
     data = run["data"]
     holes = data.test[:400].copy()
@@ -264,6 +297,7 @@ def test_nan_fill_carries_the_last_value_forward(run, tmp_path, capsys):
 
 
 ROW = ",".join(["1"] * 12) + "\n"
+RETRAIN = "retrain with a smaller train.py --win-size, or give a longer series"  # detect.py has no --win-size
 
 
 def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
@@ -291,10 +325,10 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
         )
     if kind == "short":
         np.save(folder / "x.npy", data.test[:10])
-        return folder / "x.npy", [], "has 10 rows, fewer than the model's window of 20"
+        return folder / "x.npy", [], f"{folder / 'x.npy'} has 10 time steps, fewer than the window of 20; {RETRAIN}"
     if kind == "header only":
         (folder / "x.csv").write_text(",".join(data.channel_names) + "\n")
-        return folder / "x.csv", [], "has 0 rows, fewer than the model's window of 20"
+        return folder / "x.csv", [], f"{folder / 'x.csv'} has 0 time steps, fewer than the window of 20; {RETRAIN}"
     if kind == "truncated":
         np.save(folder / "x.npy", data.test[:100])
         (folder / "x.npy").write_bytes((folder / "x.npy").read_bytes()[:2000])

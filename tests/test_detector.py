@@ -134,6 +134,14 @@ def test_a_dataframe_keeps_its_column_names_and_is_scored_by_them(synth):
         detector.score(pd.DataFrame(synth.test, columns=["a", "b", "c", "d"]))
 
 
+def test_a_series_shorter_than_the_window_is_refused_with_the_retraining_fix(fitted, synth):
+    fix = "fewer than the window of 20; retrain with a smaller train.py --win-size, or give a longer series"
+    with pytest.raises(UserInputError, match=f"^the series to score has 19 time steps, {fix}$"):
+        fitted.score(synth.test[:19])
+    with pytest.raises(UserInputError, match=f"^the series has 5 time steps, {fix}$"):
+        list(fitted.stream([synth.test[:5]]))
+
+
 def test_a_streamed_chunk_is_checked_as_a_whole_series_is(fitted, synth):
     bad = synth.test[:300].copy()
     bad[7, 2] = np.nan

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ import train
 from data_factory import load_dataset
 from data_factory.custom import read_entity_rows
 from data_factory.entities import entity_names
-from evaluation.fleet_report import evaluate_fleet
+from evaluation.fleet_report import entities_figure, evaluate_fleet, plotted_entities
 from evaluation.metrics import roc_auc
 from model import Detector, DetectorConfig
 from model.fleet import Fleet
@@ -242,6 +243,21 @@ def test_a_bundle_without_an_entity_names_both_ways_to_use_it(fleet_run, tmp_pat
     assert "--entity-column COLUMN" in capsys.readouterr().err
 
 
+def test_evaluate_as_one_model_on_a_bundle_names_per_entity_and_entity(fleet_run, tmp_path, capsys):
+    common = ["--dataset", "CUSTOM", "--data-dir", str(fleet_run["data"]), "--device", "cpu"]
+    before = sorted(fleet_run["out"].iterdir())
+    assert evaluate.main([*common, "--output-dir", str(fleet_run["out"])]) == 2  # the folder holds only the bundle
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and f"the fleet bundle {fleet_run['bundle']} does" in error
+    assert "--per-entity (every entity) or --entity NAME (one)" in error
+    assert sorted(fleet_run["out"].iterdir()) == before
+    given = ["--checkpoint", str(fleet_run["bundle"]), "--output-dir", str(tmp_path / "out")]
+    assert evaluate.main([*common, *given]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "pass --entity NAME" in error and "--per-entity for every entity" in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_inspect_lists_a_bundle_one_line_per_entity(fleet_run, capsys):
     assert inspect_checkpoint.main([str(fleet_run["bundle"])]) == 0
     text = capsys.readouterr().out
@@ -294,6 +310,51 @@ def test_evaluate_checks_the_scoring_flags_once_on_either_path(fleet_run, tmp_pa
         calls.clear()
         assert evaluate.main([*common, *flags, "--output-dir", str(tmp_path / path)]) == 0, path
         assert calls == [(128, 0, "cpu")], path
+
+
+def test_evaluate_per_entity_warns_of_drift_for_the_entity_whose_test_moved_as_detect_does(tmp_path, capsys):
+    data = write_fleet_data(tmp_path)
+    n_train, n_test = ROWS["east"]
+    test = np.load(data / "test_data.npy")
+    test[:n_test, 0] += np.load(data / "train_data.npy")[:n_train, 0].std()  # east's TEST: an offset sensor
+    np.save(data / "test_data.npy", test)
+    common = ["--dataset", "CUSTOM", "--data-dir", str(data)]
+    evaluated = ["--per-entity", "--device", "cpu", "--baselines", "none", "--plots", "0", "--jobs", "1"]
+    out = tmp_path / "out"
+    assert train.main([*common, "--per-entity", "--jobs", "1", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
+    capsys.readouterr()
+    assert evaluate.main([*common, *evaluated, "--output-dir", str(out)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning: drift" in line]
+    assert len(warned) == 1 and warned[0].startswith("east: warning: drift in 1 of 3 channels")
+    np.save(tmp_path / "east.npy", test[:n_test])
+    assert detect.main(["--checkpoint", str(out / "CUSTOM_fleet.pth"), "--entity", "east", "--input",
+                        str(tmp_path / "east.npy"), "--output", str(tmp_path / "east.csv"), "--device", "cpu"]) == 0
+    assert [f"east: {line}" for line in capsys.readouterr().err.splitlines() if "warning: drift" in line] == warned
+    # One model of the whole dataset normalises by every entity's TRAIN: entities that differ are not drift.
+    shared = tmp_path / "shared"
+    assert train.main([*common, "--output-dir", str(shared), *TINY_TRAIN_FLAGS]) == 0
+    capsys.readouterr()
+    assert evaluate.main([*common, *evaluated, "--output-dir", str(shared)]) == 0
+    assert "warning: drift" not in capsys.readouterr().err
+
+
+def test_the_worst_and_best_plots_say_what_they_show_and_share_no_entity(fleet_run):
+    evaluation = evaluate_fleet(fleet_run["bundle"], "CUSTOM", fleet_run["data"], baselines=(), device="cpu", jobs=1)
+    lowest, highest = sorted(evaluation.entities, key=lambda entity: entity.metrics["model"]["tsb_vus_pr"])
+    plots = plotted_entities(evaluation, 3)  # 2 graded entities, fewer than twice 3: split, not shown twice
+    assert {key: ([entity.entity for entity in chosen], title) for key, (chosen, title) in plots.items()} == {
+        "worst": ([lowest.entity], "CUSTOM fleet: the 1 entity with the lowest VUS-PR, of 2 graded"),
+        "best": ([highest.entity], "CUSTOM fleet: the 1 entity with the highest VUS-PR, of 2 graded"),
+    }
+    for chosen, title in plots.values():
+        figure = entities_figure(chosen, title)
+        metrics = chosen[0].metrics["model"]
+        assert figure.get_suptitle() == title  # the figure's own title, not its last panel's
+        assert [axis.get_title() for axis in figure.axes] == [
+            f"{chosen[0].entity}: VUS-PR {metrics['tsb_vus_pr']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}"
+        ]
+        plt.close(figure)
+    assert plotted_entities(evaluation, 0)["best"] == ([], "CUSTOM fleet: no entity plotted (--plots 0)")
 
 
 def test_evaluating_entities_in_parallel_gives_exactly_the_serial_result(fleet_run):
