@@ -81,6 +81,7 @@ class FleetEvaluation:
     alarm: AlarmSettings  # the decision rule every method's flags come from, each fitted on its own TRAIN scores
     complete: bool = True  # False: the bundle's training stopped before every entity was done
     shared: bool = False  # one model of the whole dataset scored every entity (a checkpoint, not a bundle)
+    left_out: dict[str, str] = field(default_factory=dict)  # of `skipped`: a series too short for its model
 
     @property
     def stem(self) -> str:
@@ -96,7 +97,9 @@ class FleetEvaluation:
 
     def not_scored(self) -> str:
         """Why `skipped` entities have no scores: a fleet could not train them, a shared model cannot window them."""
-        return "left out" if self.shared else "skipped in training"
+        if self.shared:
+            return "left out"
+        return "skipped in training or left out" if self.left_out else "skipped in training"
 
     def aggregate(self) -> dict[str, dict[str, dict[str, float]]]:
         """method -> metric -> {mean, std, n} over the entities where the metric is defined: the ranking
@@ -153,7 +156,7 @@ class EntityRun:
 
 
 class EntityTooShort(UserInputError):
-    """An entity's TRAIN or TEST is shorter than a shared model's window: it is left out, with this reason."""
+    """An entity's TRAIN or TEST is shorter than its model's window: it is left out, with this reason."""
 
 
 def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thread: bool = True) -> EntityScores:
@@ -165,6 +168,9 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             _check_shared_model(detector, data, run.bundle_path)
         else:
             check_checkpoint_matches({"dataset": detector.dataset_}, data, Path(run.bundle_path))
+            if len(data.test) < detector.config.win_size:  # its TRAIN was long enough to train on
+                raise EntityTooShort(f"TEST ({len(data.test)} rows) is shorter than its model's window of "
+                                     f"{detector.config.win_size}")  # fmt: skip
         if data.test_labels is None:
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
         scored_methods = score_methods(detector.to(run.device), data, run.baselines, score=run.score,
@@ -215,7 +221,7 @@ def _check_shared_model(detector: Detector, data: TimeSeriesDataset, path: str) 
 def _outcome(
     run: EntityRun, entity: str, detector: Detector, single_thread: bool = True
 ) -> EntityScores | EntityTooShort:
-    """evaluate_entity, or why a shared model leaves the entity out (a series shorter than its window)."""
+    """evaluate_entity, or why the entity is left out (a series shorter than its model's window)."""
     try:
         return evaluate_entity(run, entity, detector, single_thread)
     except EntityTooShort as short:
@@ -228,7 +234,7 @@ def _outcome_in_worker(run: EntityRun, entity: str, checkpoint: dict) -> EntityS
 
 def _entity_results(run: EntityRun, fleet: Fleet, jobs: int) -> tuple[list[EntityScores], dict[str, str]]:
     """evaluate_entity over the fleet's entities in order: in this process for one job, else in workers; and
-    the entities too short for a shared model, with why."""
+    the entities too short for their model, with why."""
     entities = list(fleet.detectors.items())
     jobs = min(jobs, len(entities))
     if jobs == 1:  # on a GPU, the baselines may use every core
@@ -321,7 +327,7 @@ def evaluate_fleet(
             train, test, flags, thresholds = _whole_series(results, name)
             panels[name] = grade(labels, train, test, flags, thresholds, panel=True).panel
     return FleetEvaluation(fleet.dataset, methods, results, {**fleet.skipped, **left_out}, panels, alarm,
-                           fleet.complete, fleet.shared)  # fmt: skip
+                           fleet.complete, fleet.shared, left_out)  # fmt: skip
 
 
 def drift_lines(evaluation: FleetEvaluation) -> list[str]:
@@ -373,6 +379,7 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
         f"{evaluation.dataset} {evaluation.kind()}{'' if evaluation.complete else ' (incomplete bundle)'}: "
         f"{total} entities scored by {evaluation.models()} ({graded} with both classes in TEST are graded), "
         f"{len(evaluation.skipped)} {evaluation.not_scored()}",
+        *(f"left out {entity}: {reason}" for entity, reason in evaluation.left_out.items()),
         "per-entity protocol, ranking: mean ± std over the graded entities; (n) where fewer are defined",
         *text_table(["method", *RANKING_METRICS[:4]],
                     [[method, *(_cell(table[method][m], graded) for m in RANKING_METRICS[:4])]

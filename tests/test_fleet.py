@@ -158,6 +158,20 @@ def test_constant_train_data_stop_one_model_and_a_fleet_with_no_entity_trained_f
     assert "no entity of CUSTOM could train" in captured.err
 
 
+def test_an_entity_whose_test_is_shorter_than_the_window_is_left_out_of_the_evaluation(fleet_run, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(fleet_run["data"], data)
+    rows = (data / "entities.csv").read_text().replace("west,400,360,300,280", "west,400,360,300,9")
+    (data / "entities.csv").write_text(rows)
+    out = tmp_path / "out"
+    shutil.copytree(fleet_run["out"], out)
+    assert evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out),
+                          "--per-entity", "--jobs", "1", "--baselines", "none"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "1 entities scored by their own model" in printed
+    assert "left out west: TEST (9 rows) is shorter than its model's window of 20" in printed
+
+
 def test_each_entity_in_the_bundle_is_that_entity_trained_alone(fleet_run):
     fleet = Fleet.load(fleet_run["bundle"])
     threads = torch.get_num_threads()
