@@ -117,7 +117,8 @@ def _model_text(described: dict) -> str:
         f"created      {described['created'] or 'not recorded (written before this field existed)'}",
         f"dataset      {dataset.get('name')}: {dataset.get('n_channels')} channels, "
         f"train {dataset.get('train_length')} and test {dataset.get('test_length')} steps",
-        f"fingerprint  {dataset.get('fingerprint')}",
+        f"fingerprint  {dataset.get('fingerprint')} (TRAIN and TEST); TRAIN alone, which evaluate.py matches: "
+        f"{dataset.get('train_fingerprint') or 'not recorded (written before this field existed)'}",
         "model        " + ", ".join(f"{key} {value}" for key, value in model.items()),
         f"parameters   {described['parameters']:,}",
         "training     " + ", ".join(f"{key} {value}" for key, value in train.items()),

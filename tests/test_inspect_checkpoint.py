@@ -65,7 +65,8 @@ def test_text_names_every_section(checkpoint_path, capsys):
     stored = torch.load(checkpoint_path, weights_only=True)
     for expected in (
         "dataset      SYNTH: 12 channels, train 10000 and test 10000 steps",
-        f"fingerprint  {stored['dataset']['fingerprint']}",
+        f"fingerprint  {stored['dataset']['fingerprint']} (TRAIN and TEST); TRAIN alone, which evaluate.py "
+        f"matches: {stored['dataset']['train_fingerprint']}",
         "parameters   ",
         f"history      2 epoch(s), best epoch {stored['best_epoch']}, wall time",
         "train_rec",
