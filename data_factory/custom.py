@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
-from data_factory.readers import load_npy, missing_file_reason, read_table
+from data_factory.readers import column_differences, load_npy, missing_file_reason, read_table
 from runtime.errors import UserInputError
 
 
@@ -117,12 +117,9 @@ def _in_train_order(test: np.ndarray, test_names: list[str], names: list[str], t
                     ) -> np.ndarray:  # fmt: skip
     """TEST's columns put in TRAIN's order by their header names, as detect.py matches its input's."""
     if sorted(test_names) != sorted(names):
-        missing = [name for name in names if name not in test_names]
-        extra = [name for name in test_names if name not in names]
-        differences = "; ".join(part for part in (f"without {', '.join(missing[:4])}" if missing else "",
-                                                  f"with {', '.join(extra[:4])}" if extra else "") if part)  # fmt: skip
-        raise UserInputError(f"{test_path.name}'s columns are not {train_path.name}'s ({differences}); give both "
-                             "files the same header, or none to match the columns by position")  # fmt: skip
+        raise UserInputError(f"{test_path.name}'s columns are not {train_path.name}'s "
+                             f"({column_differences(test_names, names)}); give both files the same header, or none "
+                             "to match the columns by position")  # fmt: skip
     return np.asarray(test)[:, [test_names.index(name) for name in names]]
 
 

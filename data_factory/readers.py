@@ -292,10 +292,7 @@ def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np
     got = len(table.columns) if table.columns is not None else width
     if got != len(expected):
         shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
-        extra = [name for name in table.columns or [] if name not in expected]
-        missing = [name for name in expected if table.columns is not None and name not in table.columns]
-        named = "".join(f"; {what}: {_listed(names)}" for what, names in (("not in the checkpoint", extra),
-                                                                         ("missing", missing)) if names)  # fmt: skip
+        named = "" if table.columns is None else f"; {column_differences(table.columns, expected)}"
         raise UserInputError(
             f"{table.name} has {got} sensor column{'s' * (got != 1)} but the checkpoint expects "
             f"{len(expected)} ({shown}){named}"
@@ -306,12 +303,20 @@ def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np
         return None, "by name"
     if sorted(table.columns) == sorted(expected):
         return np.array([table.columns.index(name) for name in expected]), "reordered by name"
-    named = f"the input's column names ({_listed(table.columns)}) are not the checkpoint's ({_listed(expected)})"
-    return None, f"by position: {named}"
+    differences = column_differences(table.columns, expected)
+    return None, f"by position: the input's column names are not the checkpoint's ({differences})"
 
 
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def column_differences(columns: list[str], expected: list[str]) -> str:
+    """How column names differ from the expected ones, for messages: 'missing a, b; extra c'."""
+    missing = [name for name in expected if name not in columns]
+    extra = [name for name in columns if name not in expected]
+    parts = [f"missing {_listed(missing)}" if missing else "", f"extra {_listed(extra)}" if extra else ""]
+    return "; ".join(part for part in parts if part) or "the same names, some twice"
 
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from data_factory.dataset import TimeSeriesDataset, check_series, fingerprint_of
+from data_factory.readers import column_differences
 from data_factory.windows import SCORING_FIX, Normalizer, check_long_enough
 from model.alarm_rule import AlarmRule
 from model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -80,6 +81,7 @@ class TrainData:
             return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
         given = [str(column) for column in data.columns] if isinstance(data, pd.DataFrame) else None
         _check_unique(given or [], "the DataFrame")
+        _check_numeric(data)
         train = check_series(data, "the training array", channel_names=given)
         names = given or [f"channel_{index:02d}" for index in range(train.shape[1])]
         digest = fingerprint_of(train)
@@ -93,6 +95,16 @@ class TrainData:
             "train_fingerprint": digest,  # there is no TEST: the same digest
         }
         return cls("array", train, names, None, record)
+
+
+def _check_numeric(data: np.ndarray | pd.DataFrame) -> None:
+    """A DataFrame of sensor columns only; a timestamp or label column is named, with the way to set it aside."""
+    if not isinstance(data, pd.DataFrame):
+        return
+    text = [str(column) for column, dtype in data.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
+    if text:
+        raise UserInputError(f"the DataFrame has non-numeric columns {text[:5]}; drop them, or make a timestamp the "
+                             f"index (df.set_index({text[0]!r}))")  # fmt: skip
 
 
 def _check_unique(names: list[str], what: str) -> None:
@@ -305,8 +317,9 @@ class Detector:
         columns = [str(column) for column in series.columns]
         if set(self.channel_names) <= set(columns):
             return series.set_axis(columns, axis=1)[self.channel_names]
-        warnings.warn(f"the DataFrame's columns ({', '.join(columns[:6])}) are not the model's channels "
-                      f"({', '.join(self.channel_names[:6])}): taken by position", stacklevel=3)  # fmt: skip
+        differences = column_differences(columns, self.channel_names)
+        warnings.warn(f"the DataFrame's columns are not the model's channels ({differences}): taken by position",
+                      stacklevel=3)  # fmt: skip
         return series
 
     def _checked_chunk(self, chunk: np.ndarray | pd.DataFrame) -> np.ndarray:

@@ -160,7 +160,7 @@ def test_custom_matches_test_columns_to_train_columns_by_their_header_names(tmp_
     (tmp_path / "test_data.csv").write_text("level,flow,pressure\n400,4,40\n")
     with pytest.raises(UserInputError) as error:
         load_dataset("CUSTOM", tmp_path)
-    assert "test_data.csv's columns are not train_data.csv's (without temp; with pressure)" in str(error.value)
+    assert "test_data.csv's columns are not train_data.csv's (missing temp; extra pressure)" in str(error.value)
 
 
 def test_custom_csv_reads_a_byte_order_mark_and_a_leading_timestamp_column(tmp_path):

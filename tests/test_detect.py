@@ -211,8 +211,8 @@ def test_columns_named_otherwise_are_taken_in_order_with_a_warning(run, tmp_path
     code, output = detect_cli(run, source, tmp_path)
     err = capsys.readouterr().err
     assert code == 0
-    assert "warning: columns matched by position: the input's column names (gauge_0, gauge_1" in err
-    assert f"are not the checkpoint's ({data.channel_names[0]}" in err
+    assert ("warning: columns matched by position: the input's column names are not the checkpoint's (missing "
+            f"{', '.join(data.channel_names[:4])}, ...; extra gauge_0, gauge_1, gauge_2, gauge_3, ...)") in err
     plain = tmp_path / "plain.npy"
     np.save(plain, data.test[:500])
     code, plain_output = detect_cli(run, plain, tmp_path)
@@ -311,7 +311,7 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
     if kind == "extra column":
         (folder / "x.csv").write_text(",".join([*data.channel_names, "spare"]) + "\n" + ("1," * 12 + "2\n") * 30)
         return folder / "x.csv", [], "the checkpoint expects 12 (sensor_00, sensor_01, sensor_02, sensor_03, " \
-            "sensor_04, sensor_05, sensor_06, sensor_07, ...); not in the checkpoint: spare"
+            "sensor_04, sensor_05, sensor_06, sensor_07, ...); extra spare"
     if kind == "non-numeric":
         bad = "1,1,oops" + ",1" * 9 + "\n"
         (folder / "x.csv").write_text(",".join(data.channel_names) + "\n" + ROW * 5 + bad + ROW * 30)

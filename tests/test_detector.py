@@ -130,8 +130,12 @@ def test_a_dataframe_keeps_its_column_names_and_is_scored_by_them(synth):
     chunks = [reordered.iloc[:500], reordered.iloc[500:]]
     streamed = np.concatenate([part.scores for part in detector.stream(chunks)])
     np.testing.assert_array_equal(streamed, detector.score(test))
-    with pytest.warns(UserWarning, match="not the model's channels"):
-        detector.score(pd.DataFrame(synth.test, columns=["a", "b", "c", "d"]))
+    renamed = pd.DataFrame(synth.test, columns=["temp", "pressure", "rate", "level"])
+    with pytest.warns(UserWarning, match=r"not the model's channels \(missing flow; extra rate\): taken by position"):
+        detector.score(renamed)
+    stamped = pd.DataFrame(synth.train, columns=names).assign(timestamp="2026-01-01")
+    with pytest.raises(UserInputError, match=r"non-numeric columns \['timestamp'\].*df.set_index\('timestamp'\)"):
+        Detector(TINY).fit(stamped)
 
 
 def test_a_series_shorter_than_the_window_is_refused_with_the_retraining_fix(fitted, synth):
