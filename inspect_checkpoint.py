@@ -7,6 +7,7 @@ strings, lists and dicts: a file that would run code when unpickled is refused, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(error_line(error), file=sys.stderr)
         return 2
-    print(json_text(described).rstrip("\n") if args.json else format_text(described))
+    try:
+        print(json_text(described).rstrip("\n") if args.json else format_text(described), flush=True)
+    except BrokenPipeError:  # the reader (e.g. head) stopped early: end quietly, as detect.py does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_factory.dataset import TimeSeriesDataset, check_labels, check_series
+from data_factory.dataset import MISSING_VALUES_FIX, TimeSeriesDataset, check_labels, check_series
 from data_factory.readers import column_differences, load_npy, missing_file_reason, read_table
 from runtime.errors import UserInputError
 
@@ -54,6 +54,8 @@ def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
 
 ENTITIES_FILE = "entities.csv"
 ENTITY_COLUMNS = ("entity", "train_start", "train_len", "test_start", "test_len")
+# Where entities.csv gives row offsets, dropping a row would shift every entity after it.
+ENTITY_ROWS_FIX = f"fill them in the file (dropping rows would shift the offsets in {ENTITIES_FILE})"
 
 
 def read_entity_rows(folder: Path) -> list[dict]:
@@ -109,8 +111,7 @@ def _entity_series(
                              f"inside the {len(array)} rows of {path.name}"
                              + (" (its length is 0)" if length == 0 else ""))  # fmt: skip
     return check_series(array[start : start + length], f"{path} (entity {row['entity']})", n_channels, names,
-                        first_row=start, missing_values_fix=f"fill them in the file (dropping rows would shift the "
-                        f"offsets in {ENTITIES_FILE})")  # fmt: skip
+                        first_row=start, missing_values_fix=ENTITY_ROWS_FIX)  # fmt: skip
 
 
 def _in_train_order(test: np.ndarray, test_names: list[str], names: list[str], test_path: Path, train_path: Path
@@ -144,8 +145,10 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
     labels = None
     if entity is None:
-        train = check_series(train_raw, str(train_path), channel_names=names)
-        test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=names)
+        fix = ENTITY_ROWS_FIX if (folder / ENTITIES_FILE).is_file() else MISSING_VALUES_FIX
+        train = check_series(train_raw, str(train_path), channel_names=names, missing_values_fix=fix)
+        test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=names,
+                            missing_values_fix=fix)  # fmt: skip
         if label_path is not None:
             labels = check_labels(read_array(label_path)[0], str(label_path), len(test))
     else:

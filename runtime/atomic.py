@@ -89,6 +89,8 @@ def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
                 os.fsync(written.fileno())
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
+    except BrokenPipeError:  # stdout's reader went away inside the block (detect.py --output - | head): not a file
+        raise
     except OSError as error:
         raise write_error(error, targets) from None
     finally:

@@ -557,6 +557,22 @@ def test_a_detect_csv_value_beyond_float32_is_called_so(synth, tmp_path, capsys)
     assert code == 2 and "beyond the float32 range" in one_error_line(capsys.readouterr().err)
 
 
+def test_detect_and_inspect_end_quietly_when_the_reader_of_their_output_stops_early(synth, tmp_path):
+    np.save(tmp_path / "day.npy", load_synth().test[:4000])  # far more CSV than a pipe buffer holds
+    root = Path(__file__).resolve().parents[1]
+    checkpoint = str(synth / "SYNTH_checkpoint.pth")
+    for command in (["detect.py", "--checkpoint", checkpoint, "--input", str(tmp_path / "day.npy"), "--output", "-"],
+                    ["inspect_checkpoint.py", checkpoint, "--json"]):  # fmt: skip
+        reader = subprocess.Popen([sys.executable, *command], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        reader.stdout.readline()
+        reader.stdout.close()  # as `| head -1` does
+        stderr = reader.stderr.read().decode()
+        reader.wait(timeout=120)
+        assert "Traceback" not in stderr and "error" not in stderr, stderr
+        assert not (tmp_path / "day_incidents.csv").exists()
+
+
 def test_temp_files_of_dead_writers_are_removed_before_the_next_write_and_a_live_ones_kept(tmp_path):
     target = tmp_path / "SYNTH_checkpoint.pth"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
