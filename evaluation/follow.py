@@ -107,7 +107,8 @@ def follow(
     feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
     committer = Committer(state_path, out)
     slowest = max(detectors.values(), key=decision_lag)
-    print(f"following {feed.name}: a point is decided at most {decision_lag(slowest)} rows after it arrives "
+    rows = "rows of its own entity" if routed else "rows"  # with interleaved entities, each waits for its own rows
+    print(f"following {feed.name}: a point is decided at most {decision_lag(slowest)} {rows} after it arrives "
           f"({_lag_text(slowest)}); incidents as JSON lines on stdout", file=err)  # fmt: skip
 
     def state(finished: bool = False) -> dict:
