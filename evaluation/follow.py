@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import pandas as pd
+
 from data_factory.live_input import LineFeed, RowParser
 from data_factory.readers import column_order
 from evaluation.live import EntityStream, LiveDetector, read_state
@@ -106,6 +108,7 @@ def follow(
     live = LiveDetector(make_stream, routed)
     feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
     committer = Committer(state_path, out)
+    replay = ReplayGuard(saved, state_path)  # stdin started again at a row already read is refused
     slowest = max(detectors.values(), key=decision_lag)
     rows = "rows of its own entity" if routed else "rows"  # with interleaved entities, each waits for its own rows
     print(f"following {feed.name}: a point is decided at most {decision_lag(slowest)} {rows} after it arrives "
@@ -113,7 +116,8 @@ def follow(
 
     def state(finished: bool = False) -> dict:
         return {**about, "rule": rule_options, "finished": finished, "offset": feed.offset, "rows": parser.rows,
-                "header": parser.header, "width": parser.width, "live": live.to_dict()}  # fmt: skip
+                "header": parser.header, "width": parser.width, "live": live.to_dict(),
+                "last_stamps": replay.last_stamps}  # fmt: skip
 
     try:
         with signals_held():
@@ -138,6 +142,7 @@ def follow(
                         raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
                     order, _ = column_order(table, rows.values.shape[1], names)
                     matched = True
+                replay.check(rows.stamps, rows.entities, feed.name)
                 values = rows.values if order is None else rows.values[:, order]
                 events = live.push(values, rows.stamps, rows.entities)
                 committer.commit(state(), events)  # the state after these rows
@@ -149,6 +154,53 @@ def follow(
         feed.close()
     print(f"end of {feed.name}: {parser.rows} rows scored", file=err)
     return 0
+
+
+def _stamp_value(text: str) -> float | pd.Timestamp | None:
+    """A timestamp as something ordered: a number, a date-time, or None where it reads as neither."""
+    with contextlib.suppress(ValueError):
+        return float(text)
+    with contextlib.suppress(ValueError, TypeError):
+        return pd.Timestamp(text)
+    return None
+
+
+def _goes_on(stamp: str, last: str) -> bool:
+    """Whether a row stamped `stamp` can follow one stamped `last` of the same entity: later where both read as
+    numbers or as date-times, else merely another stamp."""
+    new, old = _stamp_value(stamp), _stamp_value(last)
+    if new is None or old is None or type(new) is not type(old):
+        return stamp != last
+    try:
+        return bool(new > old)
+    except TypeError:  # a date-time with a time zone against one without
+        return stamp != last
+
+
+class ReplayGuard:
+    """The last timestamp read of each entity, kept in the state: a restarted stream whose first row of an entity
+    is not later than that (stdin replayed from its start, say) is refused before any of it is scored."""
+
+    def __init__(self, saved: dict | None, state_path: Path | None) -> None:
+        self.last_stamps: dict[str, str] = dict(saved.get("last_stamps") or {}) if saved else {}
+        self.unchecked = dict(self.last_stamps)  # the entities whose first row since the restart is not seen yet
+        self.saved_rows = saved["rows"] if saved else 0
+        self.state_path = state_path
+
+    def check(self, stamps: list[str] | None, entities: list[str] | None, name: str) -> None:
+        if stamps is None:
+            return
+        for index, stamp in enumerate(stamps):
+            key = entities[index] if entities is not None else ""
+            last = self.unchecked.pop(key, None)
+            if last is not None and not _goes_on(stamp, last):
+                who = f" of {key}" if key else ""
+                raise UserInputError(
+                    f"{name} goes on at {stamp!r}{who}, not after the last row{who} already read ({last!r}); the "
+                    f"stream saved in {self.state_path} needs the rows after its first {self.saved_rows} (a file "
+                    f"replayed through a pipe: tail -n +{self.saved_rows + 2} FILE)"
+                )
+            self.last_stamps[key] = stamp
 
 
 def _saved_stream(state_path: Path | None, about: dict, rule_options: dict) -> dict | None:

@@ -188,6 +188,26 @@ def test_a_saved_stream_resumes_only_under_the_decision_rule_it_was_saved_with(s
     assert same.returncode == 2 and "reached the end of its input" in err
 
 
+def test_a_restarted_stream_fed_its_input_again_from_the_start_is_refused_and_then_goes_on(stream_run, tmp_path):
+    state = tmp_path / "stream.json"
+    lines = stream_run["lines"]  # the header, then one row a minute from 2024-01-01 00:00
+    first = start(follow_command(stream_run, "-", "--state", str(state)))
+    first.stdin.write("\n".join(lines[:301]) + "\n")
+    first.stdin.flush()
+    wait_for_rows(state, 300, first)
+    first.kill()  # a SIGKILL, the producer then replaying the whole day (cat day.csv | ...)
+    first.communicate(timeout=60)
+    replayed = start(follow_command(stream_run, "-", "--state", str(state)))
+    out, err = replayed.communicate("\n".join(lines[:401]) + "\n", timeout=120)
+    assert replayed.returncode == 2 and not out
+    assert ("goes on at '2024-01-01 00:00:00', not after the last row already read ('2024-01-01 04:59:00')"
+            in err and "tail -n +302 FILE" in err)  # fmt: skip
+    assert json.loads(state.read_text())["rows"] == 300  # nothing of the replay was taken in
+    resumed = start(follow_command(stream_run, "-", "--state", str(state)))
+    _, err = resumed.communicate("\n".join([lines[0], *lines[301:401]]) + "\n", timeout=120)
+    assert resumed.returncode == 0 and "400 rows scored" in err
+
+
 def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
     args = ["--checkpoint", str(stream_run["checkpoint"]), "--input", "-", "--follow"]
     assert detect.main([*args, "--output", "x.csv"]) == 2
