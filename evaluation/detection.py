@@ -271,10 +271,13 @@ def _detect_routed(
     scores, flags = np.zeros(len(values), dtype=np.float32), np.zeros(len(values), dtype=np.int64)
     thresholds = np.zeros(len(values), dtype=np.float64)
     tops = np.full(len(values), "", dtype=object)
-    report_entities, incidents = {}, []
+    report_entities, incidents, not_scored = {}, [], {}
     for name in present:
         detector = fleet.detector(name).to(device)
         rows = np.flatnonzero(labels == name)
+        if len(rows) < detector.win_size:  # a machine that sent little today: the others are still scored
+            not_scored[name] = f"{len(rows)} rows, fewer than its model's window of {detector.win_size}"
+            continue
         run = EntityPass(detector, detection_rule(detector, *rule_options), f"{table.name} (entity {name})",
                          nan_policy, top_sensors, name)  # fmt: skip
         # Positions are input rows; an entity's incident may span rows of other entities between its own.
@@ -286,10 +289,15 @@ def _detect_routed(
             flags[at], thresholds[at], tops[at] = run.decide(part, at, stamps[at] if table.stamp_column else None)
         incidents += run.incidents.finish()
         report_entities[name] = {key: value for key, value in run.report().items() if key != "first_non_finite"}
+    if not report_entities:
+        reasons = "; ".join(f"{name}: {why}" for name, why in not_scored.items())
+        raise UserInputError(f"{table.name}: no entity has rows enough to score ({reasons}); {SCORING_FIX}")
+    blank = np.isin(labels, list(not_scored))
+    shown, exact, flagged = (np.where(blank, "", column).tolist() for column in
+                             (_shown(scores), _exact(thresholds), flags.astype(str)))  # fmt: skip
     writer = csv.writer(output, lineterminator="\n")
     writer.writerow([table.stamp_column or "index", "entity", "score", "threshold", "flag", "top_sensors"])
-    writer.writerows(zip(stamps.tolist(), labels.tolist(), _shown(scores), _exact(thresholds), flags.tolist(),
-                         tops.tolist(), strict=True))  # fmt: skip
+    writer.writerows(zip(stamps.tolist(), labels.tolist(), shown, exact, flagged, tops.tolist(), strict=True))
     n_flagged = int(flags.sum())
     return {
         "non_finite_scores": sum(part["non_finite_scores"] for part in report_entities.values()),
@@ -303,6 +311,7 @@ def _detect_routed(
         "columns": columns,
         "nan_policy": nan_policy,
         "entities": report_entities,
+        "not_scored": not_scored,
         "incidents": incidents_document(incidents, min(top_sensors, len(names)), dataset=fleet.dataset,
                                         input=table.name, time_column=table.stamp_column),
     }
@@ -364,6 +373,8 @@ def _scored_lines(report: dict) -> list[str]:
             warning = drift_warning(part["drift"])
             if warning:
                 lines.append(f"  {name}: {warning}")
+        lines += [f"  {name}: not scored ({why}); its rows are left blank"
+                  for name, why in report["not_scored"].items()]
         return [*lines, incident_line(report["incidents"])]
     lines = [
         f"scored {report['rows']} rows of {report['input']} with the {report['dataset']} checkpoint "

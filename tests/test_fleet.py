@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -232,6 +233,31 @@ def test_detect_routes_each_row_to_its_entitys_model(fleet_run, tmp_path):
     with open(single, newline="") as handle:
         west_scores = np.array([float(row["score"]) for row in csv.DictReader(handle)], dtype=np.float32)
     np.testing.assert_array_equal(west_scores, fleet.detectors["west"].score(west))
+
+
+def test_detect_leaves_an_entity_with_too_few_rows_blank_and_scores_the_others(fleet_run, tmp_path, capsys):
+    fleet = Fleet.load(fleet_run["bundle"])
+    east = load_dataset("CUSTOM", fleet_run["data"], "east").test
+    west = load_dataset("CUSTOM", fleet_run["data"], "west").test[:7]  # a machine that sent little today
+    source = tmp_path / "day.csv"
+    with open(source, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity", "ch0", "ch1", "ch2"])
+        writer.writerows([["west", *row] for row in west.tolist()] + [["east", *row] for row in east.tolist()])
+    out = tmp_path / "routed.csv"
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output", str(out),
+                        "--entity-column", "entity"]) == 0  # fmt: skip
+    assert "west: not scored (7 rows, fewer than its model's window of 20); its rows are left blank" in (
+        capsys.readouterr().err)  # detect.py's summary goes to stderr
+    written = pd.read_csv(out, keep_default_na=False)
+    assert (written[written["entity"] == "west"][["score", "threshold", "flag"]] == "").all().all()
+    east_scores = written[written["entity"] == "east"]["score"].astype(np.float32).to_numpy()
+    np.testing.assert_array_equal(east_scores, fleet.detectors["east"].score(east))
+    only_west = tmp_path / "west.csv"
+    only_west.write_text("entity,ch0,ch1,ch2\n" + "".join(f"west,{a},{b},{c}\n" for a, b, c in west.tolist()))
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(only_west), "--output",
+                        str(tmp_path / "none.csv"), "--entity-column", "entity"]) == 2  # fmt: skip
+    assert "no entity has rows enough to score (west: 7 rows" in capsys.readouterr().err
 
 
 def test_an_unknown_or_skipped_entity_is_a_clear_error(fleet_run, tmp_path, capsys):
