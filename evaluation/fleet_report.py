@@ -320,6 +320,10 @@ def evaluate_fleet(
                     batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors,
                     fleet.shared, own_statistics)  # fmt: skip
     results, left_out = _entity_results(run, fleet, jobs)
+    if not results:
+        reasons = "; ".join(f"{name}: {why}" for name, why in left_out.items())
+        raise UserInputError(f"no entity of {bundle_path} could be scored ({reasons}); retrain with a smaller "
+                             "train.py --win-size, or give longer series")  # fmt: skip
     panels = {}
     if whole_series:
         labels = np.concatenate([entity.labels for entity in results])

@@ -108,7 +108,7 @@ def follow(
     live = LiveDetector(make_stream, routed)
     feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
     committer = Committer(state_path, out)
-    replay = ReplayGuard(saved, state_path)  # stdin started again at a row already read is refused
+    replay = ReplayGuard(saved, state_path, stdin=source == "-")  # stdin started again at an earlier row: refused
     slowest = max(detectors.values(), key=decision_lag)
     rows = "rows of its own entity" if routed else "rows"  # with interleaved entities, each waits for its own rows
     print(f"following {feed.name}: a point is decided at most {decision_lag(slowest)} {rows} after it arrives "
@@ -157,33 +157,36 @@ def follow(
 
 
 def _stamp_value(text: str) -> float | pd.Timestamp | None:
-    """A timestamp as something ordered: a number, a date-time, or None where it reads as neither."""
+    """A timestamp as something ordered: a number, or an ISO 8601 date-time (other date orders, such as day
+    first, are not guessed at); None where it reads as neither."""
     with contextlib.suppress(ValueError):
         return float(text)
     with contextlib.suppress(ValueError, TypeError):
-        return pd.Timestamp(text)
+        return pd.to_datetime(text, format="ISO8601")
     return None
 
 
-def _goes_on(stamp: str, last: str) -> bool:
-    """Whether a row stamped `stamp` can follow one stamped `last` of the same entity: later where both read as
-    numbers or as date-times, else merely another stamp."""
+def _goes_back(stamp: str, last: str) -> bool:
+    """Whether a row stamped `stamp` certainly comes before one stamped `last`: earlier where both read as
+    numbers or as ISO date-times; an equal stamp, or one that cannot be ordered, may go on."""
     new, old = _stamp_value(stamp), _stamp_value(last)
     if new is None or old is None or type(new) is not type(old):
-        return stamp != last
+        return False
     try:
-        return bool(new > old)
+        return bool(new < old)
     except TypeError:  # a date-time with a time zone against one without
-        return stamp != last
+        return False
 
 
 class ReplayGuard:
-    """The last timestamp read of each entity, kept in the state: a restarted stream whose first row of an entity
-    is not later than that (stdin replayed from its start, say) is refused before any of it is scored."""
+    """The last timestamp read of each entity, kept in the state: stdin restarted with a first row of an entity
+    earlier than that (replayed from its start, say) is refused before any of it is scored. A file resumes at its
+    saved byte offset, so it cannot replay: only stdin is checked."""
 
-    def __init__(self, saved: dict | None, state_path: Path | None) -> None:
+    def __init__(self, saved: dict | None, state_path: Path | None, stdin: bool) -> None:
         self.last_stamps: dict[str, str] = dict(saved.get("last_stamps") or {}) if saved else {}
-        self.unchecked = dict(self.last_stamps)  # the entities whose first row since the restart is not seen yet
+        # the entities whose first row since the restart is not seen yet
+        self.unchecked = dict(self.last_stamps) if stdin else {}
         self.saved_rows = saved["rows"] if saved else 0
         self.state_path = state_path
 
@@ -193,10 +196,10 @@ class ReplayGuard:
         for index, stamp in enumerate(stamps):
             key = entities[index] if entities is not None else ""
             last = self.unchecked.pop(key, None)
-            if last is not None and not _goes_on(stamp, last):
+            if last is not None and _goes_back(stamp, last):
                 who = f" of {key}" if key else ""
                 raise UserInputError(
-                    f"{name} goes on at {stamp!r}{who}, not after the last row{who} already read ({last!r}); the "
+                    f"{name} goes on at {stamp!r}{who}, before the last row{who} already read ({last!r}); the "
                     f"stream saved in {self.state_path} needs the rows after its first {self.saved_rows} (a file "
                     f"replayed through a pipe: tail -n +{self.saved_rows + 2} FILE)"
                 )

@@ -171,6 +171,10 @@ def test_an_entity_whose_test_is_shorter_than_the_window_is_left_out_of_the_eval
     printed = capsys.readouterr().out
     assert "1 entities scored by their own model" in printed
     assert "left out west: TEST (9 rows) is shorter than its model's window of 20" in printed
+    (data / "entities.csv").write_text(rows.replace("east,0,400,0,300", "east,0,400,0,8"))
+    assert evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out),
+                          "--per-entity", "--jobs", "1", "--baselines", "none"]) == 2  # fmt: skip
+    assert "no entity of" in capsys.readouterr().err  # every entity left out: one line, no traceback
 
 
 def test_each_entity_in_the_bundle_is_that_entity_trained_alone(fleet_run):

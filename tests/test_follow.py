@@ -18,9 +18,11 @@ import torch
 import detect
 import train
 from data_factory.registry import load_synth
+from evaluation.follow import ReplayGuard
 from model.score_settings import ScoreSettings
 from model.scoring import PointStream, score_stream
 from model.transformer import AnomalyTransformer, ModelConfig
+from runtime.errors import UserInputError
 from tests.tiny import TINY_TRAIN_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,12 +202,23 @@ def test_a_restarted_stream_fed_its_input_again_from_the_start_is_refused_and_th
     replayed = start(follow_command(stream_run, "-", "--state", str(state)))
     out, err = replayed.communicate("\n".join(lines[:401]) + "\n", timeout=120)
     assert replayed.returncode == 2 and not out
-    assert ("goes on at '2024-01-01 00:00:00', not after the last row already read ('2024-01-01 04:59:00')"
+    assert ("goes on at '2024-01-01 00:00:00', before the last row already read ('2024-01-01 04:59:00')"
             in err and "tail -n +302 FILE" in err)  # fmt: skip
     assert json.loads(state.read_text())["rows"] == 300  # nothing of the replay was taken in
     resumed = start(follow_command(stream_run, "-", "--state", str(state)))
     _, err = resumed.communicate("\n".join([lines[0], *lines[301:401]]) + "\n", timeout=120)
     assert resumed.returncode == 0 and "400 rows scored" in err
+
+
+def test_the_replay_guard_refuses_only_a_row_certainly_earlier_and_only_on_stdin():
+    saved = {"last_stamps": {"pump": "2024-01-31T23:59:00", "fan": "1700000060"}, "rows": 10}
+    guard = ReplayGuard(saved, Path("s.json"), stdin=True)
+    # The same minute again, a day-first date (not guessed at) and another entity's stamps all go on.
+    guard.check(["2024-01-31T23:59:00", "01/02/2024 00:00", "1700000060"], ["pump", "pump", "fan"], "stdin")
+    again = ReplayGuard(saved, Path("s.json"), stdin=True)
+    with pytest.raises(UserInputError, match=r"stdin goes on at '1700000000' of fan, before the last row of fan"):
+        again.check(["1700000000"], ["fan"], "stdin")
+    ReplayGuard(saved, Path("s.json"), stdin=False).check(["1700000000"], ["fan"], "day.csv")  # a file: its offset
 
 
 def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
