@@ -293,6 +293,10 @@ def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np
     if got != len(expected):
         shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
         named = "" if table.columns is None else f"; {column_differences(table.columns, expected)}"
+        extra = [name for name in table.columns or [] if name not in expected]
+        times = [name for name in extra if _stamp_column([name], FIRST_TIME_COLUMN)]
+        if times:  # a clock among the sensors: detect.py reads only the column --timestamp-column names as times
+            named += f" (if {times[0]} holds times: --timestamp-column {times[0]})"
         raise UserInputError(
             f"{table.name} has {got} sensor column{'s' * (got != 1)} but the checkpoint expects "
             f"{len(expected)} ({shown}){named}"

@@ -304,10 +304,11 @@ def _detect_routed(
         "checkpoint": checkpoint_name,
         "dataset": fleet.dataset,
         "input": table.name,
-        "rows": len(values),
+        "rows": int((~blank).sum()),  # scored; the rows of entities not scored are counted apart
+        "rows_not_scored": int(blank.sum()),
         "score_variant": fleet.config.score,
         "n_flagged": n_flagged,
-        "flagged_share": n_flagged / len(values),
+        "flagged_share": n_flagged / int((~blank).sum()),
         "columns": columns,
         "nan_policy": nan_policy,
         "entities": report_entities,

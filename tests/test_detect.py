@@ -312,6 +312,9 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
         (folder / "x.csv").write_text(",".join([*data.channel_names, "spare"]) + "\n" + ("1," * 12 + "2\n") * 30)
         return folder / "x.csv", [], "the checkpoint expects 12 (sensor_00, sensor_01, sensor_02, sensor_03, " \
             "sensor_04, sensor_05, sensor_06, sensor_07, ...); extra spare"
+    if kind == "time column":
+        (folder / "x.csv").write_text(",".join(["time", *data.channel_names]) + "\n" + ("1," * 12 + "2\n") * 30)
+        return folder / "x.csv", [], "extra time (if time holds times: --timestamp-column time)"
     if kind == "non-numeric":
         bad = "1,1,oops" + ",1" * 9 + "\n"
         (folder / "x.csv").write_text(",".join(data.channel_names) + "\n" + ROW * 5 + bad + ROW * 30)
@@ -349,6 +352,7 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
         "channel count",
         "named channel count",
         "extra column",
+        "time column",
         "non-numeric",
         "nan",
         "short",

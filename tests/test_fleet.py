@@ -253,6 +253,8 @@ def test_detect_leaves_an_entity_with_too_few_rows_blank_and_scores_the_others(f
                         "--entity-column", "entity"]) == 0  # fmt: skip
     assert "west: not scored (7 rows, fewer than its model's window of 20); its rows are left blank" in (
         capsys.readouterr().err)  # detect.py's summary goes to stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert (report["rows"], report["rows_not_scored"]) == (len(east), 7) and list(report["not_scored"]) == ["west"]
     written = pd.read_csv(out, keep_default_na=False)
     assert (written[written["entity"] == "west"][["score", "threshold", "flag"]] == "").all().all()
     east_scores = written[written["entity"] == "east"]["score"].astype(np.float32).to_numpy()
