@@ -26,7 +26,7 @@ from model.config import DEVICES, DetectorConfig
 from model.detector import SCORE_PERCENTILES
 from runtime.atomic import atomic_paths, ensure_writable_dir, json_text, new_folders_kept_only_on_success, run_stoppably
 from runtime.distributed import DistributedContext, init_distributed, shutdown_distributed
-from runtime.errors import error_line
+from runtime.errors import end_quietly_on_broken_pipe, error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,9 +147,8 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except UserInputError as error:
         print(error_line(error), file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader of the incident lines went away: end quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except BrokenPipeError:  # the reader of the incident lines went away
+        return end_quietly_on_broken_pipe()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,9 +179,8 @@ def run(args: argparse.Namespace) -> int:
         if context.is_main:  # the other ranks meet the same error; one line is enough
             print(error_line(error), file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader of --output - (e.g. head) stopped early: end quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except BrokenPipeError:  # the reader of --output - (e.g. head) stopped early
+        return end_quietly_on_broken_pipe()
     except RuntimeError:
         if context.is_main:
             raise

@@ -7,7 +7,6 @@ strings, lists and dicts: a file that would run code when unpickled is refused, 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from commands.inspection import describe, format_text
 from data_factory import UserInputError
 from model.fleet import open_fleet
 from runtime.atomic import json_text
-from runtime.errors import error_line
+from runtime.errors import end_quietly_on_broken_pipe, error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         print(json_text(described).rstrip("\n") if args.json else format_text(described), flush=True)
-    except BrokenPipeError:  # the reader (e.g. head) stopped early: end quietly, as detect.py does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except BrokenPipeError:  # the reader (e.g. head) stopped early
+        return end_quietly_on_broken_pipe()
     return 0
 
 

@@ -152,9 +152,8 @@ class RowParser:
                     name = self.header[index] if self.header else str(index)
                     where = f"(first: {text!r} in row {self.rows + number})"
                     raise UserInputError(
-                        f"{self.name} has non-numeric columns [{name!r}] {where}; "
-                        "keep only numeric sensor columns (detect.py also takes a timestamp column named by "
-                        "--timestamp-column)"
+                        f"{self.name} has non-numeric columns [{name!r}] {where}; keep only numeric sensor "
+                        f"columns, or name the timestamps: detect.py --timestamp-column {name}"
                     ) from None
         rows = Rows(as_float32(values, self.name, self.rows),
                     [fields[stamp] for fields in records] if stamp is not None else None,

@@ -565,8 +565,7 @@ def test_detect_and_inspect_end_quietly_when_the_reader_of_their_output_stops_ea
                     ["inspect_checkpoint.py", checkpoint, "--json"]):  # fmt: skip
         reader = subprocess.Popen([sys.executable, *command], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-        reader.stdout.readline()
-        reader.stdout.close()  # as `| head -1` does
+        reader.stdout.close()  # as `| head -1` does once it has its line; here before any, so every write fails
         stderr = reader.stderr.read().decode()
         reader.wait(timeout=120)
         assert "Traceback" not in stderr and "error" not in stderr, stderr
