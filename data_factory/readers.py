@@ -329,6 +329,9 @@ def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, lis
     """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its sensor column names if it has
     them; a first column named as times (FIRST_TIME_COLUMN) is left out."""
     table = open_input(str(path), chunk_rows, stamp_column=FIRST_TIME_COLUMN)
+    if table.columns == [] and table.stamp_column:
+        raise UserInputError(f"{path} has no column besides its time column {table.stamp_column!r}; add the sensor "
+                             "columns")  # fmt: skip
     parts = [chunk.values for chunk in table.chunks]
     width = len(table.columns) if table.columns is not None else (parts[0].shape[1] if parts else 0)
     values = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)

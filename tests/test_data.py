@@ -172,6 +172,9 @@ def test_custom_csv_reads_a_byte_order_mark_and_a_leading_timestamp_column(tmp_p
     dataset = load_dataset("CUSTOM", tmp_path)
     assert dataset.channel_names == ["flow", "temp"]
     assert dataset.train.tolist() == [[1.0, 10.0], [2.0, 20.0]] and dataset.test_labels.tolist() == [0, 1]
+    (tmp_path / "test_data.csv").write_text("time\n2026-02-01 00:00\n")
+    with pytest.raises(UserInputError, match="test_data.csv has no column besides its time column 'time'"):
+        load_dataset("CUSTOM", tmp_path)
     (tmp_path / "test_data.csv").write_text("when,flow,temp\n2026-02-01 00:00,3,30\n")
     with pytest.raises(UserInputError, match=r"non-numeric columns \['when'\].*--timestamp-column when"):
         load_dataset("CUSTOM", tmp_path)
