@@ -143,21 +143,19 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     test_raw, test_names = read_array(test_path)
     if names and test_names and test_names != names:
         test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
-    labels = None
     if entity is None:
         fix = ENTITY_ROWS_FIX if (folder / ENTITIES_FILE).is_file() else MISSING_VALUES_FIX
         train = check_series(train_raw, str(train_path), channel_names=names, missing_values_fix=fix)
         test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=names,
                             missing_values_fix=fix)  # fmt: skip
-        if label_path is not None:
-            labels = check_labels(read_array(label_path)[0], str(label_path), len(test))
     else:
         row = _entity_rows(folder, entity)
         train = _entity_series(train_raw, train_path, row, "train", names)
         test = _entity_series(test_raw, test_path, row, "test", names, n_channels=train.shape[1])
-        if label_path is not None:
-            labels = check_labels(read_array(label_path)[0], str(label_path), len(test_raw))
-            labels = labels[row["test_start"] : row["test_start"] + row["test_len"]]
+    # The labels match the whole test file, whose rows an entity's slice takes (TEST passed its checks above).
+    labels = None if label_path is None else check_labels(read_array(label_path)[0], str(label_path), len(test_raw))
+    if labels is not None and entity is not None:
+        labels = labels[row["test_start"] : row["test_start"] + row["test_len"]]
     return TimeSeriesDataset(
         name="CUSTOM" if entity is None else f"CUSTOM_{entity}",
         train=train,

@@ -293,6 +293,7 @@ def _detect_routed(
         reasons = "; ".join(f"{name}: {why}" for name, why in not_scored.items())
         raise UserInputError(f"{table.name}: no entity has rows enough to score ({reasons}); {SCORING_FIX}")
     blank = np.isin(labels, list(not_scored))
+    scored_rows = int((~blank).sum())  # the rows of entities not scored are counted apart
     shown, exact, flagged = (np.where(blank, "", column).tolist() for column in
                              (_shown(scores), _exact(thresholds), flags.astype(str)))  # fmt: skip
     writer = csv.writer(output, lineterminator="\n")
@@ -304,11 +305,11 @@ def _detect_routed(
         "checkpoint": checkpoint_name,
         "dataset": fleet.dataset,
         "input": table.name,
-        "rows": int((~blank).sum()),  # scored; the rows of entities not scored are counted apart
-        "rows_not_scored": int(blank.sum()),
+        "rows": scored_rows,
+        "rows_not_scored": len(values) - scored_rows,
         "score_variant": fleet.config.score,
         "n_flagged": n_flagged,
-        "flagged_share": n_flagged / int((~blank).sum()),
+        "flagged_share": n_flagged / scored_rows,
         "columns": columns,
         "nan_policy": nan_policy,
         "entities": report_entities,

@@ -193,8 +193,11 @@ class ReplayGuard:
     def check(self, stamps: list[str] | None, entities: list[str] | None, name: str) -> None:
         if stamps is None:
             return
-        for index, stamp in enumerate(stamps):
-            key = entities[index] if entities is not None else ""
+        keys = entities if entities is not None else [""] * len(stamps)
+        # Only the first rows after a restart are compared, one per entity; later batches just move last_stamps on.
+        for key, stamp in zip(keys, stamps, strict=True):
+            if not self.unchecked:
+                break
             last = self.unchecked.pop(key, None)
             if last is not None and _goes_back(stamp, last):
                 who = f" of {key}" if key else ""
@@ -203,7 +206,7 @@ class ReplayGuard:
                     f"stream saved in {self.state_path} needs the rows after its first {self.saved_rows} (a file "
                     f"replayed through a pipe: tail -n +{self.saved_rows + 2} FILE)"
                 )
-            self.last_stamps[key] = stamp
+        self.last_stamps.update(zip(keys, stamps, strict=True))  # each entity's last stamp in this batch wins
 
 
 def _saved_stream(state_path: Path | None, about: dict, rule_options: dict) -> dict | None:
