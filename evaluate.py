@@ -18,6 +18,7 @@ from evaluation.baselines import DEFAULT_FLEET_BASELINES, baselines_help, parse_
 from evaluation.drift import drift_warning
 from evaluation.fleet_report import drift_lines, evaluate_fleet, format_fleet_table, write_fleet_artifacts
 from evaluation.method_scores import check_scoring_flags
+from evaluation.outputs import FLEET_OUTPUTS, MODEL_OUTPUTS, earlier_outputs_note
 from evaluation.report import check_evaluation_settings
 from evaluation.thresholds import THRESHOLD_RULES
 from model import SCORES, DetectorConfig
@@ -144,7 +145,14 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
     for line in drift_lines(evaluation):
         print(line, file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
+    _note_earlier_outputs(paths, evaluation.stem, FLEET_OUTPUTS)
     return 0
+
+
+def _note_earlier_outputs(paths: dict[str, Path], stem: str, outputs: dict[str, str]) -> None:
+    note = earlier_outputs_note(next(iter(paths.values())).parent, stem, outputs, paths.values())
+    if note:
+        print(note, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
+    _note_earlier_outputs(paths, evaluation.dataset, MODEL_OUTPUTS)
     return 0
 
 

@@ -20,6 +20,7 @@ from data_factory.entities import entity_names
 from data_factory.names import dataset_label
 from data_factory.registry import load_dataset
 from data_factory.windows import training_starts
+from evaluation.outputs import FLEET_OUTPUTS, MODEL_OUTPUTS, left_from_earlier
 from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint, set_aside_model_of_other_data
 from model.config import DetectorConfig
 from model.detector import Detector
@@ -211,8 +212,17 @@ def _train_locked(
             saved = (f"{signal.Signals(stop.signal_number).name} arrived after the last epoch: finished the final "
                      f"TRAIN scoring first and {saved}; the run is complete")  # fmt: skip
         log(saved)
+        _note_earlier_evaluation(folder, {label: MODEL_OUTPUTS, f"{label}_shared": FLEET_OUTPUTS}, log)
     context.barrier()
     return best_path
+
+
+def _note_earlier_evaluation(folder: Path, outputs: dict[str, dict[str, str]], log: Callable[[str], None]) -> None:
+    """A model saved where an evaluation of the one before it lies: its files no longer describe the new model."""
+    earlier = [path.name for stem, names in outputs.items() for path in left_from_earlier(folder, stem, names)]
+    if earlier:
+        log(f"note: {', '.join(earlier)} in {folder} are from an evaluation of the model before this run; "
+            "run evaluate.py to write them for this one")  # fmt: skip
 
 
 def train_fleet_to_bundle(
@@ -271,6 +281,7 @@ def _train_fleet_locked(
         for entity, reason in fleet.skipped.items():
             log(f"skipped {entity}: {reason}")
         log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
+        _note_earlier_evaluation(folder, {f"{dataset_name.upper()}_fleet": FLEET_OUTPUTS}, log)
     context.barrier()
     if context.is_main and not fleet.detectors:  # rank 0 alone holds the merged fleet
         raise TrainingFailed(f"no entity of {dataset_name.upper()} could train (each one skipped, for the reason "

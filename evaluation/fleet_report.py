@@ -30,6 +30,7 @@ from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import Incident, find_incidents, incidents_document, write_incidents_csv
 from evaluation.method_scores import check_scoring_flags, score_methods
+from evaluation.outputs import FLEET_OUTPUTS, output_paths
 from evaluation.result import alarm_decision, judge, stored_rule_decision
 from evaluation.thresholds import percentile_threshold
 from evaluation.tsb_vus import dominant_period
@@ -526,16 +527,8 @@ def write_fleet_artifacts(
     and, with report "html", {STEM}_report.html; STEM is {DATASET}_fleet, or {DATASET}_shared for one shared model."""
     folder = ensure_writable_dir(output_dir)
     stem = evaluation.stem
-    paths = {
-        "json": folder / f"{stem}_metrics.json",
-        "csv": folder / f"{stem}_entities.csv",
-        "worst": folder / f"{stem}_worst.png",
-        "best": folder / f"{stem}_best.png",
-        "incidents_csv": folder / f"{stem}_incidents.csv",
-        "incidents_json": folder / f"{stem}_incidents.json",
-    }
-    if report == "html":
-        paths["report"] = folder / f"{stem}_report.html"
+    keys = [key for key in FLEET_OUTPUTS if key != "report" or report == "html"]
+    paths = output_paths(folder, stem, FLEET_OUTPUTS, keys)
     # Every file is written to its temp first and all are renamed at the end: replaced together or not at all.
     with atomic_paths(paths.values()) as temps:
         staged = dict(zip(paths, temps, strict=True))

@@ -17,6 +17,7 @@ from evaluation.grading import ORACLE_METRICS
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
 from evaluation.method_scores import MethodScores, check_scoring_flags, score_methods
+from evaluation.outputs import MODEL_OUTPUTS, output_paths
 from evaluation.plots import plot_scores
 from evaluation.result import (
     Decision,
@@ -324,21 +325,14 @@ def write_artifacts(evaluation: Evaluation, output_dir: str | Path, report: str 
     replace the previous run's together or not at all (a full disk leaves the old set intact).
     """
     folder = ensure_writable_dir(output_dir)
-    paths = {
-        "npz": folder / f"{evaluation.dataset}_evaluation.npz",
-        "json": folder / f"{evaluation.dataset}_metrics.json",
-        "plot": folder / f"{evaluation.dataset}_scores.png",
-    }
+    keys = ["npz", "json", "plot"]
     if evaluation.attribution is not None:
-        paths["attribution_json"] = folder / f"{evaluation.dataset}_attribution.json"
-        paths["attribution_csv"] = folder / f"{evaluation.dataset}_attribution.csv"
-        paths["incidents_csv"] = folder / f"{evaluation.dataset}_incidents.csv"
-        paths["incidents_json"] = folder / f"{evaluation.dataset}_incidents.json"
+        keys += ["attribution_json", "attribution_csv", "incidents_csv", "incidents_json"]
     if report == "html":
-        paths["report"] = folder / f"{evaluation.dataset}_report.html"
+        keys.append("report")
     if evaluation.associations is not None:
-        paths["associations_npz"] = folder / f"{evaluation.dataset}_associations.npz"
-        paths["associations_plot"] = folder / f"{evaluation.dataset}_associations.png"
+        keys += ["associations_npz", "associations_plot"]
+    paths = output_paths(folder, evaluation.dataset, MODEL_OUTPUTS, keys)
     report = summary(evaluation)
     model = evaluation.model
     arrays = {
