@@ -26,6 +26,11 @@ METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "vus_pr": "VUS-PR", "
                  "f1": "F1 at rule", "event_f1": "event F1", "flagged_share": "flagged share"}  # fmt: skip
 
 
+# The entity table shows every method up to this many; beyond, the model beside the strongest baseline.
+MOST_METHODS_SHOWN = 3
+STRONGEST, ANOMALOUS = "strongest baseline", "anomalous"
+
+
 @dataclass
 class ReportEntity:
     name: str
@@ -67,12 +72,38 @@ def _cell(value: float | None) -> tuple[str, str]:
     return f"{value:.3f}", repr(float(value))
 
 
+def columns(page: ReportPage) -> list[tuple[str, list[str]]]:
+    """Each metric of the entity table with its sub-columns: every method's while they fit on a screen; beside a
+    longer panel (evaluate.py --per-entity's dozen baselines), the model's and the strongest baseline's, and the
+    anomaly share beside the flagged share (every method's figures are in the entities CSV)."""
+    if len(page.methods) <= MOST_METHODS_SHOWN:
+        return [(metric, list(page.methods)) for metric in page.metrics]
+    return [(metric, ["model", ANOMALOUS if metric == "flagged_share" else STRONGEST]) for metric in page.metrics]
+
+
+def _strongest(entity: ReportEntity, metric: str) -> tuple[str, str]:
+    """The highest value of `metric` among the baselines, with its name; its value is the sort key."""
+    values = [(value, name) for name, metrics in entity.metrics.items() if name != "model"
+              for value in [metrics.get(metric)] if value is not None and math.isfinite(value)]  # fmt: skip
+    if not values:
+        return "-", ""
+    value, name = max(values)
+    return f"{value:.3f} {name}", repr(float(value))
+
+
+def _column_cell(entity: ReportEntity, metric: str, column: str) -> tuple[str, str]:
+    if column == STRONGEST:
+        return _strongest(entity, metric)
+    if column == ANOMALOUS:
+        return _cell(entity.metrics.get("model", {}).get("anomaly_share"))
+    return _cell(entity.metrics.get(column, {}).get(metric))
+
+
 def _rows(page: ReportPage) -> list[dict]:
     rows = []
     for entity in page.entities:
         severities = [i.severity for i in entity.incidents if i.severity is not None]
-        cells = [_cell(entity.metrics.get(method, {}).get(metric))
-                 for metric in page.metrics for method in page.methods]  # fmt: skip
+        cells = [_column_cell(entity, metric, column) for metric, sub in columns(page) for column in sub]
         cells += [(str(len(entity.incidents)), str(len(entity.incidents))), _cell(max(severities, default=None))]
         rows.append({"name": entity.name, "cells": cells})
     return rows
@@ -89,7 +120,9 @@ def render_html(page: ReportPage) -> str:
         ).decode("ascii")
         for entity in page.entities
     }
-    return environment.get_template(TEMPLATE).render(page=page, labels=METRIC_LABELS, rows=_rows(page), figures=figures)
+    return environment.get_template(TEMPLATE).render(page=page, labels=METRIC_LABELS, columns=columns(page),
+                                                     compact=len(page.methods) > MOST_METHODS_SHOWN,
+                                                     rows=_rows(page), figures=figures)  # fmt: skip
 
 
 def write_html_report(page: ReportPage, path: Path) -> None:

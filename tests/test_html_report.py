@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import pandas as pd
 import pytest
 
 import evaluate
@@ -14,6 +15,7 @@ from tests.test_fleet import ROWS, train_tiny_fleet
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)  # fmt: skip
+WIDE_BASELINES = "pca,random,iforest,sarfraz_l2"
 TRAINED = [name for name, (n_train, _) in ROWS.items() if n_train > 100]  # stub is skipped in training
 
 
@@ -58,7 +60,12 @@ def fleet_report(tmp_path_factory):
               "--report", "html"]  # fmt: skip
     assert evaluate.main([*common, "--per-entity", "--baselines", "pca,random", "--jobs", "1"]) == 0
     assert evaluate.main([*common, "--entity", "east", "--baselines", "pca"]) == 0
-    return {"fleet": out / "CUSTOM_fleet_report.html", "single": out / "CUSTOM_east_report.html"}
+    wide = out / "wide"  # more baselines than a screen holds
+    assert evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(wide), "--device", "cpu",
+                          "--report", "html", "--checkpoint", str(out / "CUSTOM_fleet.pth"), "--per-entity",
+                          "--baselines", WIDE_BASELINES, "--jobs", "1"]) == 0  # fmt: skip
+    return {"fleet": out / "CUSTOM_fleet_report.html", "single": out / "CUSTOM_east_report.html",
+            "wide": wide / "CUSTOM_fleet_report.html"}  # fmt: skip
 
 
 def test_the_report_is_one_file_that_fetches_nothing(fleet_report):
@@ -72,6 +79,20 @@ def test_the_report_is_one_file_that_fetches_nothing(fleet_report):
     # entity, then the report's metrics x 3 methods, then the incident count and the highest severity
     assert all(len(row) == 1 + len(FLEET_REPORT_METRICS) * 3 + 2 for row in fleet.rows)
     assert len(parse(fleet_report["single"].read_text()).rows) == 1
+
+
+def test_beside_many_baselines_the_table_shows_the_model_and_the_strongest_named(fleet_report):
+    page = parse(fleet_report["wide"].read_text())
+    assert [row[0] for row in page.rows] == TRAINED
+    assert all(len(row) == 1 + len(FLEET_REPORT_METRICS) * 2 + 2 for row in page.rows)  # not x 5 methods
+    entities = pd.read_csv(fleet_report["wide"].parent / "CUSTOM_fleet_entities.csv")
+    for row in page.rows:
+        baselines = entities[(entities.entity == row[0]) & (entities.method != "model")]
+        strongest = baselines.loc[baselines.roc_auc.idxmax()]
+        # ROC-AUC is the first metric: the model's value, then the strongest baseline's as its sort key
+        assert float(row[2]) == pytest.approx(strongest.roc_auc, abs=1e-5)
+    assert "Strongest baseline: the highest of the 4 baselines" in fleet_report["wide"].read_text()
+    assert "Strongest baseline" not in fleet_report["fleet"].read_text()
 
 
 def test_the_single_model_page_says_what_its_threshold_read_as_the_console_does(fleet_report):
