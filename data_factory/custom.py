@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from data_factory.dataset import MISSING_VALUES_FIX, TimeSeriesDataset, check_labels, check_series
-from data_factory.readers import column_differences, load_npy, missing_file_reason, read_table
+from data_factory.readers import column_differences, load_npy, missing_file_reason, name_order, read_table
 from runtime.errors import UserInputError
 
 
@@ -117,11 +117,12 @@ def _entity_series(
 def _in_train_order(test: np.ndarray, test_names: list[str], names: list[str], test_path: Path, train_path: Path
                     ) -> np.ndarray:  # fmt: skip
     """TEST's columns put in TRAIN's order by their header names, as detect.py matches its input's."""
-    if sorted(test_names) != sorted(names):
+    order = name_order(test_names, names)
+    if order is None:
         raise UserInputError(f"{test_path.name}'s columns are not {train_path.name}'s "
                              f"({column_differences(test_names, names)}); give both files the same header, or none "
                              "to match the columns by position")  # fmt: skip
-    return np.asarray(test)[:, [test_names.index(name) for name in names]]
+    return np.asarray(test)[:, order]
 
 
 def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeSeriesDataset:

@@ -305,10 +305,18 @@ def column_order(table: InputTable, width: int, expected: list[str]) -> tuple[np
         return None, "by position (the input names no columns)"
     if table.columns == expected:
         return None, "by name"
-    if sorted(table.columns) == sorted(expected):
-        return np.array([table.columns.index(name) for name in expected]), "reordered by name"
+    order = name_order(table.columns, expected)
+    if order is not None:
+        return order, "reordered by name"
     differences = column_differences(table.columns, expected)
     return None, f"by position: the input's column names are not the checkpoint's ({differences})"
+
+
+def name_order(columns: list[str], expected: list[str]) -> np.ndarray | None:
+    """The indices that put `columns` in `expected`'s order, or None where the names are not the same set."""
+    if sorted(columns) != sorted(expected):
+        return None
+    return np.array([columns.index(name) for name in expected])
 
 
 def _listed(names: list[str]) -> str:
