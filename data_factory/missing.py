@@ -8,6 +8,8 @@ last finite value forward, and a channel without one yet takes its TRAIN mean.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -25,15 +27,18 @@ class MissingValues:
         self.last = train_mean.astype(np.float32).copy()
         self.filled = 0
 
-    def apply(self, values: np.ndarray, first_row: int) -> np.ndarray:
+    def apply(self, values: np.ndarray, first_row: int, rows: Sequence[int] | None = None) -> np.ndarray:
+        """values: the next (n, C) rows, the first of them row first_row of the input; rows: each one's input row
+        where they are not consecutive (one entity's rows among others'), so that a message names the file's row."""
         bad = ~np.isfinite(values)
         if not bad.any():
             self.last = values[-1].copy() if len(values) else self.last
             return values
         if self.policy == "fail":
             row, column = (int(i[0]) for i in np.nonzero(bad))
+            shown = first_row + row if rows is None else int(rows[row])
             raise UserInputError(
-                f"{self.name} has NaN/Inf values (first at row {first_row + row}, column "
+                f"{self.name} has NaN/Inf values (first at row {shown}, column "
                 f"{self.channel_names[column]}); clean the data or pass --nan fill to carry the last value forward"
             )
         self.filled += int(bad.sum())

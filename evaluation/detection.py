@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -74,9 +74,10 @@ class EntityWatch:
         self.incidents = IncidentTracker(names, self.scale, entity, top_sensors, detector.scoring_.channels)
         self.rows = 0  # taken in
 
-    def normalise(self, values: np.ndarray) -> np.ndarray:
-        """The next raw (n, C) rows in the model's channel order, filled by the NaN policy and normalised."""
-        values = self.detector.normalizer_.transform(self.missing.apply(values, self.rows))
+    def normalise(self, values: np.ndarray, rows: Sequence[int] | None = None) -> np.ndarray:
+        """The next raw (n, C) rows in the model's channel order, filled by the NaN policy and normalised; rows: their
+        input rows, where the entity's rows are not the whole input (for messages)."""
+        values = self.detector.normalizer_.transform(self.missing.apply(values, self.rows, rows))
         self.rows += len(values)
         return values
 
@@ -92,9 +93,18 @@ class EntityPass(EntityWatch):
     single model's input and each entity of a routed input take this same pass."""
 
     def __init__(
-        self, detector: Detector, rule: AlarmRule, source: str, nan_policy: str, top_sensors: int, entity: str | None
+        self,
+        detector: Detector,
+        rule: AlarmRule,
+        source: str,
+        nan_policy: str,
+        top_sensors: int,
+        entity: str | None,
+        input_rows: np.ndarray | None = None,
     ) -> None:
+        """input_rows: the input row of each row of the series, where it is one entity's rows among others'."""
         super().__init__(detector, rule, source, nan_policy, top_sensors, entity)
+        self.input_rows = input_rows
         self.top_k = min(top_sensors, len(detector.channel_names))
         self.moments = ChannelMoments(len(detector.channel_names))
         self.n_flagged = self.non_finite = 0
@@ -109,7 +119,8 @@ class EntityPass(EntityWatch):
 
     def _normalised(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for chunk in chunks:
-            values = self.normalise(chunk)
+            rows = None if self.input_rows is None else self.input_rows[self.rows : self.rows + len(chunk)]
+            values = self.normalise(chunk, rows)
             self.moments.update(values)  # the drift check and the model read the same normalised values
             yield values
         check_long_enough(self.rows, self.detector.win_size, self.source, SCORING_FIX)
@@ -279,7 +290,7 @@ def _detect_routed(
             not_scored[name] = f"{len(rows)} rows, fewer than its model's window of {detector.win_size}"
             continue
         run = EntityPass(detector, detection_rule(detector, *rule_options), f"{table.name} (entity {name})",
-                         nan_policy, top_sensors, name)  # fmt: skip
+                         nan_policy, top_sensors, name, input_rows=rows)  # fmt: skip
         # Positions are input rows; an entity's incident may span rows of other entities between its own.
         done = 0
         for part in run.points([values[rows]], batch_size):

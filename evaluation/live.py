@@ -49,7 +49,7 @@ class EntityStream(EntityWatch):
 
     def push(self, values: np.ndarray, rows: list[int], stamps: list[str] | None) -> list[str]:
         """Raw (n, C) values of this entity in the model's column order; the event lines they decide."""
-        series = self.normalise(values)
+        series = self.normalise(values, rows)
         self.waiting_rows += rows
         self.stamps += stamps if self.timestamps else []
         return self._decide(self.points.push(series))

@@ -4,6 +4,8 @@ routing in detect, evaluate and inspect on a bundle."""
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -237,6 +239,21 @@ def test_detect_routes_each_row_to_its_entitys_model(fleet_run, tmp_path):
     with open(single, newline="") as handle:
         west_scores = np.array([float(row["score"]) for row in csv.DictReader(handle)], dtype=np.float32)
     np.testing.assert_array_equal(west_scores, fleet.detectors["west"].score(west))
+
+
+def test_a_nan_among_one_entitys_rows_is_named_by_its_row_in_the_input_batch_and_live(fleet_run, tmp_path, capsys):
+    source = tmp_path / "routed.csv"
+    write_routed_csv(fleet_run["data"], source)
+    frame = pd.read_csv(source)
+    frame.loc[159, "ch1"] = np.nan  # west's 10th row: east's first 150 rows come before it
+    frame.to_csv(source, index=False, float_format="%.9g")
+    flags = ["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--entity-column", "entity"]
+    assert detect.main([*flags, "--output", str(tmp_path / "out.csv")]) == 2
+    assert "(entity west) has NaN/Inf values (first at row 159, column ch1)" in capsys.readouterr().err
+    live = subprocess.run([sys.executable, "detect.py", *flags[:2], "--entity-column", "entity", "--input", "-",
+                           "--follow", "--device", "cpu"], input=source.read_text(), capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=300)  # fmt: skip
+    assert live.returncode == 2 and "has NaN/Inf values (first at row 159, column ch1)" in live.stderr
 
 
 def test_detect_leaves_an_entity_with_too_few_rows_blank_and_scores_the_others(fleet_run, tmp_path, capsys):
