@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.score_members import mean_rows, overlapped
+from bench.score_members import mean_rows, min_sides, overlapped, window_mean
 
 
 def position_in_window(window: int):
@@ -36,3 +36,14 @@ def test_the_seed_mean_averages_each_part_and_keeps_the_labels():
     assert joined["train"]["model"].tolist() == [2.0, 4.0]
     assert joined["test"]["model"].tolist() == [1.0, 4.0]
     assert joined["labels"].tolist() == [0, 1] and joined["window"] == 7
+
+
+def test_the_one_sided_means_cut_the_smear_of_a_fault_and_keep_its_inside():
+    errors = np.zeros(12)
+    errors[5:7] = 6.0  # a two-point fault
+    trailing = window_mean(errors, 2, 0)  # mean over t-2 .. t, over the points that exist
+    assert trailing[:8].tolist() == pytest.approx([0, 0, 0, 0, 0, 2, 4, 4])
+    sides = min_sides(errors)  # min of the 25-point trailing and leading means
+    # Before the fault only the leading mean sees it, after it only the trailing one: both stay 0 there.
+    assert sides[:5].tolist() == [0.0] * 5 and sides[7:].tolist() == [0.0] * 5
+    assert sides[5] == pytest.approx(min(6 / 6, 12 / 7)) and sides[6] == pytest.approx(min(12 / 7, 6 / 6))
