@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from data_factory.dataset import MISSING_VALUES_FIX, TimeSeriesDataset, check_labels, check_series
-from data_factory.readers import column_differences, load_npy, missing_file_reason, name_order, read_table
+from data_factory.readers import (
+    StampedTable,
+    column_differences,
+    load_npy,
+    missing_file_reason,
+    name_order,
+    read_stamped_table,
+)
 from runtime.errors import UserInputError
 
 
@@ -45,11 +52,11 @@ def _refuse_misnamed_labels(folder: Path) -> None:
                              "test_labels.csv; rename it (or move it away to go without labels)")  # fmt: skip
 
 
-def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    """Load a .npy or .csv file; return the array and the CSV header names, if any."""
+def read_array(path: Path) -> StampedTable:
+    """Load a .npy or .csv file: the array, the CSV header names and its first column's times, where it has them."""
     if path.suffix == ".csv":
-        return read_table(path)  # the one CSV reader, shared with detect.py
-    return load_npy(path), None
+        return read_stamped_table(path)  # the one CSV reader, shared with detect.py
+    return StampedTable(load_npy(path), None, None)
 
 
 ENTITIES_FILE = "entities.csv"
@@ -140,8 +147,8 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     if label_path is None:
         _refuse_misnamed_labels(folder)
 
-    train_raw, names = read_array(train_path)
-    test_raw, test_names = read_array(test_path)
+    train_raw, names, _ = read_array(train_path)
+    test_raw, test_names, test_stamps = read_array(test_path)
     if names and test_names and test_names != names:
         test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
     if entity is None:
@@ -155,12 +162,15 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         test = _entity_series(test_raw, test_path, row, "test", names, n_channels=train.shape[1])
     # The labels match the whole test file, whose rows an entity's slice takes (TEST passed its checks above).
     labels = None if label_path is None else check_labels(read_array(label_path)[0], str(label_path), len(test_raw))
-    if labels is not None and entity is not None:
-        labels = labels[row["test_start"] : row["test_start"] + row["test_len"]]
+    if entity is not None:
+        rows = slice(row["test_start"], row["test_start"] + row["test_len"])
+        labels = None if labels is None else labels[rows]
+        test_stamps = None if test_stamps is None else test_stamps[rows]
     return TimeSeriesDataset(
         name="CUSTOM" if entity is None else f"CUSTOM_{entity}",
         train=train,
         test=test,
         test_labels=labels,
         channel_names=names or [f"ch{index}" for index in range(train.shape[1])],
+        test_stamps=test_stamps,
     )

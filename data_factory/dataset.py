@@ -23,6 +23,8 @@ class TimeSeriesDataset:
     # The channels the anomalies are about (SMAP/MSL: the telemetry value, not the command flags);
     # None: all of them. `--score-channels target` scores these.
     target_channels: list[int] | None = None
+    # (N_test,) the TEST file's times as text, where its first column holds them (a CUSTOM CSV); incidents carry them.
+    test_stamps: np.ndarray | None = None
 
     @property
     def n_channels(self) -> int:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 import numpy as np
 import pandas as pd
@@ -336,11 +336,27 @@ def column_differences(columns: list[str], expected: list[str]) -> str:
 def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:
     """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its sensor column names if it has
     them; a first column named as times (FIRST_TIME_COLUMN) is left out."""
+    values, columns, _ = read_stamped_table(path, chunk_rows)
+    return values, columns
+
+
+class StampedTable(NamedTuple):
+    values: np.ndarray  # (N, C) float32
+    columns: list[str] | None  # the sensor columns' names, where the file has a header
+    stamps: np.ndarray | None  # (N,) the first column's times as text, where it is one (FIRST_TIME_COLUMN)
+
+
+def read_stamped_table(path: Path, chunk_rows: int = 1_000_000) -> StampedTable:
+    """read_table, and the first column's times where it is one."""
     table = open_input(str(path), chunk_rows, stamp_column=FIRST_TIME_COLUMN)
     if table.columns == [] and table.stamp_column:
         raise UserInputError(f"{path} has no column besides its time column {table.stamp_column!r}; add the sensor "
                              "columns")  # fmt: skip
-    parts = [chunk.values for chunk in table.chunks]
+    parts, stamps = [], []
+    for chunk in table.chunks:
+        parts.append(chunk.values)
+        stamps.append(chunk.stamps)
     width = len(table.columns) if table.columns is not None else (parts[0].shape[1] if parts else 0)
     values = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)
-    return values, table.columns
+    times = np.concatenate(stamps) if table.stamp_column and stamps else None
+    return StampedTable(values, table.columns, times)

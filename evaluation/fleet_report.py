@@ -202,7 +202,8 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
                                         detector.channel_names)  # fmt: skip
         scale = train_error_scale(scored_methods.train_channel_error)
         scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds,
-                                          scored_methods.test_points.errors, data.channel_names, entity=entity,
+                                          scored_methods.test_points.errors, data.channel_names, data.test_stamps,
+                                          entity=entity,
                                           top_k=run.top_sensors, scale=scale,
                                           score_channels=scored_methods.scoring.channels)  # fmt: skip
     return scored

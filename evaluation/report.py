@@ -192,7 +192,7 @@ def evaluate_checkpoint(
     attribution = attribute(flagged.scores, flagged.predictions, test_points.errors, channel_error,
                             dataset.channel_names, dataset.anomalies, top_sensors, flagged.thresholds)  # fmt: skip
     incidents = find_incidents(flagged.predictions, flagged.scores, flagged.thresholds, test_points.errors,
-                               dataset.channel_names, entity=dataset.name, top_k=top_sensors,
+                               dataset.channel_names, dataset.test_stamps, entity=dataset.name, top_k=top_sensors,
                                scale=train_error_scale(channel_error), score_channels=scoring.channels)  # fmt: skip
     associations = None
     if explain:

@@ -256,6 +256,27 @@ def test_a_nan_among_one_entitys_rows_is_named_by_its_row_in_the_input_batch_and
     assert live.returncode == 2 and "has NaN/Inf values (first at row 159, column ch1)" in live.stderr
 
 
+def test_evaluate_gives_incidents_the_times_of_a_custom_test_csv(tmp_path):
+    data, out = train_tiny_fleet(tmp_path)
+    test = np.load(data / "test_data.npy")
+    stamps = pd.date_range("2026-03-01", periods=len(test), freq="min").strftime("%Y-%m-%d %H:%M")
+    frame = pd.DataFrame(test, columns=["ch0", "ch1", "ch2"])
+    frame.insert(0, "timestamp", stamps)
+    frame.to_csv(data / "test_data.csv", index=False, float_format="%.9g")
+    (data / "test_data.npy").unlink()
+    common = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), "--device", "cpu"]
+    assert evaluate.main([*common, "--per-entity", "--jobs", "1", "--baselines", "none"]) == 0
+    incidents = pd.read_csv(out / "CUSTOM_fleet_incidents.csv")
+    offsets = {row["entity"]: row["test_start"] for row in read_entity_rows(data)}
+    assert len(incidents) > 0
+    for _, incident in incidents.iterrows():  # start is the entity's own row; its time is that row's in the file
+        assert incident["start_time"] == stamps[offsets[incident["entity"]] + incident["start"]]
+        assert incident["end_time"] == stamps[offsets[incident["entity"]] + incident["end"]]
+    assert evaluate.main([*common, "--entity", "west", "--baselines", "none"]) == 0
+    west = pd.read_csv(out / "CUSTOM_west_incidents.csv")
+    assert len(west) > 0 and (west["start_time"] == [stamps[offsets["west"] + i] for i in west["start"]]).all()
+
+
 def test_detect_leaves_an_entity_with_too_few_rows_blank_and_scores_the_others(fleet_run, tmp_path, capsys):
     fleet = Fleet.load(fleet_run["bundle"])
     east = load_dataset("CUSTOM", fleet_run["data"], "east").test
