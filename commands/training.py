@@ -21,7 +21,13 @@ from data_factory.names import dataset_label
 from data_factory.registry import load_dataset
 from data_factory.windows import training_starts
 from evaluation.outputs import FLEET_OUTPUTS, MODEL_OUTPUTS, left_from_earlier
-from model.checkpoint import FORMAT_VERSION, load_last_state, save_checkpoint, set_aside_model_of_other_data
+from model.checkpoint import (
+    FORMAT_VERSION,
+    learned_from,
+    load_last_state,
+    save_checkpoint,
+    set_aside_model_of_other_data,
+)
 from model.config import DetectorConfig
 from model.detector import Detector
 from model.fleet import (
@@ -71,12 +77,10 @@ def _dataset_record(dataset: TimeSeriesDataset) -> dict:
 
 
 def _resumes_on(stored: dict, dataset: TimeSeriesDataset) -> bool:
-    """Whether a resumable state's dataset record describes these data (TRAIN and TEST, as it always has); a
-    state written before records held train_fingerprint is compared on the keys it has."""
-    record = _dataset_record(dataset)
-    if "train_fingerprint" not in stored:
-        del record["train_fingerprint"]
-    return stored == record
+    """Whether a resumable state's dataset record describes these data: the same name, channels and TRAIN (a new
+    TEST beside it does not stop a resume; training never reads TEST)."""
+    return (stored.get("name"), stored.get("n_channels")) == (dataset.name, dataset.n_channels) and learned_from(
+        stored, dataset)
 
 
 def config_from_state(state: dict) -> DetectorConfig:

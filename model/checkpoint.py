@@ -99,6 +99,15 @@ def _reason(error: Exception) -> str:
     return reason.rstrip(".")
 
 
+def learned_from(record: dict, dataset: TimeSeriesDataset) -> bool:
+    """Whether a checkpoint's or state's dataset record describes the TRAIN data of `dataset`: training reads TRAIN
+    alone, so a model fits any TEST beside it. A record written before it held train_fingerprint is matched on
+    TRAIN and TEST."""
+    if "train_fingerprint" in record:
+        return record["train_fingerprint"] == dataset.train_fingerprint()
+    return record.get("fingerprint") == dataset.fingerprint()
+
+
 def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path: Path) -> None:
     """Refuse a checkpoint of another dataset, channel count or TRAIN; a checkpoint written before the record
     held train_fingerprint must match TRAIN and TEST."""
@@ -113,23 +122,22 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
             f"checkpoint {path} expects {trained_on['n_channels']} channels but {dataset.name} data have "
             f"{dataset.n_channels}; retrain on these data"
         )
-    # Training reads TRAIN alone, so a model fits any TEST beside the TRAIN it learned from.
+    if learned_from(trained_on, dataset):
+        return
     if "train_fingerprint" in trained_on:
-        if trained_on["train_fingerprint"] != dataset.train_fingerprint():
-            raise UserInputError(
-                f"checkpoint {path} was trained on different {dataset.name} TRAIN data (fingerprint mismatch); "
-                "retrain on these data or point --data-dir at the data it was trained on"
-            )
-    elif trained_on["fingerprint"] != dataset.fingerprint():
         raise UserInputError(
-            f"checkpoint {path} was trained on different {dataset.name} data (fingerprint mismatch) and predates "
-            "matching on TRAIN alone, so a new TEST needs a retrain too; retrain on these data or point --data-dir "
-            "at the data it was trained on"
+            f"checkpoint {path} was trained on different {dataset.name} TRAIN data (fingerprint mismatch); "
+            "retrain on these data or point --data-dir at the data it was trained on"
         )
+    raise UserInputError(
+        f"checkpoint {path} was trained on different {dataset.name} data (fingerprint mismatch) and predates "
+        "matching on TRAIN alone, so a new TEST needs a retrain too; retrain on these data or point --data-dir "
+        "at the data it was trained on"
+    )
 
 
 def set_aside_model_of_other_data(path: Path, dataset: TimeSeriesDataset) -> Path | None:
-    """Before a new model of `dataset` is saved at `path`: a model of other data already there (another
+    """Before a new model of `dataset` is saved at `path`: a model of other TRAIN data already there (another
     CUSTOM folder trained into the same --output-dir) is renamed to {stem}.{its fingerprint}.pth, not
     replaced; its new path, or None where there was nothing to keep (no file, the same data, no record)."""
     if not path.is_file():
@@ -140,7 +148,7 @@ def set_aside_model_of_other_data(path: Path, dataset: TimeSeriesDataset) -> Pat
         return None
     record = checkpoint.get("dataset") if isinstance(checkpoint, dict) else None
     fingerprint = record.get("fingerprint") if isinstance(record, dict) else None
-    if not isinstance(fingerprint, str) or fingerprint == dataset.fingerprint():
+    if not isinstance(fingerprint, str) or learned_from(record, dataset):  # a retrain on the same TRAIN replaces it
         return None
     kept = path.with_name(f"{path.stem}.{fingerprint[:12]}{path.suffix}")
     path.replace(kept)

@@ -335,6 +335,27 @@ def test_a_model_of_other_data_in_the_output_folder_is_kept_not_replaced(tmp_pat
     assert {path.name for path in out.glob("CUSTOM_checkpoint*.pth")} == {"CUSTOM_checkpoint.pth", kept.name}
 
 
+def test_a_new_test_period_beside_the_same_train_neither_stops_a_resume_nor_sets_the_model_aside(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    data, out = tmp_path / "plant", tmp_path / "out"
+    data.mkdir()
+    np.save(data / "train_data.npy", rng.normal(size=(300, 3)))
+    np.save(data / "test_data.npy", rng.normal(size=(150, 3)))
+    args = ["--dataset", "CUSTOM", "--data-dir", str(data), *TINY, "--output-dir", str(out)]
+    assert train.main(args) == 0
+    np.save(data / "test_data.npy", rng.normal(size=(200, 3)))  # next week's TEST
+    capsys.readouterr()
+    assert train.main(args) == 0  # a retrain on the same TRAIN replaces its model
+    assert "kept as" not in capsys.readouterr().out and list(out.glob("CUSTOM_checkpoint.*.pth")) == []
+    (out / "CUSTOM_checkpoint.pth").unlink()  # a finished run whose model was lost: the resume redoes its end
+    np.save(data / "test_data.npy", rng.normal(size=(250, 3)))
+    assert train.main([*args, "--resume"]) == 0
+    (out / "CUSTOM_checkpoint.pth").unlink()
+    np.save(data / "train_data.npy", rng.normal(size=(300, 3)))  # other TRAIN: that run cannot go on
+    assert train.main([*args, "--resume"]) == 2
+    assert "was trained on other data than CUSTOM here; resume is impossible" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--threshold", "train", "--alarm-rule", "budget"], "--threshold train replaces the decision rule, so --alarm-"),
     (["--protocol", "paper", "--alarm-window", "5"], "--protocol paper replaces the decision rule, so --alarm-window"),
