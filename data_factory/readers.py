@@ -106,6 +106,18 @@ def _stamp_column(names: list[str] | None, stamp_column: str | None) -> str | No
     return stamp_column if stamp_column in names else None
 
 
+def check_separator(fields: list[str], name: str) -> None:
+    """Refuse a first line split by ';' or tabs, not commas (a spreadsheet saved with European settings):
+    read with commas, its columns merge into one and its decimal commas split the numbers."""
+    line = ",".join(fields)
+    for separator in (";", "\t"):
+        parts = line.split(separator)
+        decimal_commas = all(is_number(part.replace(",", ".")) for part in parts)  # 1,5;10,25: numbers, not a header
+        if len(parts) > 1 and (len(parts) >= len(fields) or decimal_commas):
+            raise UserInputError(f"{name} separates its fields with {separator!r}, not commas; save it as "
+                                 "comma-separated CSV with '.' as the decimal point")  # fmt: skip
+
+
 def _csv_table(
     handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool, entity_column: str | None
 ) -> InputTable:
@@ -114,6 +126,7 @@ def _csv_table(
     except UnicodeDecodeError:
         raise UserInputError(f"{name} is not a UTF-8 text CSV file") from None
     fields = next(csv.reader([first]), [])
+    check_separator([field.strip() for field in fields], name)
     header = [field.strip() for field in fields] if not all(is_number(f) for f in fields) else None
     stamp = _stamp_column(header, stamp_column)
     entity = _entity_column(header, entity_column, name)
@@ -321,8 +334,6 @@ def column_differences(columns: list[str], expected: list[str]) -> str:
     extra = [name for name in columns if name not in expected]
     parts = [f"missing {_listed(missing)}" if missing else "", f"extra {_listed(extra)}" if extra else ""]
     return "; ".join(part for part in parts if part) or "the same names, some twice"
-
-
 
 
 def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:

@@ -180,6 +180,26 @@ def test_custom_csv_reads_a_byte_order_mark_and_a_leading_timestamp_column(tmp_p
         load_dataset("CUSTOM", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("text", "separator"),
+    [
+        ("timestamp;flow;temp\n2026-01-01 00:00;1,5;10,25\n2026-01-01 00:01;2,5;20,5\n", "';'"),
+        ("flow;temp\n1,5;10,25\n2,5;20,5\n", "';'"),
+        ("1,5;10,25\n2,5;20,5\n", "';'"),
+        ("timestamp\tflow\ttemp\n2026-01-01 00:00\t1.5\t10.25\n", "'\\t'"),
+    ],
+)
+def test_a_csv_saved_with_european_separators_is_refused_by_name(tmp_path, text, separator):
+    # Read with commas, the header was one column (or a time column) and the decimal commas split the numbers.
+    (tmp_path / "train_data.csv").write_text(text)
+    (tmp_path / "test_data.csv").write_text("flow,temp\n1.5,10.25\n")
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path)
+    assert f"train_data.csv separates its fields with {separator}, not commas; save it as comma-separated" in str(
+        error.value
+    )
+
+
 def test_custom_refuses_a_misnamed_labels_file_and_a_stem_given_twice(tmp_path):
     write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
     np.save(tmp_path / "test_label.npy", np.zeros(10))
