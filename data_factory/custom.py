@@ -11,9 +11,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from data_factory.dataset import MISSING_VALUES_FIX, TimeSeriesDataset, check_labels, check_series
-from data_factory.readers import column_differences, load_npy, missing_file_reason, read_table
+from data_factory.readers import column_differences, load_npy, missing_file_reason, read_timed_table
 from runtime.errors import UserInputError
 
 
@@ -45,11 +46,28 @@ def _refuse_misnamed_labels(folder: Path) -> None:
                              "test_labels.csv; rename it (or move it away to go without labels)")  # fmt: skip
 
 
-def read_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    """Load a .npy or .csv file; return the array and the CSV header names, if any."""
+def read_array(path: Path) -> tuple[np.ndarray, list[str] | None, np.ndarray | None]:
+    """Load a .npy or .csv file; return the array, the CSV header names and its time column, if any."""
     if path.suffix == ".csv":
-        return read_table(path)  # the one CSV reader, shared with detect.py
-    return load_npy(path), None
+        return read_timed_table(path)  # the one CSV reader, shared with detect.py
+    return load_npy(path), None, None
+
+
+def _check_label_times(label_times: np.ndarray | None, test_times: np.ndarray | None, label_path: Path) -> None:
+    """Labels go to TEST by row: where both files name each row's time, a label row at another time (a labels
+    file of another period, or sorted otherwise) would grade the wrong points, so it is refused."""
+    if label_times is None or test_times is None:
+        return
+    differ = np.char.strip(label_times.astype(str)) != np.char.strip(test_times.astype(str))
+    if differ.any():  # the same instants written alike or not: 2026-01-03 02:00 and 2026-01-03T02:00:00
+        label_parsed = pd.to_datetime(pd.Series(label_times), errors="coerce", format="mixed")
+        test_parsed = pd.to_datetime(pd.Series(test_times), errors="coerce", format="mixed")
+        differ &= ~(label_parsed.notna() & (label_parsed == test_parsed)).to_numpy()
+    if differ.any():
+        row = int(np.argmax(differ))
+        raise UserInputError(f"{label_path.name}'s times are not test_data's: row {row} is {label_times[row]} "
+                             f"there and {test_times[row]} in test_data; give each test row its label, in the same "
+                             "order")  # fmt: skip
 
 
 ENTITIES_FILE = "entities.csv"
@@ -139,8 +157,8 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     if label_path is None:
         _refuse_misnamed_labels(folder)
 
-    train_raw, names = read_array(train_path)
-    test_raw, test_names = read_array(test_path)
+    train_raw, names, _ = read_array(train_path)
+    test_raw, test_names, test_times = read_array(test_path)
     if names and test_names and test_names != names:
         test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
     if entity is None:
@@ -153,7 +171,11 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         train = _entity_series(train_raw, train_path, row, "train", names)
         test = _entity_series(test_raw, test_path, row, "test", names, n_channels=train.shape[1])
     # The labels match the whole test file, whose rows an entity's slice takes (TEST passed its checks above).
-    labels = None if label_path is None else check_labels(read_array(label_path)[0], str(label_path), len(test_raw))
+    labels = None
+    if label_path is not None:
+        label_raw, _, label_times = read_array(label_path)
+        labels = check_labels(label_raw, str(label_path), len(test_raw))
+        _check_label_times(label_times, test_times, label_path)
     if labels is not None and entity is not None:
         labels = labels[row["test_start"] : row["test_start"] + row["test_len"]]
     return TimeSeriesDataset(

@@ -339,11 +339,19 @@ def column_differences(columns: list[str], expected: list[str]) -> str:
 def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:
     """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its sensor column names if it has
     them; a first column named as times (FIRST_TIME_COLUMN) is left out."""
+    values, columns, _ = read_timed_table(path, chunk_rows)
+    return values, columns
+
+
+def read_timed_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None, np.ndarray | None]:
+    """read_table, and the first column's times as text where it is named as times (else None)."""
     table = open_input(str(path), chunk_rows, stamp_column=FIRST_TIME_COLUMN)
     if table.columns == [] and table.stamp_column:
         raise UserInputError(f"{path} has no column besides its time column {table.stamp_column!r}; add the sensor "
                              "columns")  # fmt: skip
-    parts = [chunk.values for chunk in table.chunks]
+    chunks = list(table.chunks)
+    parts = [chunk.values for chunk in chunks]
     width = len(table.columns) if table.columns is not None else (parts[0].shape[1] if parts else 0)
     values = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)
-    return values, table.columns
+    stamps = np.concatenate([chunk.stamps for chunk in chunks]) if table.stamp_column and chunks else None
+    return values, table.columns, stamps

@@ -200,6 +200,21 @@ def test_a_csv_saved_with_european_separators_is_refused_by_name(tmp_path, text,
     )
 
 
+def test_custom_labels_at_other_times_than_test_are_refused_not_matched_by_row(tmp_path):
+    (tmp_path / "train_data.csv").write_text("timestamp,flow\n2026-01-01 00:00,1\n2026-01-01 00:01,2\n")
+    (tmp_path / "test_data.csv").write_text("timestamp,flow\n2026-02-01 00:00,3\n2026-02-01 00:01,4\n")
+    # The same instants written otherwise, or no time column at all: matched by row.
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n2026-02-01T00:00:00,0\n2026-02-01T00:01:00,1\n")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    (tmp_path / "test_labels.csv").write_text("label\n0\n1\n")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    # Labels exported for a period an hour later would grade the wrong rows.
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n2026-02-01 01:00,0\n2026-02-01 01:01,1\n")
+    with pytest.raises(UserInputError, match="test_labels.csv's times are not test_data's: row 0 is 2026-02-01 01:00 "
+                                             "there and 2026-02-01 00:00 in test_data"):  # fmt: skip
+        load_dataset("CUSTOM", tmp_path)
+
+
 def test_custom_refuses_a_misnamed_labels_file_and_a_stem_given_twice(tmp_path):
     write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
     np.save(tmp_path / "test_label.npy", np.zeros(10))
