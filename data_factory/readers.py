@@ -81,10 +81,13 @@ def _frame_chunk(
         column = frame[non_numeric[0]]
         bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
         where = f" (first: {column.iloc[np.argmax(bad)]!r} in row {first_row + np.argmax(bad)})" if bad.any() else ""
+        # A text column holds times or, in a fleet's input, entity names: naming it as times would score every
+        # entity's rows as one series with one model, so both flags are named.
         raise UserInputError(
             f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric sensor "
-            f"columns, or name the timestamps: detect.py --timestamp-column {non_numeric[0]} (CUSTOM files: a first "
-            f"column named {', '.join(TIME_COLUMN_NAMES)} is read as times)"
+            f"columns, or name what it holds: detect.py --timestamp-column {non_numeric[0]} (times) or, with a "
+            f"fleet bundle, --entity-column {non_numeric[0]} (entity names) (CUSTOM files: a first column named "
+            f"{', '.join(TIME_COLUMN_NAMES)} is read as times)"
         )
     return Chunk(as_float32(frame.to_numpy(dtype=np.float64), name, first_row), stamps, entities)
 
