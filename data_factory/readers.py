@@ -121,6 +121,15 @@ def check_separator(fields: list[str], name: str) -> None:
                                  "comma-separated CSV with '.' as the decimal point")  # fmt: skip
 
 
+def check_header_names(header: list[str], name: str) -> None:
+    """Refuse a header field left empty: pandas' to_csv writes its row index so (read as a sensor, a row
+    counter would be scored), and a comma at the end of every line adds an empty column."""
+    if "" in header:
+        raise UserInputError(f"{name}'s header leaves column {header.index('')} without a name (a row index written "
+                             "by pandas' to_csv without index=False, or a comma at the end of each line); remove that "
+                             "column or name it")  # fmt: skip
+
+
 def _csv_table(
     handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool, entity_column: str | None
 ) -> InputTable:
@@ -131,6 +140,8 @@ def _csv_table(
     fields = next(csv.reader([first]), [])
     check_separator([field.strip() for field in fields], name)
     header = [field.strip() for field in fields] if not all(is_number(f) for f in fields) else None
+    if header:
+        check_header_names(header, name)
     stamp = _stamp_column(header, stamp_column)
     entity = _entity_column(header, entity_column, name)
     columns = [c for c in header if c not in (stamp, entity)] if header else None

@@ -215,6 +215,20 @@ def test_custom_labels_at_other_times_than_test_are_refused_not_matched_by_row(t
         load_dataset("CUSTOM", tmp_path)
 
 
+def test_a_csv_column_without_a_name_is_refused_not_read_as_a_sensor(tmp_path):
+    import pandas as pd
+
+    # pandas' to_csv without index=False writes the row index as an unnamed first column: a counter, not a sensor.
+    frame = pd.DataFrame({"flow": [1.0, 2.0, 3.0], "temp": [10.0, 20.0, 30.0]})
+    frame.to_csv(tmp_path / "train_data.csv")
+    frame.to_csv(tmp_path / "test_data.csv", index=False)
+    with pytest.raises(UserInputError, match="train_data.csv's header leaves column 0 without a name .*index=False"):
+        load_dataset("CUSTOM", tmp_path)
+    (tmp_path / "train_data.csv").write_text("flow,temp,\n1,10,\n2,20,\n3,30,\n")  # a comma ending each line
+    with pytest.raises(UserInputError, match="train_data.csv's header leaves column 2 without a name"):
+        load_dataset("CUSTOM", tmp_path)
+
+
 def test_custom_refuses_a_misnamed_labels_file_and_a_stem_given_twice(tmp_path):
     write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
     np.save(tmp_path / "test_label.npy", np.zeros(10))
