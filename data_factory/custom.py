@@ -100,6 +100,10 @@ def read_entity_rows(folder: Path) -> list[dict]:
             raise UserInputError(f"{path} line {number}: offsets and lengths must be whole numbers") from None
         if not row["entity"] or min(row[key] for key in ENTITY_COLUMNS[1:]) < 0:
             raise UserInputError(f"{path} line {number}: an entity needs a name and non-negative offsets")
+        separator = next((char for char in "/\\" if char in row["entity"]), None)
+        if separator:  # --entity names its files CUSTOM_{entity}_*: a separator would put them in another folder
+            raise UserInputError(f"{path} line {number}: entity name {row['entity']!r} holds {separator!r}, but it "
+                                 "names files (CUSTOM_{entity}_checkpoint.pth); use another character")  # fmt: skip
         rows.append(row)
     names = [row["entity"] for row in rows]
     twice = sorted({name for name in names if names.count(name) > 1})

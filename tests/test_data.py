@@ -229,6 +229,17 @@ def test_a_csv_column_without_a_name_is_refused_not_read_as_a_sensor(tmp_path):
         load_dataset("CUSTOM", tmp_path)
 
 
+@pytest.mark.parametrize("name", ["PS 1/North", "..\\..\\pump"])
+def test_an_entity_name_with_a_path_separator_is_refused_before_it_names_a_file(tmp_path, name):
+    # Its files would be CUSTOM_PS 1/North_checkpoint.pth: a folder that does not exist, or one elsewhere.
+    write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
+    (tmp_path / "entities.csv").write_text(f"entity,train_start,train_len,test_start,test_len\n{name},0,30,0,10\n")
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path, name)
+    assert f"entities.csv line 2: entity name {name!r} holds" in str(error.value)
+    assert "use another character" in str(error.value)
+
+
 def test_custom_refuses_a_misnamed_labels_file_and_a_stem_given_twice(tmp_path):
     write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
     np.save(tmp_path / "test_label.npy", np.zeros(10))
