@@ -310,7 +310,11 @@ def open_input(
         return _parquet_table(path, chunk_rows, stamp_column, entity_column)
     if suffix == ".csv":
         handle = open(path, encoding="utf-8", newline="")  # closed by the chunk generator
-        return _csv_table(handle, str(path), chunk_rows, stamp_column, True, entity_column)
+        try:
+            return _csv_table(handle, str(path), chunk_rows, stamp_column, True, entity_column)
+        except UserInputError:  # refused on its first line: no generator will close it
+            handle.close()
+            raise
     raise UserInputError(f"input {path} has an unknown suffix {path.suffix!r}; use .csv, .npy, .parquet or - (stdin)")
 
 
