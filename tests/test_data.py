@@ -1,7 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 
 from data_factory import UserInputError, load_dataset
+from data_factory.readers import open_input
 from data_factory.registry import load_synth
 from data_factory.synthetic import ANOMALY_KINDS, SynthSpec, generate_synthetic
 from data_factory.windows import (
@@ -287,3 +290,13 @@ def test_unknown_datasets_and_stray_entities_are_clear_errors():
 
 def test_load_synth_is_the_registered_synth():
     assert load_dataset("SYNTH").fingerprint() == load_synth().fingerprint()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_a_csv_refused_on_its_first_line_leaves_no_file_open(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text("flow;temp\n1,5;2,5\n")
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(UserInputError, match="separates its fields with ';'") as error:
+        open_input(str(path), 100, None)
+    assert len(os.listdir("/proc/self/fd")) == before, error.traceback  # its frames still hold the handle
