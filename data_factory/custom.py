@@ -8,6 +8,7 @@ test_data), as SMAP's and MSL's channels.csv do; `--entity NAME` then loads that
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,14 @@ def _check_label_times(label_times: np.ndarray | None, test_times: np.ndarray | 
     if label_times is None or test_times is None:
         return
     differ = np.char.strip(label_times.astype(str)) != np.char.strip(test_times.astype(str))
-    if differ.any():  # the same instants written alike or not: 2026-01-03 02:00 and 2026-01-03T02:00:00
-        label_parsed = pd.to_datetime(pd.Series(label_times), errors="coerce", format="mixed")
-        test_parsed = pd.to_datetime(pd.Series(test_times), errors="coerce", format="mixed")
-        differ &= ~(label_parsed.notna() & (label_parsed == test_parsed)).to_numpy()
+    # The same instants written otherwise: 2026-01-03 02:00 and 2026-01-03T02:00:00, or 1700000000 and 1700000000.0.
+    for parse in (
+        lambda t: pd.to_datetime(t, errors="coerce", format="mixed"),
+        partial(pd.to_numeric, errors="coerce"),
+    ):
+        if differ.any():
+            label_parsed, test_parsed = parse(pd.Series(label_times)), parse(pd.Series(test_times))
+            differ &= ~(label_parsed.notna() & (label_parsed == test_parsed)).to_numpy()
     if differ.any():
         row = int(np.argmax(differ))
         raise UserInputError(f"{label_path.name}'s times are not test_data's: row {row} is {label_times[row]} "

@@ -211,6 +211,10 @@ def test_custom_labels_at_other_times_than_test_are_refused_not_matched_by_row(t
     assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
     (tmp_path / "test_labels.csv").write_text("label\n0\n1\n")
     assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    (tmp_path / "test_data.csv").write_text("timestamp,flow\n1700000000,3\n1700000060,4\n")  # epoch seconds
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n1700000000.0,0\n1700000060.0,1\n")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    (tmp_path / "test_data.csv").write_text("timestamp,flow\n2026-02-01 00:00,3\n2026-02-01 00:01,4\n")
     # Labels exported for a period an hour later would grade the wrong rows.
     (tmp_path / "test_labels.csv").write_text("timestamp,label\n2026-02-01 01:00,0\n2026-02-01 01:01,1\n")
     with pytest.raises(UserInputError, match="test_labels.csv's times are not test_data's: row 0 is 2026-02-01 01:00 "
