@@ -8,9 +8,11 @@ test_data), as SMAP's and MSL's channels.csv do; `--entity NAME` then loads that
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from data_factory.dataset import MISSING_VALUES_FIX, TimeSeriesDataset, check_labels, check_series
 from data_factory.readers import (
@@ -59,6 +61,27 @@ def read_array(path: Path) -> StampedTable:
     return StampedTable(load_npy(path), None, None)
 
 
+def _check_label_times(label_times: np.ndarray | None, test_times: np.ndarray | None, label_path: Path) -> None:
+    """Labels go to TEST by row: where both files name each row's time, a label row at another time (a labels
+    file of another period, or sorted otherwise) would grade the wrong points, so it is refused."""
+    if label_times is None or test_times is None:
+        return
+    differ = np.char.strip(label_times.astype(str)) != np.char.strip(test_times.astype(str))
+    # The same instants written otherwise: 2026-01-03 02:00 and 2026-01-03T02:00:00, or 1700000000 and 1700000000.0.
+    for parse in (
+        lambda t: pd.to_datetime(t, errors="coerce", format="mixed"),
+        partial(pd.to_numeric, errors="coerce"),
+    ):
+        if differ.any():
+            label_parsed, test_parsed = parse(pd.Series(label_times)), parse(pd.Series(test_times))
+            differ &= ~(label_parsed.notna() & (label_parsed == test_parsed)).to_numpy()
+    if differ.any():
+        row = int(np.argmax(differ))
+        raise UserInputError(f"{label_path.name}'s times are not test_data's: row {row} is {label_times[row]} "
+                             f"there and {test_times[row]} in test_data; give each test row its label, in the same "
+                             "order")  # fmt: skip
+
+
 ENTITIES_FILE = "entities.csv"
 ENTITY_COLUMNS = ("entity", "train_start", "train_len", "test_start", "test_len")
 # Where entities.csv gives row offsets, dropping a row would shift every entity after it.
@@ -89,6 +112,10 @@ def read_entity_rows(folder: Path) -> list[dict]:
             raise UserInputError(f"{path} line {number}: offsets and lengths must be whole numbers") from None
         if not row["entity"] or min(row[key] for key in ENTITY_COLUMNS[1:]) < 0:
             raise UserInputError(f"{path} line {number}: an entity needs a name and non-negative offsets")
+        separator = next((char for char in "/\\" if char in row["entity"]), None)
+        if separator:  # --entity names its files CUSTOM_{entity}_*: a separator would put them in another folder
+            raise UserInputError(f"{path} line {number}: entity name {row['entity']!r} holds {separator!r}, but it "
+                                 "names files (CUSTOM_{entity}_checkpoint.pth); use another character")  # fmt: skip
         rows.append(row)
     names = [row["entity"] for row in rows]
     twice = sorted({name for name in names if names.count(name) > 1})
@@ -161,7 +188,11 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         train = _entity_series(train_raw, train_path, row, "train", names)
         test = _entity_series(test_raw, test_path, row, "test", names, n_channels=train.shape[1])
     # The labels match the whole test file, whose rows an entity's slice takes (TEST passed its checks above).
-    labels = None if label_path is None else check_labels(read_array(label_path)[0], str(label_path), len(test_raw))
+    labels = None
+    if label_path is not None:
+        label_raw, _, label_times = read_array(label_path)
+        labels = check_labels(label_raw, str(label_path), len(test_raw))
+        _check_label_times(label_times, test_stamps, label_path)
     if entity is not None:
         rows = slice(row["test_start"], row["test_start"] + row["test_len"])
         labels = None if labels is None else labels[rows]

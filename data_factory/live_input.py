@@ -20,7 +20,7 @@ import numpy as np
 from pandas._libs.parsers import STR_NA_VALUES
 
 from data_factory.dataset import as_float32
-from data_factory.readers import InputTable, is_number, missing_file_reason
+from data_factory.readers import InputTable, check_header_names, check_separator, is_number, missing_file_reason
 from runtime.errors import UserInputError
 
 READ_BYTES = 1 << 16  # at most this much is taken in per read, so a backlog is scored (and saved) in steps
@@ -96,6 +96,7 @@ class RowParser:
 
     def _set_header(self, fields: list[str]) -> None:
         header = [field.strip() for field in fields]
+        check_header_names(header, self.name)
         if self.entity_column is not None and self.entity_column not in header:
             raise UserInputError(f"{self.name} has no column {self.entity_column!r} (--entity-column); "
                                  "name it in the header")  # fmt: skip
@@ -126,6 +127,7 @@ class RowParser:
         records = [fields for fields in csv.reader(texts) if fields and any(f.strip() for f in fields)]
         if records and self.at_start:
             self.at_start = False
+            check_separator(records[0], self.name)
             if self.header is not None:  # resumed (--state): stdin may send the header again
                 if [field.strip() for field in records[0]] == self.header:
                     records.pop(0)

@@ -81,10 +81,13 @@ def _frame_chunk(
         column = frame[non_numeric[0]]
         bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
         where = f" (first: {column.iloc[np.argmax(bad)]!r} in row {first_row + np.argmax(bad)})" if bad.any() else ""
+        # A text column holds times or, in a fleet's input, entity names: naming it as times would score every
+        # entity's rows as one series with one model, so both flags are named.
         raise UserInputError(
             f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric sensor "
-            f"columns, or name the timestamps: detect.py --timestamp-column {non_numeric[0]} (CUSTOM files: a first "
-            f"column named {', '.join(TIME_COLUMN_NAMES)} is read as times)"
+            f"columns, or name what it holds: detect.py --timestamp-column {non_numeric[0]} (times) or, with a "
+            f"fleet bundle, --entity-column {non_numeric[0]} (entity names) (CUSTOM files: a first column named "
+            f"{', '.join(TIME_COLUMN_NAMES)} is read as times)"
         )
     return Chunk(as_float32(frame.to_numpy(dtype=np.float64), name, first_row), stamps, entities)
 
@@ -106,6 +109,27 @@ def _stamp_column(names: list[str] | None, stamp_column: str | None) -> str | No
     return stamp_column if stamp_column in names else None
 
 
+def check_separator(fields: list[str], name: str) -> None:
+    """Refuse a first line split by ';' or tabs, not commas (a spreadsheet saved with European settings):
+    read with commas, its columns merge into one and its decimal commas split the numbers."""
+    line = ",".join(fields)
+    for separator in (";", "\t"):
+        parts = line.split(separator)
+        decimal_commas = all(is_number(part.replace(",", ".")) for part in parts)  # 1,5;10,25: numbers, not a header
+        if len(parts) > 1 and (len(parts) >= len(fields) or decimal_commas):
+            raise UserInputError(f"{name} separates its fields with {separator!r}, not commas; save it as "
+                                 "comma-separated CSV with '.' as the decimal point")  # fmt: skip
+
+
+def check_header_names(header: list[str], name: str) -> None:
+    """Refuse a header field left empty: pandas' to_csv writes its row index so (read as a sensor, a row
+    counter would be scored), and a comma at the end of every line adds an empty column."""
+    if "" in header:
+        raise UserInputError(f"{name}'s header leaves column {header.index('')} without a name (a row index written "
+                             "by pandas' to_csv without index=False, or a comma at the end of each line); remove that "
+                             "column or name it")  # fmt: skip
+
+
 def _csv_table(
     handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool, entity_column: str | None
 ) -> InputTable:
@@ -114,7 +138,10 @@ def _csv_table(
     except UnicodeDecodeError:
         raise UserInputError(f"{name} is not a UTF-8 text CSV file") from None
     fields = next(csv.reader([first]), [])
+    check_separator([field.strip() for field in fields], name)
     header = [field.strip() for field in fields] if not all(is_number(f) for f in fields) else None
+    if header:
+        check_header_names(header, name)
     stamp = _stamp_column(header, stamp_column)
     entity = _entity_column(header, entity_column, name)
     columns = [c for c in header if c not in (stamp, entity)] if header else None
@@ -283,7 +310,11 @@ def open_input(
         return _parquet_table(path, chunk_rows, stamp_column, entity_column)
     if suffix == ".csv":
         handle = open(path, encoding="utf-8", newline="")  # closed by the chunk generator
-        return _csv_table(handle, str(path), chunk_rows, stamp_column, True, entity_column)
+        try:
+            return _csv_table(handle, str(path), chunk_rows, stamp_column, True, entity_column)
+        except UserInputError:  # refused on its first line: no generator will close it
+            handle.close()
+            raise
     raise UserInputError(f"input {path} has an unknown suffix {path.suffix!r}; use .csv, .npy, .parquet or - (stdin)")
 
 
@@ -329,8 +360,6 @@ def column_differences(columns: list[str], expected: list[str]) -> str:
     extra = [name for name in columns if name not in expected]
     parts = [f"missing {_listed(missing)}" if missing else "", f"extra {_listed(extra)}" if extra else ""]
     return "; ".join(part for part in parts if part) or "the same names, some twice"
-
-
 
 
 def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:

@@ -1,7 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 
 from data_factory import UserInputError, load_dataset
+from data_factory.readers import open_input
 from data_factory.registry import load_synth
 from data_factory.synthetic import ANOMALY_KINDS, SynthSpec, generate_synthetic
 from data_factory.windows import (
@@ -180,6 +183,70 @@ def test_custom_csv_reads_a_byte_order_mark_and_a_leading_timestamp_column(tmp_p
         load_dataset("CUSTOM", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("text", "separator"),
+    [
+        ("timestamp;flow;temp\n2026-01-01 00:00;1,5;10,25\n2026-01-01 00:01;2,5;20,5\n", "';'"),
+        ("flow;temp\n1,5;10,25\n2,5;20,5\n", "';'"),
+        ("1,5;10,25\n2,5;20,5\n", "';'"),
+        ("timestamp\tflow\ttemp\n2026-01-01 00:00\t1.5\t10.25\n", "'\\t'"),
+    ],
+)
+def test_a_csv_saved_with_european_separators_is_refused_by_name(tmp_path, text, separator):
+    # Read with commas, the header was one column (or a time column) and the decimal commas split the numbers.
+    (tmp_path / "train_data.csv").write_text(text)
+    (tmp_path / "test_data.csv").write_text("flow,temp\n1.5,10.25\n")
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path)
+    assert f"train_data.csv separates its fields with {separator}, not commas; save it as comma-separated" in str(
+        error.value
+    )
+
+
+def test_custom_labels_at_other_times_than_test_are_refused_not_matched_by_row(tmp_path):
+    (tmp_path / "train_data.csv").write_text("timestamp,flow\n2026-01-01 00:00,1\n2026-01-01 00:01,2\n")
+    (tmp_path / "test_data.csv").write_text("timestamp,flow\n2026-02-01 00:00,3\n2026-02-01 00:01,4\n")
+    # The same instants written otherwise, or no time column at all: matched by row.
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n2026-02-01T00:00:00,0\n2026-02-01T00:01:00,1\n")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    (tmp_path / "test_labels.csv").write_text("label\n0\n1\n")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    (tmp_path / "test_data.csv").write_text("timestamp,flow\n1700000000,3\n1700000060,4\n")  # epoch seconds
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n1700000000.0,0\n1700000060.0,1\n")
+    assert load_dataset("CUSTOM", tmp_path).test_labels.tolist() == [0, 1]
+    (tmp_path / "test_data.csv").write_text("timestamp,flow\n2026-02-01 00:00,3\n2026-02-01 00:01,4\n")
+    # Labels exported for a period an hour later would grade the wrong rows.
+    (tmp_path / "test_labels.csv").write_text("timestamp,label\n2026-02-01 01:00,0\n2026-02-01 01:01,1\n")
+    with pytest.raises(UserInputError, match="test_labels.csv's times are not test_data's: row 0 is 2026-02-01 01:00 "
+                                             "there and 2026-02-01 00:00 in test_data"):  # fmt: skip
+        load_dataset("CUSTOM", tmp_path)
+
+
+def test_a_csv_column_without_a_name_is_refused_not_read_as_a_sensor(tmp_path):
+    import pandas as pd
+
+    # pandas' to_csv without index=False writes the row index as an unnamed first column: a counter, not a sensor.
+    frame = pd.DataFrame({"flow": [1.0, 2.0, 3.0], "temp": [10.0, 20.0, 30.0]})
+    frame.to_csv(tmp_path / "train_data.csv")
+    frame.to_csv(tmp_path / "test_data.csv", index=False)
+    with pytest.raises(UserInputError, match="train_data.csv's header leaves column 0 without a name .*index=False"):
+        load_dataset("CUSTOM", tmp_path)
+    (tmp_path / "train_data.csv").write_text("flow,temp,\n1,10,\n2,20,\n3,30,\n")  # a comma ending each line
+    with pytest.raises(UserInputError, match="train_data.csv's header leaves column 2 without a name"):
+        load_dataset("CUSTOM", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["PS 1/North", "..\\..\\pump"])
+def test_an_entity_name_with_a_path_separator_is_refused_before_it_names_a_file(tmp_path, name):
+    # Its files would be CUSTOM_PS 1/North_checkpoint.pth: a folder that does not exist, or one elsewhere.
+    write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
+    (tmp_path / "entities.csv").write_text(f"entity,train_start,train_len,test_start,test_len\n{name},0,30,0,10\n")
+    with pytest.raises(UserInputError) as error:
+        load_dataset("CUSTOM", tmp_path, name)
+    assert f"entities.csv line 2: entity name {name!r} holds" in str(error.value)
+    assert "use another character" in str(error.value)
+
+
 def test_custom_refuses_a_misnamed_labels_file_and_a_stem_given_twice(tmp_path):
     write_custom(tmp_path, np.zeros((30, 2)), np.zeros((10, 2)))
     np.save(tmp_path / "test_label.npy", np.zeros(10))
@@ -227,3 +294,13 @@ def test_unknown_datasets_and_stray_entities_are_clear_errors():
 
 def test_load_synth_is_the_registered_synth():
     assert load_dataset("SYNTH").fingerprint() == load_synth().fingerprint()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_a_csv_refused_on_its_first_line_leaves_no_file_open(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text("flow;temp\n1,5;2,5\n")
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(UserInputError, match="separates its fields with ';'") as error:
+        open_input(str(path), 100, None)
+    assert len(os.listdir("/proc/self/fd")) == before, error.traceback  # its frames still hold the handle

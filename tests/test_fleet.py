@@ -304,6 +304,16 @@ def test_detect_leaves_an_entity_with_too_few_rows_blank_and_scores_the_others(f
     assert "no entity has rows enough to score (west: 7 rows" in capsys.readouterr().err
 
 
+def test_an_entity_column_read_with_entity_names_the_entity_column_flag(fleet_run, tmp_path, capsys):
+    # Following a hint to read the entity names as times would score every entity's rows with one model.
+    source = tmp_path / "mixed.csv"
+    write_routed_csv(fleet_run["data"], source)
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output",
+                        str(tmp_path / "o.csv"), "--entity", "west"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert "has non-numeric columns ['entity']" in error and "--entity-column entity (entity names)" in error
+
+
 def test_an_unknown_or_skipped_entity_is_a_clear_error(fleet_run, tmp_path, capsys):
     source = tmp_path / "x.npy"
     np.save(source, np.zeros((50, 3), dtype=np.float32))

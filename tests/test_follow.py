@@ -221,6 +221,22 @@ def test_the_replay_guard_refuses_only_a_row_certainly_earlier_and_only_on_stdin
     ReplayGuard(saved, Path("s.json"), stdin=False).check(["1700000000"], ["fan"], "day.csv")  # a file: its offset
 
 
+def test_a_stream_with_semicolons_between_its_fields_is_refused_by_name(stream_run):
+    process = start(follow_command(stream_run, "-"))
+    out, err = process.communicate("flow;temp\n1,5;2,5\n", timeout=120)
+    assert process.returncode == 2 and out == ""
+    assert "error: stdin separates its fields with ';', not commas" in err
+
+
+def test_a_stream_whose_header_leaves_a_column_unnamed_is_refused(stream_run):
+    header, *rows = stream_run["lines"][:3]
+    process = start(follow_command(stream_run, "-"))
+    out, err = process.communicate("\n".join(["," + header, *(f"{n}," + row for n, row in enumerate(rows))]) + "\n",
+                                   timeout=120)  # fmt: skip
+    assert process.returncode == 2 and out == ""
+    assert "error: stdin's header leaves column 0 without a name" in err
+
+
 def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
     args = ["--checkpoint", str(stream_run["checkpoint"]), "--input", "-", "--follow"]
     assert detect.main([*args, "--output", "x.csv"]) == 2
