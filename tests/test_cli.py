@@ -254,6 +254,23 @@ def custom_periods(tmp_path_factory):
     }
 
 
+def test_a_checkpoint_of_another_entity_names_the_flags_that_load_its_data(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "plant"
+    folder.mkdir()
+    np.save(folder / "train_data.npy", rng.normal(size=(400, 3)))
+    np.save(folder / "test_data.npy", rng.normal(size=(200, 3)))
+    rows = ["entity,train_start,train_len,test_start,test_len", "east,0,200,0,100", "west,200,200,100,100"]
+    (folder / "entities.csv").write_text("\n".join(rows) + "\n")
+    data = ["--dataset", "CUSTOM", "--data-dir", str(folder), "--output-dir", str(tmp_path)]
+    assert train.main([*data, "--entity", "east", *TINY]) == 0
+    east = str(tmp_path / "CUSTOM_east_checkpoint.pth")
+    code, err = run_cli(evaluate, [*data, "--entity", "west", "--checkpoint", east], capsys)
+    # --dataset CUSTOM_east would be refused as an unknown dataset: the fix names both flags.
+    assert code == 2 and "pass --dataset CUSTOM --entity east or the CUSTOM_west checkpoint" in err
+    assert evaluate.main([*data, "--entity", "east", "--checkpoint", east]) == 0
+
+
 def test_a_model_grades_a_new_test_period_beside_the_same_train_and_refuses_another_train(
     custom_periods, tmp_path, capsys
 ):
