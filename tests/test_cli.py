@@ -418,3 +418,15 @@ def test_a_refused_run_leaves_no_folder_it_created_and_keeps_the_ones_that_were_
     there.mkdir()
     assert run_cli(evaluate, ["--dataset", "SYNTH", "--output-dir", str(there)], capsys)[0] == 2
     assert there.is_dir() and not any(there.iterdir())
+
+
+def test_the_metric_table_keeps_long_baseline_names_apart_from_each_other(synth_run, tmp_path, capsys):
+    checkpoint = str(synth_run / "SYNTH_checkpoint.pth")
+    names = ["sarfraz_range", "kmeans_level_series"]
+    args = ["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(tmp_path)]
+    assert evaluate.main([*args, "--baselines", ",".join(names)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("metric "))
+    assert header.split() == ["metric", "model", *names]  # not 'sarfraz_rangekmeans_level_series'
+    row = next(line for line in lines if line.startswith("ROC-AUC"))
+    assert len(row) == len(header)  # each value right-aligned under its name
