@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from runtime.errors import UserInputError
 
@@ -73,6 +74,18 @@ def as_float32(array: np.ndarray, what: str, first_row: int = 0) -> np.ndarray:
 MISSING_VALUES_FIX = "fill them in the file (or drop those rows, and their labels with them)"
 
 
+def numeric_array(data: object) -> np.ndarray:
+    """np.asarray, but a DataFrame of pandas' nullable or Arrow numbers (Float64, Int64, double[pyarrow]) as
+    floats with NA as NaN: np.asarray makes such columns objects, which would be refused as non-numbers."""
+    if isinstance(data, pd.DataFrame) and len(data.columns) > 0:
+        dtypes = list(data.dtypes)
+        extension = any(isinstance(dtype, pd.api.extensions.ExtensionDtype) for dtype in dtypes)
+        numeric = all(pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in dtypes)
+        if extension and numeric:
+            return data.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(data)
+
+
 def check_series(
     array: np.ndarray,
     what: str,
@@ -83,7 +96,7 @@ def check_series(
 ) -> np.ndarray:
     """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it (a column by its
     name where `channel_names` gives one). first_row: the file row of array[0], for the messages."""
-    array = np.asarray(array)
+    array = numeric_array(array)
     if array.ndim == 1 and n_channels == 1:
         array = array[:, None]
     if array.ndim != 2:

@@ -113,6 +113,16 @@ def _missing(root: Path, machines: list[str], splits: tuple[str, ...]) -> list[t
     return [(m, split) for m in machines for split in splits if not (root / split / f"{m}.txt").is_file()]
 
 
+def _present_machines(root: Path) -> str:
+    """Where a folder holds only some machines, the ones it can use now: without it, 'SMD is not in FOLDER'
+    hides that --entity or --per-entity would train on what is there."""
+    present = [machine for machine in MACHINES if not _missing(root, [machine], REQUIRED_SPLITS)]
+    if not present:
+        return ""
+    shown = ", ".join(present[:6]) + (", ..." if len(present) > 6 else "")
+    return f". The folder holds {len(present)} of the 28 machines ({shown}): use --entity NAME or --per-entity for them"
+
+
 def prepare_smd(
     data_dir: str | Path | None = None,
     entity: str | None = None,
@@ -137,7 +147,7 @@ def prepare_smd(
     except DownloadFailed as error:
         raise UserInputError(
             manual_instructions(
-                "SMD",
+                "SMD (all 28 machines)" if entity is None else f"SMD {entity}",
                 folder,
                 str(error),
                 urls=[f"{URL_VAR}={base}"],
@@ -147,6 +157,7 @@ def prepare_smd(
                 ],
                 layout=[f"{FOLDER}/{{train,test,test_label,interpretation_label}}/machine-G-I.txt (28 machines)"],
             )
+            + _present_machines(root)
         ) from None
     return root
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics import label_segments
+from evaluation.metrics import check_aligned, label_segments
 
 
 def _ramp_integral(u: np.ndarray, c: float | np.ndarray) -> np.ndarray:
@@ -73,6 +73,7 @@ def _zone_recall(c0: np.ndarray, c1: np.ndarray, s: float, e: float, a: float, b
 
 def affiliation_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     """Affiliation precision and recall of binary predictions; see the module docstring."""
+    check_aligned(labels, predictions, "predictions")
     labels, predictions = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
     events = label_segments(labels).astype(float)
     if len(events) == 0:

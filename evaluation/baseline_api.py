@@ -18,6 +18,7 @@ from typing import Self
 
 import numpy as np
 
+from data_factory.dataset import numeric_array
 from evaluation.thresholds import percentile_threshold
 from runtime.errors import UserInputError
 
@@ -30,7 +31,7 @@ def checked_input(series: np.ndarray, what: str, n_channels: int | None = None) 
     """`series` as an array (its dtype kept), or a UserInputError naming what is wrong: not (N, C), empty, a
     NaN/Inf, another channel count than TRAIN's. The reports pass normalised, finite data; this is for a caller
     of the contract itself."""
-    array = np.asarray(series)
+    array = numeric_array(series)  # a DataFrame of nullable numbers as floats, NA as NaN
     if array.ndim != 2 or 0 in array.shape:
         raise UserInputError(f"{what} must be a non-empty 2-D array (time, channels), got shape {array.shape}")
     if n_channels is not None and array.shape[1] != n_channels:

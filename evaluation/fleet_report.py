@@ -61,6 +61,7 @@ class EntityScores:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # method -> metric -> value
     non_finite: dict[str, int] = field(default_factory=dict)  # method -> NaN/Inf TEST scores, ranked most anomalous
     failed: dict[str, str] = field(default_factory=dict)  # method -> why it could not run on this entity
+    degenerate: dict[str, str] = field(default_factory=dict)  # method -> why its flags mean nothing here
     flags: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its decision rule's flags (N_test,)
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its threshold at each point
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
@@ -196,6 +197,8 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             scored.test[name], scored.non_finite[name] = result.scores, result.non_finite
             scored.metrics[name] = result.metrics
             scored.flags[name], scored.thresholds[name] = result.predictions, result.thresholds
+            if result.degenerate_reason is not None:  # its alarm metrics are null: say why, as evaluate.py does
+                scored.degenerate[name] = result.degenerate_reason
         model = results["model"]
         if run.own_statistics:
             scored.drift = series_drift(scored_methods.normalised_test, detector.normalizer_.std,
@@ -427,7 +430,8 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
         "aggregate": evaluation.aggregate(),
         "entities": {
             entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics,
-                            "non_finite_scores": entity.non_finite, "failed": entity.failed}
+                            "non_finite_scores": entity.non_finite, "failed": entity.failed,
+                            "degenerate": entity.degenerate}
             for entity in evaluation.entities
         },
         "skipped": evaluation.skipped,

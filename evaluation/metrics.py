@@ -10,6 +10,15 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
+def check_aligned(labels: np.ndarray, values: np.ndarray, what: str) -> None:
+    """Refuse labels and predictions or scores of different shapes: several metrics index one by the other
+    and would otherwise grade a label file of another length silently against the wrong points."""
+    if np.shape(labels) != np.shape(values):
+        raise ValueError(
+            f"labels {np.shape(labels)} and {what} {np.shape(values)} differ in shape; give one label per point"
+        )
+
+
 def precision_recall_f1(labels: np.ndarray, predictions: np.ndarray) -> dict:
     """Point-wise precision, recall and F1; 0 where a ratio has an empty denominator."""
     labels, predictions = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
@@ -34,6 +43,7 @@ def point_adjust(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     Unlike the reference code, whose backward scan stops before index 0, a segment that starts
     at the first point is adjusted like any other.
     """
+    check_aligned(labels, predictions, "predictions")
     adjusted = np.asarray(predictions).astype(bool).copy()
     for start, end in label_segments(labels):
         if adjusted[start:end].any():
@@ -79,6 +89,7 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> float:
     at each. Invariant under any strictly increasing transform of the scores. NaN without
     positive labels (like `pr_auc`), where every threshold gives F1 = 0.
     """
+    check_aligned(labels, scores, "scores")
     labels = np.asarray(labels).astype(bool)
     positives = int(labels.sum())
     if positives == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics import label_segments, precision_recall_f1
+from evaluation.metrics import check_aligned, label_segments, precision_recall_f1
 
 # PA%K area: F1 at K = 0, 1, ..., 100 (the integers), trapezoid rule over K / 100.
 PA_K_GRID = np.arange(101)
@@ -80,6 +80,7 @@ def event_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     - F1 is their harmonic mean. Each event counts once whatever its length, so a long
       false-alarm run costs as much as a single flagged point.
     """
+    check_aligned(labels, predictions, "predictions")
     labels, predictions = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
     _, _, label_hits = _segment_hits(labels, predictions)
     _, _, prediction_hits = _segment_hits(predictions, labels)

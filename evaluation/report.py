@@ -286,11 +286,13 @@ def format_table(evaluation: Evaluation) -> str:
         flagged = f"no test labels: {int(model.predictions.sum())} of {len(model.predictions)} points flagged"
         return "\n".join([header, flagged, *degenerate])
     names = list(evaluation.methods)
-    lines = [header, f"{'metric':<18}" + "".join(f"{name:>10}" for name in names)]
+    widths = [max(10, len(name) + 1) for name in names]  # a long name (kmeans_level_series) keeps a space
+    lines = [header, f"{'metric':<18}" + "".join(f"{name:>{width}}" for name, width in zip(names, widths, strict=True))]
     for key, label in TABLE_ROWS:
         if key in model.metrics:
             values = [evaluation.methods[name].metrics[key] for name in names]
-            cells = "".join(f"{'-':>10}" if value is None else f"{value:>10.4f}" for value in values)
+            cells = "".join(f"{'-':>{width}}" if value is None else f"{value:>{width}.4f}"
+                            for value, width in zip(values, widths, strict=True))  # fmt: skip
             lines.append(f"{label:<18}{cells}")
     lines.extend(degenerate)
     lines.append("PA = point-adjusted: one flagged point marks its whole labelled segment as found.")

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 from data_factory.dataset import TimeSeriesDataset
+from data_factory.names import label_flags
 from data_factory.readers import missing_file_reason
+from data_factory.registry import DATASET_NAMES
 from model.schema import FORMAT_VERSION, check_last_state, check_model_file
 from runtime.atomic import atomic_path
 from runtime.errors import UserInputError
@@ -113,10 +115,10 @@ def check_checkpoint_matches(checkpoint: dict, dataset: TimeSeriesDataset, path:
     held train_fingerprint must match TRAIN and TEST."""
     trained_on = checkpoint["dataset"]
     if trained_on["name"] != dataset.name:
-        raise UserInputError(
-            f"checkpoint {path} was trained on {trained_on['name']}, not {dataset.name}; "
-            f"pass --dataset {trained_on['name']} or the {dataset.name} checkpoint"
-        )
+        # The label joins dataset and entity (SMD_machine-1-3), which --dataset alone does not accept.
+        flags = label_flags(trained_on["name"], DATASET_NAMES)
+        fix = f"pass {flags} or the {dataset.name} checkpoint" if flags else f"pass the {dataset.name} checkpoint"
+        raise UserInputError(f"checkpoint {path} was trained on {trained_on['name']}, not {dataset.name}; {fix}")
     if trained_on["n_channels"] != dataset.n_channels:
         raise UserInputError(
             f"checkpoint {path} expects {trained_on['n_channels']} channels but {dataset.name} data have "

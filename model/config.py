@@ -100,8 +100,10 @@ class DetectorConfig:
         if self.train_stride <= 0:
             raise UserInputError(f"--train-stride must be positive, got {self.train_stride}")
         if self.d_model % self.n_heads:
+            # The nearest head count at most the one asked for that divides d_model (8 need not: 60 % 8).
+            fits = max(heads for heads in range(1, min(self.n_heads, self.d_model) + 1) if self.d_model % heads == 0)
             raise UserInputError(
-                f"--n-heads {self.n_heads} does not divide --d-model {self.d_model}; pick a divisor such as 8"
+                f"--n-heads {self.n_heads} does not divide --d-model {self.d_model}; pick a divisor such as {fits}"
             )
         if not 0 <= self.dropout < 1:
             raise UserInputError(f"--dropout must be in [0, 1), got {self.dropout}")

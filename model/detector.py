@@ -282,7 +282,10 @@ class Detector:
         columns are taken by the model's channel names where it has them all (other columns are left out).
         what: the series in the user's words, for the errors (e.g. "TEST of CUSTOM")."""
         self._check_fitted()
-        series = check_series(self._in_channel_order(series), what, self.model_.config.n_channels)
+        ordered = self._in_channel_order(series)
+        # A DataFrame's bad value is named by its own column, as fit names it; an array's by its position.
+        names = [str(column) for column in ordered.columns] if isinstance(ordered, pd.DataFrame) else None
+        series = check_series(ordered, what, self.model_.config.n_channels, names)
         check_long_enough(len(series), self.win_size, what, SCORING_FIX)
         normalised = self.normalizer_.transform(series)
         return score_series(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,

@@ -134,7 +134,8 @@ def split_validation(series: np.ndarray, config: DetectorConfig, name: str) -> t
     """The part trained on and the validation tail (None when val_ratio is 0), each at least one window long."""
     n_val = int(len(series) * config.val_ratio)
     fit_part = series[: len(series) - n_val]
-    check_long_enough(len(fit_part), config.win_size, f"{name} train (without its validation tail)")
+    tail = " (without its validation tail)" if n_val else ""  # --val-ratio 0 holds none back
+    check_long_enough(len(fit_part), config.win_size, f"{name} train{tail}")
     if not n_val:
         return fit_part, None
     check_long_enough(n_val, config.win_size, f"{name} validation tail ({config.val_ratio:.0%} of train)",

@@ -254,6 +254,23 @@ def custom_periods(tmp_path_factory):
     }
 
 
+def test_a_checkpoint_of_another_entity_names_the_flags_that_load_its_data(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "plant"
+    folder.mkdir()
+    np.save(folder / "train_data.npy", rng.normal(size=(400, 3)))
+    np.save(folder / "test_data.npy", rng.normal(size=(200, 3)))
+    rows = ["entity,train_start,train_len,test_start,test_len", "east,0,200,0,100", "west,200,200,100,100"]
+    (folder / "entities.csv").write_text("\n".join(rows) + "\n")
+    data = ["--dataset", "CUSTOM", "--data-dir", str(folder), "--output-dir", str(tmp_path)]
+    assert train.main([*data, "--entity", "east", *TINY]) == 0
+    east = str(tmp_path / "CUSTOM_east_checkpoint.pth")
+    code, err = run_cli(evaluate, [*data, "--entity", "west", "--checkpoint", east], capsys)
+    # --dataset CUSTOM_east would be refused as an unknown dataset: the fix names both flags.
+    assert code == 2 and "pass --dataset CUSTOM --entity east or the CUSTOM_west checkpoint" in err
+    assert evaluate.main([*data, "--entity", "east", "--checkpoint", east]) == 0
+
+
 def test_a_model_grades_a_new_test_period_beside_the_same_train_and_refuses_another_train(
     custom_periods, tmp_path, capsys
 ):
@@ -422,3 +439,15 @@ def test_a_refused_run_leaves_no_folder_it_created_and_keeps_the_ones_that_were_
     there.mkdir()
     assert run_cli(evaluate, ["--dataset", "SYNTH", "--output-dir", str(there)], capsys)[0] == 2
     assert there.is_dir() and not any(there.iterdir())
+
+
+def test_the_metric_table_keeps_long_baseline_names_apart_from_each_other(synth_run, tmp_path, capsys):
+    checkpoint = str(synth_run / "SYNTH_checkpoint.pth")
+    names = ["sarfraz_range", "kmeans_level_series"]
+    args = ["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(tmp_path)]
+    assert evaluate.main([*args, "--baselines", ",".join(names)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("metric "))
+    assert header.split() == ["metric", "model", *names]  # not 'sarfraz_rangekmeans_level_series'
+    row = next(line for line in lines if line.startswith("ROC-AUC"))
+    assert len(row) == len(header)  # each value right-aligned under its name

@@ -3,6 +3,7 @@
 import re
 from dataclasses import fields
 
+import numpy as np
 import pytest
 
 import train
@@ -105,3 +106,20 @@ def test_a_training_run_checks_its_settings_once_one_model_or_a_fleet(tmp_path, 
              str(tmp_path / "fleet"), *TINY_TRAIN_FLAGS]  # fmt: skip
     assert train.main(fleet) == 0
     assert checks == [True]  # not again per entity, nor when the fleet is prepared
+
+
+@pytest.mark.parametrize(("d_model", "n_heads", "divisor"), [(60, 7, 6), (64, 6, 4), (7, 8, 7), (30, 4, 3)])
+def test_a_head_count_that_does_not_divide_d_model_is_answered_with_one_that_does(d_model, n_heads, divisor):
+    with pytest.raises(UserInputError, match=f"pick a divisor such as {divisor}$") as refused:
+        DetectorConfig(d_model=d_model, n_heads=n_heads).validate(check_device=False)
+    assert d_model % divisor == 0 and f"--n-heads {n_heads} does not divide --d-model {d_model}" in str(refused.value)
+
+
+def test_a_train_shorter_than_the_window_names_a_validation_tail_only_where_one_is_held_back():
+    from model.solver import split_validation
+
+    series = np.zeros((150, 2), dtype=np.float32)
+    with pytest.raises(UserInputError, match=r"^X train has 150 time steps, fewer than the window of 200"):
+        split_validation(series, DetectorConfig(win_size=200, val_ratio=0.0), "X")
+    with pytest.raises(UserInputError, match=r"^X train \(without its validation tail\) has 120 time steps"):
+        split_validation(series, DetectorConfig(win_size=200, val_ratio=0.2), "X")

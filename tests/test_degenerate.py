@@ -96,6 +96,35 @@ def test_a_constant_channel_makes_the_pca_baseline_degenerate_in_the_report(tmp_
     assert "random is degenerate" not in printed and "model is degenerate" not in printed
 
 
+def test_the_fleet_metrics_name_why_a_method_is_degenerate_on_an_entity(tmp_path):
+    """Two CUSTOM entities; channel 0 never moves over east's TRAIN, so PCA scored on it is degenerate there
+    alone, and the fleet JSON says why its alarm metrics are null, as evaluate.py's does for one model."""
+    rng = np.random.default_rng(3)
+    train_data = rng.normal(size=(1200, 3)).astype(np.float32)
+    train_data[:600, 0] = 5.0
+    test_data = rng.normal(size=(600, 3)).astype(np.float32)
+    test_data[:300, 0] = 5.0
+    labels = np.zeros(600, dtype=np.uint8)
+    for start in (100, 400):
+        test_data[start : start + 30, 0] += 3.0
+        labels[start : start + 30] = 1
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, array in (("train_data", train_data), ("test_data", test_data), ("test_labels", labels)):
+        np.save(data / f"{name}.npy", array)
+    rows = ["entity,train_start,train_len,test_start,test_len", "east,0,600,0,300", "west,600,600,300,300"]
+    (data / "entities.csv").write_text("\n".join(rows) + "\n")
+    args = ["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(tmp_path), "--per-entity"]
+    assert train.main([*args, "--jobs", "1", *TINY_TRAIN_FLAGS]) == 0
+    flags = ["--baselines", "pca", "--score-channels", "0", "--smooth", "0", "--plots", "0", "--jobs", "1"]
+    assert evaluate.main([*args, *flags]) == 0
+
+    entities = json.loads((tmp_path / "CUSTOM_fleet_metrics.json").read_text())["entities"]
+    assert entities["east"]["degenerate"]["pca"] == "its TRAIN scores are constant (0)"
+    assert entities["east"]["pca"]["f1"] is None
+    assert "pca" not in entities["west"]["degenerate"] and entities["west"]["pca"]["f1"] is not None
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "SMAP" / "channels.csv").exists(), reason="../shared/data/SMAP is absent")
 def test_pca_on_smap_a1_is_degenerate_it_flags_every_test_point():
     """The real case: A-1's telemetry (the SMAP target channel) is flat over TRAIN."""

@@ -138,6 +138,35 @@ def test_a_dataframe_keeps_its_column_names_and_is_scored_by_them(synth):
         Detector(TINY).fit(stamped)
 
 
+def test_a_dataframe_of_pandas_nullable_numbers_is_read_as_floats_and_its_na_as_missing(synth):
+    import pandas as pd
+
+    names = ["temp", "pressure", "flow", "level"]
+    nullable = pd.DataFrame(synth.train, columns=names).astype("Float64")  # as read with dtype_backend
+    detector = Detector(TINY).fit(nullable)
+    plain = Detector(TINY).fit(pd.DataFrame(synth.train, columns=names))
+    test = pd.DataFrame(synth.test, columns=names)
+    np.testing.assert_array_equal(detector.score(test.astype("Float64")), plain.score(test))
+    np.testing.assert_array_equal(detector.predict(test.astype("Float64")), plain.predict(test))
+    gap = test.astype("Float64")
+    gap.iloc[7, 2] = pd.NA
+    with pytest.raises(UserInputError, match=r"1 NaN/Inf values in 1 rows \(first at row 7, column flow\)"):
+        detector.score(gap)
+    with pytest.raises(UserInputError, match="must hold real numbers"):  # booleans stay refused
+        Detector(TINY).fit(pd.DataFrame(synth.train > 0, columns=names).astype("boolean"))
+
+
+def test_a_missing_value_in_a_scored_dataframe_is_named_by_its_column_as_in_fit(fitted, synth):
+    import pandas as pd
+
+    test = pd.DataFrame(synth.test, columns=fitted.channel_names)
+    test.iloc[11, 3] = np.nan
+    with pytest.raises(UserInputError, match=r"first at row 11, column sensor_03\)"):
+        fitted.score(test[fitted.channel_names[::-1]])  # the model's order is restored before the check
+    with pytest.raises(UserInputError, match=r"first at row 11, column 3\)"):  # an array: by position
+        fitted.score(test.to_numpy())
+
+
 def test_a_series_shorter_than_the_window_is_refused_with_the_retraining_fix(fitted, synth):
     fix = "fewer than the window of 20; retrain with a smaller train.py --win-size, or give a longer series"
     with pytest.raises(UserInputError, match=f"^the series to score has 19 time steps, {fix}$"):

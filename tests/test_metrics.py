@@ -37,3 +37,19 @@ def test_percentile_threshold_and_its_range():
     assert percentile_threshold(np.arange(101.0), 99) == pytest.approx(99.0)
     with pytest.raises(UserInputError, match="between 0 and 100"):
         percentile_threshold(np.arange(10.0), 100)
+
+
+def test_labels_of_another_length_are_refused_by_every_metric_that_indexes_one_by_the_other():
+    from evaluation.affiliation import affiliation_metrics
+    from evaluation.metrics import best_f1
+    from evaluation.range_metrics import event_metrics
+
+    labels = np.zeros(100, dtype=int)
+    labels[40:50] = 1
+    predictions = np.zeros(90, dtype=int)  # a label file one segment longer than the scored series
+    predictions[45] = 1
+    scores = np.linspace(0, 1, 90)
+    for metric, values in [(point_adjust, predictions), (event_metrics, predictions),
+                           (affiliation_metrics, predictions), (best_f1, scores)]:  # fmt: skip
+        with pytest.raises(ValueError, match=r"labels \(100,\) and .* \(90,\) differ in shape"):
+            metric(labels, values)

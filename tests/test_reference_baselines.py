@@ -198,3 +198,19 @@ def test_a_baseline_used_by_hand_refuses_bad_input_in_one_line(name):
     with pytest.raises(UserInputError, match="has 2 channels but the baseline was fitted on 3"):
         fitted.score(train[:, :2])
     assert fitted.predict(train).shape == (400,)
+
+
+@pytest.mark.parametrize("name", ["pca", "knn", "sarfraz_nn"])
+def test_a_baseline_reads_a_dataframe_of_pandas_nullable_numbers_as_floats(name):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(400, 3)), rng.normal(size=(200, 3))
+    plain = METHODS[name].build(seed=0).fit(train)
+    nullable = METHODS[name].build(seed=0).fit(pd.DataFrame(train).astype("Float64"))
+    # to rounding: a DataFrame's array is column-major (PCA's error on these iid channels is about 1e-31)
+    np.testing.assert_allclose(nullable.score(pd.DataFrame(test).astype("Float64")), plain.score(test), atol=1e-12)
+    gap = pd.DataFrame(test).astype("Float64")
+    gap.iloc[3, 1] = pd.NA
+    with pytest.raises(UserInputError, match="holds NaN/Inf"):  # a missing value, not 'non-numbers'
+        nullable.score(gap)

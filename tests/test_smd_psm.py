@@ -125,10 +125,24 @@ def test_smd_offline_message_says_what_to_fetch(tmp_path):
     with pytest.raises(UserInputError) as failure:
         load_smd(tmp_path, "machine-1-1", urls={"SMD_BASE_URL": refused_url("/smd")}, policy=FAST)
     message = str(failure.value)
-    assert "SMD is not in" in message and "Connection refused" in message
+    assert "SMD machine-1-1 is not in" in message and "Connection refused" in message
+    assert "The folder holds" not in message  # it holds no machine
     assert "git clone --depth 1 https://github.com/NetManAIOps/OmniAnomaly.git" in message
     assert "ServerMachineDataset/{train,test,test_label,interpretation_label}/machine-G-I.txt" in message
     assert [p.name for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
+
+
+def test_smd_offline_with_some_machines_names_the_ones_it_can_use_now(tmp_path):
+    write_smd(tmp_path / "ServerMachineDataset", machines=["machine-1-3", "machine-2-1"])
+    urls = {"SMD_BASE_URL": refused_url("/smd")}
+    for entity, what in [(None, "SMD (all 28 machines) is not in"), ("machine-1-1", "SMD machine-1-1 is not in")]:
+        with pytest.raises(UserInputError) as failure:
+            load_smd(tmp_path, entity, urls=urls, policy=FAST)
+        message = str(failure.value)
+        assert message.startswith(what)
+        hint = "The folder holds 2 of the 28 machines (machine-1-3, machine-2-1): use --entity NAME or --per-entity"
+        assert message.endswith(f"{hint} for them")
+    assert load_smd(tmp_path, "machine-2-1", urls=urls, policy=FAST).name == "SMD_machine-2-1"  # as it says
 
 
 def test_smd_reference_arrays_are_accepted(tmp_path):
