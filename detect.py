@@ -18,6 +18,7 @@ from pathlib import Path
 
 from data_factory import UserInputError
 from data_factory.missing import NAN_POLICIES
+from data_factory.readers import DEFAULT_TIME_COLUMN
 from evaluation.detection import check_detect_flags, detect, summary_lines
 from evaluation.follow import DEFAULT_POLL_SECONDS, follow
 from evaluation.incidents import write_incidents_csv
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--nan", choices=NAN_POLICIES, default="fail",
         help="fail: stop at the first NaN/Inf; fill: carry each channel's last value forward, "
         "its TRAIN mean before the first one (default: fail)")
-    add("--timestamp-column", default="timestamp",
-        help="CSV/parquet column echoed as the first output column (default: timestamp)")
+    add("--timestamp-column", default=DEFAULT_TIME_COLUMN,
+        help="CSV/parquet column echoed as the first output column (default: timestamp, or else a first column "
+        "named time, date or datetime, as CUSTOM reads it)")
     add("--chunk-rows", type=int, default=100_000, help="rows read and scored at a time (default: 100000)")
     defaults = DetectorConfig()  # the scoring defaults are the training ones, written once there
     add("--batch-size", type=int, default=defaults.batch_size,

@@ -96,17 +96,23 @@ def _frame_chunk(
 # exported from a historian or a spreadsheet starts with one); its values are not sensor readings.
 FIRST_TIME_COLUMN = "<the first column, when named as times>"
 TIME_COLUMN_NAMES = ("timestamp", "time", "date", "datetime")
+# detect.py's --timestamp-column default: that column where the input has it, else a first column named as times,
+# so that a file CUSTOM reads with its times (a first column "Time") is read the same way by detect.py.
+DEFAULT_TIME_COLUMN = "timestamp"
 
 
 def _stamp_column(names: list[str] | None, stamp_column: str | None) -> str | None:
-    """The column kept apart as timestamps: `stamp_column` where the input has it (FIRST_TIME_COLUMN: the
-    first column, when it is named timestamp, time, date or datetime, any case, or timestamp_...)."""
+    """The column kept apart as timestamps: `stamp_column` where the input has it (FIRST_TIME_COLUMN, and
+    DEFAULT_TIME_COLUMN where the input has none of that name: the first column, when it is named timestamp,
+    time, date or datetime, any case, or timestamp_...)."""
     if not names:
         return None
-    if stamp_column == FIRST_TIME_COLUMN:
+    if stamp_column in names and stamp_column != FIRST_TIME_COLUMN:
+        return stamp_column
+    if stamp_column in (FIRST_TIME_COLUMN, DEFAULT_TIME_COLUMN):
         first = names[0].strip().lower()
         return names[0] if first in TIME_COLUMN_NAMES or first.startswith("timestamp") else None
-    return stamp_column if stamp_column in names else None
+    return None
 
 
 def check_separator(fields: list[str], name: str) -> None:

@@ -203,6 +203,18 @@ def test_columns_are_matched_by_name_and_timestamps_echoed(run, tmp_path):
     assert json.loads(output.with_suffix(".json").read_text())["columns"] == "reordered by name"
 
 
+def test_a_first_column_named_as_times_is_read_as_times_as_custom_reads_it(run, tmp_path):
+    data = run["data"]
+    frame = pd.DataFrame(data.test[:300], columns=data.channel_names)
+    frame.insert(0, "Time", [f"2026-01-01 {i // 60:02d}:{i % 60:02d}" for i in range(300)])
+    source = tmp_path / "timed.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    code, output = detect_cli(run, source, tmp_path)  # no --timestamp-column: the default finds no "timestamp"
+    assert code == 0
+    result = pd.read_csv(output, keep_default_na=False)
+    assert result.columns[0] == "Time" and result["Time"].tolist() == frame["Time"].tolist()
+
+
 def test_columns_named_otherwise_are_taken_in_order_with_a_warning(run, tmp_path, capsys):
     data = run["data"]
     names = [f"gauge_{i}" for i in range(data.n_channels)]
@@ -313,7 +325,8 @@ def bad_input(kind: str, data, folder: Path) -> tuple[Path, list[str], str]:
         return folder / "x.csv", [], "the checkpoint expects 12 (sensor_00, sensor_01, sensor_02, sensor_03, " \
             "sensor_04, sensor_05, sensor_06, sensor_07, ...); extra spare"
     if kind == "time column":
-        (folder / "x.csv").write_text(",".join(["time", *data.channel_names]) + "\n" + ("1," * 12 + "2\n") * 30)
+        # A time column after the sensors: only a first one is read as times without the flag.
+        (folder / "x.csv").write_text(",".join([*data.channel_names, "time"]) + "\n" + ("1," * 12 + "2\n") * 30)
         return folder / "x.csv", [], "extra time (if time holds times: --timestamp-column time)"
     if kind == "non-numeric":
         bad = "1,1,oops" + ",1" * 9 + "\n"
