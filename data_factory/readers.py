@@ -7,6 +7,7 @@ when named and present, is kept apart from the sensor values.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import os
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import IO, NamedTuple, TextIO
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,13 @@ class InputTable:
     columns: list[str] | None  # sensor column names, when the input names them
     stamp_column: str | None
     chunks: Iterator[Chunk]
+    handle: IO | None = None  # the file the chunks read: closed when they end, or by close() when they never run
+
+    def close(self) -> None:
+        """Release the file, also where a caller refuses the table before reading it to the end."""
+        self.chunks.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
 def is_number(text: str) -> bool:
@@ -136,6 +144,12 @@ def check_header_names(header: list[str], name: str) -> None:
                              "column or name it")  # fmt: skip
 
 
+def _check_sensor_columns(columns: list[str] | None, stamp: str | None, name: str) -> None:
+    """Refuse a table whose header names only its time column: no sensor is left to score."""
+    if columns == [] and stamp:
+        raise UserInputError(f"{name} has no column besides its time column {stamp!r}; add the sensor columns")
+
+
 def _csv_table(
     handle: TextIO, name: str, chunk_rows: int, stamp_column: str | None, owned: bool, entity_column: str | None
 ) -> InputTable:
@@ -151,6 +165,7 @@ def _csv_table(
     stamp = _stamp_column(header, stamp_column)
     entity = _entity_column(header, entity_column, name)
     columns = [c for c in header if c not in (stamp, entity)] if header else None
+    _check_sensor_columns(columns, stamp, name)
 
     def chunks() -> Iterator[Chunk]:
         stream = _Prepended("" if header else first, handle)
@@ -170,7 +185,7 @@ def _csv_table(
             if owned:
                 handle.close()
 
-    return InputTable(name, columns, stamp, chunks())
+    return InputTable(name, columns, stamp, chunks(), handle if owned else None)
 
 
 def missing_file_reason(path: Path) -> str:
@@ -261,7 +276,7 @@ def _npy_table(path: Path, chunk_rows: int) -> InputTable:
                     block = np.fromfile(handle, dtype=dtype, count=n * width).reshape(n, width)
                 yield Chunk(as_float32(block, str(path), start), None)
 
-    return InputTable(str(path), None, None, chunks())
+    return InputTable(str(path), None, None, chunks(), handle)
 
 
 def _entity_column(names: list[str] | None, entity_column: str | None, name: str) -> str | None:
@@ -290,7 +305,9 @@ def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None, entity
             yield _frame_chunk(frame, stamp, str(path), row, entity)
             row += len(frame)
 
-    return InputTable(str(path), [n for n in names if n not in (stamp, entity)], stamp, chunks())
+    columns = [n for n in names if n not in (stamp, entity)]
+    _check_sensor_columns(columns, stamp, str(path))
+    return InputTable(str(path), columns, stamp, chunks())
 
 
 def open_input(
@@ -384,13 +401,11 @@ class StampedTable(NamedTuple):
 def read_stamped_table(path: Path, chunk_rows: int = 1_000_000) -> StampedTable:
     """read_table, and the first column's times where it is one."""
     table = open_input(str(path), chunk_rows, stamp_column=FIRST_TIME_COLUMN)
-    if table.columns == [] and table.stamp_column:
-        raise UserInputError(f"{path} has no column besides its time column {table.stamp_column!r}; add the sensor "
-                             "columns")  # fmt: skip
     parts, stamps = [], []
-    for chunk in table.chunks:
-        parts.append(chunk.values)
-        stamps.append(chunk.stamps)
+    with contextlib.closing(table):
+        for chunk in table.chunks:
+            parts.append(chunk.values)
+            stamps.append(chunk.stamps)
     width = len(table.columns) if table.columns is not None else (parts[0].shape[1] if parts else 0)
     values = np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)
     times = np.concatenate(stamps) if table.stamp_column and stamps else None

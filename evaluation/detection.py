@@ -7,6 +7,7 @@ The scores are those evaluate.py gives the same rows (one windowing loop, one sc
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ from typing import TextIO
 import numpy as np
 
 from data_factory.missing import NAN_POLICIES, MissingValues
-from data_factory.readers import column_order, open_input
+from data_factory.readers import DEFAULT_TIME_COLUMN, InputTable, column_order, open_input
 from data_factory.windows import SCORING_FIX, check_long_enough
 from evaluation.attribution import sensor_scale, top_sensor_text
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
@@ -193,12 +194,31 @@ def detect(
     if entity_column is not None:
         if entity is not None:
             raise UserInputError("--entity and --entity-column both choose the model; give one of them")
-        table = open_input(source, chunk_rows, timestamp_column, stdin, entity_column)
-        return _detect_routed(Fleet.load(checkpoint_path), table, output, str(checkpoint_path), device,
-                                rule_options, top_sensors, nan_policy, batch_size)  # fmt: skip
+        fleet = Fleet.load(checkpoint_path)
+        with contextlib.closing(open_input(source, chunk_rows, timestamp_column, stdin, entity_column)) as table:
+            return _detect_routed(fleet, table, output, str(checkpoint_path), device, rule_options, top_sensors,
+                                  nan_policy, batch_size)  # fmt: skip
     detector = load_detector(checkpoint_path, entity, device=device)
-    table = open_input(source, chunk_rows, timestamp_column, stdin)
-    if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
+    with contextlib.closing(open_input(source, chunk_rows, timestamp_column, stdin)) as table:
+        return _detect_one(detector, table, output, checkpoint_path, timestamp_column, rule_options, top_sensors,
+                           nan_policy, batch_size, context, entity)  # fmt: skip
+
+
+def _detect_one(
+    detector: Detector,
+    table: InputTable,
+    output: TextIO,
+    checkpoint_path: str | Path,
+    timestamp_column: str,
+    rule_options: tuple,
+    top_sensors: int,
+    nan_policy: str,
+    batch_size: int,
+    context: DistributedContext | None,
+    entity: str | None,
+) -> dict:
+    """detect's pass of one model over the table's rows."""
+    if timestamp_column != DEFAULT_TIME_COLUMN and table.columns is not None and table.stamp_column is None:
         raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
     run = EntityPass(detector, detection_rule(detector, *rule_options), table.name, nan_policy, top_sensors, entity)
     stamps: deque = deque()

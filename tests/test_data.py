@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_factory import UserInputError, load_dataset
-from data_factory.readers import open_input
+from data_factory.readers import FIRST_TIME_COLUMN, open_input
 from data_factory.registry import load_synth
 from data_factory.synthetic import ANOMALY_KINDS, SynthSpec, generate_synthetic
 from data_factory.windows import (
@@ -297,10 +297,14 @@ def test_load_synth_is_the_registered_synth():
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
-def test_a_csv_refused_on_its_first_line_leaves_no_file_open(tmp_path):
+@pytest.mark.parametrize(("text", "stamp_column", "message"), [
+    ("flow;temp\n1,5;2,5\n", None, "separates its fields with ';'"),
+    ("time\n2026-02-01 00:00\n", FIRST_TIME_COLUMN, "has no column besides its time column 'time'"),
+])
+def test_a_csv_refused_on_its_first_line_leaves_no_file_open(tmp_path, text, stamp_column, message):
     path = tmp_path / "day.csv"
-    path.write_text("flow;temp\n1,5;2,5\n")
+    path.write_text(text)
     before = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(UserInputError, match="separates its fields with ';'") as error:
-        open_input(str(path), 100, None)
+    with pytest.raises(UserInputError, match=message) as error:
+        open_input(str(path), 100, stamp_column)
     assert len(os.listdir("/proc/self/fd")) == before, error.traceback  # its frames still hold the handle
