@@ -431,7 +431,7 @@ def fleet_summary(evaluation: FleetEvaluation) -> dict:
         "entities": {
             entity.entity: {"n_test": len(entity.labels), "n_anomalous": int(entity.labels.sum()), **entity.metrics,
                             "non_finite_scores": entity.non_finite, "failed": entity.failed,
-                            "degenerate": entity.degenerate}
+                            "degenerate": entity.degenerate, "drift": entity.drift}
             for entity in evaluation.entities
         },
         "skipped": evaluation.skipped,
@@ -512,7 +512,8 @@ def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
              f"alarms, F1 and incidents at the decision rule, fitted on the entity's TRAIN scores: "
              f"{evaluation.alarm.describe()}"]  # fmt: skip
     entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds["model"], entity.labels,
-                             entity.incidents, entity.metrics) for entity in evaluation.entities]  # fmt: skip
+                             entity.incidents, entity.metrics, drift_warning(entity.drift))
+                for entity in evaluation.entities]  # fmt: skip
     return ReportPage(f"{evaluation.dataset} {evaluation.kind()}: anomaly report", notes, evaluation.methods,
                       list(FLEET_REPORT_METRICS), entities)  # fmt: skip
 

@@ -39,6 +39,7 @@ class ReportEntity:
     labels: np.ndarray | None  # (N,) uint8, None without labels
     incidents: list[Incident]
     metrics: dict[str, dict[str, float | None]]  # method -> metric -> value
+    drift: str | None = None  # the drift warning of its TEST against its model's TRAIN (evaluation/drift.py), if any
 
     @property
     def shown_incidents(self) -> list[Incident]:

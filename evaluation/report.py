@@ -12,7 +12,7 @@ import numpy as np
 from data_factory.registry import load_dataset
 from evaluation.association_maps import explain_windows, plot_association_maps, save_association_npz
 from evaluation.attribution import attribute, train_error_scale
-from evaluation.drift import series_drift
+from evaluation.drift import drift_warning, series_drift
 from evaluation.grading import ORACLE_METRICS
 from evaluation.html_report import ReportEntity, ReportPage, write_html_report
 from evaluation.incidents import find_incidents, incidents_document, write_incidents_csv
@@ -262,6 +262,7 @@ def summary(evaluation: Evaluation) -> dict:
         "has_labels": evaluation.labels is not None,
         "oracle_metrics": list(ORACLE_METRICS),
         "results": results,
+        "drift": evaluation.drift,
     }
 
 
@@ -313,7 +314,7 @@ def evaluation_page(evaluation: Evaluation) -> ReportPage:
              "metrics on the whole test split as one series (VUS: evaluation/vus.py)"]  # fmt: skip
     metrics = {name: method.metrics for name, method in evaluation.methods.items()}
     entity = ReportEntity(evaluation.dataset, model.scores, model.thresholds, evaluation.labels, evaluation.incidents,
-                          metrics)  # fmt: skip
+                          metrics, drift_warning(evaluation.drift))  # fmt: skip
     return ReportPage(f"{evaluation.dataset}: anomaly report", notes, list(evaluation.methods), list(REPORT_METRICS),
                       [entity])  # fmt: skip
 

@@ -46,7 +46,7 @@ class Evaluation:
     attribution: Attribution | None = None  # the model's flagged segments, ranked by sensor
     associations: AssociationMaps | None = None  # only with explain > 0
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
-    drift: dict | None = None  # TEST against the model's TRAIN statistics (evaluation/drift.py); printed, not written
+    drift: dict | None = None  # TEST against the model's TRAIN statistics (evaluation/drift.py); printed and written
 
     @property
     def model(self) -> MethodResult:

@@ -280,7 +280,8 @@ def test_evaluate_warns_of_drift_in_test_with_the_line_detect_prints_for_the_sam
     assert evaluate.main([*args, "--baselines", "none", "--device", "cpu"]) == 0
     evaluated = drift_lines(capsys.readouterr().err)
     assert len(evaluated) == 1 and "warning: drift in 2 of 12 channels" in evaluated[0]
-    assert "drift" not in json.loads((folder / "out" / "CUSTOM_metrics.json").read_text())  # printed, not written
+    written = json.loads((folder / "out" / "CUSTOM_metrics.json").read_text())["drift"]
+    assert written["drifted"] == ["ch3", "ch7"]  # a CUSTOM .npy names its channels by position
     np.save(folder / "shifted.npy", shifted)
     assert detect.main(["--checkpoint", str(folder / "out" / "CUSTOM_checkpoint.pth"), "--input",
                         str(folder / "shifted.npy"), "--output", str(folder / "detections.csv"),

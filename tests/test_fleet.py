@@ -2,6 +2,7 @@
 routing in detect, evaluate and inspect on a bundle."""
 
 import csv
+import html
 import json
 import shutil
 import subprocess
@@ -413,13 +414,19 @@ def test_evaluate_per_entity_warns_of_drift_for_the_entity_whose_test_moved_as_d
     test[:n_test, 0] += np.load(data / "train_data.npy")[:n_train, 0].std()  # east's TEST: an offset sensor
     np.save(data / "test_data.npy", test)
     common = ["--dataset", "CUSTOM", "--data-dir", str(data)]
-    evaluated = ["--per-entity", "--device", "cpu", "--baselines", "none", "--plots", "0", "--jobs", "1"]
+    evaluated = ["--per-entity", "--device", "cpu", "--baselines", "none", "--plots", "0", "--jobs", "1",
+                 "--report", "html"]
     out = tmp_path / "out"
     assert train.main([*common, "--per-entity", "--jobs", "1", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0
     capsys.readouterr()
     assert evaluate.main([*common, *evaluated, "--output-dir", str(out)]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "warning: drift" in line]
     assert len(warned) == 1 and warned[0].startswith("east: warning: drift in 1 of 3 channels")
+    # The operator who reads the files, not the console, sees it too: in the metrics JSON and the report.
+    entities = json.loads((out / "CUSTOM_fleet_metrics.json").read_text())["entities"]
+    assert entities["east"]["drift"]["drifted"] == ["ch0"] and entities["west"]["drift"]["drifted"] == []
+    report = html.unescape((out / "CUSTOM_fleet_report.html").read_text())
+    assert report.count("warning: drift in") == 1 and warned[0].removeprefix("east: ") in report
     np.save(tmp_path / "east.npy", test[:n_test])
     assert detect.main(["--checkpoint", str(out / "CUSTOM_fleet.pth"), "--entity", "east", "--input",
                         str(tmp_path / "east.npy"), "--output", str(tmp_path / "east.csv"), "--device", "cpu"]) == 0
