@@ -12,6 +12,7 @@ from data_factory.names import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
 from model.config import add_config_flags, config_from_flags, describe_preset
 from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path, shard_path
+from model.scoring import resolve_device
 from runtime.atomic import Interrupted, signals_raise
 from runtime.errors import error_line
 from runtime.workers import default_jobs
@@ -82,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         # Fleet mode's own default is the small per-entity model it was measured with (docs/results.md).
         preset = args.preset or ("fleet" if args.per_entity else None)
         config = config_from_flags(args, preset, args.dataset)
+        if config.amp and resolve_device(config.device).type != "cuda":
+            print(f"note: --amp applies on CUDA only; on {resolve_device(config.device).type} training runs in "
+                  "float32", file=sys.stderr)  # fmt: skip
         if args.per_entity:
             if args.entity:
                 raise UserInputError("--per-entity trains every entity; use --entities A,B to choose some")

@@ -451,3 +451,8 @@ def test_the_metric_table_keeps_long_baseline_names_apart_from_each_other(synth_
     assert header.split() == ["metric", "model", *names]  # not 'sarfraz_rangekmeans_level_series'
     row = next(line for line in lines if line.startswith("ROC-AUC"))
     assert len(row) == len(header)  # each value right-aligned under its name
+
+
+def test_amp_on_a_cpu_says_it_trains_in_float32(tmp_path, capsys):
+    assert train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY, "--amp", "--device", "cpu"]) == 0
+    assert "note: --amp applies on CUDA only; on cpu training runs in float32" in capsys.readouterr().err
