@@ -29,6 +29,8 @@ from runtime.atomic import run_stoppably
 from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import error_line
 
+DEFAULT_PLOTS = 3  # --per-entity: the worst and the best entities plotted
+
 
 def build_parser() -> argparse.ArgumentParser:
     about = "Score the test split and report the metric panel beside simple baselines."
@@ -85,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--per-entity", action="store_true",
         help="evaluate per entity, beside the baselines: the fleet bundle {DATASET}_fleet.pth, or a model of the "
         "whole dataset ({DATASET}_checkpoint.pth where there is no bundle) lent to every entity")
-    add("--plots", type=int, default=3,
+    add("--plots", type=int, default=None,
         help="--per-entity: plot the N worst and N best entities (split between the two plots when fewer than 2N "
-        "are graded) (default: 3)")
+        f"are graded) (default: {DEFAULT_PLOTS})")
+    # The window is fixed when a model is trained: said so, not argparse's "unrecognized arguments".
+    add("--win-size", type=int, default=None, help=argparse.SUPPRESS)
     add("--jobs", type=int, default=None,
         help="--per-entity: entities evaluated at once, each in its own process on one thread "
         "(default: the cores, at most one per 2 GB of memory; 1 on a GPU)")
@@ -125,8 +129,9 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
         flag = "--" + given[0].replace("_", "-")
         raise UserInputError(f"--per-entity does not take {flag} (it uses the decision rule per entity); "
                              "for one entity's full report use --entity NAME without --per-entity")  # fmt: skip
-    if args.plots < 0:
-        raise UserInputError(f"--plots must be 0 or a number of entities, got {args.plots}")
+    plots = DEFAULT_PLOTS if args.plots is None else args.plots
+    if plots < 0:
+        raise UserInputError(f"--plots must be 0 or a number of entities, got {plots}")
     check_scoring_flags(args.batch_size, args.seed, args.device)
     if args.top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {args.top_sensors}")
@@ -140,7 +145,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
                                     score_channels=args.score_channels, smooth=args.smooth,
                                     jobs=args.jobs, top_sensors=args.top_sensors,
                                     settings_checked=True)  # fmt: skip
-        paths = write_fleet_artifacts(evaluation, args.output_dir, k=args.plots, report=args.report)
+        paths = write_fleet_artifacts(evaluation, args.output_dir, k=plots, report=args.report)
     print(format_fleet_table(evaluation))
     for line in drift_lines(evaluation):
         print(line, file=sys.stderr)
@@ -161,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.win_size is not None:
+        print(error_line(UserInputError(f"--win-size is fixed when a model is trained, so evaluate.py reads it from "
+                                        f"the checkpoint; retrain with train.py --win-size {args.win_size}")),
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.per_entity:
         try:
             return run_fleet(args, default_checkpoint(args))
@@ -174,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.jobs is not None:
             raise UserInputError("--jobs is for --per-entity (one process per entity); one model scores in one")
+        if args.plots is not None:
+            raise UserInputError("--plots is for --per-entity (the worst and best entities); one model writes its "
+                                 "score plot without it")  # fmt: skip
         check_evaluation_settings(args.protocol, threshold, args.dataset, args.batch_size, args.seed, args.device,
                                   args.top_sensors, args.explain)  # fmt: skip
         checkpoint = default_checkpoint(args)

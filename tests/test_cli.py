@@ -456,3 +456,14 @@ def test_the_metric_table_keeps_long_baseline_names_apart_from_each_other(synth_
 def test_amp_on_a_cpu_says_it_trains_in_float32(tmp_path, capsys):
     assert train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY, "--amp", "--device", "cpu"]) == 0
     assert "note: --amp applies on CUDA only; on cpu training runs in float32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--win-size", "50"], "--win-size is fixed when a model is trained, so evaluate.py reads it from the checkpoint; "
+                           "retrain with train.py --win-size 50"),
+    (["--plots", "2"], "--plots is for --per-entity (the worst and best entities)"),
+])
+def test_evaluate_names_the_flags_that_belong_elsewhere(tmp_path, capsys, flags, message):
+    assert evaluate.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
