@@ -22,8 +22,9 @@ from evaluation.plots import entity_figure_png
 
 TEMPLATE = "report.html"
 SHOWN_INCIDENTS = 50  # per entity; the incidents CSV has them all
-METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "vus_pr": "VUS-PR", "tsb_vus_pr": "VUS-PR (TSB-AD)",
-                 "f1": "F1 at rule", "event_f1": "event F1", "flagged_share": "flagged share"}  # fmt: skip
+METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "vus_pr": "VUS-PR (all thresholds)",
+                 "tsb_vus_pr": "VUS-PR (TSB-AD)", "f1": "F1 at rule", "event_f1": "event F1",
+                 "flagged_share": "flagged share"}  # fmt: skip
 
 
 # The entity table shows every method up to this many; beyond, the model beside the strongest baseline.

@@ -54,8 +54,8 @@ TABLE_ROWS = (
     ("event_f1", "event F1"),
     ("affiliation_precision", "affil. precision"),
     ("affiliation_recall", "affil. recall"),
-    ("vus_roc", "VUS-ROC"),
-    ("vus_pr", "VUS-PR"),
+    ("vus_roc", "VUS-ROC (all thr)"),  # all thresholds, buffers to 100 (evaluation/vus.py), not TSB-AD's
+    ("vus_pr", "VUS-PR (all thr)"),
     ("best_f1", "best F1 (oracle)"),
     ("flagged_share", "flagged share"),
     ("anomaly_share", "anomaly share"),
