@@ -8,6 +8,8 @@ test_data), as SMAP's and MSL's channels.csv do; `--entity NAME` then loads that
 from __future__ import annotations
 
 import csv
+import sys
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -59,6 +61,37 @@ def read_array(path: Path) -> StampedTable:
     if path.suffix == ".csv":
         return read_stamped_table(path)  # the one CSV reader, shared with detect.py
     return StampedTable(load_npy(path), None, None)
+
+
+def time_order_warning(stamps: np.ndarray | None, what: str) -> str | None:
+    """A warning where a time column repeats a time or goes back, or None: the rows are read in file order, so
+    the model's windows would join points out of their order in time. Times it cannot read say nothing."""
+    if stamps is None or len(stamps) < 2:
+        return None
+    text = pd.Series(stamps, dtype=str).str.strip()
+    times = pd.Series(pd.NaT, index=text.index)
+    for style in (None, "mixed"):  # one inferred format (fast), else each row's own
+        try:
+            with warnings.catch_warnings():  # pandas' note that it could not infer one format: that is the fallback
+                warnings.simplefilter("ignore", UserWarning)
+                times = pd.to_datetime(text, errors="coerce", format=style)
+        except (ValueError, TypeError):  # mixed time zones, say: not comparable here
+            return None
+        if not times.isna().any():
+            break
+    if times.isna().any():  # numbers, such as epoch seconds
+        times = pd.to_numeric(text, errors="coerce")
+    if times.isna().any():
+        return None
+    steps = times.diff().to_numpy()[1:]
+    zero = steps == steps[0] * 0  # a zero of the steps' own type (a number or a duration)
+    back = steps < steps[0] * 0
+    if not (zero.any() or back.any()):
+        return None
+    row = int(np.argmax(zero | back)) + 1
+    how = "repeats" if zero[row - 1] else "goes back"
+    return (f"warning: {what}'s time {how} at row {row} ({text[row - 1]}, then {text[row]}); its rows are read in "
+            "file order: sort it by time, unless that is the order of the readings (a clock change)")
 
 
 def _check_label_times(label_times: np.ndarray | None, test_times: np.ndarray | None, label_path: Path) -> None:
@@ -174,7 +207,7 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     if label_path is None:
         _refuse_misnamed_labels(folder)
 
-    train_raw, names, _ = read_array(train_path)
+    train_raw, names, train_stamps = read_array(train_path)
     test_raw, test_names, test_stamps = read_array(test_path)
     if names and test_names and test_names != names:
         test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
@@ -197,6 +230,13 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         rows = slice(row["test_start"], row["test_start"] + row["test_len"])
         labels = None if labels is None else labels[rows]
         test_stamps = None if test_stamps is None else test_stamps[rows]
+        train_stamps = None if train_stamps is None else train_stamps[row["train_start"] : row["train_start"] +
+                                                                      row["train_len"]]  # fmt: skip
+    if entity is not None or not (folder / ENTITIES_FILE).is_file():  # each entity's times restart by design
+        for stamps, path in ((train_stamps, train_path), (test_stamps, test_path)):
+            warning = time_order_warning(stamps, path.name if entity is None else f"{path.name} (entity {entity})")
+            if warning:
+                print(warning, file=sys.stderr)
     return TimeSeriesDataset(
         name="CUSTOM" if entity is None else f"CUSTOM_{entity}",
         train=train,

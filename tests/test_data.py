@@ -308,3 +308,27 @@ def test_a_csv_refused_on_its_first_line_leaves_no_file_open(tmp_path, text, sta
     with pytest.raises(UserInputError, match=message) as error:
         open_input(str(path), 100, stamp_column)
     assert len(os.listdir("/proc/self/fd")) == before, error.traceback  # its frames still hold the handle
+
+
+def test_custom_warns_where_a_time_column_repeats_or_goes_back_but_not_where_an_entity_restarts(tmp_path, capsys):
+    times = [f"2026-01-01 00:{minute:02d}" for minute in range(6)]
+    rows = "".join(f"{time},{index},{index * 2}\n" for index, time in enumerate(times))
+    (tmp_path / "train_data.csv").write_text("time,flow,temp\n" + rows)
+    shuffled = [times[0], times[1], times[3], times[2], times[4], times[5]]  # one row out of place
+    (tmp_path / "test_data.csv").write_text("time,flow,temp\n" + "".join(f"{t},1,2\n" for t in shuffled))
+    load_dataset("CUSTOM", tmp_path)
+    err = capsys.readouterr().err
+    assert "warning: test_data.csv's time goes back at row 3 (2026-01-01 00:03, then 2026-01-01 00:02)" in err
+    assert "train_data.csv" not in err  # in order
+    # Two entities of three rows each: each one's times restart where the next begins, by design.
+    (tmp_path / "test_data.csv").write_text("time,flow,temp\n" + "".join(f"{t},1,2\n" for t in times[:3] * 2))
+    (tmp_path / "train_data.csv").write_text("time,flow,temp\n" + "".join(f"{t},1,2\n" for t in times[:3] * 2))
+    (tmp_path / "entities.csv").write_text("entity,train_start,train_len,test_start,test_len\n"
+                                           "a,0,3,0,3\nb,3,3,3,3\n")  # fmt: skip
+    load_dataset("CUSTOM", tmp_path)
+    load_dataset("CUSTOM", tmp_path, "b")
+    assert "warning" not in capsys.readouterr().err
+    stuck = times[:3] + times[:1] * 3  # b's clock stuck
+    (tmp_path / "test_data.csv").write_text("time,flow,temp\n" + "".join(f"{t},1,2\n" for t in stuck))
+    load_dataset("CUSTOM", tmp_path, "b")
+    assert "test_data.csv (entity b)'s time repeats at row 1" in capsys.readouterr().err
