@@ -150,6 +150,7 @@ def test_evaluate_writes_one_attribution_row_per_flagged_segment(run):
         "has_labels",
         "oracle_metrics",
         "results",
+        "drift",
     }
 
 
