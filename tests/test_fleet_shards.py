@@ -72,6 +72,7 @@ def test_a_rank_killed_mid_fleet_loses_nothing_finished_and_resume_trains_only_t
     bundle = out / "CUSTOM_fleet.pth"
     launcher = start_torchrun(*args)
     wait_for(shard_path(bundle, 1), launcher)  # rank 1 has finished an entity
+    wait_for(shard_path(bundle, 0), launcher)  # and rank 0 too, however late it started on a loaded machine
     os.kill(rank_pid(launcher, 1), signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=240)
     assert launcher.returncode != 0
