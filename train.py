@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
         # Fleet mode's own default is the small per-entity model it was measured with (docs/results.md).
         preset = args.preset or ("fleet" if args.per_entity else None)
         config = config_from_flags(args, preset, args.dataset)
-        if config.amp and resolve_device(config.device).type != "cuda":
-            print(f"note: --amp applies on CUDA only; on {resolve_device(config.device).type} training runs in "
-                  "float32", file=sys.stderr)  # fmt: skip
+        device_type = resolve_device(config.device).type
+        if config.amp and device_type != "cuda":
+            print(f"note: --amp applies on CUDA only; on {device_type} training runs in float32", file=sys.stderr)
         if args.per_entity:
             if args.entity:
                 raise UserInputError("--per-entity trains every entity; use --entities A,B to choose some")

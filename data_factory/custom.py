@@ -23,7 +23,7 @@ from data_factory.readers import (
     load_npy,
     missing_file_reason,
     name_order,
-    read_stamped_table,
+    read_table,
 )
 from runtime.errors import UserInputError
 
@@ -59,7 +59,7 @@ def _refuse_misnamed_labels(folder: Path) -> None:
 def read_array(path: Path) -> StampedTable:
     """Load a .npy or .csv file: the array, the CSV header names and its first column's times, where it has them."""
     if path.suffix == ".csv":
-        return read_stamped_table(path)  # the one CSV reader, shared with detect.py
+        return read_table(path)  # the one CSV reader, shared with detect.py
     return StampedTable(load_npy(path), None, None)
 
 
@@ -69,7 +69,6 @@ def time_order_warning(stamps: np.ndarray | None, what: str) -> str | None:
     if stamps is None or len(stamps) < 2:
         return None
     text = pd.Series(stamps, dtype=str).str.strip()
-    times = pd.Series(pd.NaT, index=text.index)
     for style in (None, "mixed"):  # one inferred format (fast), else each row's own
         try:
             with warnings.catch_warnings():  # pandas' note that it could not infer one format: that is the fallback
@@ -211,8 +210,9 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
     test_raw, test_names, test_stamps = read_array(test_path)
     if names and test_names and test_names != names:
         test_raw = _in_train_order(test_raw, test_names, names, test_path, train_path)
+    has_entities = (folder / ENTITIES_FILE).is_file()
     if entity is None:
-        fix = ENTITY_ROWS_FIX if (folder / ENTITIES_FILE).is_file() else MISSING_VALUES_FIX
+        fix = ENTITY_ROWS_FIX if has_entities else MISSING_VALUES_FIX
         train = check_series(train_raw, str(train_path), channel_names=names, missing_values_fix=fix)
         test = check_series(test_raw, str(test_path), n_channels=train.shape[1], channel_names=names,
                             missing_values_fix=fix)  # fmt: skip
@@ -232,7 +232,7 @@ def load_custom(data_dir: str | Path | None, entity: str | None = None) -> TimeS
         test_stamps = None if test_stamps is None else test_stamps[rows]
         train_stamps = None if train_stamps is None else train_stamps[row["train_start"] : row["train_start"] +
                                                                       row["train_len"]]  # fmt: skip
-    if entity is not None or not (folder / ENTITIES_FILE).is_file():  # each entity's times restart by design
+    if entity is not None or not has_entities:  # each entity's times restart by design
         for stamps, path in ((train_stamps, train_path), (test_stamps, test_path)):
             warning = time_order_warning(stamps, path.name if entity is None else f"{path.name} (entity {entity})")
             if warning:

@@ -158,8 +158,9 @@ def _csv_table(
     except UnicodeDecodeError:
         raise UserInputError(f"{name} is not a UTF-8 text CSV file") from None
     fields = next(csv.reader([first]), [])
-    check_separator([field.strip() for field in fields], name)
-    header = [field.strip() for field in fields] if not all(is_number(f) for f in fields) else None
+    stripped = [field.strip() for field in fields]
+    check_separator(stripped, name)
+    header = stripped if not all(is_number(f) for f in fields) else None
     if header:
         check_header_names(header, name)
     stamp = _stamp_column(header, stamp_column)
@@ -385,21 +386,15 @@ def column_differences(columns: list[str], expected: list[str]) -> str:
     return "; ".join(part for part in parts if part) or "the same names, some twice"
 
 
-def read_table(path: Path, chunk_rows: int = 1_000_000) -> tuple[np.ndarray, list[str] | None]:
-    """A whole .csv, .npy or .parquet file as one float32 (N, C) array, and its sensor column names if it has
-    them; a first column named as times (FIRST_TIME_COLUMN) is left out."""
-    values, columns, _ = read_stamped_table(path, chunk_rows)
-    return values, columns
-
-
 class StampedTable(NamedTuple):
     values: np.ndarray  # (N, C) float32
     columns: list[str] | None  # the sensor columns' names, where the file has a header
     stamps: np.ndarray | None  # (N,) the first column's times as text, where it is one (FIRST_TIME_COLUMN)
 
 
-def read_stamped_table(path: Path, chunk_rows: int = 1_000_000) -> StampedTable:
-    """read_table, and the first column's times where it is one."""
+def read_table(path: Path, chunk_rows: int = 1_000_000) -> StampedTable:
+    """A whole .csv, .npy or .parquet file as one float32 (N, C) array, its sensor column names if it has them,
+    and its first column's times where that column is named as times (FIRST_TIME_COLUMN; left out of the array)."""
     table = open_input(str(path), chunk_rows, stamp_column=FIRST_TIME_COLUMN)
     parts, stamps = [], []
     with contextlib.closing(table):

@@ -78,9 +78,14 @@ def columns(page: ReportPage) -> list[tuple[str, list[str]]]:
     """Each metric of the entity table with its sub-columns: every method's while they fit on a screen; beside a
     longer panel (evaluate.py --per-entity's dozen baselines), the model's and the strongest baseline's, and the
     anomaly share beside the flagged share (every method's figures are in the entities CSV)."""
-    if len(page.methods) <= MOST_METHODS_SHOWN:
+    if not _compact(page):
         return [(metric, list(page.methods)) for metric in page.metrics]
     return [(metric, ["model", ANOMALOUS if metric == "flagged_share" else STRONGEST]) for metric in page.metrics]
+
+
+def _compact(page: ReportPage) -> bool:
+    """Whether the panel is too long to show every method: then each metric shows the strongest baseline."""
+    return len(page.methods) > MOST_METHODS_SHOWN
 
 
 def _strongest(entity: ReportEntity, metric: str) -> tuple[str, str]:
@@ -123,7 +128,7 @@ def render_html(page: ReportPage) -> str:
         for entity in page.entities
     }
     return environment.get_template(TEMPLATE).render(page=page, labels=METRIC_LABELS, columns=columns(page),
-                                                     compact=len(page.methods) > MOST_METHODS_SHOWN,
+                                                     compact=_compact(page),
                                                      rows=_rows(page), figures=figures)  # fmt: skip
 
 
