@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from commands.training import best_checkpoint_path, last_checkpoint_path, train_fleet_to_bundle, train_to_checkpoint
+from commands.training import best_checkpoint_path, last_checkpoint_path, train
 from data_factory import DATASET_NAMES, DEFAULT_DATA_DIR, UserInputError
 from data_factory.names import dataset_label
 from model import PRESETS, TrainingFailed, TrainingInterrupted
@@ -15,7 +15,6 @@ from model.fleet import NORMALISATIONS, FleetInterrupted, fleet_path, shard_path
 from model.scoring import resolve_device
 from runtime.atomic import Interrupted, signals_raise
 from runtime.errors import error_line
-from runtime.workers import default_jobs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train one Detector per entity into {DATASET}_fleet.pth; without --preset, "
                        "--preset fleet")
     fleet.add_argument("--entities", default=None, help="comma-separated entities to train (default: all)")
-    fleet.add_argument("--jobs", type=int, default=default_jobs(),
+    fleet.add_argument("--jobs", type=int, default=None,
                        help="entities trained at once, each in its own process on one thread (default: the cores)")
     fleet.add_argument("--normalisation", choices=NORMALISATIONS, default="entity",
                        help="entity: z-score each entity with its own TRAIN; global: with the whole dataset's "
@@ -86,24 +85,10 @@ def run(args: argparse.Namespace) -> int:
         device_type = resolve_device(config.device).type
         if config.amp and device_type != "cuda":
             print(f"note: --amp applies on CUDA only; on {device_type} training runs in float32", file=sys.stderr)
-        if args.per_entity:
-            if args.entity:
-                raise UserInputError("--per-entity trains every entity; use --entities A,B to choose some")
-            entities = [name.strip() for name in args.entities.split(",")] if args.entities else None
-            train_fleet_to_bundle(args.dataset, args.data_dir, config, args.output_dir, entities=entities,
-                                  jobs=args.jobs, normalisation=args.normalisation, resume=args.resume,
-                                  progress=not args.no_progress)  # fmt: skip
-            return 0
-        train_to_checkpoint(
-            args.dataset,
-            args.data_dir,
-            config,
-            args.output_dir,
-            progress=not args.no_progress,
-            entity=args.entity,
-            resume=args.resume,
-            save_every=args.save_every,
-        )
+        entities = [name.strip() for name in args.entities.split(",")] if args.entities else None
+        train(args.dataset, args.data_dir, config, args.output_dir, per_entity=args.per_entity, entity=args.entity,
+              entities=entities, jobs=args.jobs, normalisation=args.normalisation, resume=args.resume,
+              save_every=args.save_every, progress=not args.no_progress)  # fmt: skip
     except UserInputError as error:
         print(error_line(error), file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
     python bench/fleet_quality.py --data-dir ../shared/data --datasets MSL SMAP SMD --seeds 0 1 2
 
-For each dataset and seed: `train.py --per-entity` (through commands.training.train_fleet_to_bundle) with
+For each dataset and seed: `train.py --per-entity` (through commands.training.train) with
 the given preset and flags, then `evaluate.py --per-entity` (evaluation.fleet_report) on the
 bundle, every baseline beside the model on the same points with the same smoothing. SMD reads
 DATA_DIR/SMD (the OmniAnomaly layout). Each run's metrics JSON is kept under --output-dir; the
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from commands.training import train_fleet_to_bundle  # noqa: E402
+from commands.training import train  # noqa: E402
 from evaluation.baselines import DEFAULT_FLEET_BASELINES, parse_baselines  # noqa: E402
 from evaluation.fleet_report import evaluate_fleet, fleet_summary  # noqa: E402
 from model.config import DetectorConfig, preset_values  # noqa: E402
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace, name: str, seed: int) -> dict:
     config = DetectorConfig(**{**preset_values(args.preset, name), "seed": seed, "device": args.device, **overrides})
     started = time.perf_counter()
     if not args.rescore:
-        train_fleet_to_bundle(name, data, config, folder, jobs=args.jobs, normalisation=args.normalisation,
-                              log=lambda line: print(f"  {line}", flush=True), progress=False)  # fmt: skip
+        train(name, data, config, folder, per_entity=True, jobs=args.jobs, normalisation=args.normalisation,
+              log=lambda line: print(f"  {line}", flush=True), progress=False)  # fmt: skip
     trained = time.perf_counter() - started
     baselines = DEFAULT_FLEET_BASELINES if args.baselines is None else parse_baselines(args.baselines)
     evaluation = evaluate_fleet(fleet_path(folder, name), name, data, baselines=baselines,

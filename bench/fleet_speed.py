@@ -28,11 +28,16 @@ from data_factory.entities import entity_names  # noqa: E402
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from commands.training import train_fleet_to_bundle
 from model.config import DetectorConfig, preset_values
 started = time.perf_counter()
 config = DetectorConfig(**{{**preset_values({preset!r}, {dataset!r}), "device": "cpu"}})
-train_fleet_to_bundle({dataset!r}, {data!r}, config, {out!r}, jobs={jobs}, log=lambda _: None, progress=False)
+options = dict(jobs={jobs}, log=lambda _: None, progress=False)
+try:
+    from commands.training import train
+    options["per_entity"] = True
+except ImportError:  # bench/before.py's tree: the fleet had an entry of its own, in model/api.py
+    from model.api import train_fleet_to_bundle as train
+train({dataset!r}, {data!r}, config, {out!r}, **options)
 seconds = time.perf_counter() - started
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -43,8 +48,11 @@ print(json.dumps({{"seconds": seconds, "peak_kib": max(own, workers)}}))
 def measure(dataset: str, data: Path, preset: str, jobs: int, root: Path = ROOT) -> dict:
     """One fleet training in a child process, with the code of `root` (this tree, or bench/before.py's)."""
     with tempfile.TemporaryDirectory() as out:
-        code = CHILD.format(root=str(root), preset=preset, dataset=dataset, data=str(data), out=out, jobs=jobs)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        code = CHILD.format(root=str(root), preset=preset, dataset=dataset, data=str(Path(data).resolve()), out=out,
+                            jobs=jobs)  # fmt: skip
+        # Run from `root`: a package of this tree found through the current folder would shadow the
+        # same-named folder of the before tree, which has no __init__.py.
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -47,7 +47,7 @@ from model.solver import StopOnSignal, TrainingFailed, check_resume_position, sp
 from model.transformer import ModelConfig
 from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import UserInputError
-from runtime.workers import check_jobs
+from runtime.workers import check_jobs, default_jobs
 
 
 def best_checkpoint_path(output_dir: str | Path, label: str) -> Path:
@@ -90,29 +90,64 @@ def config_from_state(state: dict) -> DetectorConfig:
                                      **state["train_config"]})  # fmt: skip
 
 
-def train_to_checkpoint(
+def train(
     dataset_name: str,
     data_dir: str | Path | None,
     config: DetectorConfig,
     output_dir: str | Path = "artifacts",
-    log: Callable[[str], None] = print,
-    progress: bool = True,
+    *,
+    per_entity: bool = False,
     entity: str | None = None,
+    entities: list[str] | None = None,
+    jobs: int | None = None,
+    normalisation: str = "entity",
     resume: bool = False,
     save_every: int = 0,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> Path:
-    """Train on the dataset's TRAIN split; write {LABEL}_checkpoint.pth (best) and {LABEL}_last.pth (resumable).
+    """What train.py does, as one call: learn the dataset's TRAIN split and return the file written.
 
-    Every check that can fail (flags, data, output folder, free space) runs before training
-    starts, and a checkpoint replaces an older one only once it is completely written. With
-    resume=True every model and training setting comes from {LABEL}_last.pth. Under torchrun
-    each rank trains on its share of the data and only rank 0 logs and writes.
+    One model (default, or `entity` for one channel or machine) writes {LABEL}_checkpoint.pth (best) and
+    {LABEL}_last.pth (resumable, every `save_every` steps too); under torchrun each rank trains on its share of
+    the windows and only rank 0 logs and writes. With `per_entity` one Detector per entity (or per name in
+    `entities`) goes into {DATASET}_fleet.pth, saved after every entity, `jobs` entities at once (default: the
+    cores); under torchrun
+    the ranks take entities as they become free, each saving its own shard, and rank 0 writes the bundle.
+
+    Every check that can fail (flags, data, output folder, free space) runs before training starts, and a file
+    replaces an older one only once it is completely written. With resume=True the settings come from the
+    resumable file (the bundle, with its shards' finished entities merged, for a fleet).
     """
+    _check_mode_flags(per_entity, entity, entities, save_every, jobs)
+    if per_entity:
+        jobs = default_jobs() if jobs is None else check_jobs(jobs)
+        def work(folder: Path, context: DistributedContext) -> Path:
+            return _train_fleet_locked(dataset_name, data_dir, config, folder, entities, jobs, normalisation, resume,
+                                       log, progress, context)  # fmt: skip
+    else:
+        def work(folder: Path, context: DistributedContext) -> Path:
+            return _train_locked(dataset_name, data_dir, config, folder, dataset_label(dataset_name, entity), log,
+                                 progress, entity, resume, save_every, context)  # fmt: skip
+    return _in_output_folder(config, output_dir, resume, work)
+
+
+def _check_mode_flags(
+    per_entity: bool, entity: str | None, entities: list[str] | None, save_every: int, jobs: int | None
+) -> None:
+    """Flags that belong to the other mode would be ignored without a word; they are refused instead."""
     if save_every < 0:
         raise UserInputError(f"--save-every must be 0 or positive, got {save_every}")
-    label = dataset_label(dataset_name, entity)
-    return _in_output_folder(config, output_dir, resume, lambda folder, context: _train_locked(
-        dataset_name, data_dir, config, folder, label, log, progress, entity, resume, save_every, context))
+    if per_entity and entity:
+        raise UserInputError("--per-entity trains every entity; use --entities A,B to choose some")
+    if per_entity and save_every:
+        raise UserInputError("--save-every applies to one model; a fleet is saved after every entity, so drop it")
+    if entities and not per_entity:
+        raise UserInputError("--entities chooses the entities of a fleet: add --per-entity, or train one entity "
+                             "with --entity NAME")  # fmt: skip
+    if jobs is not None and not per_entity:
+        raise UserInputError("--jobs is for --per-entity (entities trained at once); one model trains in one "
+                             "process, or on many with torchrun")  # fmt: skip
 
 
 def _in_output_folder(
@@ -227,30 +262,6 @@ def _note_earlier_evaluation(folder: Path, outputs: dict[str, dict[str, str]], l
     if earlier:
         log(f"note: {', '.join(earlier)} in {folder} are from an evaluation of the model before this run; "
             "run evaluate.py to write them for this one")  # fmt: skip
-
-
-def train_fleet_to_bundle(
-    dataset_name: str,
-    data_dir: str | Path | None,
-    config: DetectorConfig,
-    output_dir: str | Path = "artifacts",
-    *,
-    entities: list[str] | None = None,
-    jobs: int = 1,
-    normalisation: str = "entity",
-    resume: bool = False,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-) -> Path:
-    """Train one Detector per entity into {DATASET}_fleet.pth, saved after every entity.
-
-    With resume=True the bundle's config and finished entities (its shards' too) are kept and the rest
-    trained. Under torchrun the ranks take entities as they become free, each saving its own shard after
-    every entity, and rank 0 writes the bundle at the end.
-    """
-    check_jobs(jobs)
-    return _in_output_folder(config, output_dir, resume, lambda folder, context: _train_fleet_locked(
-        dataset_name, data_dir, config, folder, entities, jobs, normalisation, resume, log, progress, context))
 
 
 def _train_fleet_locked(

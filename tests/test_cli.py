@@ -144,6 +144,12 @@ def run_cli(module, args, capsys):
         (["--dataset", "SYNTH", "--win-size", "5000"], "fewer than the window of 5000"),
         # 20 % of SYNTH's 10,000 TRAIN steps is shorter than the window, the rest is not: hold out no tail
         (["--dataset", "SYNTH", "--win-size", "3000"], "or train on all of TRAIN with --val-ratio 0"),
+        # a flag of the other mode (one model, a fleet) is refused rather than ignored
+        (["--dataset", "SYNTH", "--entities", "a,b"], "--entities chooses the entities of a fleet: add --per-entity"),
+        (["--dataset", "SYNTH", "--jobs", "2"], "--jobs is for --per-entity"),
+        (["--dataset", "SYNTH", "--per-entity", "--save-every", "5"], "--save-every applies to one model"),
+        (["--dataset", "SYNTH", "--per-entity", "--entity", "x"], "use --entities A,B to choose some"),
+        (["--dataset", "SYNTH", "--per-entity", "--jobs", "0"], "--jobs must be at least 1, got 0"),
     ],
 )
 def test_train_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
