@@ -20,7 +20,14 @@ import numpy as np
 from pandas._libs.parsers import STR_NA_VALUES
 
 from data_factory.dataset import as_float32
-from data_factory.readers import InputTable, check_header_names, check_separator, is_number, missing_file_reason
+from data_factory.readers import (
+    InputTable,
+    check_header_names,
+    check_separator,
+    is_number,
+    missing_file_reason,
+    text_column_hint,
+)
 from runtime.errors import UserInputError
 
 READ_BYTES = 1 << 16  # at most this much is taken in per read, so a backlog is scored (and saved) in steps
@@ -153,10 +160,9 @@ class RowParser:
                 except ValueError:
                     name = self.header[index] if self.header else str(index)
                     where = f"(first: {text!r} in row {self.rows + number})"
-                    raise UserInputError(
-                        f"{self.name} has non-numeric columns [{name!r}] {where}; keep only numeric sensor "
-                        f"columns, or name the timestamps: detect.py --timestamp-column {name}"
-                    ) from None
+                    hint = text_column_hint(name, self.header[stamp] if stamp is not None else None,
+                                            self.entity_column, custom=False)  # fmt: skip
+                    raise UserInputError(f"{self.name} has non-numeric columns [{name!r}] {where}; {hint}") from None
         rows = Rows(as_float32(values, self.name, self.rows),
                     [fields[stamp] for fields in records] if stamp is not None else None,
                     [fields[entity] for fields in records] if entity is not None else None)  # fmt: skip

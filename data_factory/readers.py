@@ -77,8 +77,28 @@ def is_number(text: str) -> bool:
     return True
 
 
+def text_column_hint(column: str, stamp: str | None, entity: str | None, custom: bool) -> str:
+    """What to do with a text column, in the words of the tool that read it: a CUSTOM folder (train.py and
+    evaluate.py have no column flags) or detect.py, whose flags are named only where not already given."""
+    if custom:
+        return (
+            f"CUSTOM reads times from a first column named {', '.join(TIME_COLUMN_NAMES)} and entity names from "
+            f"entities.csv (sort the rows by entity, drop the {column} column and give each entity's rows there: "
+            "docs/datasets.md); code any other text, such as a status, as numbers"
+        )
+    ways = [f"detect.py --timestamp-column {column} (times)"] if stamp is None else []
+    ways += [f"with a fleet bundle, --entity-column {column} (entity names)"] if entity is None else []
+    named = f", or name what it holds: {' or, '.join(ways)}" if ways else ""
+    return f"keep only numeric sensor columns (code text such as a status as numbers, as in training){named}"
+
+
 def _frame_chunk(
-    frame: pd.DataFrame, stamp_column: str | None, name: str, first_row: int, entity_column: str | None = None
+    frame: pd.DataFrame,
+    stamp_column: str | None,
+    name: str,
+    first_row: int,
+    entity_column: str | None = None,
+    custom: bool = False,
 ) -> Chunk:
     stamps = frame.pop(stamp_column).astype(str).to_numpy() if stamp_column else None
     entities = frame.pop(entity_column).astype(str).to_numpy() if entity_column else None
@@ -90,13 +110,9 @@ def _frame_chunk(
         bad = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
         where = f" (first: {column.iloc[np.argmax(bad)]!r} in row {first_row + np.argmax(bad)})" if bad.any() else ""
         # A text column holds times or, in a fleet's input, entity names: naming it as times would score every
-        # entity's rows as one series with one model, so both flags are named.
-        raise UserInputError(
-            f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; keep only numeric sensor "
-            f"columns, or name what it holds: detect.py --timestamp-column {non_numeric[0]} (times) or, with a "
-            f"fleet bundle, --entity-column {non_numeric[0]} (entity names) (CUSTOM files: a first column named "
-            f"{', '.join(TIME_COLUMN_NAMES)} is read as times)"
-        )
+        # entity's rows as one series with one model, so both flags are named (where neither is given yet).
+        hint = text_column_hint(str(non_numeric[0]), stamp_column, entity_column, custom)
+        raise UserInputError(f"{name} has non-numeric columns {[str(c) for c in non_numeric[:5]]}{where}; {hint}")
     return Chunk(as_float32(frame.to_numpy(dtype=np.float64), name, first_row), stamps, entities)
 
 
@@ -175,7 +191,7 @@ def _csv_table(
         row = 0
         try:
             for frame in pd.read_csv(stream, **options):
-                yield _frame_chunk(frame, stamp, name, row, entity)
+                yield _frame_chunk(frame, stamp, name, row, entity, stamp_column == FIRST_TIME_COLUMN)
                 row += len(frame)
         except pd.errors.EmptyDataError:
             return
@@ -303,7 +319,7 @@ def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None, entity
         row = 0
         for batch in source.iter_batches(batch_size=chunk_rows):
             frame = batch.to_pandas()
-            yield _frame_chunk(frame, stamp, str(path), row, entity)
+            yield _frame_chunk(frame, stamp, str(path), row, entity, stamp_column == FIRST_TIME_COLUMN)
             row += len(frame)
 
     columns = [n for n in names if n not in (stamp, entity)]

@@ -66,6 +66,7 @@ class EntityScores:
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)  # method -> its threshold at each point
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
     drift: dict | None = None  # TEST against its model's TRAIN statistics where they are its own (drift_lines)
+    stamps: np.ndarray | None = None  # (N_test,) TEST's times as text, where its file has a time column
 
     @property
     def graded(self) -> bool:
@@ -178,7 +179,8 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
         scored_methods = score_methods(detector.to(run.device), data, run.baselines, score=run.score,
                                        score_channels=run.score_channels, smooth=run.smooth,
                                        batch_size=run.batch_size, seed=run.seed, keep_going=True)  # fmt: skip
-        scored = EntityScores(entity, data.test_labels, scored_methods.train, scored_methods.test)
+        scored = EntityScores(entity, data.test_labels, scored_methods.train, scored_methods.test,
+                              stamps=data.test_stamps)  # fmt: skip
         for name, reason in scored_methods.failed.items():
             scored.metrics[name], scored.failed[name] = dict.fromkeys(PER_ENTITY_METRICS), reason
         # TSB-AD's sliding window: from the data's first channel
@@ -512,7 +514,7 @@ def fleet_page(evaluation: FleetEvaluation) -> ReportPage:
              f"alarms, F1 and incidents at the decision rule, fitted on the entity's TRAIN scores: "
              f"{evaluation.alarm.describe()}"]  # fmt: skip
     entities = [ReportEntity(entity.entity, entity.test["model"], entity.thresholds["model"], entity.labels,
-                             entity.incidents, entity.metrics, drift_warning(entity.drift))
+                             entity.incidents, entity.metrics, drift_warning(entity.drift), entity.stamps)
                 for entity in evaluation.entities]  # fmt: skip
     return ReportPage(f"{evaluation.dataset} {evaluation.kind()}: anomaly report", notes, evaluation.methods,
                       list(FLEET_REPORT_METRICS), entities)  # fmt: skip

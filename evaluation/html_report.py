@@ -41,6 +41,7 @@ class ReportEntity:
     incidents: list[Incident]
     metrics: dict[str, dict[str, float | None]]  # method -> metric -> value
     drift: str | None = None  # the drift warning of its TEST against its model's TRAIN (evaluation/drift.py), if any
+    times: np.ndarray | None = None  # (N,) TEST's times as text, where it has them: the incidents show them too
 
     @property
     def shown_incidents(self) -> list[Incident]:
@@ -56,6 +57,14 @@ class ReportEntity:
         if self.labels is None:
             return []
         return [(int(start), int(stop - 1)) for start, stop in label_segments(self.labels)]
+
+    @property
+    def segment_spans(self) -> list[tuple[str, str]]:
+        """Labelled segments as shown: their first and last times where TEST has them, as its incidents are shown,
+        so that an incident and the fault it overlaps read on one clock; else their positions."""
+        if self.times is None:
+            return [(str(start), str(end)) for start, end in self.segments]
+        return [(str(self.times[start]), str(self.times[end])) for start, end in self.segments]
 
 
 @dataclass

@@ -209,7 +209,7 @@ def evaluate_checkpoint(
         )
     drift = series_drift(scored.normalised_test, detector.normalizer_.std, detector.channel_names)  # as detect.py's
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations,
-                      incidents, drift)  # fmt: skip
+                      incidents, drift, dataset.test_stamps)  # fmt: skip
 
 
 def _judged_methods(
@@ -314,7 +314,7 @@ def evaluation_page(evaluation: Evaluation) -> ReportPage:
              "metrics on the whole test split as one series (VUS: evaluation/vus.py)"]  # fmt: skip
     metrics = {name: method.metrics for name, method in evaluation.methods.items()}
     entity = ReportEntity(evaluation.dataset, model.scores, model.thresholds, evaluation.labels, evaluation.incidents,
-                          metrics, drift_warning(evaluation.drift))  # fmt: skip
+                          metrics, drift_warning(evaluation.drift), evaluation.stamps)  # fmt: skip
     return ReportPage(f"{evaluation.dataset}: anomaly report", notes, list(evaluation.methods), list(REPORT_METRICS),
                       [entity])  # fmt: skip
 

@@ -47,6 +47,7 @@ class Evaluation:
     associations: AssociationMaps | None = None  # only with explain > 0
     incidents: list[Incident] = field(default_factory=list)  # the model's runs of flagged points
     drift: dict | None = None  # TEST against the model's TRAIN statistics (evaluation/drift.py); printed and written
+    stamps: np.ndarray | None = None  # (N,) TEST's times as text, where its file has a time column
 
     @property
     def model(self) -> MethodResult:

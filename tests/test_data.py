@@ -179,8 +179,22 @@ def test_custom_csv_reads_a_byte_order_mark_and_a_leading_timestamp_column(tmp_p
     with pytest.raises(UserInputError, match="test_data.csv has no column besides its time column 'time'"):
         load_dataset("CUSTOM", tmp_path)
     (tmp_path / "test_data.csv").write_text("when,flow,temp\n2026-02-01 00:00,3,30\n")
-    with pytest.raises(UserInputError, match=r"non-numeric columns \['when'\].*--timestamp-column when"):
+    with pytest.raises(UserInputError, match=r"non-numeric columns \['when'\].*a first column named timestamp"):
         load_dataset("CUSTOM", tmp_path)
+
+
+def test_a_custom_file_with_an_entity_column_is_pointed_at_entities_csv_not_detect_flags(tmp_path):
+    # One long export with a turbine column: train.py has no --timestamp-column or --entity-column, so the
+    # message must name what CUSTOM reads (entities.csv), not detect.py's flags.
+    (tmp_path / "train_data.csv").write_text("timestamp,turbine,power,status\n2026-01-01 00:00,WTG01,1,RUN\n"
+                                             "2026-01-01 00:10,WTG01,2,RUN\n")  # fmt: skip
+    (tmp_path / "test_data.csv").write_text("timestamp,turbine,power,status\n2026-02-01 00:00,WTG01,3,RUN\n")
+    with pytest.raises(UserInputError) as refused:
+        load_dataset("CUSTOM", tmp_path)
+    message = str(refused.value)
+    assert "non-numeric columns ['turbine', 'status']" in message and "entities.csv" in message
+    assert "drop the turbine column" in message and "--timestamp-column" not in message
+    assert "--entity-column" not in message
 
 
 @pytest.mark.parametrize(

@@ -315,6 +315,21 @@ def test_an_entity_column_read_with_entity_names_the_entity_column_flag(fleet_ru
     assert "has non-numeric columns ['entity']" in error and "--entity-column entity (entity names)" in error
 
 
+def test_a_text_sensor_column_is_not_offered_as_the_entity_or_time_column_already_given(fleet_run, tmp_path, capsys):
+    # A SCADA export: times and turbine named on the command line, a status column left as text. Suggesting
+    # --entity-column status would route every row to a turbine named RUN.
+    source = tmp_path / "status.csv"
+    rows = write_routed_csv(fleet_run["data"], tmp_path / "routed.csv")
+    source.write_text("timestamp,entity,ch0,ch1,ch2\n" + "".join(f"2026-01-01 {i // 60:02d}:{i % 60:02d},{name},"
+                      f"{values[0]},{values[1]},RUN\n" for i, (name, values) in enumerate(rows)))  # fmt: skip
+    assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output",
+                        str(tmp_path / "o.csv"), "--entity-column", "entity"]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "has non-numeric columns ['ch2'] (first: 'RUN' in row 0)" in error[0]
+    assert "--entity-column ch2" not in error[0] and "--timestamp-column ch2" not in error[0]
+    assert "as numbers" in error[0]
+
+
 def test_an_unknown_or_skipped_entity_is_a_clear_error(fleet_run, tmp_path, capsys):
     source = tmp_path / "x.npy"
     np.save(source, np.zeros((50, 3), dtype=np.float32))

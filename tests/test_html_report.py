@@ -6,12 +6,15 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import evaluate
+import train
 from evaluation.fleet_report import FLEET_REPORT_METRICS
-from tests.test_fleet import ROWS, train_tiny_fleet
+from tests.test_fleet import ROWS, train_tiny_fleet, write_fleet_data
+from tests.tiny import TINY_TRAIN_FLAGS
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)  # fmt: skip
@@ -122,3 +125,26 @@ def test_chromium_draws_every_figure_and_sorts_the_table(fleet_report):
         assert values == sorted(values, reverse=descending)
     single = rendered(fleet_report["single"])
     assert len(single.rows) == 1 and single.drawn.group(1) == "1"
+
+
+def test_labelled_segments_are_shown_at_test_times_like_the_incidents(tmp_path):
+    # A SCADA export has a time column: the incidents show times, so the labelled faults they are read against
+    # must too, not row positions an operator cannot place.
+    data = write_fleet_data(tmp_path)
+    times = {}
+    for split in ("train", "test"):
+        values = np.load(data / f"{split}_data.npy")
+        times[split] = pd.date_range("2026-01-01" if split == "train" else "2026-03-01", periods=len(values),
+                                     freq="10min", tz="UTC+01:00").strftime("%Y-%m-%dT%H:%M:%S%z")  # fmt: skip
+        frame = pd.DataFrame(values, columns=["wind", "power", "gearbox"]).assign(timestamp=times[split])
+        frame[["timestamp", "wind", "power", "gearbox"]].to_csv(data / f"{split}_data.csv", index=False)
+        (data / f"{split}_data.npy").unlink()
+    labels = np.load(data / "test_labels.npy")
+    out = tmp_path / "out"
+    assert train.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--per-entity", "--entities", "east",
+                       "--jobs", "1", "--output-dir", str(out), *TINY_TRAIN_FLAGS]) == 0  # fmt: skip
+    assert evaluate.main(["--dataset", "CUSTOM", "--data-dir", str(data), "--output-dir", str(out), "--device", "cpu",
+                          "--report", "html", "--per-entity", "--baselines", "pca", "--jobs", "1"]) == 0  # fmt: skip
+    east = np.flatnonzero(labels[: ROWS["east"][1]])  # east's TEST rows come first
+    shown = f"{times['test'][east[0]]}&ndash;{times['test'][east[-1]]}"
+    assert f"1 labelled segments:\n{shown}</p>" in (out / "CUSTOM_fleet_report.html").read_text()
