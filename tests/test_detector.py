@@ -201,3 +201,17 @@ def test_channel_names_must_be_told_apart_and_a_failed_baseline_fit_leaves_it_un
         knn.fit(synth.train[:10])  # too few rows for its neighbours
     with pytest.raises(UserInputError, match="is not fitted yet"):
         knn.score(synth.test)
+
+
+def test_loading_the_wrong_kind_of_model_file_names_the_python_call_that_reads_it(fitted, tmp_path):
+    from model.fleet import Fleet, open_fleet
+
+    single = fitted.save(tmp_path / "one.pth")
+    bundle = Fleet("SYNTH", fitted.config, detectors={"east": fitted}, order=["east"]).save(tmp_path / "fleet.pth")
+    with pytest.raises(UserInputError, match=r"in Python: model\.fleet\.Fleet\.load\(path\)\.detector\(NAME\)"):
+        Detector.load(bundle)
+    with pytest.raises(UserInputError, match=r"in Python: Detector\.load\(path\)"):
+        Fleet.load(single)
+    # The calls it names do read them.
+    np.testing.assert_array_equal(Fleet.load(bundle).detector("east").train_channel_error_, fitted.train_channel_error_)
+    assert open_fleet(single).single
