@@ -99,6 +99,9 @@ def check_series(
     array = numeric_array(array)
     if array.ndim == 1 and n_channels == 1:
         array = array[:, None]
+    if array.ndim == 1:  # one series: the fix depends on how many channels are wanted
+        wanted = "a single channel is series.reshape(-1, 1)" if n_channels is None else f"give all {n_channels}"
+        raise UserInputError(f"{what} must be a 2-D array (time, channels), got shape {array.shape}; {wanted}")
     if array.ndim != 2:
         raise UserInputError(f"{what} must be a 2-D array (time, channels), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:

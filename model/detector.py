@@ -58,8 +58,8 @@ class TrainData:
 
     @classmethod
     def of(cls, data: TimeSeriesDataset | np.ndarray) -> TrainData:
-        """The TRAIN of a dataset, or an array (a DataFrame's column names become the channel names), checked:
-        float32 (N, C), finite, one name per channel."""
+        """The TRAIN of a dataset, or an array (a DataFrame's column names become the channel names; a 1-D array
+        or a Series is one channel), checked: float32 (N, C), finite, one name per channel."""
         if isinstance(data, TimeSeriesDataset):
             # A dataset built by hand is checked as the loaders check theirs (they return it unchanged).
             names = list(data.channel_names)
@@ -79,6 +79,10 @@ class TrainData:
                 "train_fingerprint": data.train_fingerprint(),
             }
             return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
+        if isinstance(data, pd.Series):  # one channel, named by the Series
+            data = data.to_frame()
+        elif np.ndim(data) == 1:  # one channel, as score() reads a 1-D series for a one-channel model
+            data = np.asarray(data)[:, None]
         given = [str(column) for column in data.columns] if isinstance(data, pd.DataFrame) else None
         _check_unique(given or [], "the DataFrame")
         _check_numeric(data)

@@ -215,3 +215,18 @@ def test_loading_the_wrong_kind_of_model_file_names_the_python_call_that_reads_i
     # The calls it names do read them.
     np.testing.assert_array_equal(Fleet.load(bundle).detector("east").train_channel_error_, fitted.train_channel_error_)
     assert open_fleet(single).single
+
+
+def test_a_single_series_fits_as_one_channel_and_a_1d_series_for_many_channels_says_how_many(fitted, synth):
+    import pandas as pd
+
+    one = synth.train[:, 1]
+    column = Detector(TINY).fit(one[:, None])
+    flat = Detector(TINY).fit(one)
+    np.testing.assert_array_equal(flat.score(synth.test[:, 1]), column.score(synth.test[:, 1:2]))
+    named = Detector(TINY).fit(pd.Series(one, name="pressure"))
+    assert named.channel_names == ["pressure"]
+    with pytest.raises(UserInputError, match=r"got shape \(1200,\); give all 4$"):
+        fitted.score(synth.test[:, 0])
+    with pytest.raises(UserInputError, match=r"got shape \(2, 3, 4\)$"):
+        Detector(TINY).fit(np.zeros((2, 3, 4)))
