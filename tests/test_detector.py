@@ -230,3 +230,15 @@ def test_a_single_series_fits_as_one_channel_and_a_1d_series_for_many_channels_s
         fitted.score(synth.test[:, 0])
     with pytest.raises(UserInputError, match=r"got shape \(2, 3, 4\)$"):
         Detector(TINY).fit(np.zeros((2, 3, 4)))
+
+
+def test_score_channels_given_as_a_python_list_of_names_or_indices_are_the_flags_text(synth):
+    import pandas as pd
+
+    frame = pd.DataFrame(synth.train, columns=["a", "b", "c", "d"])
+    by_name = Detector(replace(TINY, score_channels=["d", "b"])).fit(frame)
+    by_index = Detector(replace(TINY, score_channels=(1, 3))).fit(frame)
+    as_text = Detector(replace(TINY, score_channels="b,d")).fit(frame)
+    assert by_name.scoring_.channels == by_index.scoring_.channels == as_text.scoring_.channels == (1, 3)
+    assert by_name.config.score_channels == "d,b"  # stored as train.py stores the flag
+    np.testing.assert_array_equal(by_index.score(frame), as_text.score(frame))
