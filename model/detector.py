@@ -159,6 +159,7 @@ class Detector:
         self.config = config or DetectorConfig()
         # What fit starts from each time: the given model (trained further) and normaliser, or fresh ones.
         self._initial_model, self._initial_normalizer = model, normalizer
+        self._initial_weights: dict | None = None  # the given model's weights before the first fit trained them
         self.model_ = model
         self.normalizer_ = normalizer
         self.scoring_: ScoreSettings | None = None  # how TRAIN was scored; score() scores the same way
@@ -211,6 +212,10 @@ class Detector:
             series = normalizer.transform(data.train)
             split_validation(series, config, data.name)  # a window longer than the data fails before the model
             model = self._initial_model or AnomalyTransformer(config.model_config(series.shape[1]))
+            if self._initial_model is not None:  # it is trained in place: a second fit starts from its given weights
+                if self._initial_weights is None:
+                    self._initial_weights = copy.deepcopy(model.state_dict())
+                model.load_state_dict(self._initial_weights)
             if model.config.n_channels != series.shape[1]:
                 raise UserInputError(
                     f"the model given has {model.config.n_channels} input channels but {data.name} has "

@@ -242,3 +242,10 @@ def test_score_channels_given_as_a_python_list_of_names_or_indices_are_the_flags
     assert by_name.scoring_.channels == by_index.scoring_.channels == as_text.scoring_.channels == (1, 3)
     assert by_name.config.score_channels == "d,b"  # stored as train.py stores the flag
     np.testing.assert_array_equal(by_index.score(frame), as_text.score(frame))
+
+
+def test_fitting_twice_starts_each_time_from_the_given_model_s_weights(synth):
+    torch.manual_seed(7)
+    detector = Detector(TINY, model=AnomalyTransformer(TINY.model_config(4)))
+    first = detector.fit(synth).score(synth.test)
+    np.testing.assert_array_equal(detector.fit(synth).score(synth.test), first)  # not trained on from the first fit
