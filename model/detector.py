@@ -297,7 +297,7 @@ class Detector:
         series = check_series(ordered, what, self.model_.config.n_channels, names)
         check_long_enough(len(series), self.win_size, what, SCORING_FIX)
         normalised = self.normalizer_.transform(series)
-        return score_series(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
+        return score_series(self.model_, normalised, self.scoring_, batch_size=self._batch_size(batch_size),
                             device=self._device(), context=context)  # fmt: skip
 
     def score(self, series: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
@@ -318,8 +318,16 @@ class Detector:
         self._check_fitted()
         if not normalised:
             chunks = (self.normalizer_.transform(self._checked_chunk(chunk)) for chunk in chunks)
-        return score_stream(self.model_, chunks, self.scoring_, batch_size=batch_size or self.config.batch_size,
+        return score_stream(self.model_, chunks, self.scoring_, batch_size=self._batch_size(batch_size),
                             device=self._device(), context=context)  # fmt: skip
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """The windows per forward pass: the one given, else config.batch_size (0 or -1 must not mean either)."""
+        if batch_size is None:
+            return self.config.batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+            raise UserInputError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        return int(batch_size)
 
     def _in_channel_order(self, series: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
         """A DataFrame holding every channel name of the model, its columns in the model's order; any other

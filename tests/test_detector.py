@@ -249,3 +249,12 @@ def test_fitting_twice_starts_each_time_from_the_given_model_s_weights(synth):
     detector = Detector(TINY, model=AnomalyTransformer(TINY.model_config(4)))
     first = detector.fit(synth).score(synth.test)
     np.testing.assert_array_equal(detector.fit(synth).score(synth.test), first)  # not trained on from the first fit
+
+
+def test_a_batch_size_that_is_not_a_positive_whole_number_is_refused_not_replaced(fitted, synth):
+    np.testing.assert_array_equal(fitted.score(synth.test, batch_size=7), fitted.score(synth.test))
+    for bad in (0, -5, 2.5):
+        with pytest.raises(UserInputError, match=f"^batch_size must be a positive whole number, got {bad}$"):
+            fitted.score(synth.test, batch_size=bad)
+        with pytest.raises(UserInputError, match="batch_size must be a positive whole number"):
+            list(fitted.stream([synth.test], batch_size=bad))
