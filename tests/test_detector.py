@@ -258,3 +258,12 @@ def test_a_batch_size_that_is_not_a_positive_whole_number_is_refused_not_replace
             fitted.score(synth.test, batch_size=bad)
         with pytest.raises(UserInputError, match="batch_size must be a positive whole number"):
             list(fitted.stream([synth.test], batch_size=bad))
+
+
+def test_a_dataframe_column_that_is_not_real_numbers_is_named_with_the_fix(fitted, synth):
+    import pandas as pd
+
+    frame = pd.DataFrame(synth.test, columns=fitted.channel_names).assign(sensor_02=lambda f: f.sensor_02 > 0)
+    with pytest.raises(UserInputError, match=r"got dtype object from its columns sensor_02 \(bool\); convert them"):
+        fitted.score(frame)
+    np.testing.assert_array_equal(fitted.score(frame.astype(float)), fitted.score(frame.to_numpy(np.float64)))
