@@ -86,6 +86,15 @@ def numeric_array(data: object) -> np.ndarray:
     return np.asarray(data)
 
 
+def _columns_at_fault(frame: pd.DataFrame | None) -> str:
+    """A DataFrame's columns that are not real numbers, with the fix: its dtype (object) names none of them."""
+    if frame is None:
+        return ""
+    real = [pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in frame.dtypes]
+    wrong = [f"{column} ({dtype})" for (column, dtype), ok in zip(frame.dtypes.items(), real, strict=True) if not ok]
+    return f" from its columns {', '.join(wrong[:5])}; convert them (df.astype(float)) or drop them" if wrong else ""
+
+
 def check_series(
     array: np.ndarray,
     what: str,
@@ -96,15 +105,19 @@ def check_series(
 ) -> np.ndarray:
     """Return array as float32 (N, C), or raise UserInputError naming what is wrong with it (a column by its
     name where `channel_names` gives one). first_row: the file row of array[0], for the messages."""
+    frame = array if isinstance(array, pd.DataFrame) else None
     array = numeric_array(array)
     if array.ndim == 1 and n_channels == 1:
         array = array[:, None]
+    if array.ndim == 1:  # one series: the fix depends on how many channels are wanted
+        wanted = "a single channel is series.reshape(-1, 1)" if n_channels is None else f"give all {n_channels}"
+        raise UserInputError(f"{what} must be a 2-D array (time, channels), got shape {array.shape}; {wanted}")
     if array.ndim != 2:
         raise UserInputError(f"{what} must be a 2-D array (time, channels), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise UserInputError(f"{what} is empty (shape {array.shape})")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise UserInputError(f"{what} must hold real numbers, got dtype {array.dtype}")
+        raise UserInputError(f"{what} must hold real numbers, got dtype {array.dtype}{_columns_at_fault(frame)}")
     if n_channels is not None and array.shape[1] != n_channels:
         raise UserInputError(
             f"{what} has {array.shape[1]} channels but {n_channels} were expected; every split needs the same columns"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -212,19 +213,33 @@ class Method:
         return self.factory(seed=seed, channels=channels, **self.defaults)
 
 
+# Module-level functions bound with partial, not lambdas: a built baseline keeps its factory (FittedOnSeries.make),
+# and must pickle like any fitted estimator (joblib, multiprocessing).
 def _series(make: Callable[..., Baseline]) -> Callable[..., Baseline]:
     """The factory of `make`'s series fit mode."""
-    return lambda seed, channels, **settings: FittedOnSeries(lambda: make(seed=seed, channels=channels, **settings))
+    return partial(_fitted_on_series, make)
+
+
+def _fitted_on_series(make: Callable[..., Baseline], seed: int, channels: Sequence[int] | None, **settings) -> Baseline:
+    return FittedOnSeries(partial(make, seed=seed, channels=channels, **settings))
 
 
 def _seeded(cls: type[Baseline]) -> Callable[..., Baseline]:
     """The factory of a baseline that takes a seed and reads every channel."""
-    return lambda seed, channels, **settings: cls(seed=seed, **settings)
+    return partial(_with_seed, cls)
+
+
+def _with_seed(cls: type[Baseline], seed: int, channels: Sequence[int] | None, **settings) -> Baseline:
+    return cls(seed=seed, **settings)
 
 
 def _unseeded(cls: type[Baseline]) -> Callable[..., Baseline]:
     """The factory of a deterministic baseline that reads every channel."""
-    return lambda seed, channels, **settings: cls(**settings)
+    return partial(_without_seed, cls)
+
+
+def _without_seed(cls: type[Baseline], seed: int, channels: Sequence[int] | None, **settings) -> Baseline:
+    return cls(**settings)
 
 
 DEFAULT, REFERENCE = "default", "reference"  # the per-entity default set; the full reference set

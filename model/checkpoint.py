@@ -54,9 +54,11 @@ def load_checkpoint(path: str | Path, dataset: TimeSeriesDataset | None = None, 
     is_fleet = checkpoint.get("kind") == "fleet"
     if kind == "detector" and is_fleet:
         raise UserInputError(f"{path} is a fleet bundle (one model per entity); pass --entity NAME to use one of "
-                             "its models (detect.py: or --entity-column COLUMN to route rows of several entities)")
+                             "its models (detect.py: or --entity-column COLUMN to route rows of several entities; "
+                             "in Python: model.fleet.Fleet.load(path).detector(NAME))")
     if kind == "fleet" and not is_fleet:
-        raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity")
+        raise UserInputError(f"{path} holds one model, not a fleet bundle; train one with train.py --per-entity "
+                             "(in Python: Detector.load(path), or model.fleet.open_fleet(path) for either kind)")
     if checkpoint.get("kind") == "last":
         label = path.name.removesuffix("_last.pth") if path.name.endswith("_last.pth") else "{DATASET}"
         raise UserInputError(

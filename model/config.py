@@ -74,6 +74,11 @@ class DetectorConfig:
     )
     alarm_window: int = _setting(DEFAULT_ALARM_WINDOW, "recent scores the guarded and budget rules read, in points")
 
+    def __post_init__(self) -> None:
+        # From Python a list of channels is the natural form; the flag's text is what is checked and stored.
+        if isinstance(self.score_channels, list | tuple):
+            self.score_channels = ",".join(str(channel) for channel in self.score_channels)
+
     def model_config(self, n_channels: int) -> ModelConfig:
         return ModelConfig(
             n_channels=n_channels,

@@ -58,8 +58,8 @@ class TrainData:
 
     @classmethod
     def of(cls, data: TimeSeriesDataset | np.ndarray) -> TrainData:
-        """The TRAIN of a dataset, or an array (a DataFrame's column names become the channel names), checked:
-        float32 (N, C), finite, one name per channel."""
+        """The TRAIN of a dataset, or an array (a DataFrame's column names become the channel names; a 1-D array
+        or a Series is one channel), checked: float32 (N, C), finite, one name per channel."""
         if isinstance(data, TimeSeriesDataset):
             # A dataset built by hand is checked as the loaders check theirs (they return it unchanged).
             names = list(data.channel_names)
@@ -79,6 +79,10 @@ class TrainData:
                 "train_fingerprint": data.train_fingerprint(),
             }
             return cls(data.name, data.train, list(data.channel_names), data.target_channels, record)
+        if isinstance(data, pd.Series):  # one channel, named by the Series
+            data = data.to_frame()
+        elif np.ndim(data) == 1:  # one channel, as score() reads a 1-D series for a one-channel model
+            data = np.asarray(data)[:, None]
         given = [str(column) for column in data.columns] if isinstance(data, pd.DataFrame) else None
         _check_unique(given or [], "the DataFrame")
         _check_numeric(data)
@@ -155,6 +159,7 @@ class Detector:
         self.config = config or DetectorConfig()
         # What fit starts from each time: the given model (trained further) and normaliser, or fresh ones.
         self._initial_model, self._initial_normalizer = model, normalizer
+        self._initial_weights: dict | None = None  # the given model's weights before the first fit trained them
         self.model_ = model
         self.normalizer_ = normalizer
         self.scoring_: ScoreSettings | None = None  # how TRAIN was scored; score() scores the same way
@@ -207,6 +212,10 @@ class Detector:
             series = normalizer.transform(data.train)
             split_validation(series, config, data.name)  # a window longer than the data fails before the model
             model = self._initial_model or AnomalyTransformer(config.model_config(series.shape[1]))
+            if self._initial_model is not None:  # it is trained in place: a second fit starts from its given weights
+                if self._initial_weights is None:
+                    self._initial_weights = copy.deepcopy(model.state_dict())
+                model.load_state_dict(self._initial_weights)
             if model.config.n_channels != series.shape[1]:
                 raise UserInputError(
                     f"the model given has {model.config.n_channels} input channels but {data.name} has "
@@ -288,7 +297,7 @@ class Detector:
         series = check_series(ordered, what, self.model_.config.n_channels, names)
         check_long_enough(len(series), self.win_size, what, SCORING_FIX)
         normalised = self.normalizer_.transform(series)
-        return score_series(self.model_, normalised, self.scoring_, batch_size=batch_size or self.config.batch_size,
+        return score_series(self.model_, normalised, self.scoring_, batch_size=self._batch_size(batch_size),
                             device=self._device(), context=context)  # fmt: skip
 
     def score(self, series: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
@@ -309,8 +318,16 @@ class Detector:
         self._check_fitted()
         if not normalised:
             chunks = (self.normalizer_.transform(self._checked_chunk(chunk)) for chunk in chunks)
-        return score_stream(self.model_, chunks, self.scoring_, batch_size=batch_size or self.config.batch_size,
+        return score_stream(self.model_, chunks, self.scoring_, batch_size=self._batch_size(batch_size),
                             device=self._device(), context=context)  # fmt: skip
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """The windows per forward pass: the one given, else config.batch_size (0 or -1 must not mean either)."""
+        if batch_size is None:
+            return self.config.batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+            raise UserInputError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        return int(batch_size)
 
     def _in_channel_order(self, series: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
         """A DataFrame holding every channel name of the model, its columns in the model's order; any other

@@ -201,3 +201,69 @@ def test_channel_names_must_be_told_apart_and_a_failed_baseline_fit_leaves_it_un
         knn.fit(synth.train[:10])  # too few rows for its neighbours
     with pytest.raises(UserInputError, match="is not fitted yet"):
         knn.score(synth.test)
+
+
+def test_loading_the_wrong_kind_of_model_file_names_the_python_call_that_reads_it(fitted, tmp_path):
+    from model.fleet import Fleet, open_fleet
+
+    single = fitted.save(tmp_path / "one.pth")
+    bundle = Fleet("SYNTH", fitted.config, detectors={"east": fitted}, order=["east"]).save(tmp_path / "fleet.pth")
+    with pytest.raises(UserInputError, match=r"in Python: model\.fleet\.Fleet\.load\(path\)\.detector\(NAME\)"):
+        Detector.load(bundle)
+    with pytest.raises(UserInputError, match=r"in Python: Detector\.load\(path\)"):
+        Fleet.load(single)
+    # The calls it names do read them.
+    np.testing.assert_array_equal(Fleet.load(bundle).detector("east").train_channel_error_, fitted.train_channel_error_)
+    assert open_fleet(single).single
+
+
+def test_a_single_series_fits_as_one_channel_and_a_1d_series_for_many_channels_says_how_many(fitted, synth):
+    import pandas as pd
+
+    one = synth.train[:, 1]
+    column = Detector(TINY).fit(one[:, None])
+    flat = Detector(TINY).fit(one)
+    np.testing.assert_array_equal(flat.score(synth.test[:, 1]), column.score(synth.test[:, 1:2]))
+    named = Detector(TINY).fit(pd.Series(one, name="pressure"))
+    assert named.channel_names == ["pressure"]
+    with pytest.raises(UserInputError, match=r"got shape \(1200,\); give all 4$"):
+        fitted.score(synth.test[:, 0])
+    with pytest.raises(UserInputError, match=r"got shape \(2, 3, 4\)$"):
+        Detector(TINY).fit(np.zeros((2, 3, 4)))
+
+
+def test_score_channels_given_as_a_python_list_of_names_or_indices_are_the_flags_text(synth):
+    import pandas as pd
+
+    frame = pd.DataFrame(synth.train, columns=["a", "b", "c", "d"])
+    by_name = Detector(replace(TINY, score_channels=["d", "b"])).fit(frame)
+    by_index = Detector(replace(TINY, score_channels=(1, 3))).fit(frame)
+    as_text = Detector(replace(TINY, score_channels="b,d")).fit(frame)
+    assert by_name.scoring_.channels == by_index.scoring_.channels == as_text.scoring_.channels == (1, 3)
+    assert by_name.config.score_channels == "d,b"  # stored as train.py stores the flag
+    np.testing.assert_array_equal(by_index.score(frame), as_text.score(frame))
+
+
+def test_fitting_twice_starts_each_time_from_the_given_model_s_weights(synth):
+    torch.manual_seed(7)
+    detector = Detector(TINY, model=AnomalyTransformer(TINY.model_config(4)))
+    first = detector.fit(synth).score(synth.test)
+    np.testing.assert_array_equal(detector.fit(synth).score(synth.test), first)  # not trained on from the first fit
+
+
+def test_a_batch_size_that_is_not_a_positive_whole_number_is_refused_not_replaced(fitted, synth):
+    np.testing.assert_array_equal(fitted.score(synth.test, batch_size=7), fitted.score(synth.test))
+    for bad in (0, -5, 2.5):
+        with pytest.raises(UserInputError, match=f"^batch_size must be a positive whole number, got {bad}$"):
+            fitted.score(synth.test, batch_size=bad)
+        with pytest.raises(UserInputError, match="batch_size must be a positive whole number"):
+            list(fitted.stream([synth.test], batch_size=bad))
+
+
+def test_a_dataframe_column_that_is_not_real_numbers_is_named_with_the_fix(fitted, synth):
+    import pandas as pd
+
+    frame = pd.DataFrame(synth.test, columns=fitted.channel_names).assign(sensor_02=lambda f: f.sensor_02 > 0)
+    with pytest.raises(UserInputError, match=r"got dtype object from its columns sensor_02 \(bool\); convert them"):
+        fitted.score(frame)
+    np.testing.assert_array_equal(fitted.score(frame.astype(float)), fitted.score(frame.to_numpy(np.float64)))

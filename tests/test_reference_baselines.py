@@ -56,6 +56,19 @@ def test_every_registered_baseline_runs_in_its_declared_fit_mode():
     assert parse_baselines("reference") == REFERENCE_BASELINES and parse_baselines("all") == tuple(METHODS)
 
 
+def test_every_fitted_baseline_pickles_and_scores_the_same_after(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(1)
+    train, series = rng.normal(size=(300, 3)), rng.normal(size=(200, 3))
+    for name, method in METHODS.items():
+        if name == "tsb_cnn":  # a torch model that takes seconds to train; it holds no factory of its own
+            continue
+        fitted = method.build(seed=0).fit(train)
+        restored = pickle.loads(pickle.dumps(fitted))  # e.g. by joblib, to score in another process
+        np.testing.assert_array_equal(restored.score(series), fitted.score(series), err_msg=name)
+
+
 def test_series_mode_fits_the_series_it_scores_and_takes_its_threshold_from_train():
     rng = np.random.default_rng(0)
     train, series = rng.normal(size=(300, 3)), rng.normal(size=(200, 3)) + 5.0
