@@ -299,6 +299,12 @@ def _detect_routed(
     present = list(dict.fromkeys(labels.tolist()))
     for name in present:
         fleet.detector(name)  # an unknown or skipped entity stops the run before any scoring
+    if nan_policy == "fail":  # the input's first NaN, not its first entity's: the entities are scored one by one
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if len(bad):
+            first = int(bad[0])
+            source = f"{table.name} (entity {labels[first]})"
+            MissingValues(nan_policy, np.zeros(len(names)), source, names).apply(values[first : first + 1], first)
     scores, flags = np.zeros(len(values), dtype=np.float32), np.zeros(len(values), dtype=np.int64)
     thresholds = np.zeros(len(values), dtype=np.float64)
     tops = np.full(len(values), "", dtype=object)

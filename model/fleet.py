@@ -97,7 +97,10 @@ class Fleet:
         if entity in self.skipped:
             raise UserInputError(f"entity {entity!r} was skipped in training ({self.skipped[entity]}); it has no model")
         shown = ", ".join(list(self.detectors)[:8]) + (", ..." if len(self.detectors) > 8 else "")
-        raise UserInputError(f"unknown entity {entity!r} in the {self.dataset} fleet; it has {shown}")
+        raise UserInputError(
+            f"unknown entity {entity!r} in the {self.dataset} fleet (it has {shown}): a fleet scores only the entities "
+            "it was trained on; leave that entity's rows out, or train a fleet with it (train.py --per-entity)"
+        )
 
     def to_bundle(self) -> dict:
         entities = {}

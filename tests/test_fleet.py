@@ -247,6 +247,7 @@ def test_a_nan_among_one_entitys_rows_is_named_by_its_row_in_the_input_batch_and
     write_routed_csv(fleet_run["data"], source)
     frame = pd.read_csv(source)
     frame.loc[159, "ch1"] = np.nan  # west's 10th row: east's first 150 rows come before it
+    frame.loc[400, "ch0"] = np.nan  # an east row after it: east's model is run first, yet the file's first NaN is named
     frame.to_csv(source, index=False, float_format="%.9g")
     flags = ["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--entity-column", "entity"]
     assert detect.main([*flags, "--output", str(tmp_path / "out.csv")]) == 2
@@ -333,7 +334,8 @@ def test_a_text_sensor_column_is_not_offered_as_the_entity_or_time_column_alread
 def test_an_unknown_or_skipped_entity_is_a_clear_error(fleet_run, tmp_path, capsys):
     source = tmp_path / "x.npy"
     np.save(source, np.zeros((50, 3), dtype=np.float32))
-    for entity, message in (("north", "unknown entity 'north'"), ("stub", "was skipped in training")):
+    unknown = "unknown entity 'north' in the CUSTOM fleet (it has east, west): a fleet scores only the entities"
+    for entity, message in (("north", unknown), ("stub", "was skipped in training")):
         assert detect.main(["--checkpoint", str(fleet_run["bundle"]), "--input", str(source), "--output",
                             str(tmp_path / "o.csv"), "--entity", entity]) == 2  # fmt: skip
         error = capsys.readouterr().err.strip().splitlines()

@@ -147,4 +147,4 @@ def test_labelled_segments_are_shown_at_test_times_like_the_incidents(tmp_path):
                           "--report", "html", "--per-entity", "--baselines", "pca", "--jobs", "1"]) == 0  # fmt: skip
     east = np.flatnonzero(labels[: ROWS["east"][1]])  # east's TEST rows come first
     shown = f"{times['test'][east[0]]}&ndash;{times['test'][east[-1]]}"
-    assert f"1 labelled segments:\n{shown}</p>" in (out / "CUSTOM_fleet_report.html").read_text()
+    assert f"1 labelled segment:\n{shown}</p>" in (out / "CUSTOM_fleet_report.html").read_text()
