@@ -18,6 +18,7 @@ SCORING_FIELDS = ("score", "temperature", "score_channels", "smooth")
 
 # What the bundle's table shows of each entity's own description (describe_detector).
 FLEET_ENTITY_FIELDS = ("epochs_run", "best_val_rec", "last_train_rec", "threshold")
+CONSTANT_LISTED = 8  # channels named on the line of the ones constant in TRAIN
 
 
 def describe(fleet: Fleet, path: Path) -> dict:
@@ -32,6 +33,7 @@ def describe(fleet: Fleet, path: Path) -> dict:
         return {**file, **described[fleet.order[0]]}
     entities = {name: {"train_rows": entity["dataset"].get("train_length"),
                        **{key: entity[key] for key in FLEET_ENTITY_FIELDS},
+                       "constant_in_train": entity["normalization"]["constant_in_train"],
                        "seconds": fleet.seconds.get(name, 0.0)}
                 for name, entity in described.items()}  # fmt: skip
     return {
@@ -69,7 +71,11 @@ def describe_detector(detector: Detector) -> dict:
             "std": std.tolist(),
             "mean_range": [float(mean.min()), float(mean.max())],
             "std_range": [float(std.min()), float(std.max())],
-            "unit_std_channels": int(np.sum(std == 1.0)),  # includes columns that never moved in TRAIN
+            # A channel that never moved in TRAIN: the model never saw it move, so any later movement scores high.
+            "constant_in_train": [name for name, constant in
+                                  zip(detector.channel_names, detector.normalizer_.constant_in_train, strict=True)
+                                  if constant],  # fmt: skip
+            "constant_recorded": detector.normalizer_.constant is not None,  # older files: those with std exactly 1
         },
         "threshold": detector.threshold_,
         "decision_rule": _rule_record(detector),
@@ -87,6 +93,17 @@ def _rule_record(detector: Detector) -> dict:
     return {"kind": rule.kind, "percentile": rule.percentile, "window": rule.window, "threshold": rule.threshold,
             "train_scores_remembered": len(rule.train_tail), "train_spread": rule.train_spread,
             "stored": detector.alarm_rule_ is not None, "description": rule.describe()}  # fmt: skip
+
+
+def constant_text(names: list[str], recorded: bool = True) -> str:
+    """The channels constant in TRAIN, in words: any movement of theirs later scores as anomalous."""
+    if not recorded:
+        return (f"{len(names)} channels with std exactly 1 (constant in TRAIN, or standardised beforehand; "
+                "files this old do not record which)")  # fmt: skip
+    if not names:
+        return "no channel constant in TRAIN"
+    shown = ", ".join(names[:CONSTANT_LISTED]) + (", ..." if len(names) > CONSTANT_LISTED else "")
+    return f"{len(names)} constant in TRAIN ({shown}): the model never saw them move"
 
 
 def _history_lines(history: list[dict], best_epoch: int | None) -> list[str]:
@@ -127,7 +144,7 @@ def _model_text(described: dict) -> str:
         *_history_lines(described["history"], described["best_epoch"]),
         f"normalization  mean in [{normalization['mean_range'][0]:.4g}, {normalization['mean_range'][1]:.4g}], "
         f"std in [{normalization['std_range'][0]:.4g}, {normalization['std_range'][1]:.4g}]; "
-        f"{normalization['unit_std_channels']} channels with std exactly 1 (e.g. constant in TRAIN)",
+        + constant_text(normalization["constant_in_train"], normalization["constant_recorded"]),
     ]
     names = dataset.get("channel_names", [])
     if len(names) <= CHANNELS_LISTED:
@@ -168,13 +185,14 @@ def _fleet_text(described: dict) -> str:
         f"scoring      {described['scoring_described']}",
         f"normalised   per {described['normalisation']}",
         f"  {'entity':<16} {'rows':>7} {'epochs':>6} {'val rec':>10} {'train rec':>10} {'threshold':>11} "
-        f"{'seconds':>8}",
+        f"{'seconds':>8} {'constant':>8}",
     ]
     for name, entity in entities.items():
         val = "-" if entity["best_val_rec"] is None else f"{entity['best_val_rec']:.5f}"
         train = "-" if entity["last_train_rec"] is None else f"{entity['last_train_rec']:.5f}"
         lines.append(f"  {name:<16} {entity['train_rows']:>7} {entity['epochs_run']:>6} {val:>10} {train:>10} "
-                     f"{entity['threshold']:>11.5g} {entity['seconds']:>8.1f}")  # fmt: skip
+                     f"{entity['threshold']:>11.5g} {entity['seconds']:>8.1f} "
+                     f"{len(entity['constant_in_train']):>8}")  # fmt: skip
     for name, reason in described["skipped"].items():
         lines.append(f"  {name:<16} skipped: {reason}")
     seconds = [entity["seconds"] for entity in entities.values()]

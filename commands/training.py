@@ -14,6 +14,7 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
+from commands.inspection import constant_text
 from data_factory.custom import ENTITIES_FILE
 from data_factory.dataset import TimeSeriesDataset
 from data_factory.entities import entity_names
@@ -251,6 +252,11 @@ def _train_locked(
             saved = (f"{signal.Signals(stop.signal_number).name} arrived after the last epoch: finished the final "
                      f"TRAIN scoring first and {saved}; the run is complete")  # fmt: skip
         log(saved)
+        constant = [name for name, flag in zip(detector.channel_names, detector.normalizer_.constant_in_train,
+                                               strict=True) if flag]  # fmt: skip
+        if constant:
+            log(f"note: {constant_text(constant)}, so any movement of theirs later scores as anomalous; if one is a "
+                "stuck or disconnected sensor, mend it and retrain")  # fmt: skip
         _note_earlier_evaluation(folder, {label: MODEL_OUTPUTS, f"{label}_shared": FLEET_OUTPUTS}, log)
     context.barrier()
     return best_path
@@ -296,12 +302,24 @@ def _train_fleet_locked(
         for entity, reason in fleet.skipped.items():
             log(f"skipped {entity}: {reason}")
         log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
+        _note_constant_channels(fleet, log)
         _note_earlier_evaluation(folder, {f"{dataset_name.upper()}_fleet": FLEET_OUTPUTS}, log)
     context.barrier()
     if context.is_main and not fleet.detectors:  # rank 0 alone holds the merged fleet
         raise TrainingFailed(f"no entity of {dataset_name.upper()} could train (each one skipped, for the reason "
                              "logged above); fix their data or choose others with --entities")  # fmt: skip
     return path
+
+
+def _note_constant_channels(fleet: Fleet, log: Callable[[str], None]) -> None:
+    """The entities with channels that never moved in their TRAIN: their models never saw those move."""
+    counts = {name: int(detector.normalizer_.constant_in_train.sum()) for name, detector in fleet.detectors.items()}
+    counts = {name: count for name, count in counts.items() if count}
+    if counts:
+        shown = ", ".join(f"{name} {count}" for name, count in list(counts.items())[:5]) + (
+            ", ..." if len(counts) > 5 else "")  # fmt: skip
+        log(f"note: channels constant in TRAIN, which the entity's model never saw move, in {len(counts)} of "
+            f"{len(fleet.detectors)} entities ({shown}: how many); inspect_checkpoint.py --json names them")
 
 
 def _ranks_lost(error: RuntimeError, bundle: Path, rank: int) -> UserInputError:

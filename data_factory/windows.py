@@ -19,14 +19,33 @@ MIN_STD = 1e-6
 class Normalizer:
     mean: np.ndarray  # (C,) float32
     std: np.ndarray  # (C,) float32
+    constant: np.ndarray | None = None  # (C,) bool: the channels that never moved in TRAIN; None: not recorded
 
     @classmethod
     def fit(cls, train: np.ndarray) -> Normalizer:
         """Fit on TRAIN only: the test split must never shape the statistics."""
         mean = train.mean(axis=0, dtype=np.float64)
         std = train.std(axis=0, dtype=np.float64)
-        std = np.where(std < MIN_STD, 1.0, std)
-        return cls(mean.astype(np.float32), std.astype(np.float32))
+        constant = std < MIN_STD
+        return cls(mean.astype(np.float32), np.where(constant, 1.0, std).astype(np.float32), constant)
+
+    @property
+    def constant_in_train(self) -> np.ndarray:
+        """(C,) bool: the channels that never moved in TRAIN. A file written before they were recorded marks
+        them by their stored std of exactly 1 (which a TRAIN standardised beforehand shares)."""
+        return self.constant if self.constant is not None else self.std == 1.0
+
+    def to_record(self) -> dict:
+        """The checkpoint's record: mean and std, and the constant channels where they are known."""
+        record = {"mean": torch.from_numpy(self.mean.copy()), "std": torch.from_numpy(self.std.copy())}
+        if self.constant is not None:
+            record["constant"] = torch.from_numpy(np.asarray(self.constant, dtype=bool).copy())
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> Normalizer:
+        constant = record.get("constant")
+        return cls(record["mean"].numpy(), record["std"].numpy(), None if constant is None else constant.numpy())
 
     def transform(self, series: np.ndarray) -> np.ndarray:
         return ((series - self.mean) / self.std).astype(np.float32, copy=False)

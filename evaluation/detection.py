@@ -155,7 +155,8 @@ class EntityPass(EntityWatch):
             "non_finite_scores": self.non_finite,  # flagged too; see decide
             "first_non_finite": self.first_non_finite,
             "filled_values": self.missing.filled,
-            "drift": drift_report(self.moments, self.detector.normalizer_.std, self.detector.channel_names),
+            "drift": drift_report(self.moments, self.detector.normalizer_.constant_in_train,
+                                  self.detector.channel_names),
         }
 
 

@@ -35,18 +35,20 @@ class ChannelMoments:
         return np.sqrt(self.m2 / max(self.count, 1))
 
 
-def drift_report(moments: ChannelMoments, train_std: np.ndarray, channel_names: list[str]) -> dict:
+def drift_report(moments: ChannelMoments, constant: np.ndarray, channel_names: list[str]) -> dict:
     """Drift of the normalised input against TRAIN (mean 0, std 1 after normalisation).
 
-    A column constant in TRAIN is stored with std exactly 1 (see data_factory.windows.MIN_STD); its
-    spread cannot shrink meaningfully, so only its mean is checked.
+    constant: (C,) bool, the channels that never moved in TRAIN (Normalizer.constant_in_train). They are stored
+    with std 1, so their shift and spread are in their own units; a spread cannot shrink below none, so only
+    a shrinking spread is not checked for them.
     """
     channels, drifted = [], []
     for index, name in enumerate(channel_names):
         shift, spread = float(moments.mean[index]), float(moments.std[index])
         moved = abs(shift) > MEAN_SHIFT_BOUND or spread > SPREAD_BOUND
-        moved |= spread < 1 / SPREAD_BOUND and train_std[index] != 1.0
-        channels.append({"name": name, "mean_shift_std": shift, "spread_ratio": spread, "drifted": bool(moved)})
+        moved |= spread < 1 / SPREAD_BOUND and not constant[index]
+        channels.append({"name": name, "mean_shift_std": shift, "spread_ratio": spread, "drifted": bool(moved),
+                         "constant_in_train": bool(constant[index])})  # fmt: skip
         if moved:
             drifted.append(name)
     return {
@@ -56,11 +58,19 @@ def drift_report(moments: ChannelMoments, train_std: np.ndarray, channel_names: 
     }
 
 
-def series_drift(normalised: np.ndarray, train_std: np.ndarray, channel_names: list[str]) -> dict:
+def series_drift(normalised: np.ndarray, constant: np.ndarray, channel_names: list[str]) -> dict:
     """drift_report of a whole normalised series (N, C) held in memory, e.g. evaluate.py's TEST."""
     moments = ChannelMoments(len(channel_names))
     moments.update(normalised)
-    return drift_report(moments, train_std, channel_names)
+    return drift_report(moments, constant, channel_names)
+
+
+def _moved_text(channel: dict) -> str:
+    """One drifted channel; one constant in TRAIN has no TRAIN std to count in, so its own units are shown."""
+    shift, spread = channel["mean_shift_std"], channel["spread_ratio"]
+    if channel.get("constant_in_train"):
+        return f"{channel['name']} (constant in TRAIN, now mean {shift:+.3g} and spread {spread:.3g} in its own units)"
+    return f"{channel['name']} (mean {shift:+.2f} std, spread x{spread:.2f})"
 
 
 def drift_warning(drift: dict | None) -> str | None:
@@ -68,9 +78,7 @@ def drift_warning(drift: dict | None) -> str | None:
     if not drift or not drift["drifted"]:
         return None
     moved = [c for c in drift["channels"] if c["drifted"]]
-    details = ", ".join(
-        f"{c['name']} (mean {c['mean_shift_std']:+.2f} std, spread x{c['spread_ratio']:.2f})" for c in moved[:10]
-    )
+    details = ", ".join(_moved_text(channel) for channel in moved[:10])
     return (
         f"warning: drift in {len(moved)} of {len(drift['channels'])} channels beyond the bound "
         f"(|mean shift| > {MEAN_SHIFT_BOUND} TRAIN std or spread outside x{1 / SPREAD_BOUND:g}-x{SPREAD_BOUND:g}): "

@@ -203,7 +203,7 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
                 scored.degenerate[name] = result.degenerate_reason
         model = results["model"]
         if run.own_statistics:
-            scored.drift = series_drift(scored_methods.normalised_test, detector.normalizer_.std,
+            scored.drift = series_drift(scored_methods.normalised_test, detector.normalizer_.constant_in_train,
                                         detector.channel_names)  # fmt: skip
         scale = train_error_scale(scored_methods.train_channel_error)
         scored.incidents = find_incidents(model.predictions, model.scores, model.thresholds,

@@ -207,7 +207,8 @@ def evaluate_checkpoint(
             threshold=flagged.threshold.value,
             thresholds=flagged.thresholds,
         )
-    drift = series_drift(scored.normalised_test, detector.normalizer_.std, detector.channel_names)  # as detect.py's
+    # as detect.py's
+    drift = series_drift(scored.normalised_test, detector.normalizer_.constant_in_train, detector.channel_names)
     return Evaluation(dataset.name, protocol, scoring, dataset.test_labels, methods, attribution, associations,
                       incidents, drift, dataset.test_stamps)  # fmt: skip
 

@@ -408,10 +408,7 @@ class Detector:
             "model_config": self.model_.config.to_dict(),
             "train_config": self.config.to_dict(),
             "dataset": dict(self.dataset_),
-            "normalization": {
-                "mean": torch.from_numpy(self.normalizer_.mean.copy()),
-                "std": torch.from_numpy(self.normalizer_.std.copy()),
-            },
+            "normalization": self.normalizer_.to_record(),
             "train_scores": self.train_score_stats_,
             "alarm_rule": None if self.alarm_rule_ is None else self.alarm_rule_.to_checkpoint(),
             "train_channel_error": torch.from_numpy(np.asarray(self.train_channel_error_, dtype=np.float64)),
@@ -437,8 +434,7 @@ class Detector:
             raise UserInputError(
                 f"the checkpoint's weights do not fit its model_config ({reason}); retrain it"
             ) from None
-        stats = checkpoint["normalization"]
-        detector = cls(config, model=model.eval(), normalizer=Normalizer(stats["mean"].numpy(), stats["std"].numpy()))
+        detector = cls(config, model=model.eval(), normalizer=Normalizer.from_record(checkpoint["normalization"]))
         detector.scoring_ = stored_scoring(checkpoint)
         detector.train_score_stats_ = checkpoint.get("train_scores")
         rule = checkpoint.get("alarm_rule")

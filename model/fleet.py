@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from data_factory.dataset import TimeSeriesDataset
@@ -113,7 +112,7 @@ class Fleet:
             "dataset": self.dataset,
             "config": self.config.to_dict(),
             "normalisation": self.normalisation,
-            "shared_normalization": _normaliser_record(self.shared_normaliser),
+            "shared_normalization": None if self.shared_normaliser is None else self.shared_normaliser.to_record(),
             "order": list(self.order),
             "entities": entities,
             "skipped": dict(self.skipped),
@@ -132,7 +131,7 @@ class Fleet:
         fleet = cls(bundle["dataset"], config, bundle.get("normalisation", "entity"))
         shared = bundle.get("shared_normalization")
         if shared is not None:
-            fleet.shared_normaliser = Normalizer(shared["mean"].numpy(), shared["std"].numpy())
+            fleet.shared_normaliser = Normalizer.from_record(shared)
         for name, record in bundle["entities"].items():
             fleet.detectors[name] = Detector.from_checkpoint({**record, "train_config": bundle["config"]})
             fleet.detectors[name].versions_ = dict(bundle.get("versions", {}))
@@ -166,12 +165,6 @@ def open_fleet(path: str | Path) -> Fleet:
     """Any model file train.py writes, as a fleet: a bundle as it is, one model's checkpoint as a fleet of one."""
     checkpoint = load_checkpoint(path, kind=None)
     return Fleet.from_bundle(checkpoint) if checkpoint.get("kind") == "fleet" else Fleet.from_checkpoint(checkpoint)
-
-
-def _normaliser_record(normaliser: Normalizer | None) -> dict | None:
-    if normaliser is None:
-        return None
-    return {"mean": torch.from_numpy(normaliser.mean.copy()), "std": torch.from_numpy(normaliser.std.copy())}
 
 
 def fleet_path(output_dir: str | Path, dataset_name: str) -> Path:
@@ -390,7 +383,8 @@ def train_claimed(
     save(fleet) runs after every entity. After SIGINT/SIGTERM the running entities finish, the fleet is
     saved and FleetInterrupted raised. rank: the torchrun rank, named in that exception.
     """
-    shared = None if fleet.shared_normaliser is None else (fleet.shared_normaliser.mean, fleet.shared_normaliser.std)
+    shared = fleet.shared_normaliser
+    shared = None if shared is None else (shared.mean, shared.std, shared.constant)
     settings, folder = fleet.config.to_dict(), None if data_dir is None else str(data_dir)
 
     def tasks() -> Iterator[tuple]:

@@ -246,6 +246,7 @@ def check_detector(check: Checker, record: dict, settings_shared: bool = False) 
     std = check.tensor(normalization, "std", "normalization", (n_channels,))
     if not bool((std > 0).all()):
         check.fail("normalization['std']", "holds a value that is not positive")
+    check.tensor(normalization, "constant", "normalization", (n_channels,), optional=True)
     check_scoring(check, record, n_channels)
     check_train_scores(check, record)
     check_alarm_rule(check, record)
