@@ -311,14 +311,20 @@ def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None, entity
         source = pq.ParquetFile(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise UserInputError(f"cannot read {path} as parquet: {error}") from None
-    names = list(source.schema_arrow.names)
+    # A DataFrame saved with its index (df.set_index("timestamp").to_parquet()) stores that index as a column,
+    # last; pandas reads it back as the index, out of the columns. It is read here as a column put first, as
+    # to_csv writes an index, so a time index is the time column; pandas' own unnamed row index is left out.
+    index = [name for name in (source.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+             if isinstance(name, str)]  # fmt: skip
+    names = [name for name in index if not name.startswith("__index_level_")]
+    names += [name for name in source.schema_arrow.names if name not in index]
     stamp = _stamp_column(names, stamp_column)
     entity = _entity_column(names, entity_column, str(path))
 
     def chunks() -> Iterator[Chunk]:
         row = 0
         for batch in source.iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
+            frame = batch.to_pandas(ignore_metadata=True)[names]
             yield _frame_chunk(frame, stamp, str(path), row, entity, stamp_column == FIRST_TIME_COLUMN)
             row += len(frame)
 

@@ -215,6 +215,25 @@ def test_a_first_column_named_as_times_is_read_as_times_as_custom_reads_it(run, 
     assert result.columns[0] == "Time" and result["Time"].tolist() == frame["Time"].tolist()
 
 
+def test_a_parquet_saved_with_its_time_index_is_read_with_its_times(run, tmp_path):
+    """df.set_index("timestamp").to_parquet(): pandas stores the index as a column that it reads back as the
+    index; it is the time column, and pandas' unnamed row index (after a filter) is no sensor."""
+    data = run["data"]
+    frame = pd.DataFrame(data.test[:300], columns=data.channel_names)
+    frame.insert(0, "timestamp", pd.date_range("2026-01-01", periods=300, freq="min"))
+    plain, indexed, filtered = tmp_path / "plain.parquet", tmp_path / "indexed.parquet", tmp_path / "filtered.parquet"
+    frame.to_parquet(plain, index=False)
+    frame.set_index("timestamp").to_parquet(indexed)
+    frame.set_index(pd.Index(np.arange(300) * 7)).to_parquet(filtered)  # not a range: stored as __index_level_0__
+    code, expected = detect_cli(run, plain, tmp_path)
+    assert code == 0
+    expected = pd.read_csv(expected, keep_default_na=False)
+    for source in (indexed, filtered):
+        code, output = detect_cli(run, source, tmp_path)
+        assert code == 0
+        pd.testing.assert_frame_equal(pd.read_csv(output, keep_default_na=False), expected)
+
+
 def test_columns_named_otherwise_are_taken_in_order_with_a_warning(run, tmp_path, capsys):
     data = run["data"]
     names = [f"gauge_{i}" for i in range(data.n_channels)]
