@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import sys
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from data_factory.readers import (
     missing_file_reason,
     name_order,
     read_table,
+    time_order_warning,
 )
 from runtime.errors import UserInputError
 
@@ -61,36 +61,6 @@ def read_array(path: Path) -> StampedTable:
     if path.suffix == ".csv":
         return read_table(path)  # the one CSV reader, shared with detect.py
     return StampedTable(load_npy(path), None, None)
-
-
-def time_order_warning(stamps: np.ndarray | None, what: str) -> str | None:
-    """A warning where a time column repeats a time or goes back, or None: the rows are read in file order, so
-    the model's windows would join points out of their order in time. Times it cannot read say nothing."""
-    if stamps is None or len(stamps) < 2:
-        return None
-    text = pd.Series(stamps, dtype=str).str.strip()
-    for style in (None, "mixed"):  # one inferred format (fast), else each row's own
-        try:
-            with warnings.catch_warnings():  # pandas' note that it could not infer one format: that is the fallback
-                warnings.simplefilter("ignore", UserWarning)
-                times = pd.to_datetime(text, errors="coerce", format=style)
-        except (ValueError, TypeError):  # mixed time zones, say: not comparable here
-            return None
-        if not times.isna().any():
-            break
-    if times.isna().any():  # numbers, such as epoch seconds
-        times = pd.to_numeric(text, errors="coerce")
-    if times.isna().any():
-        return None
-    steps = times.diff().to_numpy()[1:]
-    zero = steps == steps[0] * 0  # a zero of the steps' own type (a number or a duration)
-    back = steps < steps[0] * 0
-    if not (zero.any() or back.any()):
-        return None
-    row = int(np.argmax(zero | back)) + 1
-    how = "repeats" if zero[row - 1] else "goes back"
-    return (f"warning: {what}'s time {how} at row {row} ({text[row - 1]}, then {text[row]}); its rows are read in "
-            "file order: sort it by time, unless that is the order of the readings (a clock change)")
 
 
 def _check_label_times(label_times: np.ndarray | None, test_times: np.ndarray | None, label_path: Path) -> None:

@@ -234,6 +234,35 @@ def test_a_parquet_saved_with_its_time_index_is_read_with_its_times(run, tmp_pat
         pd.testing.assert_frame_equal(pd.read_csv(output, keep_default_na=False), expected)
 
 
+@pytest.mark.parametrize("chunk_rows", ["100", "1000"])
+def test_times_that_go_back_or_repeat_are_warned_of_as_custom_warns(run, tmp_path, capsys, chunk_rows):
+    """Rows are scored in file order: a historian export with a repeated block or rows out of order gives windows
+    that join points out of time order, which CUSTOM warns of and detect.py must too (across chunks as well)."""
+    data = run["data"]
+    times = pd.date_range("2026-01-01", periods=400, freq="min").astype(str).tolist()
+    frame = pd.DataFrame(data.test[:400], columns=data.channel_names)
+    frame.insert(0, "timestamp", times)
+    source = tmp_path / "ordered.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    code, output = detect_cli(run, source, tmp_path, "--chunk-rows", chunk_rows)
+    assert code == 0 and "'s time" not in capsys.readouterr().err
+    assert json.loads(output.with_suffix(".json").read_text())["time_order"] is None
+    cases = (
+        (times[:100] + times[90:390], "goes back at row 100"),
+        (times[:250] + times[249:399], "repeats at row 250"),
+    )
+    for stamps, how in cases:
+        frame["timestamp"] = stamps
+        frame.to_csv(source, index=False, float_format="%.9g")
+        code, output = detect_cli(run, source, tmp_path, "--chunk-rows", chunk_rows)
+        err = capsys.readouterr().err
+        assert code == 0
+        row = int(how.split()[-1])
+        line = f"warning: {source}'s time {how} ({stamps[row - 1]}, then {stamps[row]})"
+        assert line in err
+        assert json.loads(output.with_suffix(".json").read_text())["time_order"].startswith(line)
+
+
 def test_columns_named_otherwise_are_taken_in_order_with_a_warning(run, tmp_path, capsys):
     data = run["data"]
     names = [f"gauge_{i}" for i in range(data.n_channels)]
