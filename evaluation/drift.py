@@ -63,16 +63,25 @@ def series_drift(normalised: np.ndarray, train_std: np.ndarray, channel_names: l
     return drift_report(moments, train_std, channel_names)
 
 
+def _beyond_bound(channel: dict) -> float:
+    """How many times its bound a channel's drift is: mean shift, spread grown, or spread shrunk (a stuck sensor)."""
+    shift, spread = abs(channel["mean_shift_std"]), channel["spread_ratio"]
+    shrunk = 1 / spread if spread > 0 else float("inf")
+    return max(shift / MEAN_SHIFT_BOUND, max(spread, shrunk) / SPREAD_BOUND)
+
+
 def drift_warning(drift: dict | None) -> str | None:
     """One line naming the drifted channels, or None (also for None: no drift was computed)."""
     if not drift or not drift["drifted"]:
         return None
-    moved = [c for c in drift["channels"] if c["drifted"]]
+    # The farthest beyond the bound first: a tag whose units changed must not hide behind ten mildly moved ones.
+    moved = sorted((c for c in drift["channels"] if c["drifted"]), key=_beyond_bound, reverse=True)
     details = ", ".join(
         f"{c['name']} (mean {c['mean_shift_std']:+.2f} std, spread x{c['spread_ratio']:.2f})" for c in moved[:10]
     )
     return (
         f"warning: drift in {len(moved)} of {len(drift['channels'])} channels beyond the bound "
-        f"(|mean shift| > {MEAN_SHIFT_BOUND} TRAIN std or spread outside x{1 / SPREAD_BOUND:g}-x{SPREAD_BOUND:g}): "
+        f"(|mean shift| > {MEAN_SHIFT_BOUND} TRAIN std or spread outside x{1 / SPREAD_BOUND:g}-x{SPREAD_BOUND:g}), "
+        "the farthest first: "
         f"{details}{', ...' if len(moved) > 10 else ''}; the scores may not be trustworthy"
     )

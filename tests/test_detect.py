@@ -304,6 +304,24 @@ def test_drift_warning_fires_on_shifted_data_and_stays_quiet_on_train_like_data(
     )
 
 
+def test_drift_warning_names_the_farthest_drifted_channels_first(run, tmp_path, capsys):
+    """A pressure tag exported in kPa instead of Pa, the last column, among eleven mildly moved ones: the warning
+    shows ten channels, so in column order it hid the one whose units changed."""
+    data = run["data"]
+    std = data.train.std(axis=0)
+    shifted = data.test + 1.0 * std  # every channel a little off (after a shutdown, say)
+    shifted[:, 11] = data.test[:, 11] + 30 * std[11]  # one far off (its units changed: Pa read as kPa)
+    np.save(tmp_path / "units.npy", shifted)
+    code, output = detect_cli(run, tmp_path / "units.npy", tmp_path)
+    (line,) = drift_lines(capsys.readouterr().err)
+    assert code == 0 and "warning: drift in 12 of 12 channels" in line
+    drift = json.loads(output.with_suffix(".json").read_text())["drift"]
+    assert drift["drifted"] == data.channel_names  # the report keeps the column order
+    farthest = max(drift["channels"], key=lambda c: abs(c["mean_shift_std"]))
+    assert farthest["name"] == "sensor_11"
+    assert line.split("the farthest first: ")[1].startswith(f"sensor_11 (mean {farthest['mean_shift_std']:+.2f} std")
+
+
 def drift_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if "warning: drift" in line]
 
