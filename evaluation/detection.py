@@ -155,6 +155,8 @@ class EntityPass(EntityWatch):
             "non_finite_scores": self.non_finite,  # flagged too; see decide
             "first_non_finite": self.first_non_finite,
             "filled_values": self.missing.filled,
+            "filled_channels": {name: int(count) for name, count in
+                                zip(self.detector.channel_names, self.missing.filled_by_channel, strict=True) if count},
             "drift": drift_report(self.moments, self.detector.normalizer_.std, self.detector.channel_names),
         }
 
@@ -371,6 +373,14 @@ def non_finite_line(count: int, first: object) -> str:
     )
 
 
+def filled_line(filled: int, by_channel: dict[str, int], rows: int) -> str:
+    """What --nan fill did, the channels filled most first: one filled on every row had no reading at all."""
+    ranked = sorted(by_channel.items(), key=lambda item: -item[1])
+    named = ", ".join(f"{name} {count} of {rows} rows" + (" (every row: scored as its TRAIN mean)" * (count == rows))
+                      for name, count in ranked[:5])  # fmt: skip
+    return f"filled {filled} NaN/Inf values (--nan fill): {named}{', ...' if len(ranked) > 5 else ''}"
+
+
 def incident_line(document: dict) -> str:
     """How many incidents, and the most severe one."""
     ranked = [row for row in document["incidents"] if row["severity"] is not None]
@@ -424,7 +434,7 @@ def _scored_lines(report: dict) -> list[str]:
     if report["non_finite_scores"]:
         lines.append(non_finite_line(report["non_finite_scores"], report["first_non_finite"]))
     if report["filled_values"]:
-        lines.append(f"filled {report['filled_values']} NaN/Inf values (--nan fill)")
+        lines.append(filled_line(report["filled_values"], report["filled_channels"], report["rows"]))
     if report.get("time_order"):
         lines.append(report["time_order"])
     warning = drift_warning(report["drift"])

@@ -375,6 +375,22 @@ def test_nan_fill_carries_the_last_value_forward(run, tmp_path, capsys):
     assert "filled 6 NaN/Inf values" in capsys.readouterr().err
 
 
+def test_nan_fill_names_the_channels_it_filled_and_a_dead_one(run, tmp_path, capsys):
+    """A tag with no reading in the whole export is scored as its TRAIN mean throughout: the count of filled
+    values alone did not say which sensor the model was blind to."""
+    data = run["data"]
+    holes = data.test[:300].copy()
+    holes[:, 4] = np.nan  # a dead tag
+    holes[[10, 11], 9] = np.nan
+    np.save(tmp_path / "dead.npy", holes)
+    code, output = detect_cli(run, tmp_path / "dead.npy", tmp_path, "--nan", "fill", "--chunk-rows", "64")
+    assert code == 0
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["filled_values"] == 302 and report["filled_channels"] == {"sensor_04": 300, "sensor_09": 2}
+    assert ("filled 302 NaN/Inf values (--nan fill): sensor_04 300 of 300 rows (every row: scored as its TRAIN "
+            "mean), sensor_09 2 of 300 rows") in capsys.readouterr().err  # fmt: skip
+
+
 ROW = ",".join(["1"] * 12) + "\n"
 RETRAIN = "retrain with a smaller train.py --win-size, or give a longer series"  # detect.py has no --win-size
 
