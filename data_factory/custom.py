@@ -1,4 +1,4 @@
-"""CUSTOM: a user's folder of train_data, test_data and optional test_labels (.npy or .csv).
+"""CUSTOM: a user's folder of train_data, test_data and optional test_labels (.npy, .csv or .parquet).
 
 An optional entities.csv splits the rows into entities (machines, channels, sites), one row each:
 `entity,train_start,train_len,test_start,test_len` (0-based row offsets into train_data and
@@ -27,21 +27,25 @@ from data_factory.readers import (
 )
 from runtime.errors import UserInputError
 
+# A historian's export is often parquet: the one table reader (detect.py's) reads it as it reads a CSV.
+SUFFIXES = (".npy", ".csv", ".parquet")
+
 
 def _find(folder: Path, stem: str, required: bool) -> Path | None:
     found = []
-    for suffix in (".npy", ".csv"):
+    for suffix in SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             found.append(candidate)
         elif candidate.is_symlink() or candidate.exists():  # there, but not a readable file: say what it is
             raise UserInputError(f"{candidate} {missing_file_reason(candidate)}; replace it with the {stem} file")
-    if len(found) == 2:  # an edited CSV beside an older array must not be passed over in silence
-        raise UserInputError(f"{folder} has both {stem}.npy and {stem}.csv; keep the one CUSTOM should read")
+    if len(found) > 1:  # an edited CSV beside an older array must not be passed over in silence
+        raise UserInputError(f"{folder} has both {found[0].name} and {found[1].name}; keep the one CUSTOM should read")
     if found:
         return found[0]
     if required:
-        raise UserInputError(f"{folder} has no {stem}.npy or {stem}.csv; CUSTOM needs train_data and test_data there")
+        raise UserInputError(f"{folder} has no {stem}.npy, .csv or .parquet; CUSTOM needs train_data and test_data "
+                             "there")  # fmt: skip
     return None
 
 
@@ -57,8 +61,9 @@ def _refuse_misnamed_labels(folder: Path) -> None:
 
 
 def read_array(path: Path) -> StampedTable:
-    """Load a .npy or .csv file: the array, the CSV header names and its first column's times, where it has them."""
-    if path.suffix == ".csv":
+    """Load a .npy, .csv or .parquet file: the array, the header names and its first column's times, where it has
+    them."""
+    if path.suffix in (".csv", ".parquet"):
         return read_table(path)  # the one CSV reader, shared with detect.py
     return StampedTable(load_npy(path), None, None)
 
