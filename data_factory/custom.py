@@ -1,4 +1,4 @@
-"""CUSTOM: a user's folder of train_data, test_data and optional test_labels (.npy or .csv).
+"""CUSTOM: a user's folder of train_data, test_data and optional test_labels (.npy, .csv or .parquet).
 
 An optional entities.csv splits the rows into entities (machines, channels, sites), one row each:
 `entity,train_start,train_len,test_start,test_len` (0-based row offsets into train_data and
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import sys
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -24,24 +23,29 @@ from data_factory.readers import (
     missing_file_reason,
     name_order,
     read_table,
+    time_order_warning,
 )
 from runtime.errors import UserInputError
+
+# A historian's export is often parquet: the one table reader (detect.py's) reads it as it reads a CSV.
+SUFFIXES = (".npy", ".csv", ".parquet")
 
 
 def _find(folder: Path, stem: str, required: bool) -> Path | None:
     found = []
-    for suffix in (".npy", ".csv"):
+    for suffix in SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             found.append(candidate)
         elif candidate.is_symlink() or candidate.exists():  # there, but not a readable file: say what it is
             raise UserInputError(f"{candidate} {missing_file_reason(candidate)}; replace it with the {stem} file")
-    if len(found) == 2:  # an edited CSV beside an older array must not be passed over in silence
-        raise UserInputError(f"{folder} has both {stem}.npy and {stem}.csv; keep the one CUSTOM should read")
+    if len(found) > 1:  # an edited CSV beside an older array must not be passed over in silence
+        raise UserInputError(f"{folder} has both {found[0].name} and {found[1].name}; keep the one CUSTOM should read")
     if found:
         return found[0]
     if required:
-        raise UserInputError(f"{folder} has no {stem}.npy or {stem}.csv; CUSTOM needs train_data and test_data there")
+        raise UserInputError(f"{folder} has no {stem}.npy, .csv or .parquet; CUSTOM needs train_data and test_data "
+                             "there")  # fmt: skip
     return None
 
 
@@ -57,40 +61,11 @@ def _refuse_misnamed_labels(folder: Path) -> None:
 
 
 def read_array(path: Path) -> StampedTable:
-    """Load a .npy or .csv file: the array, the CSV header names and its first column's times, where it has them."""
-    if path.suffix == ".csv":
+    """Load a .npy, .csv or .parquet file: the array, the header names and its first column's times, where it has
+    them."""
+    if path.suffix in (".csv", ".parquet"):
         return read_table(path)  # the one CSV reader, shared with detect.py
     return StampedTable(load_npy(path), None, None)
-
-
-def time_order_warning(stamps: np.ndarray | None, what: str) -> str | None:
-    """A warning where a time column repeats a time or goes back, or None: the rows are read in file order, so
-    the model's windows would join points out of their order in time. Times it cannot read say nothing."""
-    if stamps is None or len(stamps) < 2:
-        return None
-    text = pd.Series(stamps, dtype=str).str.strip()
-    for style in (None, "mixed"):  # one inferred format (fast), else each row's own
-        try:
-            with warnings.catch_warnings():  # pandas' note that it could not infer one format: that is the fallback
-                warnings.simplefilter("ignore", UserWarning)
-                times = pd.to_datetime(text, errors="coerce", format=style)
-        except (ValueError, TypeError):  # mixed time zones, say: not comparable here
-            return None
-        if not times.isna().any():
-            break
-    if times.isna().any():  # numbers, such as epoch seconds
-        times = pd.to_numeric(text, errors="coerce")
-    if times.isna().any():
-        return None
-    steps = times.diff().to_numpy()[1:]
-    zero = steps == steps[0] * 0  # a zero of the steps' own type (a number or a duration)
-    back = steps < steps[0] * 0
-    if not (zero.any() or back.any()):
-        return None
-    row = int(np.argmax(zero | back)) + 1
-    how = "repeats" if zero[row - 1] else "goes back"
-    return (f"warning: {what}'s time {how} at row {row} ({text[row - 1]}, then {text[row]}); its rows are read in "
-            "file order: sort it by time, unless that is the order of the readings (a clock change)")
 
 
 def _check_label_times(label_times: np.ndarray | None, test_times: np.ndarray | None, label_path: Path) -> None:

@@ -26,6 +26,8 @@ class MissingValues:
         self.policy, self.name, self.channel_names = policy, name, channel_names
         self.last = train_mean.astype(np.float32).copy()
         self.filled = 0
+        # Per channel, so that a dead tag (NaN on every row, scored as its TRAIN mean throughout) can be named.
+        self.filled_by_channel = np.zeros(len(channel_names), dtype=np.int64)
 
     def apply(self, values: np.ndarray, first_row: int, rows: Sequence[int] | None = None) -> np.ndarray:
         """values: the next (n, C) rows, the first of them row first_row of the input; rows: each one's input row
@@ -42,6 +44,7 @@ class MissingValues:
                 f"{self.channel_names[column]}); clean the data or pass --nan fill to carry the last value forward"
             )
         self.filled += int(bad.sum())
+        self.filled_by_channel += bad.sum(axis=0)
         values = np.vstack([self.last[None, :], values])
         frame = pd.DataFrame(np.where(np.isfinite(values), values, np.nan))
         values = frame.ffill().to_numpy(dtype=np.float32)[1:]

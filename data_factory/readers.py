@@ -12,6 +12,7 @@ import csv
 import errno
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,14 +312,20 @@ def _parquet_table(path: Path, chunk_rows: int, stamp_column: str | None, entity
         source = pq.ParquetFile(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise UserInputError(f"cannot read {path} as parquet: {error}") from None
-    names = list(source.schema_arrow.names)
+    # A DataFrame saved with its index (df.set_index("timestamp").to_parquet()) stores that index as a column,
+    # last; pandas reads it back as the index, out of the columns. It is read here as a column put first, as
+    # to_csv writes an index, so a time index is the time column; pandas' own unnamed row index is left out.
+    index = [name for name in (source.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+             if isinstance(name, str)]  # fmt: skip
+    names = [name for name in index if not name.startswith("__index_level_")]
+    names += [name for name in source.schema_arrow.names if name not in index]
     stamp = _stamp_column(names, stamp_column)
     entity = _entity_column(names, entity_column, str(path))
 
     def chunks() -> Iterator[Chunk]:
         row = 0
         for batch in source.iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
+            frame = batch.to_pandas(ignore_metadata=True)[names]
             yield _frame_chunk(frame, stamp, str(path), row, entity, stamp_column == FIRST_TIME_COLUMN)
             row += len(frame)
 
@@ -400,6 +407,37 @@ def column_differences(columns: list[str], expected: list[str]) -> str:
     extra = [name for name in columns if name not in expected]
     parts = [f"missing {_listed(missing)}" if missing else "", f"extra {_listed(extra)}" if extra else ""]
     return "; ".join(part for part in parts if part) or "the same names, some twice"
+
+
+def time_order_warning(stamps: np.ndarray | None, what: str, first_row: int = 0) -> str | None:
+    """A warning where a time column repeats a time or goes back, or None: the rows are read in file order, so
+    the model's windows would join points out of their order in time. Times it cannot read say nothing.
+    `first_row`: the file row of stamps[0], where they are a part of the file (detect.py's chunks)."""
+    if stamps is None or len(stamps) < 2:
+        return None
+    text = pd.Series(stamps, dtype=str).str.strip()
+    for style in (None, "mixed"):  # one inferred format (fast), else each row's own
+        try:
+            with warnings.catch_warnings():  # pandas' note that it could not infer one format: that is the fallback
+                warnings.simplefilter("ignore", UserWarning)
+                times = pd.to_datetime(text, errors="coerce", format=style)
+        except (ValueError, TypeError):  # mixed time zones, say: not comparable here
+            return None
+        if not times.isna().any():
+            break
+    if times.isna().any():  # numbers, such as epoch seconds
+        times = pd.to_numeric(text, errors="coerce")
+    if times.isna().any():
+        return None
+    steps = times.diff().to_numpy()[1:]
+    zero = steps == steps[0] * 0  # a zero of the steps' own type (a number or a duration)
+    back = steps < steps[0] * 0
+    if not (zero.any() or back.any()):
+        return None
+    row = int(np.argmax(zero | back)) + 1
+    how = "repeats" if zero[row - 1] else "goes back"
+    return (f"warning: {what}'s time {how} at row {first_row + row} ({text[row - 1]}, then {text[row]}); its rows "
+            "are read in file order: sort it by time, unless that is the order of the readings (a clock change)")
 
 
 class StampedTable(NamedTuple):

@@ -17,7 +17,7 @@ from typing import TextIO
 import numpy as np
 
 from data_factory.missing import NAN_POLICIES, MissingValues
-from data_factory.readers import DEFAULT_TIME_COLUMN, InputTable, column_order, open_input
+from data_factory.readers import DEFAULT_TIME_COLUMN, InputTable, column_order, open_input, time_order_warning
 from data_factory.windows import SCORING_FIX, check_long_enough
 from evaluation.attribution import sensor_scale, top_sensor_text
 from evaluation.drift import ChannelMoments, drift_report, drift_warning
@@ -155,6 +155,8 @@ class EntityPass(EntityWatch):
             "non_finite_scores": self.non_finite,  # flagged too; see decide
             "first_non_finite": self.first_non_finite,
             "filled_values": self.missing.filled,
+            "filled_channels": {name: int(count) for name, count in
+                                zip(self.detector.channel_names, self.missing.filled_by_channel, strict=True) if count},
             "drift": drift_report(self.moments, self.detector.normalizer_.constant_in_train,
                                   self.detector.channel_names),
         }
@@ -223,14 +225,18 @@ def _detect_one(
         raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
     run = EntityPass(detector, detection_rule(detector, *rule_options), table.name, nan_policy, top_sensors, entity)
     stamps: deque = deque()
-    columns = ""
+    columns, time_order = "", None
 
     def ordered_chunks() -> Iterator[np.ndarray]:
-        nonlocal columns
-        order, seen = None, 0
+        nonlocal columns, time_order
+        order, seen, before = None, 0, np.array([], dtype=str)
         for index, chunk in enumerate(table.chunks):
             if index == 0:
                 order, columns = column_order(table, chunk.values.shape[1], detector.channel_names)
+            if chunk.stamps is not None and time_order is None and len(chunk.stamps):
+                # Each chunk with the last time before it: a time that goes back across chunks is found too.
+                time_order = time_order_warning(np.concatenate([before, chunk.stamps]), table.name, seen - len(before))
+                before = chunk.stamps[-1:]
             stamps.append(chunk.stamps if chunk.stamps is not None else np.arange(seen, seen + len(chunk.values)))
             seen += len(chunk.values)
             yield chunk.values if order is None else chunk.values[:, order]
@@ -255,6 +261,7 @@ def _detect_one(
         **run.report(),
         "flagged_share": run.n_flagged / run.rows,
         "columns": columns,
+        "time_order": time_order,
         "nan_policy": nan_policy,
         "incidents": incidents_document(run.incidents.finish(), run.top_k, dataset=detector.dataset_["name"],
                                         input=table.name, time_column=table.stamp_column),
@@ -373,6 +380,14 @@ def non_finite_line(count: int, first: object) -> str:
     )
 
 
+def filled_line(filled: int, by_channel: dict[str, int], rows: int) -> str:
+    """What --nan fill did, the channels filled most first: one filled on every row had no reading at all."""
+    ranked = sorted(by_channel.items(), key=lambda item: -item[1])
+    named = ", ".join(f"{name} {count} of {rows} rows" + (" (every row: scored as its TRAIN mean)" * (count == rows))
+                      for name, count in ranked[:5])  # fmt: skip
+    return f"filled {filled} NaN/Inf values (--nan fill): {named}{', ...' if len(ranked) > 5 else ''}"
+
+
 def incident_line(document: dict) -> str:
     """How many incidents, and the most severe one."""
     ranked = [row for row in document["incidents"] if row["severity"] is not None]
@@ -426,7 +441,9 @@ def _scored_lines(report: dict) -> list[str]:
     if report["non_finite_scores"]:
         lines.append(non_finite_line(report["non_finite_scores"], report["first_non_finite"]))
     if report["filled_values"]:
-        lines.append(f"filled {report['filled_values']} NaN/Inf values (--nan fill)")
+        lines.append(filled_line(report["filled_values"], report["filled_channels"], report["rows"]))
+    if report.get("time_order"):
+        lines.append(report["time_order"])
     warning = drift_warning(report["drift"])
     if warning:
         lines.append(warning)

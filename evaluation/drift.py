@@ -73,14 +73,24 @@ def _moved_text(channel: dict) -> str:
     return f"{channel['name']} (mean {shift:+.2f} std, spread x{spread:.2f})"
 
 
+def _beyond_bound(channel: dict) -> float:
+    """How many times its bound a channel's drift is: mean shift, spread grown, or spread shrunk (a stuck sensor)."""
+    shift, spread = abs(channel["mean_shift_std"]), channel["spread_ratio"]
+    # A channel constant in TRAIN has no spread to shrink from (drift_report does not check it).
+    shrunk = 0.0 if channel.get("constant_in_train") else 1 / spread if spread > 0 else float("inf")
+    return max(shift / MEAN_SHIFT_BOUND, max(spread, shrunk) / SPREAD_BOUND)
+
+
 def drift_warning(drift: dict | None) -> str | None:
     """One line naming the drifted channels, or None (also for None: no drift was computed)."""
     if not drift or not drift["drifted"]:
         return None
-    moved = [c for c in drift["channels"] if c["drifted"]]
+    # The farthest beyond the bound first: a tag whose units changed must not hide behind ten mildly moved ones.
+    moved = sorted((c for c in drift["channels"] if c["drifted"]), key=_beyond_bound, reverse=True)
     details = ", ".join(_moved_text(channel) for channel in moved[:10])
     return (
         f"warning: drift in {len(moved)} of {len(drift['channels'])} channels beyond the bound "
-        f"(|mean shift| > {MEAN_SHIFT_BOUND} TRAIN std or spread outside x{1 / SPREAD_BOUND:g}-x{SPREAD_BOUND:g}): "
+        f"(|mean shift| > {MEAN_SHIFT_BOUND} TRAIN std or spread outside x{1 / SPREAD_BOUND:g}-x{SPREAD_BOUND:g}), "
+        "the farthest first: "
         f"{details}{', ...' if len(moved) > 10 else ''}; the scores may not be trustworthy"
     )

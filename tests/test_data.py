@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from data_factory import UserInputError, load_dataset
@@ -113,6 +114,32 @@ def test_custom_loads_npy_and_csv_folders(tmp_path):
         np.testing.assert_allclose(dataset.test, test.astype(np.float32), rtol=1e-6)
         np.testing.assert_array_equal(dataset.test_labels, labels)
     assert from_npy.fingerprint() == from_csv.fingerprint()
+
+
+def test_custom_reads_a_parquet_historian_export_as_its_csv(tmp_path):
+    """A historian export saved as parquet, its time a column or the index (int counts, datetimes): the same
+    dataset as the CSV of the same rows, times and labels included."""
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2026-01-01", periods=140, freq="min")
+    frame = pd.DataFrame({"timestamp": times, "FI-101": rng.normal(50, 1, 140), "PT-600.PA": rng.normal(4e5, 500, 140),
+                          "CNT-700": rng.poisson(20, 140)})  # fmt: skip
+    labels = pd.DataFrame({"timestamp": times[80:], "label": (rng.random(60) > 0.9).astype(int)})
+    for name in ("csv", "parquet"):
+        (tmp_path / name).mkdir()
+        labels.to_csv(tmp_path / name / "test_labels.csv", index=False)
+    frame[:80].to_csv(tmp_path / "csv" / "train_data.csv", index=False)
+    frame[80:].to_csv(tmp_path / "csv" / "test_data.csv", index=False)
+    frame[:80].to_parquet(tmp_path / "parquet" / "train_data.parquet", index=False)
+    frame[80:].set_index("timestamp").to_parquet(tmp_path / "parquet" / "test_data.parquet")
+    from_csv, from_parquet = load_dataset("CUSTOM", tmp_path / "csv"), load_dataset("CUSTOM", tmp_path / "parquet")
+    assert from_parquet.channel_names == ["FI-101", "PT-600.PA", "CNT-700"]
+    np.testing.assert_array_equal(from_parquet.train, from_csv.train)
+    np.testing.assert_array_equal(from_parquet.test, from_csv.test)
+    np.testing.assert_array_equal(from_parquet.test_labels, from_csv.test_labels)
+    assert from_parquet.test_stamps.tolist() == from_csv.test_stamps.tolist()
+    frame[:80].to_csv(tmp_path / "parquet" / "train_data.csv", index=False)
+    with pytest.raises(UserInputError, match="has both train_data.csv and train_data.parquet; keep the one"):
+        load_dataset("CUSTOM", tmp_path / "parquet")
 
 
 def test_custom_csv_header_names_the_channels(tmp_path):
@@ -291,7 +318,7 @@ def test_a_gap_in_one_entitys_rows_does_not_stop_another_entity(tmp_path):
 def test_custom_without_data_dir_or_files_says_what_is_missing(tmp_path):
     with pytest.raises(UserInputError, match="needs --data-dir"):
         load_dataset("CUSTOM", None)
-    with pytest.raises(UserInputError, match="has no train_data.npy or train_data.csv"):
+    with pytest.raises(UserInputError, match=r"has no train_data.npy, .csv or .parquet"):
         load_dataset("CUSTOM", tmp_path)
     (tmp_path / "train_data.csv").write_text("a,b\n1,x\n")
     (tmp_path / "test_data.csv").write_text("a,b\n1,2\n")

@@ -215,6 +215,54 @@ def test_a_first_column_named_as_times_is_read_as_times_as_custom_reads_it(run, 
     assert result.columns[0] == "Time" and result["Time"].tolist() == frame["Time"].tolist()
 
 
+def test_a_parquet_saved_with_its_time_index_is_read_with_its_times(run, tmp_path):
+    """df.set_index("timestamp").to_parquet(): pandas stores the index as a column that it reads back as the
+    index; it is the time column, and pandas' unnamed row index (after a filter) is no sensor."""
+    data = run["data"]
+    frame = pd.DataFrame(data.test[:300], columns=data.channel_names)
+    frame.insert(0, "timestamp", pd.date_range("2026-01-01", periods=300, freq="min"))
+    plain, indexed, filtered = tmp_path / "plain.parquet", tmp_path / "indexed.parquet", tmp_path / "filtered.parquet"
+    frame.to_parquet(plain, index=False)
+    frame.set_index("timestamp").to_parquet(indexed)
+    frame.set_index(pd.Index(np.arange(300) * 7)).to_parquet(filtered)  # not a range: stored as __index_level_0__
+    code, expected = detect_cli(run, plain, tmp_path)
+    assert code == 0
+    expected = pd.read_csv(expected, keep_default_na=False)
+    for source in (indexed, filtered):
+        code, output = detect_cli(run, source, tmp_path)
+        assert code == 0
+        pd.testing.assert_frame_equal(pd.read_csv(output, keep_default_na=False), expected)
+
+
+@pytest.mark.parametrize("chunk_rows", ["100", "1000"])
+def test_times_that_go_back_or_repeat_are_warned_of_as_custom_warns(run, tmp_path, capsys, chunk_rows):
+    """Rows are scored in file order: a historian export with a repeated block or rows out of order gives windows
+    that join points out of time order, which CUSTOM warns of and detect.py must too (across chunks as well)."""
+    data = run["data"]
+    times = pd.date_range("2026-01-01", periods=400, freq="min").astype(str).tolist()
+    frame = pd.DataFrame(data.test[:400], columns=data.channel_names)
+    frame.insert(0, "timestamp", times)
+    source = tmp_path / "ordered.csv"
+    frame.to_csv(source, index=False, float_format="%.9g")
+    code, output = detect_cli(run, source, tmp_path, "--chunk-rows", chunk_rows)
+    assert code == 0 and "'s time" not in capsys.readouterr().err
+    assert json.loads(output.with_suffix(".json").read_text())["time_order"] is None
+    cases = (
+        (times[:100] + times[90:390], "goes back at row 100"),
+        (times[:250] + times[249:399], "repeats at row 250"),
+    )
+    for stamps, how in cases:
+        frame["timestamp"] = stamps
+        frame.to_csv(source, index=False, float_format="%.9g")
+        code, output = detect_cli(run, source, tmp_path, "--chunk-rows", chunk_rows)
+        err = capsys.readouterr().err
+        assert code == 0
+        row = int(how.split()[-1])
+        line = f"warning: {source}'s time {how} ({stamps[row - 1]}, then {stamps[row]})"
+        assert line in err
+        assert json.loads(output.with_suffix(".json").read_text())["time_order"].startswith(line)
+
+
 def test_columns_named_otherwise_are_taken_in_order_with_a_warning(run, tmp_path, capsys):
     data = run["data"]
     names = [f"gauge_{i}" for i in range(data.n_channels)]
@@ -254,6 +302,24 @@ def test_drift_warning_fires_on_shifted_data_and_stays_quiet_on_train_like_data(
     assert channel_3["mean_shift_std"] == pytest.approx(
         1.0 + (data.test[:, 3].mean() - data.train[:, 3].mean()) / std[3]
     )
+
+
+def test_drift_warning_names_the_farthest_drifted_channels_first(run, tmp_path, capsys):
+    """A pressure tag exported in kPa instead of Pa, the last column, among eleven mildly moved ones: the warning
+    shows ten channels, so in column order it hid the one whose units changed."""
+    data = run["data"]
+    std = data.train.std(axis=0)
+    shifted = data.test + 1.0 * std  # every channel a little off (after a shutdown, say)
+    shifted[:, 11] = data.test[:, 11] + 30 * std[11]  # one far off (its units changed: Pa read as kPa)
+    np.save(tmp_path / "units.npy", shifted)
+    code, output = detect_cli(run, tmp_path / "units.npy", tmp_path)
+    (line,) = drift_lines(capsys.readouterr().err)
+    assert code == 0 and "warning: drift in 12 of 12 channels" in line
+    drift = json.loads(output.with_suffix(".json").read_text())["drift"]
+    assert drift["drifted"] == data.channel_names  # the report keeps the column order
+    farthest = max(drift["channels"], key=lambda c: abs(c["mean_shift_std"]))
+    assert farthest["name"] == "sensor_11"
+    assert line.split("the farthest first: ")[1].startswith(f"sensor_11 (mean {farthest['mean_shift_std']:+.2f} std")
 
 
 def drift_lines(err: str) -> list[str]:
@@ -307,6 +373,22 @@ def test_nan_fill_carries_the_last_value_forward(run, tmp_path, capsys):
     np.testing.assert_allclose(pd.read_csv(output)["score"], pd.read_csv(expected)["score"], rtol=1e-5, atol=1e-7)
     assert json.loads(output.with_suffix(".json").read_text())["filled_values"] == 6
     assert "filled 6 NaN/Inf values" in capsys.readouterr().err
+
+
+def test_nan_fill_names_the_channels_it_filled_and_a_dead_one(run, tmp_path, capsys):
+    """A tag with no reading in the whole export is scored as its TRAIN mean throughout: the count of filled
+    values alone did not say which sensor the model was blind to."""
+    data = run["data"]
+    holes = data.test[:300].copy()
+    holes[:, 4] = np.nan  # a dead tag
+    holes[[10, 11], 9] = np.nan
+    np.save(tmp_path / "dead.npy", holes)
+    code, output = detect_cli(run, tmp_path / "dead.npy", tmp_path, "--nan", "fill", "--chunk-rows", "64")
+    assert code == 0
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["filled_values"] == 302 and report["filled_channels"] == {"sensor_04": 300, "sensor_09": 2}
+    assert ("filled 302 NaN/Inf values (--nan fill): sensor_04 300 of 300 rows (every row: scored as its TRAIN "
+            "mean), sensor_09 2 of 300 rows") in capsys.readouterr().err  # fmt: skip
 
 
 ROW = ",".join(["1"] * 12) + "\n"
