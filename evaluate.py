@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     print(format_table(evaluation))
-    print(format_summary(evaluation.attribution))
+    print(format_summary(evaluation.attribution, stamps=evaluation.stamps))
     warning = drift_warning(evaluation.drift)
     if warning:
         print(warning, file=sys.stderr)

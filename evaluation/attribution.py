@@ -239,13 +239,15 @@ def attribute(
     return Attribution(list(channel_names), min(top_k, errors.shape[1]), scale, segments, interpretation)
 
 
-def format_summary(attribution: Attribution, max_segments: int = 5) -> str:
-    """A few readable lines: the highest-peaking segments' top sensors, and the HitRates if measured."""
+def format_summary(attribution: Attribution, max_segments: int = 5, stamps: np.ndarray | None = None) -> str:
+    """A few readable lines: the highest-peaking segments' top sensors, and the HitRates if measured. stamps: the
+    test split's times, where it has them: each segment shows its first and last, as the incidents do."""
     segments = sorted(attribution.segments, key=lambda s: -s.peak_score)[:max_segments]
     lines = [f"attribution: {len(attribution.segments)} flagged segments; the {len(segments)} highest peaks:"]
     for s in segments:
         sensors = ", ".join(f"{attribution.channel_names[c]} {share:.0%}" for c, share in s.top(attribution.top_k))
-        lines.append(f"  steps {s.start}-{s.end} (peak {s.peak_score:.4g}): {sensors}")
+        when = "" if stamps is None else f", {stamps[s.start]} to {stamps[s.end]}"
+        lines.append(f"  steps {s.start}-{s.end}{when} (peak {s.peak_score:.4g}): {sensors}")
     for name, what in (
         ("labelled_segments", "labelled anomalies"),
         ("flagged_segments", "flagged segments on an anomaly"),

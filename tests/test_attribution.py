@@ -13,6 +13,7 @@ from evaluation.attribution import (
     attribute,
     attribute_segments,
     flagged_truth,
+    format_summary,
     hit_rate,
     random_hit_rate,
     ranking,
@@ -190,3 +191,16 @@ def test_smd_interpretation_labels_feed_the_same_metric(run):
     synth = json.loads((run["dir"] / "SYNTH_attribution.json").read_text())["interpretation"]
     assert list(result.interpretation["labelled_by_kind"]) == ["interpretation"]
     assert result.interpretation["labelled_segments"] == pytest.approx(synth["labelled_segments"])
+
+
+def test_the_summary_gives_each_segment_its_times_where_the_test_split_has_them():
+    rng = np.random.default_rng(0)
+    errors = rng.random((300, 3)) * 0.1
+    errors[100:120, 2] += 5.0  # one fault, on the third sensor
+    scores = errors.sum(axis=1)
+    predictions = (scores > 1.0).astype(np.int64)
+    attribution = attribute(scores, predictions, errors, np.full(3, 0.05), ["flow", "pressure", "valve"])
+    stamps = np.array([f"2026-03-01 {minute // 60:02d}:{minute % 60:02d}" for minute in range(300)])
+    timed = format_summary(attribution, stamps=stamps)
+    assert "  steps 100-119, 2026-03-01 01:40 to 2026-03-01 01:59 (peak" in timed and "): valve" in timed
+    assert "  steps 100-119 (peak" in format_summary(attribution)  # no times: positions alone
