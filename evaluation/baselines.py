@@ -114,7 +114,8 @@ class PointKnn(Baseline):
     def _fit(self, train: np.ndarray) -> np.ndarray:
         reference_size = len(train) if self.max_train is None else min(len(train), self.max_train)
         if reference_size <= self.n_neighbours:
-            raise UserInputError(f"KNN needs more than {self.n_neighbours} TRAIN points, got {reference_size}")
+            raise UserInputError(f"KNN needs more than {self.n_neighbours} points to fit on (TRAIN, or in series "
+                                 f"mode the scored series), got {reference_size}")  # fmt: skip
         reference = standardised_windows(train, 1)
         chosen = np.arange(len(reference))
         if self.max_train is not None and len(reference) > self.max_train:

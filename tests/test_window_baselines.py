@@ -122,7 +122,7 @@ def test_knn_subsampled_train_points_leave_only_themselves_out():
 
 def test_knn_rejects_a_train_split_without_enough_neighbours():
     rng = np.random.default_rng(0)
-    with pytest.raises(UserInputError, match="KNN needs more than 50 TRAIN points, got 40"):
+    with pytest.raises(UserInputError, match=r"KNN needs more than 50 points to fit on \(TRAIN, .*\), got 40"):
         knn_baseline_scores(pattern_points(rng, 40), pattern_points(rng, 5))
 
 
