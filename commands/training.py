@@ -252,11 +252,7 @@ def _train_locked(
             saved = (f"{signal.Signals(stop.signal_number).name} arrived after the last epoch: finished the final "
                      f"TRAIN scoring first and {saved}; the run is complete")  # fmt: skip
         log(saved)
-        constant = [name for name, flag in zip(detector.channel_names, detector.normalizer_.constant_in_train,
-                                               strict=True) if flag]  # fmt: skip
-        if constant:
-            log(f"note: {constant_text(constant)}, so any movement of theirs later scores as anomalous; if one is a "
-                "stuck or disconnected sensor, mend it and retrain")  # fmt: skip
+        _note_constant_channels(detector, log)
         _note_earlier_evaluation(folder, {label: MODEL_OUTPUTS, f"{label}_shared": FLEET_OUTPUTS}, log)
     context.barrier()
     return best_path
@@ -302,7 +298,7 @@ def _train_fleet_locked(
         for entity, reason in fleet.skipped.items():
             log(f"skipped {entity}: {reason}")
         log(f"saved {path}: {len(fleet.detectors)} entities trained, {len(fleet.skipped)} skipped")
-        _note_constant_channels(fleet, log)
+        _note_constant_channels_per_entity(fleet, log)
         _note_earlier_evaluation(folder, {f"{dataset_name.upper()}_fleet": FLEET_OUTPUTS}, log)
     context.barrier()
     if context.is_main and not fleet.detectors:  # rank 0 alone holds the merged fleet
@@ -311,7 +307,16 @@ def _train_fleet_locked(
     return path
 
 
-def _note_constant_channels(fleet: Fleet, log: Callable[[str], None]) -> None:
+def _note_constant_channels(detector: Detector, log: Callable[[str], None]) -> None:
+    """The channels that never moved in TRAIN: the model never saw them move, so any movement later scores high."""
+    constant = [name for name, flag in zip(detector.channel_names, detector.normalizer_.constant_in_train,
+                                           strict=True) if flag]  # fmt: skip
+    if constant:
+        log(f"note: {constant_text(constant)}, so any movement of theirs later scores as anomalous; if one is a "
+            "stuck or disconnected sensor, mend it and retrain")  # fmt: skip
+
+
+def _note_constant_channels_per_entity(fleet: Fleet, log: Callable[[str], None]) -> None:
     """The entities with channels that never moved in their TRAIN: their models never saw those move."""
     counts = {name: int(detector.normalizer_.constant_in_train.sum()) for name, detector in fleet.detectors.items()}
     counts = {name: count for name, count in counts.items() if count}

@@ -276,6 +276,15 @@ def _exact(thresholds: np.ndarray) -> list[str]:
     return np.char.mod("%.17g", thresholds).tolist()  # 17 digits: a float64 threshold reads back exactly
 
 
+def _refuse_first_non_finite(values: np.ndarray, entities: np.ndarray, source: str, names: list[str]) -> None:
+    """The NaN policy `fail`'s error for the input's first row holding NaN/Inf, naming its entity."""
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(bad):
+        first = int(bad[0])
+        missing = MissingValues("fail", np.zeros(len(names)), f"{source} (entity {entities[first]})", names)
+        missing.apply(values[first : first + 1], first)
+
+
 def _detect_routed(
     fleet: Fleet,
     table,
@@ -308,11 +317,7 @@ def _detect_routed(
     for name in present:
         fleet.detector(name)  # an unknown or skipped entity stops the run before any scoring
     if nan_policy == "fail":  # the input's first NaN, not its first entity's: the entities are scored one by one
-        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
-        if len(bad):
-            first = int(bad[0])
-            source = f"{table.name} (entity {labels[first]})"
-            MissingValues(nan_policy, np.zeros(len(names)), source, names).apply(values[first : first + 1], first)
+        _refuse_first_non_finite(values, labels, table.name, names)
     scores, flags = np.zeros(len(values), dtype=np.float32), np.zeros(len(values), dtype=np.int64)
     thresholds = np.zeros(len(values), dtype=np.float64)
     tops = np.full(len(values), "", dtype=object)
