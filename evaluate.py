@@ -20,7 +20,7 @@ from evaluation.fleet_report import drift_lines, evaluate_fleet, format_fleet_ta
 from evaluation.method_scores import check_scoring_flags
 from evaluation.outputs import FLEET_OUTPUTS, MODEL_OUTPUTS, earlier_outputs_note
 from evaluation.report import check_evaluation_settings
-from evaluation.thresholds import THRESHOLD_RULES
+from evaluation.thresholds import POT_RISK, THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES, rules_help
 from model.config import DEVICES
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TRAIN percentile of the decision rule and of the train and val rules (default: the checkpoint's, "
         f"{DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
-    add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
+    add("--pot-risk", type=float, default=None, help=f"exceedance probability of the pot rule (default: {POT_RISK:g})")
     add("--anomaly-ratio", type=float, default=None,
         help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)")
     add("--baselines", default=None, help=f"{baselines_help()} (default: random,pca; --per-entity: "
