@@ -175,6 +175,7 @@ def evaluate_checkpoint(
     score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
+    temperature: float | None = None,
     entity: str | None = None,
     top_sensors: int = 3,
     explain: int = 0,
@@ -198,7 +199,7 @@ def evaluate_checkpoint(
     if score is None and protocol == "paper":
         score = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
     scored = score_methods(detector, dataset, baselines, score=score, score_channels=score_channels, smooth=smooth,
-                           batch_size=batch_size, seed=seed, context=context)  # fmt: skip
+                           temperature=temperature, batch_size=batch_size, seed=seed, context=context)  # fmt: skip
     if scored is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
         return None
     stored_rule = scored.detector is detector  # not rescored: its stored decision rule applies, as in detect.py
