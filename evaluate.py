@@ -20,11 +20,12 @@ from evaluation.fleet_report import drift_lines, evaluate_fleet, format_fleet_ta
 from evaluation.method_scores import check_scoring_flags
 from evaluation.outputs import FLEET_OUTPUTS, MODEL_OUTPUTS, earlier_outputs_note
 from evaluation.report import check_evaluation_settings
-from evaluation.thresholds import THRESHOLD_RULES
+from evaluation.thresholds import POT_RISK, THRESHOLD_RULES
 from model import SCORES, DetectorConfig
 from model.alarm_rule import ALARM_RULES, rules_help
 from model.config import DEVICES
 from model.fleet import fleet_path
+from model.score_settings import check_temperature
 from runtime.atomic import run_stoppably
 from runtime.distributed import DistributedContext, init_distributed, own_output_folder, shutdown_distributed
 from runtime.errors import error_line
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TRAIN percentile of the decision rule and of the train and val rules (default: the checkpoint's, "
         f"{DetectorConfig.threshold_percentile:g} unless trained otherwise)")
     add("--threshold-value", type=float, default=None, help="the threshold of the fixed rule")
-    add("--pot-risk", type=float, default=1e-3, help="exceedance probability of the pot rule (default: 1e-3)")
+    add("--pot-risk", type=float, default=None, help=f"exceedance probability of the pot rule (default: {POT_RISK:g})")
     add("--anomaly-ratio", type=float, default=None,
         help="paper protocol: flag the top r %% of train+test scores (default: 1, or 0.5 for SMD)")
     add("--baselines", default=None, help=f"{baselines_help()} (default: random,pca; --per-entity: "
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="all, target, or comma-separated channel names/indices whose error counts (default: the checkpoint's)")
     add("--smooth", type=int, default=None,
         help="centred moving average over N points, 0 = off (default: the checkpoint's)")
+    add("--temperature", type=float, default=None,
+        help="softmax temperature of the paper score (default: the checkpoint's, "
+        f"{defaults.temperature:g} unless trained otherwise)")
     add("--seed", type=int, default=0, help="seed of the random-score baseline (default: 0)")
     add("--top-sensors", type=int, default=3,
         help="sensors listed per flagged segment in {DATASET}_attribution.json/.csv and per incident (default: 3)")
@@ -143,7 +147,7 @@ def run_fleet(args: argparse.Namespace, checkpoint: str) -> int:
                                     threshold_percentile=args.threshold_percentile, alarm_rule=args.alarm_rule,
                                     alarm_window=args.alarm_window, score=args.score,
                                     score_channels=args.score_channels, smooth=args.smooth,
-                                    jobs=args.jobs, top_sensors=args.top_sensors,
+                                    temperature=args.temperature, jobs=args.jobs, top_sensors=args.top_sensors,
                                     settings_checked=True)  # fmt: skip
         paths = write_fleet_artifacts(evaluation, args.output_dir, k=plots, report=args.report)
     print(format_fleet_table(evaluation))
@@ -171,6 +175,12 @@ def run(args: argparse.Namespace) -> int:
                                         f"the checkpoint; retrain with train.py --win-size {args.win_size}")),
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.temperature is not None:  # checked before any data is read, for one model and per entity alike
+        try:
+            check_temperature(args.temperature)
+        except UserInputError as error:
+            print(error_line(error), file=sys.stderr)
+            return 2
     if args.per_entity:
         try:
             return run_fleet(args, default_checkpoint(args))
@@ -196,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
                 checkpoint, args.dataset, args.data_dir, protocol=args.protocol, threshold=threshold,
                 baselines=parse_baselines(args.baselines or "random,pca"), batch_size=args.batch_size,
                 device=args.device, seed=args.seed, score=args.score, score_channels=args.score_channels,
-                smooth=args.smooth, entity=args.entity, top_sensors=args.top_sensors, explain=args.explain,
-                context=context, settings_checked=True,
+                smooth=args.smooth, temperature=args.temperature, entity=args.entity, top_sensors=args.top_sensors,
+                explain=args.explain, context=context, settings_checked=True,
             )  # fmt: skip
             if evaluation is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
                 return 0

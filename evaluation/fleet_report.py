@@ -156,6 +156,7 @@ class EntityRun:
     top_sensors: int
     shared: bool = False  # one model of the whole dataset scores every entity (Fleet.lent_to)
     own_statistics: bool = False  # each model normalises by its own entity's TRAIN: TEST is checked for drift
+    temperature: float | None = None  # the paper score's; None: the bundle's
 
 
 class EntityTooShort(UserInputError):
@@ -178,7 +179,8 @@ def evaluate_entity(run: EntityRun, entity: str, detector: Detector, single_thre
             raise UserInputError(f"{data.name} has no test labels; a fleet evaluation needs them (use detect.py)")
         scored_methods = score_methods(detector.to(run.device), data, run.baselines, score=run.score,
                                        score_channels=run.score_channels, smooth=run.smooth,
-                                       batch_size=run.batch_size, seed=run.seed, keep_going=True)  # fmt: skip
+                                       temperature=run.temperature, batch_size=run.batch_size, seed=run.seed,
+                                       keep_going=True)  # fmt: skip
         scored = EntityScores(entity, data.test_labels, scored_methods.train, scored_methods.test,
                               stamps=data.test_stamps)  # fmt: skip
         for name, reason in scored_methods.failed.items():
@@ -285,16 +287,18 @@ def evaluate_fleet(
     score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
+    temperature: float | None = None,
     jobs: int | None = None,
     top_sensors: int = 3,
     settings_checked: bool = False,
 ) -> FleetEvaluation:
     """Score every trained entity's TEST with its own model and the baselines; grade each entity.
 
-    score / score_channels / smooth: score another way than the bundle's, as evaluate.py's
-    --score, --score-channels and --smooth do for one model. threshold_percentile / alarm_rule / alarm_window:
-    another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated at once, each in
-    its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would share).
+    score / score_channels / smooth / temperature: score another way than the bundle's, as evaluate.py's
+    --score, --score-channels, --smooth and --temperature do for one model. threshold_percentile / alarm_rule /
+    alarm_window: another decision rule than the bundle's (every method's flags follow it). jobs: entities evaluated
+    at once, each in its own process on one thread (default: the cores on a CPU, 1 on a GPU, which the workers would
+    share).
     top_sensors: the sensors each incident lists. settings_checked: the caller has passed batch_size, seed and
     device through check_scoring_flags (evaluate.py does, before it makes the output folder).
     """
@@ -325,7 +329,7 @@ def evaluate_fleet(
     own_statistics = not fleet.shared and fleet.normalisation == "entity"
     run = EntityRun(str(bundle_path), dataset_name, None if data_dir is None else str(data_dir), tuple(baselines),
                     batch_size, device, seed, alarm, score, score_channels, smooth, top_sensors,
-                    fleet.shared, own_statistics)  # fmt: skip
+                    fleet.shared, own_statistics, temperature)  # fmt: skip
     results, left_out = _entity_results(run, fleet, jobs)
     if not results:
         reasons = "; ".join(f"{name}: {why}" for name, why in left_out.items())

@@ -54,17 +54,19 @@ def score_methods(
     score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
+    temperature: float | None = None,
     batch_size: int = 128,
     seed: int = 0,
     context: DistributedContext | None = None,
     keep_going: bool = False,
 ) -> MethodScores | None:
-    """The model's scores (its stored scoring, changed only where score, score_channels or smooth are
+    """The model's scores (its stored scoring, changed only where score, score_channels, smooth or temperature are
     given) and each baseline's. keep_going: a baseline that cannot run on this series (e.g. a TEST
     shorter than its window) is recorded in `failed` instead of stopping the run. Under torchrun
     (`context`) the ranks share the model's passes; rank 0 gets the result, the others None."""
     scoring = override_score_settings(detector.scoring_, score, score_channels, smooth, data.channel_names,
-                                      data.target_channels, train_length=len(data.train))  # fmt: skip
+                                      data.target_channels, train_length=len(data.train),
+                                      temperature=temperature)  # fmt: skip
     detector = detector.rescored(scoring)
     train_points = detector.score_points(data.train, batch_size=batch_size, context=context,
                                          what=f"TRAIN of {data.name}")  # fmt: skip

@@ -28,7 +28,7 @@ from evaluation.result import (
     rank_non_finite,
     stored_rule_decision,
 )
-from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
+from evaluation.thresholds import POT_RISK, Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
 from model.fleet import load_detector
@@ -72,7 +72,7 @@ class ThresholdSettings:
     rule: str | None = None
     percentile: float | None = None  # None: the percentile the checkpoint was trained with
     value: float | None = None
-    pot_risk: float = 1e-3
+    pot_risk: float | None = None  # None: POT_RISK
     anomaly_ratio: float | None = None  # None: 1, or 0.5 for SMD, as the reference uses
     alarm_rule: str | None = None  # the decision rule of the default protocol; None: the checkpoint's
     alarm_window: int | None = None  # None: the checkpoint's
@@ -91,10 +91,26 @@ def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) 
     if protocol == "paper":
         if settings.rule not in (None, "paper"):
             raise UserInputError("--protocol paper fixes the threshold (train + test percentile); drop --threshold")
-        return "paper", ratio
-    if settings.rule == "paper":
+        rule = "paper"
+    elif settings.rule == "paper":
         raise UserInputError("the paper threshold uses test scores; ask for it with --protocol paper")
-    return settings.rule or ALARM, ratio
+    else:
+        rule = settings.rule or ALARM
+    # A setting of a rule that is not in use would be ignored without a word: refused, naming the rule it needs.
+    unused = (("--anomaly-ratio", settings.anomaly_ratio, ("paper",), "--protocol paper"),
+              ("--threshold-percentile", settings.percentile, (ALARM, "train", "val"),
+               "the decision rule or --threshold train/val"),
+              ("--threshold-value", settings.value, ("fixed",), "--threshold fixed"),
+              ("--pot-risk", settings.pot_risk, ("pot",), "--threshold pot"))  # fmt: skip
+    for flag, setting, rules, needs in unused:
+        if setting is not None and rule not in rules:
+            using = {"paper": "--protocol paper", ALARM: "the decision rule"}.get(rule, f"--threshold {rule}")
+            raise UserInputError(f"{flag} is read only by {needs}, so under {using} it would be ignored; drop it")
+    return rule, ratio
+
+
+def _pot_risk(settings: ThresholdSettings) -> float:
+    return POT_RISK if settings.pot_risk is None else settings.pot_risk
 
 
 def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: float) -> Decision:
@@ -104,8 +120,9 @@ def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: f
 
     def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
         finite, _ = rank_non_finite(scores, train_scores)  # a rule that reads TEST scores (paper) needs numbers
-        threshold = choose_threshold(rule, train_scores, finite, percentile=settings.percentile, val_ratio=val_ratio,
-                                     value=settings.value, pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+        threshold = choose_threshold(rule, train_scores, finite, percentile=settings.percentile,
+                                     val_ratio=val_ratio, value=settings.value, pot_risk=_pot_risk(settings),
+                                     anomaly_ratio=ratio)  # fmt: skip
         return threshold, np.full(len(scores), threshold.value)
 
     return decide
@@ -137,7 +154,7 @@ def check_evaluation_settings(
             named = "--protocol paper" if rule == "paper" else f"--threshold {rule}"
             raise UserInputError(f"{named} replaces the decision rule, so {given[0]} would be ignored; drop one")
         choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
-                         pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
+                         pot_risk=_pot_risk(settings), anomaly_ratio=ratio)  # fmt: skip
     if top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
     if explain < 0:
@@ -158,6 +175,7 @@ def evaluate_checkpoint(
     score: str | None = None,
     score_channels: str | None = None,
     smooth: int | None = None,
+    temperature: float | None = None,
     entity: str | None = None,
     top_sensors: int = 3,
     explain: int = 0,
@@ -181,7 +199,7 @@ def evaluate_checkpoint(
     if score is None and protocol == "paper":
         score = "paper"  # the paper's protocol means the paper's criterion, unless a score is named
     scored = score_methods(detector, dataset, baselines, score=score, score_channels=score_channels, smooth=smooth,
-                           batch_size=batch_size, seed=seed, context=context)  # fmt: skip
+                           temperature=temperature, batch_size=batch_size, seed=seed, context=context)  # fmt: skip
     if scored is None:  # a torchrun rank other than 0: it scored its share, rank 0 reports
         return None
     stored_rule = scored.detector is detector  # not rescored: its stored decision rule applies, as in detect.py

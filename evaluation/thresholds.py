@@ -26,6 +26,7 @@ from model.detector import Detector
 from runtime.errors import UserInputError
 
 THRESHOLD_RULES = ("train", "val", "fixed", "pot", "paper")
+POT_RISK = 1e-3  # the pot rule's exceedance probability
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def percentile_threshold(reference_scores: np.ndarray, percentile: float) -> flo
     return float(np.percentile(reference_scores, percentile))
 
 
-def pot_threshold(train_scores: np.ndarray, risk: float = 1e-3, initial_quantile: float = 0.98) -> float:
+def pot_threshold(train_scores: np.ndarray, risk: float = POT_RISK, initial_quantile: float = 0.98) -> float:
     """Peaks-Over-Threshold (Siffer et al., KDD 2017), as OmniAnomaly and TranAD use it.
 
     Excesses of the TRAIN scores over their `initial_quantile` are fitted with a generalised
@@ -81,7 +82,7 @@ def choose_threshold(
     percentile: float = 99.0,
     val_ratio: float = 0.2,
     value: float | None = None,
-    pot_risk: float = 1e-3,
+    pot_risk: float = POT_RISK,
     anomaly_ratio: float = 1.0,
 ) -> Threshold:
     """Apply one rule. `train_scores` cover the whole TRAIN series; its last val_ratio is the validation tail."""

@@ -40,13 +40,22 @@ class ScoreSettings:
     def describe(self) -> str:
         channels = "all channels" if self.channels is None else f"channels {list(self.channels)}"
         smoothing = f"smoothed over {self.smooth} points" if self.smooth > 1 else "unsmoothed"
-        return f"{self.score} score, {channels}, {smoothing}"
+        # Only the paper score reads the temperature; naming it there tells scorings at two temperatures apart.
+        name = f"{self.score} score" + (f" at temperature {self.temperature:g}" if self.score == "paper" else "")
+        return f"{name}, {channels}, {smoothing}"
 
 
 def check_score(score: str) -> str:
     if score not in SCORES:
         raise UserInputError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
     return score
+
+
+def check_temperature(temperature: float) -> float:
+    """The paper score's softmax temperature: a positive, finite number."""
+    if not 0 < temperature < float("inf"):
+        raise UserInputError(f"--temperature must be a positive finite number, got {temperature}")
+    return temperature
 
 
 def check_smooth(span: int, length: int | None = None) -> int:
@@ -112,10 +121,11 @@ def override_score_settings(
     channel_names: list[str],
     target_channels: list[int] | None,
     train_length: int | None = None,
+    temperature: float | None = None,
 ) -> ScoreSettings:
     """The checkpoint's scoring, changed only where the user asked: a new score brings its own
-    defaults (model.scores.SCORES); --score-channels and --smooth (at most train_length) override
-    single fields."""
+    defaults (model.scores.SCORES); --score-channels, --smooth (at most train_length) and --temperature
+    override single fields."""
     if score is not None and score != stored.score:
         stored = resolve_score_settings(score, None, None, channel_names, target_channels, stored.temperature)
     channels = (
@@ -123,7 +133,7 @@ def override_score_settings(
     )
     return ScoreSettings(
         score=stored.score,
-        temperature=stored.temperature,
+        temperature=stored.temperature if temperature is None else check_temperature(temperature),
         channels=channels,
         smooth=stored.smooth if smooth is None else check_smooth(smooth, train_length),
     )

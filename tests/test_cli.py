@@ -391,6 +391,35 @@ def test_a_threshold_rule_with_decision_rule_flags_is_refused(synth_run, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--anomaly-ratio", "2"], "--anomaly-ratio is read only by --protocol paper, so under the decision rule"),
+    (["--threshold", "pot", "--anomaly-ratio", "2"], "--anomaly-ratio is read only by --protocol paper"),
+    (["--protocol", "paper", "--threshold-percentile", "95"], "--threshold-percentile is read only by the "
+                                                               "decision rule or --threshold train/val, so under "
+                                                               "--protocol paper"),
+    (["--threshold", "fixed", "--threshold-value", "1", "--threshold-percentile", "90"], "under --threshold fixed"),
+    (["--threshold-value", "3"], "--threshold-value is read only by --threshold fixed"),
+    (["--threshold", "train", "--pot-risk", "0.01"], "--pot-risk is read only by --threshold pot"),
+])  # fmt: skip
+def test_a_setting_of_a_threshold_rule_not_in_use_is_refused_not_ignored(synth_run, tmp_path, capsys, flags, message):
+    checkpoint = str(synth_run / "SYNTH_checkpoint.pth")
+    code, err = run_cli(evaluate, ["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(tmp_path),
+                                   *flags], capsys)  # fmt: skip
+    assert code == 2 and message in err and err.startswith("error: ") and "\n" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_paper_protocol_ratio_and_a_pot_risk_still_apply_where_their_rule_is_used(synth_run, tmp_path):
+    checkpoint = str(synth_run / "SYNTH_checkpoint.pth")
+    common = ["--dataset", "SYNTH", "--checkpoint", checkpoint, "--output-dir", str(tmp_path), "--baselines", "none"]
+    assert evaluate.main([*common, "--protocol", "paper", "--anomaly-ratio", "5"]) == 0
+    results = json.loads((tmp_path / "SYNTH_metrics.json").read_text())["results"]["model"]
+    assert results["threshold_rule"].startswith("95th percentile of TRAIN + TEST")
+    assert evaluate.main([*common, "--threshold", "pot", "--pot-risk", "0.01"]) == 0
+    results = json.loads((tmp_path / "SYNTH_metrics.json").read_text())["results"]["model"]
+    assert results["threshold_rule"] == "POT on TRAIN scores, risk 0.01"
+
+
 def test_custom_without_labels_scores_and_flags(tmp_path, capsys):
     rng = np.random.default_rng(2)
     np.save(tmp_path / "train_data.npy", rng.normal(size=(400, 3)))

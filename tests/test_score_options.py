@@ -123,6 +123,29 @@ def test_cli_stores_the_scoring_and_evaluate_applies_it_to_model_and_baselines(t
     assert report["scoring"] == {"variant": "paper", "temperature": 50.0, "channels": None, "smooth": 0}
 
 
+def test_evaluate_rescores_the_paper_score_at_another_temperature_as_a_model_trained_with_it(tmp_path, capsys):
+    """The temperature reads no weight: a model scored at --temperature 5 scores as one trained with it."""
+    trained_at_5, trained_at_50 = tmp_path / "t5", tmp_path / "t50"
+    for folder, temperature in ((trained_at_5, "5"), (trained_at_50, "50")):
+        flags = ["--dataset", "SYNTH", "--output-dir", str(folder), *TINY_TRAIN_FLAGS, "--score", "paper"]
+        assert train.main([*flags, "--temperature", temperature]) == 0
+    assert evaluate.main(["--dataset", "SYNTH", "--output-dir", str(trained_at_5), "--baselines", "none"]) == 0
+    assert evaluate.main(["--dataset", "SYNTH", "--output-dir", str(trained_at_50), "--baselines", "none",
+                          "--temperature", "5"]) == 0  # fmt: skip
+    assert "paper score at temperature 5, all channels" in capsys.readouterr().out
+    report = json.loads((trained_at_50 / "SYNTH_metrics.json").read_text())
+    assert report["scoring"] == {"variant": "paper", "temperature": 5.0, "channels": None, "smooth": 0}
+    expected, rescored = np.load(trained_at_5 / "SYNTH_evaluation.npz"), np.load(trained_at_50 / "SYNTH_evaluation.npz")
+    for key in ("scores", "train_scores", "predictions"):
+        np.testing.assert_array_equal(rescored[key], expected[key], err_msg=key)
+
+    bad = tmp_path / "bad"
+    code = evaluate.main(["--dataset", "SYNTH", "--checkpoint", str(trained_at_50 / "SYNTH_checkpoint.pth"),
+                          "--output-dir", str(bad), "--temperature", "0"])  # fmt: skip
+    assert code == 2 and "--temperature must be a positive finite number, got 0.0" in capsys.readouterr().err
+    assert not bad.exists()
+
+
 def test_a_bad_channel_fails_before_training_and_writes_nothing(tmp_path, capsys):
     code = train.main(["--dataset", "SYNTH", "--output-dir", str(tmp_path), *TINY_TRAIN_FLAGS, "--score-channels", "x"])
     assert code == 2
