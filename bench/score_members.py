@@ -20,6 +20,7 @@ import dataclasses
 import pickle
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,17 +54,33 @@ def overlapped(score, series: np.ndarray, window: int, offsets: tuple[int, ...] 
     return total / count
 
 
-def overlap_rows(fleets: Path, data_dir: Path, name: str, seed: int, shipped: dict) -> dict:
-    """The `overlap25` rows of one fleet, in the cache's layout (cached beside it)."""
-    cache = fleets / "alarm_scores" / f"{name}_seed{seed}_overlap25_smooth0.pkl"
-    if cache.exists():
-        return pickle.loads(cache.read_bytes())
+def cached_candidate(fleets: Path, name: str, seed: int, candidate: str, rows: Callable[[], dict]) -> dict:
+    """A candidate's rows of one fleet, in the layout of bench/alarm_rules.py's cache and beside it
+    (`..._{CANDIDATE}_smooth0.pkl`): computed by `rows` once."""
+    cache = fleets / "alarm_scores" / f"{name}_seed{seed}_{candidate}_smooth0.pkl"
+    if not cache.exists():
+        cache.write_bytes(pickle.dumps(rows()))
+    return pickle.loads(cache.read_bytes())
+
+
+def unsmoothed_entities(fleets: Path, data_dir: Path, name: str, seed: int, shipped: dict) -> Iterator[tuple]:
+    """(entity, its row of the shipped cache, its Detector scoring unsmoothed, its data) for each cached entity."""
     fleet = open_fleet(fleet_path(fleets / f"{name}_seed{seed}", name))
-    rows = {}
     for entity, row in shipped.items():
         detector = fleet.detectors[entity]
         detector = detector.rescored(dataclasses.replace(detector.scoring_, smooth=0))
-        data = load_dataset(name, str(dataset_dir(data_dir, name)), entity)
+        yield entity, row, detector, load_dataset(name, str(dataset_dir(data_dir, name)), entity)
+
+
+def overlap_rows(fleets: Path, data_dir: Path, name: str, seed: int, shipped: dict) -> dict:
+    """The `overlap25` rows of one fleet (cached)."""
+    return cached_candidate(fleets, name, seed, "overlap25", lambda: _overlap_rows(fleets, data_dir, name, seed,
+                                                                                     shipped))  # fmt: skip
+
+
+def _overlap_rows(fleets: Path, data_dir: Path, name: str, seed: int, shipped: dict) -> dict:
+    rows = {}
+    for entity, row, detector, data in unsmoothed_entities(fleets, data_dir, name, seed, shipped):
         parts = {}
         for part, series in (("train", data.train), ("test", data.test)):
             first = detector.score(series)
@@ -71,7 +88,6 @@ def overlap_rows(fleets: Path, data_dir: Path, name: str, seed: int, shipped: di
                 raise SystemExit(f"{name} seed {seed} {entity}: offset 0 differs from the cached shipped score")
             parts[part] = {"model": overlapped(detector.score, series, detector.win_size)}
         rows[entity] = {"labels": row["labels"], "window": row["window"], **parts}
-    cache.write_bytes(pickle.dumps(rows))
     return rows
 
 
@@ -152,19 +168,25 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     continue
                 table[candidate][name].append(fleet_means(results) | {"f1_ratio": f1_ratio(results)})
+    print_table(table, candidates, args.datasets)
+    return 0
+
+
+def print_table(table: dict[str, dict[str, list[dict]]], candidates: list[str], datasets: list[str]) -> None:
+    """The study's table: per candidate, the objective (the mean of the nine ranking means) and per dataset the
+    means over seeds of the entity means."""
     keys = ("roc_auc", "pr_auc", "tsb_vus_pr", "within_flag_bound", "f1", "event_f1", "f1_ratio")
     heading = "ROC / PR / VUS-PR / within bound / F1 / event F1 / F1 ratio"
-    print("| candidate | objective | " + " | ".join(f"{name} {heading}" for name in args.datasets) + " |")
-    print("|---|---|" + "---|" * len(args.datasets))
+    print("| candidate | objective | " + " | ".join(f"{name} {heading}" for name in datasets) + " |")
+    print("|---|---|" + "---|" * len(datasets))
     for candidate in candidates:
         cells, ranking = [], []
-        for name in args.datasets:
+        for name in datasets:
             means = pd.DataFrame(table[candidate][name]).mean()
             ranking += [means[key] for key in keys[:3]]
             cells.append(" / ".join(f"{means[key]:.3f}" if key != "within_flag_bound" else f"{means[key]:.2f}"
                                     for key in keys))  # fmt: skip
         print(f"| {candidate} | {np.mean(ranking):.4f} | " + " | ".join(cells) + " |")
-    return 0
 
 
 if __name__ == "__main__":
