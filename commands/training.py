@@ -245,17 +245,23 @@ def _train_locked(
             kept = set_aside_model_of_other_data(best_path, dataset)
             detector.save(best_path)
     if context.is_main:
-        saved = f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}"
-        if kept is not None:
-            saved += f"; the model of other {dataset.name} data that was there is kept as {kept}"
-        if stop.signal_number is not None:
-            saved = (f"{signal.Signals(stop.signal_number).name} arrived after the last epoch: finished the final "
-                     f"TRAIN scoring first and {saved}; the run is complete")  # fmt: skip
-        log(saved)
+        log(_saved_line(best_path, last_path, detector, dataset.name, kept, stop.signal_number))
         _note_constant_channels(detector, log)
         _note_earlier_evaluation(folder, {label: MODEL_OUTPUTS, f"{label}_shared": FLEET_OUTPUTS}, log)
     context.barrier()
     return best_path
+
+
+def _saved_line(best_path: Path, last_path: Path, detector: Detector, dataset_name: str, kept: Path | None,
+                signal_number: int | None) -> str:
+    """What one model's run wrote: the two files, the older model set aside, a signal that came after training."""
+    saved = f"saved {best_path} (best epoch {detector.best_epoch_}) and {last_path}"
+    if kept is not None:
+        saved += f"; the model of other {dataset_name} data that was there is kept as {kept}"
+    if signal_number is not None:
+        saved = (f"{signal.Signals(signal_number).name} arrived after the last epoch: finished the final TRAIN "
+                 f"scoring first and {saved}; the run is complete")  # fmt: skip
+    return saved
 
 
 def _note_earlier_evaluation(folder: Path, outputs: dict[str, dict[str, str]], log: Callable[[str], None]) -> None:
