@@ -100,7 +100,8 @@ class TsbCnn(Baseline):
 
     def _windows(self, series: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, window, C) inputs and (M, C) next steps, float32 as TSB-AD's torch.zeros buffers."""
-        values = torch.as_tensor(np.asarray(series), dtype=torch.float32)
+        # A copy: a read-only array (a DataFrame's values) would make torch warn that it cannot write to it.
+        values = torch.from_numpy(np.array(series, dtype=np.float32))
         if len(values) <= self.window:
             raise UserInputError(f"the series has {len(values)} time steps; the CNN needs more than {self.window}")
         inputs = values.unfold(0, self.window, 1)[:-1].transpose(1, 2).contiguous()  # (M, window, C)

@@ -1,4 +1,5 @@
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,14 @@ def test_a_baseline_reads_a_dataframe_of_pandas_nullable_numbers_as_floats(name)
     gap.iloc[3, 1] = pd.NA
     with pytest.raises(UserInputError, match="holds NaN/Inf"):  # a missing value, not 'non-numbers'
         nullable.score(gap)
+
+
+def test_tsb_cnn_scores_a_read_only_array_the_same_and_without_a_warning():
+    series = np.sin(np.arange(400)[:, None] / 9 + np.arange(2)).astype(np.float32)
+    cnn = TsbCnn(epochs=1, seed=0).fit(series[:300])
+    frozen = series[300:].copy()
+    frozen.flags.writeable = False  # as a DataFrame's values can be: torch warned it could not write to them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = cnn.score(frozen)
+    np.testing.assert_array_equal(scores, cnn.score(series[300:].copy()))
