@@ -169,7 +169,8 @@ def range_auc(labels: np.ndarray, scores: np.ndarray, buffer: int) -> dict:
 
 def vus(labels: np.ndarray, scores: np.ndarray, max_buffer: int = DEFAULT_MAX_BUFFER) -> dict:
     """VUS-ROC and VUS-PR: the means of range-AUC-ROC and range-AUC-PR over the buffer lengths
-    0, 1, ..., `max_buffer` (default 100, the model's window). Returns {"vus_roc", "vus_pr"}."""
+    0, 1, ..., `max_buffer` (default 100, the default window, whatever window the model has). Returns {"vus_roc",
+    "vus_pr"}."""
     labels = np.asarray(labels).astype(bool)
     if not labels.any():
         return {"vus_roc": float("nan"), "vus_pr": float("nan")}
