@@ -52,5 +52,18 @@ def test_shapes_must_agree():
 
 
 def test_the_flood_bound_is_twice_the_anomaly_share_plus_one_point():
-    assert within_alarm_budget(0.21, 0.10) and not within_alarm_budget(0.2101, 0.10)
-    assert within_alarm_budget(0.01, 0.0) and not within_alarm_budget(0.011, 0.0)
+    # (flagged, anomalous, points): 21 % flagged beside 10 % anomalous is on the bound 2 * 10 % + 1 %; 21.01 % is over.
+    assert within_alarm_budget(21, 10, 100) and not within_alarm_budget(2101, 1000, 10_000)
+    assert within_alarm_budget(1, 0, 100) and not within_alarm_budget(11, 0, 1000)
+
+
+def test_a_flagged_share_exactly_on_the_flood_bound_is_within_it():
+    # 100 points, 3 anomalous (3 %): the bound is 2 * 3 % + 1 % = 7 %, so 7 flags are within it and 8 are not.
+    # In floats 7 / 100 = 0.07 > 2 * 0.03 + 0.01 = 0.06999999999999999, which counted 7 flags as a flood.
+    labels = np.zeros(100, dtype=np.uint8)
+    labels[50:53] = 1
+    flags = np.zeros(100, dtype=np.uint8)
+    flags[10:17] = 1
+    assert alarm_metrics(labels, flags)["within_flag_bound"] == 1.0
+    flags[17] = 1
+    assert alarm_metrics(labels, flags)["within_flag_bound"] == 0.0
