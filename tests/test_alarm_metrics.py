@@ -67,3 +67,15 @@ def test_a_flagged_share_exactly_on_the_flood_bound_is_within_it():
     assert alarm_metrics(labels, flags)["within_flag_bound"] == 1.0
     flags[17] = 1
     assert alarm_metrics(labels, flags)["within_flag_bound"] == 0.0
+
+
+def test_an_entity_anomalous_throughout_has_no_false_alarm_rate_and_one_event_found():
+    # 10 points, all anomalous (one segment); flags 2, 3, 4. No normal point: the false alarm rate is undefined.
+    # Missed 7 of 10; F1 = 2 TP / (TP + FP + P) = 6 / (3 + 0 + 10); the one alarm event overlaps the one segment.
+    flags = np.zeros(10, dtype=np.uint8)
+    flags[2:5] = 1
+    result = alarm_metrics(np.ones(10, dtype=np.uint8), flags)
+    assert result["false_alarm_rate"] is None and result["missed_alarm_rate"] == pytest.approx(0.7)
+    assert result["f1"] == pytest.approx(6 / 13)
+    assert result["event_precision"] == 1.0 and result["event_recall"] == 1.0 and result["event_f1"] == 1.0
+    assert result["false_alarm_events_per_10k"] == 0.0 and result["within_flag_bound"] == 1.0  # 0.3 <= 2 * 1 + 0.01
