@@ -45,7 +45,7 @@ def alarm_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float | No
     labels, flags = np.asarray(labels).astype(bool), np.asarray(flags).astype(bool)
     if labels.shape != flags.shape:
         raise ValueError(f"labels {labels.shape} and flags {flags.shape} differ in shape")
-    normal, anomalous = int((~labels).sum()), int(labels.sum())
+    normal, anomalous, flagged = int((~labels).sum()), int(labels.sum()), int(flags.sum())
     has_events = anomalous > 0
     events = event_metrics(labels, flags)
     flagged_share = float(flags.mean()) if len(flags) else None
@@ -60,10 +60,12 @@ def alarm_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float | No
         "event_recall": events["event_recall"] if has_events else None,
         "event_f1": events["event_f1"] if has_events else None,
         "false_alarm_events_per_10k": false_alarm_events(labels, flags) / len(flags) * 1e4 if len(flags) else None,
-        "within_flag_bound": float(within_alarm_budget(flagged_share, anomaly_share)) if len(flags) else None,
+        "within_flag_bound": float(within_alarm_budget(flagged, anomalous, len(flags))) if len(flags) else None,
     }
 
 
-def within_alarm_budget(flagged_share: float, anomaly_share: float) -> bool:
-    """The flood bound the reports count: at most twice the anomaly share plus one percentage point."""
-    return flagged_share <= 2 * anomaly_share + 0.01
+def within_alarm_budget(flagged: int, anomalous: int, points: int) -> bool:
+    """The flood bound the reports count: a flagged share at most twice the anomaly share plus one percentage
+    point, compared in whole counts (100 flagged <= 200 anomalous + points) so that a share on the bound is within
+    it: in floats 7 / 100 > 2 * (3 / 100) + 0.01."""
+    return 100 * flagged <= 200 * anomalous + points

@@ -354,6 +354,25 @@ def drift_lines(evaluation: FleetEvaluation) -> list[str]:
     return [f"{name}: {warning}" for name, warning in warnings if warning]
 
 
+# The alarm metrics whose denominator is the anomalous points or the labelled segments, and the one whose is the normal
+# points: undefined on an entity without anomalies, or with every point anomalous, whatever the method.
+NEEDS_ANOMALIES = ("missed_alarm_rate", "f1", "event_recall", "event_f1")
+NEEDS_NORMAL_POINTS = ("false_alarm_rate",)
+
+
+def defined_on(entity: EntityScores, metric: str) -> bool:
+    """Whether the entity's labels define the metric (for a method that ran and is not degenerate): the ranking
+    metrics need both classes in TEST, the rates their denominator, the shares and counts nothing."""
+    anomalous = int(entity.labels.sum())
+    if metric in RANKING_METRICS:
+        return entity.graded
+    if metric in NEEDS_ANOMALIES:
+        return anomalous > 0
+    if metric in NEEDS_NORMAL_POINTS:
+        return anomalous < len(entity.labels)
+    return True
+
+
 def _cell(summary: dict, expected: int) -> str:
     """mean ± std over entities; (n) when the metric is defined on fewer entities than expected."""
     if summary["mean"] is None:
@@ -390,6 +409,8 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
     table = evaluation.aggregate()
     graded = sum(entity.graded for entity in evaluation.entities)
     total = len(evaluation.entities)
+    # A method's (n) shows where it has fewer values than the entities whose labels define the metric.
+    expected = {key: sum(defined_on(entity, key) for entity in evaluation.entities) for key, _ in ALARM_COLUMNS}
     lines = [
         f"{evaluation.dataset} {evaluation.kind()}{'' if evaluation.complete else ' (incomplete bundle)'}: "
         f"{total} entities scored by {evaluation.models()} ({graded} with both classes in TEST are graded), "
@@ -403,8 +424,7 @@ def format_fleet_table(evaluation: FleetEvaluation) -> str:
         f"({evaluation.alarm.describe()}): mean ± std over the entities where defined; * oracle (threshold picked "
         "with the test labels); not flooding = share of entities flagging at most twice their anomaly share + 1 point",
         *text_table(["method", *(heading for _, heading in ALARM_COLUMNS)],
-                    [[method, *(_cell(table[method][key], total if key in ("flagged_share", "within_flag_bound")
-                                      else graded) for key, _ in ALARM_COLUMNS)]
+                    [[method, *(_cell(table[method][key], expected[key]) for key, _ in ALARM_COLUMNS)]
                      for method in evaluation.methods]),  # fmt: skip
     ]
     if evaluation.whole_series:

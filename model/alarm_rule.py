@@ -31,7 +31,8 @@ errors, lower than a new point's wherever the model generalises imperfectly, and
 them floods the first hundred or so TEST points until a tenth of it holds TEST scores; a study on
 the development data chose 300 among 1000, 300, 100 and 0 (same page, "The decision rule's start").
 The width and the start are the rule's, not the checkpoint's: a checkpoint that stores `guarded` flags
-with today's. Non-finite scores are always flagged and never enter the recent window.
+with today's. Non-finite scores are always flagged and left out of the recent window's quantiles (each keeps its
+place among the last `window` points). Where TRAIN's robust spread is 0 (its quartiles equal) the guard is off.
 """
 
 from __future__ import annotations

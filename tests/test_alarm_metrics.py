@@ -52,5 +52,30 @@ def test_shapes_must_agree():
 
 
 def test_the_flood_bound_is_twice_the_anomaly_share_plus_one_point():
-    assert within_alarm_budget(0.21, 0.10) and not within_alarm_budget(0.2101, 0.10)
-    assert within_alarm_budget(0.01, 0.0) and not within_alarm_budget(0.011, 0.0)
+    # (flagged, anomalous, points): 21 % flagged beside 10 % anomalous is on the bound 2 * 10 % + 1 %; 21.01 % is over.
+    assert within_alarm_budget(21, 10, 100) and not within_alarm_budget(2101, 1000, 10_000)
+    assert within_alarm_budget(1, 0, 100) and not within_alarm_budget(11, 0, 1000)
+
+
+def test_a_flagged_share_exactly_on_the_flood_bound_is_within_it():
+    # 100 points, 3 anomalous (3 %): the bound is 2 * 3 % + 1 % = 7 %, so 7 flags are within it and 8 are not.
+    # In floats 7 / 100 = 0.07 > 2 * 0.03 + 0.01 = 0.06999999999999999, which counted 7 flags as a flood.
+    labels = np.zeros(100, dtype=np.uint8)
+    labels[50:53] = 1
+    flags = np.zeros(100, dtype=np.uint8)
+    flags[10:17] = 1
+    assert alarm_metrics(labels, flags)["within_flag_bound"] == 1.0
+    flags[17] = 1
+    assert alarm_metrics(labels, flags)["within_flag_bound"] == 0.0
+
+
+def test_an_entity_anomalous_throughout_has_no_false_alarm_rate_and_one_event_found():
+    # 10 points, all anomalous (one segment); flags 2, 3, 4. No normal point: the false alarm rate is undefined.
+    # Missed 7 of 10; F1 = 2 TP / (TP + FP + P) = 6 / (3 + 0 + 10); the one alarm event overlaps the one segment.
+    flags = np.zeros(10, dtype=np.uint8)
+    flags[2:5] = 1
+    result = alarm_metrics(np.ones(10, dtype=np.uint8), flags)
+    assert result["false_alarm_rate"] is None and result["missed_alarm_rate"] == pytest.approx(0.7)
+    assert result["f1"] == pytest.approx(6 / 13)
+    assert result["event_precision"] == 1.0 and result["event_recall"] == 1.0 and result["event_f1"] == 1.0
+    assert result["false_alarm_events_per_10k"] == 0.0 and result["within_flag_bound"] == 1.0  # 0.3 <= 2 * 1 + 0.01

@@ -144,3 +144,46 @@ def test_the_guarded_window_opens_on_300_train_scores_and_learns_a_higher_test_l
     np.testing.assert_array_equal(flags[1400:], full_start[1400:])  # once both windows hold only TEST scores
     short = AlarmRule.fit(train[:120], "guarded", 99.0, 1000)  # fewer TRAIN scores than the opening: all of them
     np.testing.assert_array_equal(short.start().recent, train[:120])
+
+
+def test_the_guarded_and_budget_thresholds_by_hand():
+    # TRAIN 1..10: the 90th percentile is 9.1 (numpy's linear rule: 9 + 0.1 * (10 - 9)); the robust spread r0 is
+    # (7.75 - 3.25) / 1.349 = 3.3358. Window 5, so TEST opens on the TRAIN tail 6..10.
+    rule = AlarmRule.fit(np.arange(1.0, 11.0), "guarded", 90.0, 5)
+    r0 = 4.5 / 1.349
+    assert rule.threshold == pytest.approx(9.1) and rule.train_spread == pytest.approx(r0)
+    flags, thresholds, _ = rule.flags(np.array([20.0, 5, 5, 5, 5, 30]))
+    # Before each point, the 5 scores before it, sorted; 90 % quantile at position 3.6; median; IQR q75 - q25:
+    # t0 6 7 8 9 10: 9.6, median 8, IQR 2 -> r0 wins: 8 + 3 r0 = 18.007 (20 flagged)
+    # t1 7 8 9 10 20: 16, median 9, IQR 2 -> 9 + 3 r0 = 19.007; t2 5 8 9 10 20: 16, median 9, IQR 2 -> 19.007
+    # t3 5 5 9 10 20: 16, median 9, IQR 5 -> 9 + 3 * 5 / 1.349 = 20.119; t4 5 5 5 10 20: 16, median 5, IQR 5 -> 16.119
+    # t5 5 5 5 5 20: 14, median 5, IQR 0 -> 5 + 3 r0 = 15.007 (30 flagged)
+    spread = 5 / 1.349
+    expected = [8 + 3 * r0, 9 + 3 * r0, 9 + 3 * r0, 9 + 3 * spread, 5 + 3 * spread, 5 + 3 * r0]
+    np.testing.assert_allclose(thresholds, expected)
+    np.testing.assert_array_equal(flags, [1, 0, 0, 0, 0, 1])
+    # The budget rule: max(9.1, the 90 % quantile) alone.
+    np.testing.assert_allclose(rule.with_kind("budget").flags(np.array([20.0, 5, 5, 5, 5, 30]))[1],
+                               [9.6, 16, 16, 16, 16, 14])  # fmt: skip
+
+
+def test_a_non_finite_score_keeps_its_place_in_the_window_but_not_in_its_quantiles():
+    # As above (TRAIN 1..10, window 5, r0 = 4.5 / 1.349). Before point 2 the last 5 points are 8 9 10 20 NaN: the
+    # quantiles read 8 9 10 20 (not 7 8 9 10 20): median 9.5, IQR 12.5 - 8.75 = 3.75 (r0 wins), 90 % quantile
+    # 10 + 0.7 * 10 = 17, so the threshold is 9.5 + 3 r0 = 19.507 (with 7 in the window it would be 9 + 3 r0).
+    rule = AlarmRule.fit(np.arange(1.0, 11.0), "guarded", 90.0, 5)
+    flags, thresholds, _ = rule.flags(np.array([20.0, np.nan, 5, 5]))
+    np.testing.assert_array_equal(flags, [1, 1, 0, 0])
+    assert thresholds[2] == pytest.approx(9.5 + 3 * 4.5 / 1.349)
+
+
+def test_a_train_without_spread_turns_the_guard_off():
+    # TRAIN eight 0s, then 1 and 2: its 25th and 75th percentiles are both 0, so r0 = 0 and the guard is off (the
+    # budget rule). 90th percentile 1 + 0.1 * (2 - 1) = 1.1; TEST opens on the tail 0 0 0 1 2 (window 5).
+    rule = AlarmRule.fit(np.array([0.0] * 8 + [1, 2]), "guarded", 90.0, 5)
+    assert rule.train_spread == 0.0
+    flags, thresholds, _ = rule.flags(np.array([3.0, 3.0]))
+    # t0: 0 0 0 1 2 -> 90 % quantile 1.6; t1: 0 0 1 2 3 -> 2.6. A guard would have stood at median 1 plus
+    # 3 * (2 - 0) / 1.349 = 5.448 at t1 and passed the second 3.
+    np.testing.assert_allclose(thresholds, [1.6, 2.6])
+    np.testing.assert_array_equal(flags, [1, 1])

@@ -1,12 +1,14 @@
 """evaluation/grading.py: one method graded on one series, on toys worked out by hand, and the fleet report's
 metrics equal to that grading of each entity's own scores."""
 
+import re
+
 import numpy as np
 import pytest
 
 import train
 from data_factory.registry import load_dataset
-from evaluation.fleet_report import evaluate_fleet
+from evaluation.fleet_report import EntityScores, FleetEvaluation, evaluate_fleet, format_fleet_table
 from evaluation.grading import PER_ENTITY_METRICS, RANKING_METRICS, grade
 from evaluation.result import alarm_decision, judge
 from evaluation.tsb_vus import dominant_period
@@ -116,6 +118,45 @@ def test_the_panel_of_a_threshold_reads_precision_recall_and_point_adjustment_by
     assert panel["pa_precision"] == 1.0 and panel["pa_recall"] == 1.0 and panel["pa_f1"] == 1.0
     assert panel["roc_auc"] == 1.0  # every anomalous score is above every normal one
     assert panel["flagged_share"] == pytest.approx(1 / 8)
+
+
+def test_the_fleet_table_counts_each_alarm_metric_over_the_entities_whose_labels_define_it():
+    # Three entities of 20 points. A: anomalies [5, 10), flags 6, 7 and 15. B: no anomaly, flag 3. C: anomalies
+    # [2, 4), no flag. pca's flags are the model's, but on A its TRAIN scores are constant: degenerate, so its rates,
+    # F1 and event counts on A are null and its means run over fewer entities than the labels define them on.
+    spans, flagged = ((5, 10), None, (2, 4)), ((6, 7, 15), (3,), ())
+    entities = []
+    for name, span, points in zip("ABC", spans, flagged, strict=True):
+        labels, flags = np.zeros(20, dtype=np.uint8), np.zeros(20, dtype=np.uint8)
+        if span:
+            labels[span[0] : span[1]] = 1
+        flags[list(points)] = 1
+        scores = flags + np.arange(20) / 2000  # above the threshold 0.5 exactly where flagged
+        entity = EntityScores(name, labels, {}, {})
+        entity.metrics = {"model": grade(labels, TRAIN, scores, flags, 0.5).per_entity(),
+                          "pca": grade(labels, np.zeros(50) if name == "A" else TRAIN, scores, flags,
+                                       0.5).per_entity()}  # fmt: skip
+        entities.append(entity)
+    evaluation = FleetEvaluation("MSL", ["model", "pca"], entities, {}, {}, AlarmSettings())
+    lines = format_fleet_table(evaluation).splitlines()
+    rows = {line.split()[0]: re.split(r"\s{2,}", line.strip())[1:] for line in lines
+            if line.startswith(("model ", "pca "))}  # the ranking rows, then the alarm rows, which overwrite them
+    columns = ("f1", "best_f1", "flagged", "anomalous", "false_alarm_rate", "missed_alarm_rate", "event_f1",
+               "false_events_per_10k", "not_flooding")  # fmt: skip
+    model, pca = dict(zip(columns, rows["model"], strict=True)), dict(zip(columns, rows["pca"], strict=True))
+    # False alarm rate, defined on all three (each has normal points): A 1/15 (point 15), B 1/20, C 0/18;
+    # mean 7/180 = 0.0389, std sqrt((1/15^2 + 1/20^2) / 3 - 0.0389^2) = 0.0283. pca: B and C only, 0.025 +- 0.025 (2).
+    assert model["false_alarm_rate"] == "0.039 ± 0.028" and pca["false_alarm_rate"] == "0.025 ± 0.025 (2)"
+    # False alarm events per 10,000 points, defined on all three: A 1 (the run at 15), B 1, C 0 -> 500, 500, 0.
+    assert model["false_events_per_10k"] == "333.333 ± 235.702"
+    assert pca["false_events_per_10k"] == "250.000 ± 250.000 (2)"
+    # F1 and missed alarm rate, defined on A and C (B has no anomaly): A: TP 2, FP 1, P 5 -> 2 * 2 / (2 + 1 + 5) = 0.5,
+    # misses 3/5; C: F1 0, misses 2/2. pca: C alone.
+    assert model["f1"] == "0.250 ± 0.250" and pca["f1"] == "0.000 ± 0.000 (1)"
+    assert model["missed_alarm_rate"] == "0.800 ± 0.200" and pca["missed_alarm_rate"] == "1.000 ± 0.000 (1)"
+    # Kept for a degenerate method: flagged 3/20, 1/20, 0; within the bound on A (0.15 <= 0.51) and C, not on B
+    # (0.05 > 0.01).
+    assert pca["flagged"] == model["flagged"] == "0.067 ± 0.062" and pca["not_flooding"] == "0.667 ± 0.471"
 
 
 @pytest.fixture(scope="module")
