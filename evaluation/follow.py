@@ -105,7 +105,7 @@ def follow(
         return EntityStream(detector, rule_options, entity=name, nan_policy=nan_policy, top_sensors=top_sensors,
                             timestamps=parser.stamp_index is not None, input_name=label)  # fmt: skip
 
-    live = LiveDetector(make_stream, routed)
+    live = LiveDetector(make_stream, routed, warn=lambda line: print(line, file=err, flush=True))
     feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
     committer = Committer(state_path, out)
     replay = ReplayGuard(saved, state_path, stdin=source == "-")  # stdin started again at an earlier row: refused
@@ -152,8 +152,17 @@ def follow(
         return 128 + stopped.signal_number
     finally:
         feed.close()
-    print(f"end of {feed.name}: {parser.rows} rows scored", file=err)
+    scored = parser.rows - sum(live.left_out.values())
+    print(f"end of {feed.name}: {scored} rows scored{left_out_text(live)}", file=err)
     return 0
+
+
+def left_out_text(live: LiveDetector) -> str:
+    """The rows of entities without a model, as the end of a line: "; 12 rows of web-9 left out (no model)"."""
+    if not live.left_out:
+        return ""
+    counts = ", ".join(f"{count} rows of {entity}" for entity, count in live.left_out.items())
+    return f"; {counts} left out (no model)"
 
 
 def _stamp_value(text: str) -> float | pd.Timestamp | None:
@@ -258,7 +267,7 @@ def stop_lines(live: LiveDetector, signal_name: str) -> list[str]:
     """What a stopped stream had not yet decided."""
     waiting = live.waiting()
     total = sum(waiting.values())
-    parts = [f"stopped by {signal_name} after {live.rows} rows: {total} not yet scored"]
+    parts = [f"stopped by {signal_name} after {live.rows} rows: {total} not yet scored{left_out_text(live)}"]
     if live.routed and total:
         parts[0] += " (" + ", ".join(f"{name} {count}" for name, count in waiting.items() if count) + ")"
     for incident in live.open_incidents():

@@ -245,8 +245,8 @@ def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
     assert "--poll-seconds must be positive" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_path):
+def fleet_stream(tmp_path):
+    """A tiny fleet (east, west), their TEST rows interleaved as one CSV, and detect.py's incidents for it."""
     from tests.test_fleet import write_fleet_data
 
     data = write_fleet_data(tmp_path)
@@ -264,10 +264,38 @@ def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_pat
     flags = ["--checkpoint", str(bundle), "--entity-column", "channel", "--device", "cpu", *RULE]
     assert detect.main([*flags, "--input", str(source), "--output", str(batch), "--batch-size", "1"]) == 0
     expected = json.loads((tmp_path / "batch" / "d_incidents.json").read_text())["incidents"]
-    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
-    out, err = process.communicate(source.read_text(), timeout=120)
-    assert process.returncode == 0, err
+    assert len(expected) >= 2  # the comparisons mean something
+    return flags, source.read_text().splitlines(), expected
+
+
+def closed_incidents(out: str) -> list[dict]:
     closes = [{k: v for k, v in json.loads(line).items() if k != "event"} for line in out.splitlines()
               if json.loads(line)["event"] == "close"]  # fmt: skip
-    by_entity = sorted(closes, key=lambda incident: (incident["entity"], incident["start"]))
-    assert len(expected) >= 2 and by_entity == expected
+    return sorted(closes, key=lambda incident: (incident["entity"], incident["start"]))
+
+
+@pytest.mark.slow
+def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_path):
+    flags, lines, expected = fleet_stream(tmp_path)
+    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
+    out, err = process.communicate("\n".join(lines) + "\n", timeout=120)
+    assert process.returncode == 0, err
+    assert closed_incidents(out) == expected
+
+
+@pytest.mark.slow
+def test_rows_of_an_entity_the_fleet_has_no_model_for_are_left_out_and_the_others_go_on(tmp_path):
+    flags, lines, expected = fleet_stream(tmp_path)
+    cut = 100  # a machine that was not trained starts sending after input row 99, and again at the end
+    stray = "north,1,2,3"
+    fed = [*lines[: cut + 1], stray, *lines[cut + 1 :], stray, stray]
+    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
+    out, err = process.communicate("\n".join(fed) + "\n", timeout=120)
+    assert process.returncode == 0, err
+    for incident in expected:  # the input rows after the stray one moved down by one
+        for key in ("start", "end", "peak_index", "error_peak_index"):
+            if incident[key] is not None and incident[key] >= cut:
+                incident[key] += 1
+    assert closed_incidents(out) == expected
+    assert err.count("warning: the rows of 'north' are left out, from row 100 on: unknown entity 'north'") == 1
+    assert f"end of stdin: {len(lines) - 1} rows scored; 3 rows of north left out (no model)" in err
