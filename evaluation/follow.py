@@ -106,7 +106,8 @@ def follow(
                             timestamps=parser.stamp_index is not None, input_name=label)  # fmt: skip
 
     live = LiveDetector(make_stream, routed, warn=lambda line: print(line, file=err, flush=True))
-    feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
+    feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds,
+                    saved.get("inode") if saved else None)  # fmt: skip
     committer = Committer(state_path, out)
     replay = ReplayGuard(saved, state_path, stdin=source == "-")  # stdin started again at an earlier row: refused
     slowest = max(detectors.values(), key=decision_lag)
@@ -117,7 +118,7 @@ def follow(
     def state(finished: bool = False) -> dict:
         return {**about, "rule": rule_options, "finished": finished, "offset": feed.offset, "rows": parser.rows,
                 "header": parser.header, "width": parser.width, "live": live.to_dict(),
-                "last_stamps": replay.last_stamps}  # fmt: skip
+                "last_stamps": replay.last_stamps, "inode": feed.inode}  # fmt: skip
 
     try:
         with signals_held():
@@ -128,6 +129,9 @@ def follow(
                       file=err)  # fmt: skip
         while True:
             lines = feed.read()  # signals may stop the stream here, between commits
+            if feed.reopened:  # a new file or the same one from its start: its header may come again
+                print(f"note: {feed.reopened}", file=err, flush=True)
+                feed.reopened, parser.at_start = None, True
             with signals_held():
                 if lines is None:
                     events = live.finish()

@@ -165,6 +165,30 @@ def test_a_stream_killed_and_restarted_from_its_state_loses_and_repeats_nothing(
 
 
 @pytest.mark.slow
+def test_a_followed_file_rotated_then_truncated_is_read_on_like_tail_capital_f(stream_run, tmp_path):
+    source, state = tmp_path / "growing.csv", tmp_path / "stream.json"
+    header, rows = stream_run["lines"][0], stream_run["lines"][1:]
+    source.write_text("\n".join([header, *rows[:1000]]) + "\n")
+    process = start(follow_command(stream_run, source, "--state", str(state), "--poll-seconds", "0.02"))
+    wait_for_rows(state, 1000, process)
+    source.rename(tmp_path / "growing.csv.1")  # logrotate's create: renamed, a new file under the name
+    source.write_text("\n".join([header, *rows[1000:2000]]) + "\n")
+    wait_for_rows(state, 2000, process)
+    with open(source, "r+") as handle:  # logrotate's copytruncate, the writer going on from the start at once
+        handle.truncate(0)
+        handle.write("\n".join([header, *rows[2000:]]) + "\n")
+    wait_for_rows(state, len(rows), process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "was rotated (a new file under its name)" in err and "was truncated while it was followed" in err
+    assert json.loads(state.read_text())["rows"] == len(rows)  # every row once: no header read as a row
+    closes = [json.loads(line) for line in out.splitlines() if json.loads(line)["event"] == "close"]
+    assert len(closes) >= 2 and closes[-1]["end"] >= 2000  # incidents after both turns, as the whole file gives them
+    assert [{k: v for k, v in c.items() if k != "event"} for c in closes] == stream_run["incidents"][: len(closes)]
+
+
+@pytest.mark.slow
 def test_bad_row_mid_stream_exits_2_and_keeps_the_saved_state(stream_run, tmp_path):
     state = tmp_path / "stream.json"
     process = start(follow_command(stream_run, "-", "--state", str(state)))
