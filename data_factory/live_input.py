@@ -31,6 +31,7 @@ from data_factory.readers import (
 from runtime.errors import UserInputError
 
 READ_BYTES = 1 << 16  # at most this much is taken in per read, so a backlog is scored (and saved) in steps
+MARK_BYTES = 64  # of the last line read, compared before each read to see the file rewritten under it
 NA_WORDS = frozenset(STR_NA_VALUES) | {""}
 
 
@@ -38,28 +39,51 @@ class LineFeed:
     """Complete lines of `source` (a file path, or - for stdin) from byte `offset` on.
 
     read() returns the lines that arrived (an empty list when none did within poll_seconds) or None at the
-    end of stdin; a file never ends, it is polled for more.
+    end of stdin; a file never ends, it is polled for more. Like `tail -F`, a file renamed away and created
+    anew (rotated) is read to its end and then the new one from its start, and a file truncated in place
+    (copytruncate) is read again from its start; `reopened` then says which.
     """
 
-    def __init__(self, source: str, offset: int = 0, poll_seconds: float = 0.5) -> None:
+    def __init__(self, source: str, offset: int = 0, poll_seconds: float = 0.5, inode: int | None = None) -> None:
         self.name = "stdin" if source == "-" else source
         self.poll_seconds = poll_seconds
         self.partial = b""
         self.offset = offset  # bytes of the input up to the end of the last line returned
+        self.inode = inode  # the followed file's, kept in the state: a restart sees a file replaced meanwhile
+        self.reopened: str | None = None  # set by read() when the file was rotated or truncated: what happened
+        self.mark = b""  # the last bytes read before the offset, to see a file truncated and written again
         if source == "-":
             self.fd, self.is_file = 0, False
             return
-        path = os.path.expanduser(source)
-        if not os.path.isfile(path):
-            raise UserInputError(f"input {source} {missing_file_reason(Path(path))}")
-        self.fd, self.is_file = os.open(path, os.O_RDONLY), True
-        size = os.fstat(self.fd).st_size
-        if size < offset:
-            raise UserInputError(f"{source} has {size} bytes, fewer than the {offset} already read (--state): "
-                                 "it was truncated or replaced; start over with a new --state file")  # fmt: skip
-        os.lseek(self.fd, offset, os.SEEK_SET)
+        self.path = os.path.expanduser(source)
+        if not os.path.isfile(self.path):
+            raise UserInputError(f"input {source} {missing_file_reason(Path(self.path))}")
+        self.fd, self.is_file = os.open(self.path, os.O_RDONLY), True
+        status = os.fstat(self.fd)
+        if inode is not None and status.st_ino != inode:
+            self._start_over("was replaced (rotated) while the stream was stopped: reading the new file from its start")
+        elif status.st_size < offset:
+            self._start_over(f"has {status.st_size} bytes, fewer than the {offset} already read: it was truncated "
+                             "while the stream was stopped; reading it again from its start")  # fmt: skip
+        self.inode = status.st_ino
+        os.lseek(self.fd, self.offset, os.SEEK_SET)
+
+    def _start_over(self, what: str) -> None:
+        """Go on from the start of the file now under the name: a new one after a rotation, or the same one
+        truncated (copytruncate); the partial line of the old one is dropped."""
+        self.offset, self.partial, self.mark = 0, b"", b""
+        self.reopened = f"{self.name} {what}"
+
+    def _rewritten(self) -> bool:
+        """Whether the bytes before the offset are no longer those read there: the file was truncated and
+        written again (copytruncate) between two looks, past the offset already read."""
+        return bool(self.mark) and os.pread(self.fd, len(self.mark), self.offset - len(self.mark)) != self.mark
 
     def read(self) -> list[bytes] | None:
+        if self.is_file and self._rewritten():
+            self._start_over("was truncated while it was followed: reading it again from its start")
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            return []
         data = os.read(self.fd, READ_BYTES)
         if not data:
             if not self.is_file:  # the end of stdin: a last line without its newline still counts
@@ -67,13 +91,27 @@ class LineFeed:
                 self.offset += len(last)
                 return [last] if last.strip() else None
             if os.fstat(self.fd).st_size < self.offset + len(self.partial):
-                raise UserInputError(f"{self.name} shrank while it was followed: it was truncated or replaced")
+                self._start_over("was truncated while it was followed: reading it again from its start")
+                os.lseek(self.fd, 0, os.SEEK_SET)
+                return []
+            try:
+                inode = os.stat(self.path).st_ino
+            except FileNotFoundError:  # renamed away, its successor not created yet
+                inode = self.inode
+            if inode != self.inode:  # rotated: the old file is read to its end, the new one from its start
+                os.close(self.fd)
+                self.fd = os.open(self.path, os.O_RDONLY)
+                self.inode = os.fstat(self.fd).st_ino
+                self._start_over("was rotated (a new file under its name): following the new one from its start")
+                return []
             time.sleep(self.poll_seconds)
             return []
         data = self.partial + data
         cut = data.rfind(b"\n") + 1
         self.partial = data[cut:]
         self.offset += cut
+        if cut:
+            self.mark = data[max(0, cut - MARK_BYTES) : cut]
         return data[:cut].splitlines()
 
     def close(self) -> None:

@@ -105,8 +105,9 @@ def follow(
         return EntityStream(detector, rule_options, entity=name, nan_policy=nan_policy, top_sensors=top_sensors,
                             timestamps=parser.stamp_index is not None, input_name=label)  # fmt: skip
 
-    live = LiveDetector(make_stream, routed)
-    feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds)
+    live = LiveDetector(make_stream, routed, warn=lambda line: print(line, file=err, flush=True))
+    feed = LineFeed(source, saved["offset"] if saved and source != "-" else 0, poll_seconds,
+                    saved.get("inode") if saved else None)  # fmt: skip
     committer = Committer(state_path, out)
     replay = ReplayGuard(saved, state_path, stdin=source == "-")  # stdin started again at an earlier row: refused
     slowest = max(detectors.values(), key=decision_lag)
@@ -117,7 +118,7 @@ def follow(
     def state(finished: bool = False) -> dict:
         return {**about, "rule": rule_options, "finished": finished, "offset": feed.offset, "rows": parser.rows,
                 "header": parser.header, "width": parser.width, "live": live.to_dict(),
-                "last_stamps": replay.last_stamps}  # fmt: skip
+                "last_stamps": replay.last_stamps, "inode": feed.inode}  # fmt: skip
 
     try:
         with signals_held():
@@ -128,6 +129,9 @@ def follow(
                       file=err)  # fmt: skip
         while True:
             lines = feed.read()  # signals may stop the stream here, between commits
+            if feed.reopened:  # a new file or the same one from its start: its header may come again
+                print(f"note: {feed.reopened}", file=err, flush=True)
+                feed.reopened, parser.at_start = None, True
             with signals_held():
                 if lines is None:
                     events = live.finish()
@@ -152,8 +156,17 @@ def follow(
         return 128 + stopped.signal_number
     finally:
         feed.close()
-    print(f"end of {feed.name}: {parser.rows} rows scored", file=err)
+    scored = parser.rows - sum(live.left_out.values())
+    print(f"end of {feed.name}: {scored} rows scored{left_out_text(live)}", file=err)
     return 0
+
+
+def left_out_text(live: LiveDetector) -> str:
+    """The rows of entities without a model, as the end of a line: "; 12 rows of web-9 left out (no model)"."""
+    if not live.left_out:
+        return ""
+    counts = ", ".join(f"{count} rows of {entity}" for entity, count in live.left_out.items())
+    return f"; {counts} left out (no model)"
 
 
 def _stamp_value(text: str) -> float | pd.Timestamp | None:
@@ -258,7 +271,7 @@ def stop_lines(live: LiveDetector, signal_name: str) -> list[str]:
     """What a stopped stream had not yet decided."""
     waiting = live.waiting()
     total = sum(waiting.values())
-    parts = [f"stopped by {signal_name} after {live.rows} rows: {total} not yet scored"]
+    parts = [f"stopped by {signal_name} after {live.rows} rows: {total} not yet scored{left_out_text(live)}"]
     if live.routed and total:
         parts[0] += " (" + ", ".join(f"{name} {count}" for name, count in waiting.items() if count) + ")"
     for incident in live.open_incidents():

@@ -105,12 +105,17 @@ class LiveDetector:
     """Rows of one input routed to their entity's EntityStream (one stream for a single model).
 
     make_stream(entity) builds the stream of an entity the first time a row names it; for a single model
-    every row goes to entity None.
+    every row goes to entity None. Rows of an entity without a model (one the fleet was not trained on, or
+    skipped in training) are left out and counted, so a new machine cannot stop the others' stream; warn gets
+    one line the first time each such entity appears.
     """
 
-    def __init__(self, make_stream: Callable[[str | None], EntityStream], routed: bool) -> None:
-        self.make_stream, self.routed = make_stream, routed
+    def __init__(self, make_stream: Callable[[str | None], EntityStream], routed: bool,
+                 warn: Callable[[str], None] = lambda line: None) -> None:  # fmt: skip
+        self.make_stream, self.routed, self.warn = make_stream, routed, warn
         self.streams: dict[str | None, EntityStream] = {}
+        self.left_out: dict[str, int] = {}  # rows of each entity without a model
+        self.warned: set[str] = set()  # those entities named on stderr by this process
         self.rows = 0  # input rows taken in
 
     def stream(self, entity: str | None) -> EntityStream:
@@ -129,9 +134,24 @@ class LiveDetector:
         for stop in range(1, len(values) + 1):
             if stop == len(values) or entities[stop] != entities[begin]:
                 part_stamps = None if stamps is None else stamps[begin:stop]
-                lines += self.stream(entities[begin]).push(values[begin:stop], numbers[begin:stop], part_stamps)
+                if self._has_model(entities[begin], numbers[begin]):
+                    lines += self.stream(entities[begin]).push(values[begin:stop], numbers[begin:stop], part_stamps)
+                else:
+                    self.left_out[entities[begin]] = self.left_out.get(entities[begin], 0) + stop - begin
                 begin = stop
         return lines
+
+    def _has_model(self, entity: str, row: int) -> bool:
+        if entity in self.streams:
+            return True
+        if entity not in self.warned:
+            try:
+                self.stream(entity)
+                return True
+            except UserInputError as error:
+                self.warned.add(entity)
+                self.warn(f"warning: the rows of {entity!r} are left out, from row {row} on: {error}")
+        return False
 
     def finish(self) -> list[str]:
         lines: list[str] = []
@@ -147,10 +167,12 @@ class LiveDetector:
         return [incident for stream in self.streams.values() if (incident := stream.incidents.current()) is not None]
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "streams": [[entity, stream.to_dict()] for entity, stream in self.streams.items()]}
+        return {"rows": self.rows, "streams": [[entity, stream.to_dict()] for entity, stream in self.streams.items()],
+                "left_out": self.left_out}  # fmt: skip
 
     def restore(self, record: dict) -> LiveDetector:
         self.rows = int(record["rows"])
+        self.left_out = {entity: int(count) for entity, count in record.get("left_out", {}).items()}
         for entity, stream in record["streams"]:
             self.stream(entity).restore(stream)
         return self

@@ -165,6 +165,30 @@ def test_a_stream_killed_and_restarted_from_its_state_loses_and_repeats_nothing(
 
 
 @pytest.mark.slow
+def test_a_followed_file_rotated_then_truncated_is_read_on_like_tail_capital_f(stream_run, tmp_path):
+    source, state = tmp_path / "growing.csv", tmp_path / "stream.json"
+    header, rows = stream_run["lines"][0], stream_run["lines"][1:]
+    source.write_text("\n".join([header, *rows[:1000]]) + "\n")
+    process = start(follow_command(stream_run, source, "--state", str(state), "--poll-seconds", "0.02"))
+    wait_for_rows(state, 1000, process)
+    source.rename(tmp_path / "growing.csv.1")  # logrotate's create: renamed, a new file under the name
+    source.write_text("\n".join([header, *rows[1000:2000]]) + "\n")
+    wait_for_rows(state, 2000, process)
+    with open(source, "r+") as handle:  # logrotate's copytruncate, the writer going on from the start at once
+        handle.truncate(0)
+        handle.write("\n".join([header, *rows[2000:]]) + "\n")
+    wait_for_rows(state, len(rows), process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "was rotated (a new file under its name)" in err and "was truncated while it was followed" in err
+    assert json.loads(state.read_text())["rows"] == len(rows)  # every row once: no header read as a row
+    closes = [json.loads(line) for line in out.splitlines() if json.loads(line)["event"] == "close"]
+    assert len(closes) >= 2 and closes[-1]["end"] >= 2000  # incidents after both turns, as the whole file gives them
+    assert [{k: v for k, v in c.items() if k != "event"} for c in closes] == stream_run["incidents"][: len(closes)]
+
+
+@pytest.mark.slow
 def test_bad_row_mid_stream_exits_2_and_keeps_the_saved_state(stream_run, tmp_path):
     state = tmp_path / "stream.json"
     process = start(follow_command(stream_run, "-", "--state", str(state)))
@@ -245,8 +269,8 @@ def test_follow_refuses_the_flags_of_a_whole_file_run(stream_run, capsys):
     assert "--poll-seconds must be positive" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_path):
+def fleet_stream(tmp_path):
+    """A tiny fleet (east, west), their TEST rows interleaved as one CSV, and detect.py's incidents for it."""
     from tests.test_fleet import write_fleet_data
 
     data = write_fleet_data(tmp_path)
@@ -264,10 +288,38 @@ def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_pat
     flags = ["--checkpoint", str(bundle), "--entity-column", "channel", "--device", "cpu", *RULE]
     assert detect.main([*flags, "--input", str(source), "--output", str(batch), "--batch-size", "1"]) == 0
     expected = json.loads((tmp_path / "batch" / "d_incidents.json").read_text())["incidents"]
-    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
-    out, err = process.communicate(source.read_text(), timeout=120)
-    assert process.returncode == 0, err
+    assert len(expected) >= 2  # the comparisons mean something
+    return flags, source.read_text().splitlines(), expected
+
+
+def closed_incidents(out: str) -> list[dict]:
     closes = [{k: v for k, v in json.loads(line).items() if k != "event"} for line in out.splitlines()
               if json.loads(line)["event"] == "close"]  # fmt: skip
-    by_entity = sorted(closes, key=lambda incident: (incident["entity"], incident["start"]))
-    assert len(expected) >= 2 and by_entity == expected
+    return sorted(closes, key=lambda incident: (incident["entity"], incident["start"]))
+
+
+@pytest.mark.slow
+def test_a_fleet_routed_by_entity_column_prints_the_batch_runs_incidents(tmp_path):
+    flags, lines, expected = fleet_stream(tmp_path)
+    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
+    out, err = process.communicate("\n".join(lines) + "\n", timeout=120)
+    assert process.returncode == 0, err
+    assert closed_incidents(out) == expected
+
+
+@pytest.mark.slow
+def test_rows_of_an_entity_the_fleet_has_no_model_for_are_left_out_and_the_others_go_on(tmp_path):
+    flags, lines, expected = fleet_stream(tmp_path)
+    cut = 100  # a machine that was not trained starts sending after input row 99, and again at the end
+    stray = "north,1,2,3"
+    fed = [*lines[: cut + 1], stray, *lines[cut + 1 :], stray, stray]
+    process = start([sys.executable, "detect.py", *flags, "--input", "-", "--follow"])
+    out, err = process.communicate("\n".join(fed) + "\n", timeout=120)
+    assert process.returncode == 0, err
+    for incident in expected:  # the input rows after the stray one moved down by one
+        for key in ("start", "end", "peak_index", "error_peak_index"):
+            if incident[key] is not None and incident[key] >= cut:
+                incident[key] += 1
+    assert closed_incidents(out) == expected
+    assert err.count("warning: the rows of 'north' are left out, from row 100 on: unknown entity 'north'") == 1
+    assert f"end of stdin: {len(lines) - 1} rows scored; 3 rows of north left out (no model)" in err
