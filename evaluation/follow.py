@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import pandas as pd
 
 from data_factory.live_input import LineFeed, RowParser
@@ -124,9 +125,7 @@ def follow(
         with signals_held():
             if saved is not None:
                 live.restore(saved["live"])
-                print(f"resuming from {state_path}: {parser.rows} rows already read"
-                      + (f" (byte {feed.offset})" if source != "-" else "; stdin must go on from the next row"),
-                      file=err)  # fmt: skip
+                print(_resuming_line(state_path, parser.rows, feed.offset, source), file=err)
         while True:
             lines = feed.read()  # signals may stop the stream here, between commits
             if feed.reopened:  # a new file or the same one from its start: its header may come again
@@ -141,11 +140,7 @@ def follow(
                     continue
                 rows = parser.parse(lines)
                 if not matched and len(rows.values):
-                    table = parser.table()
-                    if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
-                        raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
-                    order, _ = column_order(table, rows.values.shape[1], names)
-                    matched = True
+                    order, matched = _model_order(parser, rows.values.shape[1], timestamp_column, names), True
                 replay.check(rows.stamps, rows.entities, feed.name)
                 values = rows.values if order is None else rows.values[:, order]
                 events = live.push(values, rows.stamps, rows.entities)
@@ -159,6 +154,20 @@ def follow(
     scored = parser.rows - sum(live.left_out.values())
     print(f"end of {feed.name}: {scored} rows scored{left_out_text(live)}", file=err)
     return 0
+
+
+def _model_order(parser: RowParser, width: int, timestamp_column: str, names: list[str]) -> np.ndarray | None:
+    """The input's columns in the model's order (None: already in it), read once the first row has arrived."""
+    table = parser.table()
+    if timestamp_column != "timestamp" and table.columns is not None and table.stamp_column is None:
+        raise UserInputError(f"{table.name} has no column {timestamp_column!r} (--timestamp-column)")
+    order, _ = column_order(table, width, names)
+    return order
+
+
+def _resuming_line(state_path: Path | None, rows: int, offset: int, source: str) -> str:
+    where = f" (byte {offset})" if source != "-" else "; stdin must go on from the next row"
+    return f"resuming from {state_path}: {rows} rows already read{where}"
 
 
 def left_out_text(live: LiveDetector) -> str:
