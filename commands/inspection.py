@@ -72,9 +72,7 @@ def describe_detector(detector: Detector) -> dict:
             "mean_range": [float(mean.min()), float(mean.max())],
             "std_range": [float(std.min()), float(std.max())],
             # A channel that never moved in TRAIN: the model never saw it move, so any later movement scores high.
-            "constant_in_train": [name for name, constant in
-                                  zip(detector.channel_names, detector.normalizer_.constant_in_train, strict=True)
-                                  if constant],  # fmt: skip
+            "constant_in_train": detector.constant_channels,
             "constant_recorded": detector.normalizer_.constant is not None,  # older files: those with std exactly 1
         },
         "threshold": detector.threshold_,

@@ -113,8 +113,8 @@ def train(
     {LABEL}_last.pth (resumable, every `save_every` steps too); under torchrun each rank trains on its share of
     the windows and only rank 0 logs and writes. With `per_entity` one Detector per entity (or per name in
     `entities`) goes into {DATASET}_fleet.pth, saved after every entity, `jobs` entities at once (default: the
-    cores); under torchrun
-    the ranks take entities as they become free, each saving its own shard, and rank 0 writes the bundle.
+    cores); under torchrun the ranks take entities as they become free, each saving its own shard, and rank 0
+    writes the bundle.
 
     Every check that can fail (flags, data, output folder, free space) runs before training starts, and a file
     replaces an older one only once it is completely written. With resume=True the settings come from the
@@ -315,8 +315,7 @@ def _train_fleet_locked(
 
 def _note_constant_channels(detector: Detector, log: Callable[[str], None]) -> None:
     """The channels that never moved in TRAIN: the model never saw them move, so any movement later scores high."""
-    constant = [name for name, flag in zip(detector.channel_names, detector.normalizer_.constant_in_train,
-                                           strict=True) if flag]  # fmt: skip
+    constant = detector.constant_channels
     if constant:
         log(f"note: {constant_text(constant)}, so any movement of theirs later scores as anomalous; if one is a "
             "stuck or disconnected sensor, mend it and retrain")  # fmt: skip
@@ -324,7 +323,7 @@ def _note_constant_channels(detector: Detector, log: Callable[[str], None]) -> N
 
 def _note_constant_channels_per_entity(fleet: Fleet, log: Callable[[str], None]) -> None:
     """The entities with channels that never moved in their TRAIN: their models never saw those move."""
-    counts = {name: int(detector.normalizer_.constant_in_train.sum()) for name, detector in fleet.detectors.items()}
+    counts = {name: len(detector.constant_channels) for name, detector in fleet.detectors.items()}
     counts = {name: count for name, count in counts.items() if count}
     if counts:
         shown = ", ".join(f"{name} {count}" for name, count in list(counts.items())[:5]) + (

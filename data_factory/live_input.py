@@ -73,6 +73,7 @@ class LineFeed:
         truncated (copytruncate); the partial line of the old one is dropped."""
         self.offset, self.partial, self.mark = 0, b"", b""
         self.reopened = f"{self.name} {what}"
+        os.lseek(self.fd, 0, os.SEEK_SET)
 
     def _rewritten(self) -> bool:
         """Whether the bytes before the offset are no longer those read there: the file was truncated and
@@ -82,7 +83,6 @@ class LineFeed:
     def read(self) -> list[bytes] | None:
         if self.is_file and self._rewritten():
             self._start_over("was truncated while it was followed: reading it again from its start")
-            os.lseek(self.fd, 0, os.SEEK_SET)
             return []
         data = os.read(self.fd, READ_BYTES)
         if not data:
@@ -92,7 +92,6 @@ class LineFeed:
                 return [last] if last.strip() else None
             if os.fstat(self.fd).st_size < self.offset + len(self.partial):
                 self._start_over("was truncated while it was followed: reading it again from its start")
-                os.lseek(self.fd, 0, os.SEEK_SET)
                 return []
             try:
                 inode = os.stat(self.path).st_ino

@@ -28,7 +28,7 @@ from evaluation.result import (
     rank_non_finite,
     stored_rule_decision,
 )
-from evaluation.thresholds import POT_RISK, Threshold, choose_threshold, percentile_threshold
+from evaluation.thresholds import Threshold, choose_threshold, percentile_threshold
 from model.alarm_rule import DEFAULT_ALARM_RULE, DEFAULT_ALARM_WINDOW, AlarmSettings, check_alarm_settings
 from model.config import DetectorConfig
 from model.fleet import load_detector
@@ -109,10 +109,6 @@ def resolve_rule(protocol: str, settings: ThresholdSettings, dataset_name: str) 
     return rule, ratio
 
 
-def _pot_risk(settings: ThresholdSettings) -> float:
-    return POT_RISK if settings.pot_risk is None else settings.pot_risk
-
-
 def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: float) -> Decision:
     """The decision rule, or a fixed threshold rule's one value for every TEST point."""
     if rule == ALARM:
@@ -121,7 +117,7 @@ def _decision(rule: str, ratio: float, settings: ThresholdSettings, val_ratio: f
     def decide(train_scores: np.ndarray, scores: np.ndarray) -> tuple[Threshold, np.ndarray]:
         finite, _ = rank_non_finite(scores, train_scores)  # a rule that reads TEST scores (paper) needs numbers
         threshold = choose_threshold(rule, train_scores, finite, percentile=settings.percentile,
-                                     val_ratio=val_ratio, value=settings.value, pot_risk=_pot_risk(settings),
+                                     val_ratio=val_ratio, value=settings.value, pot_risk=settings.pot_risk,
                                      anomaly_ratio=ratio)  # fmt: skip
         return threshold, np.full(len(scores), threshold.value)
 
@@ -154,7 +150,7 @@ def check_evaluation_settings(
             named = "--protocol paper" if rule == "paper" else f"--threshold {rule}"
             raise UserInputError(f"{named} replaces the decision rule, so {given[0]} would be ignored; drop one")
         choose_threshold(rule, stand_in, stand_in, percentile=percentile, val_ratio=0.5, value=settings.value,
-                         pot_risk=_pot_risk(settings), anomaly_ratio=ratio)  # fmt: skip
+                         pot_risk=settings.pot_risk, anomaly_ratio=ratio)  # fmt: skip
     if top_sensors < 1:
         raise UserInputError(f"--top-sensors must be at least 1, got {top_sensors}")
     if explain < 0:

@@ -82,7 +82,7 @@ def choose_threshold(
     percentile: float = 99.0,
     val_ratio: float = 0.2,
     value: float | None = None,
-    pot_risk: float = POT_RISK,
+    pot_risk: float | None = None,
     anomaly_ratio: float = 1.0,
 ) -> Threshold:
     """Apply one rule. `train_scores` cover the whole TRAIN series; its last val_ratio is the validation tail."""
@@ -108,8 +108,9 @@ def choose_threshold(
             raise UserInputError("--threshold fixed needs --threshold-value X")
         return Threshold(float(value), "fixed value", uses_test_scores=False)
     if rule == "pot":
+        risk = POT_RISK if pot_risk is None else pot_risk
         return Threshold(
-            pot_threshold(train_scores, pot_risk), f"POT on TRAIN scores, risk {pot_risk:g}", uses_test_scores=False
+            pot_threshold(train_scores, risk), f"POT on TRAIN scores, risk {risk:g}", uses_test_scores=False
         )
     if rule == "paper":
         if not 0 < anomaly_ratio < 100:

@@ -270,6 +270,12 @@ class Detector:
     def channel_names(self) -> list[str]:
         return list(self.dataset_.get("channel_names", []))
 
+    @property
+    def constant_channels(self) -> list[str]:
+        """The channels that never moved in TRAIN (Normalizer.constant_in_train): the model never saw them move."""
+        return [name for name, constant in zip(self.channel_names, self.normalizer_.constant_in_train, strict=True)
+                if constant]  # fmt: skip
+
     def to(self, device: str | torch.device) -> Detector:
         """Move the model to a device (auto: CUDA, then MPS, then CPU); return self."""
         self._check_fitted()
